@@ -1,0 +1,1 @@
+"""PettingZoo environments of marl_net (installed as ``marl_net.envs``)."""

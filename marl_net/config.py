@@ -1,0 +1,88 @@
+"""The environment's configuration: one typed object, validated at construction.
+
+Misspelled keyword arguments are caught with a suggestion (as VMAS does), and every invalid value
+raises ValueError listing the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from marl_net.network import NetworkSpec
+from marl_net.observations import DEFAULT_FEATURES, check_features
+from marl_net.ownership import OWNERSHIPS
+from marl_net.rewards import check_scheme
+from marl_net.tasks import TASKS
+from marl_net.tasks.base import check_split
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Arguments of ``network_weights_v0`` (and of the batched fast-path env)."""
+
+    task: str = "teacher_student"
+    layers: tuple[int, ...] = (8, 16, 4)
+    ownership: str = "outgoing"
+    reward: str = "global_loss"
+    local_ratio: float | None = None
+    max_cycles: int = 50
+    batch_size: int = 32
+    action_scale: float = 0.05  # a weight moves by action_scale * action per step
+    clip_actions: bool = True  # False: out-of-bound actions raise instead of being clipped
+    hidden_activation: str = "tanh"
+    output_activation: str = "linear"
+    bias: bool = False
+    init_gain: float = 1.0
+    observations: tuple[str, ...] = DEFAULT_FEATURES
+    split: str = "train"
+    task_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    divergence_threshold: float = 1.0e4  # |loss| or |w| beyond it ends the episode
+    divergence_penalty: float = 10.0  # reward of every agent on the diverging step is -penalty
+    crash_probability: float = 0.0  # for fault-tolerance tests: step() raises with this probability
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_("layers", tuple(int(n) for n in self.layers))
+        set_("observations", tuple(self.observations))
+        set_("task_kwargs", dict(self.task_kwargs or {}))
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} is unknown; choose one of {sorted(TASKS)}")
+        if len(self.layers) < 2 or any(n < 1 for n in self.layers):
+            raise ValueError(f"layers={self.layers!r}: give at least two positive sizes, e.g. (8, 16, 4)")
+        if self.ownership not in OWNERSHIPS:
+            raise ValueError(f"ownership={self.ownership!r} is unknown; choose one of {sorted(OWNERSHIPS)}")
+        check_scheme(self.reward, self.ownership, (self.hidden_activation, self.output_activation), self.local_ratio)
+        for name in ("max_cycles", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("action_scale", "divergence_threshold"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+        if not 0.0 <= self.crash_probability <= 1.0:
+            raise ValueError(f"crash_probability={self.crash_probability!r} must be in [0, 1]")
+        check_features(self.observations)
+        check_split(self.split)
+        self.network_spec()  # validates activations, init_gain
+
+    def network_spec(self) -> NetworkSpec:
+        return NetworkSpec(self.layers, self.hidden_activation, self.output_activation, self.bias, self.init_gain)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "EnvConfig":
+        """Build from keyword arguments, refusing unknown names with the closest valid one."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid arguments: {names}"
+                raise ValueError(f"unknown argument {key!r}{hint}")
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> "EnvConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

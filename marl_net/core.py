@@ -1,0 +1,205 @@
+"""THE dynamics of the network-weights environment, batched over E network copies.
+
+One step: apply every agent's weight changes -> draw a minibatch -> forward -> loss -> rewards ->
+divergence check -> observations. Both views call this and only this: the PettingZoo env
+(``marl_net.envs.network_weights_v0``, E = 1, dicts per agent) and the fast path's batched env
+(tensors ``[E * A, ...]``). Nothing here loops over agents.
+
+Randomness: copy e has two generators, one for data (task sampling, weight init, minibatches)
+and one for noise (perturbations, stochastic units), both seeded from the copy's seed. A batched
+run seeded ``[s_0, ..., s_{E-1}]`` therefore equals E single-copy runs seeded ``s_e``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from marl_net import losses, seeding
+from marl_net.config import EnvConfig
+from marl_net.context import StepContext
+from marl_net.network import forward, init_weights, join_bias, split_bias
+from marl_net.observations import observe
+from marl_net.ownership import Ownership
+from marl_net.rewards import REWARDS, compute_rewards
+from marl_net.tasks import make_task, sample_task_id
+
+
+@dataclass
+class StepResult:
+    obs: torch.Tensor  # [E, A, K, F + 1]
+    rewards: torch.Tensor  # [E, A]
+    terminated: torch.Tensor  # [E] bool: diverged
+    truncated: torch.Tensor  # [E] bool: reached max_cycles
+    loss: torch.Tensor  # [E] inner loss after the step
+    diverged: torch.Tensor  # [E] bool
+
+
+class EnvCrash(RuntimeError):
+    """Raised on purpose by ``crash_probability`` (fault-tolerance tests)."""
+
+
+class NetworkWeightsCore:
+    def __init__(self, config: EnvConfig, copies: int = 1, device: str | torch.device = "cpu"):
+        if copies < 1:
+            raise ValueError(f"copies={copies!r} must be >= 1")
+        self.config = config
+        self.copies = int(copies)
+        self.device = torch.device(device)
+        self.spec = config.network_spec()
+        self.ownership = Ownership(self.spec, config.ownership)
+        self.task = make_task(config.task, self.spec.layers[0], self.spec.layers[-1], **config.task_kwargs)
+        self.task.check_network(self.spec.layers[0], self.spec.layers[-1])
+        self.scheme = REWARDS[config.reward]
+        self.num_features = len(config.observations) + 1
+        self.data_gens: list[torch.Generator] | None = None
+        self.noise_gens: list[torch.Generator] | None = None
+        self.params: list[torch.Tensor] | None = None
+        self._crash_rng = None
+
+    # ---------------------------------------------------------------- seeding and reset
+    @property
+    def is_reset(self) -> bool:
+        return self.params is not None
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        if len(seeds) != self.copies:
+            raise ValueError(f"got {len(seeds)} seeds for {self.copies} copies; pass one seed per copy")
+        self.data_gens = seeding.make_generators([seeding.seed_from(s, 0) for s in seeds])
+        self.noise_gens = seeding.make_generators([seeding.seed_from(s, 1) for s in seeds])
+        import random
+
+        self._crash_rng = random.Random(seeding.seed_from(seeds[0], 2))
+
+    def reset(self, copies: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a fresh episode (new task instance, fresh weights) in every copy, or only in the
+        copies where the bool mask ``copies`` is True. Returns observations ``[E, A, K, F + 1]``.
+        Only the reset copies draw random numbers, so each copy's stream is its own."""
+        if self.data_gens is None:
+            raise ValueError("seed the core before reset: call seed([...]) with one seed per copy")
+        if copies is None:
+            idx = list(range(self.copies))
+        else:
+            if not self.is_reset:
+                raise ValueError("the first reset must reset every copy: call reset() without a mask")
+            idx = torch.nonzero(copies.cpu()).flatten().tolist()
+            if not idx:
+                return self.last_obs
+        gens = [self.data_gens[i] for i in idx]
+        task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
+        data = [self.task.instance(t) for t in task_ids]
+        inputs = torch.stack([d.inputs for d in data]).to(self.device)
+        targets = torch.stack([d.targets for d in data]).to(self.device)
+        params = join_bias(*init_weights(self.spec, gens, device=self.device))
+        if copies is None:
+            self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
+            self.delta = [torch.zeros_like(p) for p in params]
+            self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
+            ctx = self._evaluate(None, prev_loss=None)
+            self.loss, self.initial_loss = ctx.loss, ctx.loss.clone()
+            self.last_obs = observe(ctx, self.config.observations)
+            return self.last_obs
+        sel = torch.as_tensor(idx, device=self.device)
+        self.inputs[sel], self.targets[sel] = inputs, targets
+        for p, d, new in zip(self.params, self.delta, params):
+            p[sel] = new
+            d[sel] = 0.0
+        self.t[sel] = 0
+        for i, t in zip(idx, task_ids):
+            self.task_ids[i] = t
+        ctx = self._evaluate(sel, prev_loss=None)
+        self.loss[sel] = ctx.loss
+        self.initial_loss[sel] = ctx.loss
+        self.last_obs[sel] = observe(ctx, self.config.observations)
+        return self.last_obs
+
+    # ---------------------------------------------------------------- step
+    def step(self, actions: torch.Tensor) -> StepResult:
+        """Apply ``actions [E, A, K]`` (in [-1, 1]; padding slots ignored) and advance one step."""
+        if not self.is_reset:
+            raise ValueError("step() before reset(): call reset() first")
+        if self.config.crash_probability and self._crash_rng.random() < self.config.crash_probability:
+            raise EnvCrash(f"simulated crash (crash_probability={self.config.crash_probability})")
+        actions = self.check_actions(actions)
+        delta = [d * self.config.action_scale for d in self.ownership.from_agents(actions)]
+        self.params = [p + d for p, d in zip(self.params, delta)]
+        self.delta = delta
+        self.t = self.t + 1
+        prev_loss = self.loss
+        ctx = self._evaluate(None, prev_loss=prev_loss)
+        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio)
+        diverged = self._diverged(ctx.loss)
+        penalty = torch.full_like(rewards, -self.config.divergence_penalty)
+        rewards = torch.where(diverged.unsqueeze(1), penalty, torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0))
+        self.loss = ctx.loss
+        obs = observe(ctx, self.config.observations)
+        self.last_obs = obs
+        truncated = (self.t >= self.config.max_cycles) & ~diverged
+        return StepResult(obs, rewards, diverged, truncated, ctx.loss, diverged)
+
+    def check_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Validate ``actions [E, A, K]`` and return them clipped to [-1, 1] with padding zeroed."""
+        expected = (self.copies, self.ownership.num_agents, self.ownership.max_fan)
+        if not isinstance(actions, torch.Tensor):
+            raise ValueError(f"actions must be a torch.Tensor of shape {expected}, got {type(actions).__name__}")
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (copies, agents, max fan)")
+        if not actions.is_floating_point():
+            raise ValueError(f"actions have dtype {actions.dtype}; pass floats (torch.float32)")
+        actions = actions.to(self.device, torch.float32)
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN or inf; every action must be a finite number in [-1, 1]")
+        mask = self.ownership.mask.to(self.device)
+        if not self.config.clip_actions and (actions.abs() * mask > 1.0).any():
+            raise ValueError("actions outside [-1, 1] with clip_actions=False; scale them or pass clip_actions=True")
+        return actions.clamp(-1.0, 1.0) * mask
+
+    def _diverged(self, loss: torch.Tensor) -> torch.Tensor:
+        thr = self.config.divergence_threshold
+        bad = ~torch.isfinite(loss) | (loss.abs() > thr)
+        for p in self.params:
+            bad |= ~torch.isfinite(p).flatten(1).all(1) | (p.abs().flatten(1).amax(1) > thr)
+        return bad
+
+    def _evaluate(self, sel: torch.Tensor | None, prev_loss: torch.Tensor | None) -> StepContext:
+        """Draw a minibatch, run the forward pass and build the step's context, for every copy or
+        for the copies indexed by ``sel``."""
+        take = (lambda x: x) if sel is None else (lambda x: x[sel])
+        pick = (lambda gens: gens) if sel is None else (lambda gens: [gens[i] for i in sel.tolist()])
+        inputs, targets = take(self.inputs), take(self.targets)
+        params, delta = [take(p) for p in self.params], [take(d) for d in self.delta]
+        idx = seeding.randint(pick(self.data_gens), inputs.shape[1], (self.config.batch_size,), device=self.device)
+        x = torch.gather(inputs, 1, idx.unsqueeze(-1).expand(-1, -1, inputs.shape[-1]))
+        if targets.dim() == 2:  # class labels
+            y = torch.gather(targets, 1, idx)
+        else:
+            y = torch.gather(targets, 1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+        weights, biases = split_bias(self.spec, params)
+        noise_gens = pick(self.noise_gens)
+        fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
+        loss = losses.compute(self.task.loss, fwd.output, y)
+        return StepContext(
+            spec=self.spec,
+            ownership=self.ownership,
+            loss_name=self.task.loss,
+            params=params,
+            delta=delta,
+            inputs=x,
+            targets=y,
+            fwd=fwd,
+            loss=loss,
+            prev_loss=loss if prev_loss is None else prev_loss,
+            initial_loss=loss if prev_loss is None else self.initial_loss,
+            t=take(self.t),
+            max_cycles=self.config.max_cycles,
+            noise_generators=noise_gens,
+        )
+
+
+def sample_task_id_torch(gen: torch.Generator, split: str) -> int:
+    """A task id of ``split`` drawn from a torch generator (see ``marl_net.tasks.sample_task_id``)."""
+    import numpy as np
+
+    return sample_task_id(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))), split)

@@ -1,0 +1,152 @@
+"""Per-synapse observation features: a registry.
+
+An agent observes a ``[K, F + 1]`` array: one row per synapse slot it owns (padded to the largest
+fan K), one column per enabled feature, and a last column that is the padding mask (1 for a real
+synapse, 0 for padding; padded rows are all zero). Global signals (loss, step fraction, ...) are
+repeated on every row, so one small network applied to every synapse row sees all it needs.
+
+Features are *local* by default: what a synapse could know from its own weight, its own last
+change, the activity of the two neurons it connects, and globally broadcast scalars (the
+neuromodulator-like signals). Non-local features are registered with ``privileged=True`` and
+must be asked for by name.
+
+A feature is a function ``fn(ctx, layer) -> tensor`` broadcastable to the layer's weight-space
+shape ``[E, rows, cols]`` (see ``marl_net.context.StepContext``). Register your own with
+:func:`register_feature`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from marl_net.context import StepContext
+
+OBS_LIMIT = 1.0e4  # observations are clipped to [-OBS_LIMIT, OBS_LIMIT]; NaN becomes 0
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    fn: Callable[[StepContext, int], torch.Tensor]
+    privileged: bool = False
+
+
+FEATURES: dict[str, Feature] = {}
+
+
+def register_feature(name: str, description: str, privileged: bool = False):
+    """Decorator: register ``fn(ctx, layer)`` as observation feature ``name``."""
+
+    def deco(fn):
+        if name in FEATURES:
+            raise ValueError(f"observation feature {name!r} is already registered")
+        FEATURES[name] = Feature(name, description, fn, privileged)
+        return fn
+
+    return deco
+
+
+def _scalar(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, 1, 1)
+
+
+@register_feature("weight", "the synapse's current weight")
+def _weight(ctx, l):
+    return ctx.params[l]
+
+
+@register_feature("prev_delta", "the change applied to the weight at the last step")
+def _prev_delta(ctx, l):
+    return ctx.delta[l]
+
+
+@register_feature("pre_activity", "presynaptic activity, mean over the minibatch")
+def _pre_activity(ctx, l):
+    return ctx.pre(l).mean(1).unsqueeze(1)
+
+
+@register_feature("post_activity", "postsynaptic activity, mean over the minibatch")
+def _post_activity(ctx, l):
+    return ctx.post(l).mean(1).unsqueeze(2)
+
+
+@register_feature("pre_post_corr", "correlation of pre- and postsynaptic activity over the minibatch")
+def _pre_post_corr(ctx, l):
+    def compute():
+        x = ctx.pre(l)
+        y = ctx.post(l)
+        xc = x - x.mean(1, keepdim=True)
+        yc = y - y.mean(1, keepdim=True)
+        cov = torch.matmul(yc.transpose(1, 2), xc) / x.shape[1]
+        sx = xc.pow(2).mean(1).sqrt().unsqueeze(1)
+        sy = yc.pow(2).mean(1).sqrt().unsqueeze(2)
+        return cov / (sx * sy + 1e-6)
+
+    return ctx.cached(f"pre_post_corr/{l}", compute)
+
+
+@register_feature("loss", "the current inner loss on the minibatch (global signal)")
+def _loss(ctx, l):
+    return _scalar(ctx.loss)
+
+
+@register_feature("loss_change", "the loss minus the loss before the last step (global signal)")
+def _loss_change(ctx, l):
+    return _scalar(ctx.loss - ctx.prev_loss)
+
+
+@register_feature("step_fraction", "steps taken / max_cycles (global signal)")
+def _step_fraction(ctx, l):
+    return _scalar(ctx.t.to(ctx.loss.dtype) / ctx.max_cycles)
+
+
+@register_feature("layer_position", "the synapse's weight layer, 0 for the first and 1 for the last")
+def _layer_position(ctx, l):
+    return ctx.loss.new_full((1, 1, 1), l / max(ctx.spec.num_layers - 1, 1))
+
+
+@register_feature("gradient", "backprop gradient dE/dw on the minibatch (privileged: not local)", privileged=True)
+def _gradient(ctx, l):
+    return ctx.gradient()[l]
+
+
+DEFAULT_FEATURES = (
+    "weight",
+    "prev_delta",
+    "pre_activity",
+    "post_activity",
+    "pre_post_corr",
+    "loss",
+    "loss_change",
+    "step_fraction",
+    "layer_position",
+)
+
+
+def check_features(names: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    if not names:
+        raise ValueError(f"observations=(): enable at least one feature, e.g. {list(DEFAULT_FEATURES)}")
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown observation features {unknown}; choose from {sorted(FEATURES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"observations={list(names)} lists a feature twice")
+    return names
+
+
+def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
+    """Agent-space observations ``[E, A, K, len(names) + 1]``: features, then the padding mask."""
+    per_layer = []
+    for l in range(ctx.spec.num_layers):
+        shape = (ctx.copies, *ctx.ownership.weight_space_shape(l))
+        per_layer.append(torch.stack([FEATURES[n].fn(ctx, l).expand(shape) for n in names], dim=-1))
+    obs = ctx.ownership.to_agents(per_layer)
+    obs = torch.nan_to_num(obs, nan=0.0, posinf=OBS_LIMIT, neginf=-OBS_LIMIT).clamp_(-OBS_LIMIT, OBS_LIMIT)
+    mask = ctx.ownership.mask.to(obs.device)
+    obs = obs * mask.unsqueeze(-1)  # padding rows are zero
+    return torch.cat([obs, mask.to(obs.dtype).expand(obs.shape[:-1]).unsqueeze(-1)], dim=-1)

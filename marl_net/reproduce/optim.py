@@ -1,0 +1,77 @@
+"""Adam for E independent network copies, packed in one flat buffer.
+
+All parameters of a network live in one ``[E, P]`` tensor and the per-layer tensors are views into
+it, so one optimizer step is a handful of tensor ops whatever the number of layers. Adam is
+elementwise, so copy e evolves exactly as it would alone. Updates are *ascent* directions (Chung's
+raw weight changes); each parameter tensor has its own step size, interpolated linearly from
+``lr_start`` to ``lr_end`` over ``decay_steps`` steps (the schedule of Chung's code).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One ``[E, P]`` buffer holding ``tensors`` (each ``[E, ...]``) and views of it shaped like them."""
+    e = tensors[0].shape[0]
+    if any(t.shape[0] != e for t in tensors):
+        raise ValueError("every tensor needs the same leading copy dimension E")
+    flat = torch.cat([t.reshape(e, -1) for t in tensors], dim=1)
+    views, start = [], 0
+    for t in tensors:
+        n = t[0].numel()
+        views.append(flat[:, start:start + n].view(t.shape))
+        start += n
+    return flat, views
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    e = tensors[0].shape[0]
+    return torch.cat([t.reshape(e, -1) for t in tensors], dim=1)
+
+
+class Adam:
+    """Adam ascent on a flat ``[E, P]`` buffer with per-tensor, linearly decayed step sizes."""
+
+    def __init__(self, flat: torch.Tensor, sizes: Sequence[int], lr_start: Sequence[float],
+                 lr_end: Sequence[float] | None = None, decay_steps: int = 1,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        lr_end = lr_start if lr_end is None else lr_end
+        if not (len(sizes) == len(lr_start) == len(lr_end)):
+            raise ValueError(f"give one learning rate per parameter tensor: {len(sizes)} tensors, "
+                             f"{len(lr_start)} start and {len(lr_end)} end rates")
+        if sum(sizes) != flat.shape[1]:
+            raise ValueError(f"sizes add up to {sum(sizes)} but the buffer holds {flat.shape[1]} parameters")
+        if decay_steps < 1:
+            raise ValueError(f"decay_steps={decay_steps!r} must be >= 1")
+        kw = dict(device=flat.device, dtype=flat.dtype)
+        self.flat = flat
+        self.lr_start = torch.cat([torch.full((n,), float(r), **kw) for n, r in zip(sizes, lr_start)])
+        self.lr_delta = torch.cat([torch.full((n,), float(r), **kw) for n, r in zip(sizes, lr_end)]) - self.lr_start
+        self.decay_steps = int(decay_steps)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.m = torch.zeros_like(flat)
+        self.v = torch.zeros_like(flat)
+        self.t = 0
+
+    def learning_rates(self) -> torch.Tensor:
+        frac = min(self.t, self.decay_steps) / self.decay_steps
+        return self.lr_start + self.lr_delta * frac
+
+    def step(self, update: torch.Tensor) -> torch.Tensor:
+        """Apply the ascent direction ``update`` ``[E, P]``; returns the change made to the buffer."""
+        if update.shape != self.flat.shape:
+            raise ValueError(f"update has shape {tuple(update.shape)}; pass {tuple(self.flat.shape)}")
+        lr = self.learning_rates()
+        self.t += 1
+        self.m.mul_(self.beta1).add_(update, alpha=1 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(update, update, value=1 - self.beta2)
+        m_hat = self.m / (1 - self.beta1**self.t)
+        denom = (self.v / (1 - self.beta2**self.t)).sqrt_().add_(self.eps)
+        delta = m_hat.div_(denom).mul_(lr)
+        self.flat.add_(delta)
+        return delta

@@ -1,0 +1,48 @@
+"""Teacher-student regression (Cai & Cheng): a random teacher network labels Gaussian inputs.
+
+Instance ``task_id`` is the teacher drawn with seed ``task_id`` (weights ``N(0, 1/fan_in)``), its
+``num_samples`` inputs ``x ~ N(0, I)`` and targets ``teacher(x) + label_noise * N(0, I)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from marl_net.network import NetworkSpec, forward, init_weights
+from marl_net.seeding import make_generators
+from marl_net.tasks.base import Task, TaskData, register_task
+
+
+@register_task("teacher_student", "regress the outputs of a random teacher network (MSE), optional label noise")
+class TeacherStudent(Task):
+    loss = "mse"
+
+    def __init__(
+        self,
+        input_dim: int | None = None,
+        output_dim: int | None = None,
+        teacher_hidden: tuple[int, ...] = (16,),
+        teacher_activation: str = "tanh",
+        label_noise: float = 0.0,
+        num_samples: int = 1024,
+    ):
+        self.input_dim = int(input_dim or 8)
+        self.output_dim = int(output_dim or 4)
+        if label_noise < 0:
+            raise ValueError(f"label_noise={label_noise!r} must be >= 0")
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples!r} must be >= 1")
+        self.spec = NetworkSpec(
+            (self.input_dim, *teacher_hidden, self.output_dim), hidden_activation=teacher_activation
+        )
+        self.label_noise = float(label_noise)
+        self.num_samples = int(num_samples)
+
+    def instance(self, task_id: int) -> TaskData:
+        gens = make_generators([task_id])
+        weights, _ = init_weights(self.spec, gens)
+        x = torch.randn(1, self.num_samples, self.input_dim, generator=gens[0])
+        y = forward(self.spec, weights, x).output
+        if self.label_noise:
+            y = y + self.label_noise * torch.randn(y.shape, generator=gens[0])
+        return TaskData(inputs=x[0], targets=y[0], task_id=task_id)
