@@ -1,0 +1,102 @@
+"""The RLlib face of the shared per-neuron actor-critic (new API stack, ray 2.60).
+
+:class:`SynapseRLModule` is a ``TorchRLModule`` with ``ValueFunctionAPI`` that holds one
+:class:`~marl_net.policies.synapse_policy.SynapsePolicy` as ``self.policy`` (so its state-dict
+keys are ``policy.*``: a rule trained on the fast path loads here with
+``module.policy.load_state_dict(fast_policy.state_dict())``, and back).
+
+Action distribution: a diagonal Gaussian (``TorchDiagGaussian``, RLlib's default for a Box
+action space) whose inputs are ``concat(mean, log_std)`` of the policy.
+
+The policy's ``num_features`` is derived from the spaces: observations are a flattened
+``[K, F + 1]`` table and actions have K entries, so ``F + 1 = obs_dim / K``. The module therefore
+needs no environment-specific model config, and a grid over observation features or network sizes
+in one Tune launch just works. ``model_config`` takes the other :class:`PolicyConfig` fields
+(``hidden``, ``depth``, ``init_log_std``, ``action_gain``).
+
+One module serves every neuron: :func:`shared_module_spec` builds the ``MultiRLModuleSpec`` with
+the single module id :data:`SHARED_MODULE_ID`, and :func:`policy_mapping_fn` maps every agent to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+
+SHARED_MODULE_ID = "shared_synapse_policy"
+POLICY_SETTINGS = tuple(f.name for f in dataclasses.fields(PolicyConfig) if f.name != "num_features")
+
+
+def policy_config_from_spaces(observation_space: gym.Space, action_space: gym.Space, model_config: dict | None) -> PolicyConfig:
+    """The :class:`PolicyConfig` for flat ``[K * (F + 1)]`` observations and ``[K]`` actions."""
+    if not isinstance(observation_space, gym.spaces.Box) or not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"SynapseRLModule needs Box spaces, got {observation_space} and {action_space}")
+    obs_dim, k = int(observation_space.shape[-1]), int(action_space.shape[-1])
+    if obs_dim % k:
+        raise ValueError(f"observation width {obs_dim} is not a multiple of the action width {k}; "
+                         "use the network_weights_v0 spaces (flattened [K, F + 1] observations, K actions)")
+    # RLlib adds its own defaults to model_config (e.g. PPO's vf_share_layers): take only ours.
+    # Misspelled settings are refused earlier, by shared_module_spec.
+    kwargs = {k: v for k, v in (model_config or {}).items() if k in POLICY_SETTINGS}
+    return PolicyConfig(num_features=obs_dim // k, **kwargs)
+
+
+class SynapseRLModule(TorchRLModule, ValueFunctionAPI):
+    """``SynapsePolicy`` as an RLlib RLModule: Gaussian actions, a value head for PPO's GAE."""
+
+    def setup(self):
+        model_config = self.model_config if isinstance(self.model_config, dict) else {}
+        self.policy = SynapsePolicy(policy_config_from_spaces(self.observation_space, self.action_space, model_config))
+
+    def _dist_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std, value = self.policy(batch[Columns.OBS])
+        return torch.cat([mean, log_std], dim=-1), value
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        inputs, _ = self._dist_inputs(batch)
+        return {Columns.ACTION_DIST_INPUTS: inputs}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        inputs, value = self._dist_inputs(batch)
+        # The value computed in the same pass; PPO's learner reuses it instead of a second pass.
+        return {Columns.ACTION_DIST_INPUTS: inputs, Columns.EMBEDDINGS: value}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        if embeddings is not None:
+            return embeddings
+        return self.policy.value(batch[Columns.OBS])
+
+    def action_means(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic actions (Gaussian means ``[N, K]``) for observations ``[N, K * (F + 1)]``."""
+        with torch.no_grad():
+            return self.policy(obs)[0]
+
+
+def policy_mapping_fn(agent_id, episode=None, **kwargs) -> str:
+    """Every neuron uses the one shared module."""
+    return SHARED_MODULE_ID
+
+
+def shared_module_spec(policy: dict | None = None) -> MultiRLModuleSpec:
+    """A ``MultiRLModuleSpec`` holding one :class:`SynapseRLModule` shared by all neurons.
+
+    ``policy``: :class:`PolicyConfig` fields other than ``num_features`` (e.g. ``{"hidden": 64}``).
+    """
+    model_config = dict(policy or {})
+    unknown = sorted(set(model_config) - set(POLICY_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown policy settings {unknown}; valid ones are {sorted(POLICY_SETTINGS)} "
+                         "(num_features follows from the env)")
+    return MultiRLModuleSpec(
+        rl_module_specs={SHARED_MODULE_ID: RLModuleSpec(module_class=SynapseRLModule, model_config=model_config)}
+    )
