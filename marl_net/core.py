@@ -180,6 +180,7 @@ class NetworkWeightsCore:
         noise_gens = pick(self.noise_gens)
         fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
         loss = losses.compute(self.task.loss, fwd.output, y)
+        self.last_batch = (x, y)  # the minibatch of the last reset/step (for inspection and tests)
         return StepContext(
             spec=self.spec,
             ownership=self.ownership,
