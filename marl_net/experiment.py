@@ -1,0 +1,179 @@
+"""Launch configs: one YAML file per experiment, for both training paths.
+
+A launch config has six top-level sections (all optional but ``path``)::
+
+    path: rllib            # rllib (RLlib PPO, marl_net.rllib.algo) or fast (marl_net.fast.tune_trainable)
+    env:    {task: teacher_student, layers: [8, 16, 4], ownership: outgoing, reward: global_loss, max_cycles: 20}
+    policy: {hidden: 64, depth: 2}
+    ppo:    {lr: 3.0e-4, gamma: 0.99, lambda_: 0.95, num_epochs: 4, minibatch_size: 256, train_batch_size: 2000}
+    stop:   {training_iteration: 10}
+    run:    {name: my_experiment, storage_path: ~/marl_net_results, checkpoint_frequency: 1,
+             max_failures: 1, num_samples: 1, seed: 0}
+
+``env`` holds :class:`marl_net.config.EnvConfig` arguments, ``policy`` :class:`PolicyConfig` fields
+(``num_features`` follows from the env), ``ppo`` the PPO hyperparameters and resources, ``stop``
+Tune's stopping criteria, ``run`` the experiment's name, storage and fault tolerance.
+
+Any value may be ``{grid_search: [a, b, ...]}``: one launch then runs a trial per value (per
+combination, for several grids), e.g. ``env.reward: {grid_search: [global_loss, difference]}``.
+
+Overrides from the command line (``--set``) use dotted keys and YAML values::
+
+    marl-net tune --config experiments/configs/rllib_quick.yaml --set env.reward=difference \\
+        --set 'ppo.lr={grid_search: [1e-3, 3e-4]}' --set stop.training_iteration=5
+
+Use :func:`load_launch` (file + overrides + validation) or :func:`validate_launch` on a dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PATHS = ("rllib", "fast")
+SECTIONS = ("path", "env", "policy", "ppo", "stop", "run")
+RUN_KEYS = ("name", "storage_path", "checkpoint_frequency", "checkpoint_at_end", "max_failures", "num_samples",
+            "seed", "keep_checkpoints_num")
+DEFAULT_RUN: dict[str, Any] = {
+    "name": None,
+    "storage_path": "~/marl_net_results",
+    "checkpoint_frequency": 1,
+    "checkpoint_at_end": True,
+    "max_failures": 1,
+    "num_samples": 1,
+    "seed": 0,
+    "keep_checkpoints_num": None,
+}
+
+
+def _unknown(kind: str, key: str, valid: Iterable[str]) -> ValueError:
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid: {valid}"
+    return ValueError(f"unknown {kind} {key!r}; {hint}")
+
+
+def is_grid(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"grid_search"}
+
+
+def _check_grids(section: str, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and "grid_search" in value:
+            if set(value) != {"grid_search"} or not isinstance(value["grid_search"], list) or not value["grid_search"]:
+                raise ValueError(f"{section}.{key}: write a grid as {{grid_search: [value, ...]}} with a non-empty list")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"env.reward=difference"`` -> (["env", "reward"], "difference"); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"--set {item!r}: write key=value, e.g. --set env.reward=difference")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"--set {item!r}: the key {key!r} has an empty part; write section.name=value")
+    return parts, yaml.safe_load(raw)
+
+
+def apply_overrides(launch: dict, overrides: Iterable[str]) -> dict:
+    """A copy of ``launch`` with every ``key.sub=value`` override applied."""
+    launch = copy.deepcopy(launch)
+    for item in overrides or ():
+        parts, value = parse_override(item)
+        if parts[0] not in SECTIONS:
+            raise _unknown("top-level key in --set", parts[0], SECTIONS)
+        node = launch
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is not a section (it holds {child!r})")
+            node = child
+        node[parts[-1]] = value
+    return launch
+
+
+def validate_launch(launch: Mapping[str, Any]) -> dict:
+    """Check a launch dict and return it with defaults filled in (``run`` completed).
+
+    Raises ValueError naming the fix for unknown top-level keys, an unknown ``path``, sections
+    that are not mappings, malformed grids, unknown ``run`` keys, and (for every combination of
+    grid values) env, policy or PPO settings that the chosen path refuses.
+    """
+    if not isinstance(launch, Mapping):
+        raise ValueError(f"a launch config is a mapping with keys {list(SECTIONS)}, got {type(launch).__name__}")
+    for key in launch:
+        if key not in SECTIONS:
+            raise _unknown("top-level key", key, SECTIONS)
+    path = launch.get("path")
+    if path not in PATHS:
+        raise ValueError(f"path={path!r} is unknown; set path: to one of {list(PATHS)}")
+    out: dict[str, Any] = {"path": path}
+    for section in SECTIONS[1:]:
+        value = launch.get(section) or {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"section {section!r} must be a mapping of settings, got {value!r}")
+        _check_grids(section, value)
+        out[section] = dict(value)
+    for key in out["run"]:
+        if key not in RUN_KEYS:
+            raise _unknown("run setting", key, RUN_KEYS)
+    out["run"] = {**DEFAULT_RUN, **out["run"]}
+    _check_env_and_policy(out)
+    if path == "rllib":
+        from marl_net.rllib.algo import check_ppo_keys
+
+        check_ppo_keys(out["ppo"])
+    return out
+
+
+def _combinations(section: Mapping[str, Any]) -> list[dict[str, Any]]:
+    combos: list[dict[str, Any]] = [{}]
+    for key, value in section.items():
+        choices = value["grid_search"] if is_grid(value) else [value]
+        combos = [{**c, key: v} for c in combos for v in choices]
+    return combos
+
+
+def _check_env_and_policy(launch: Mapping[str, Any]) -> None:
+    from marl_net.config import EnvConfig
+    from marl_net.policies.synapse_policy import PolicyConfig
+
+    for env in _combinations(launch["env"]):
+        try:
+            EnvConfig.from_kwargs(**env)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"env section: {exc}") from exc
+    names = [f.name for f in dataclasses.fields(PolicyConfig) if f.name != "num_features"]
+    for key in launch["policy"]:
+        if key not in names:
+            raise _unknown("policy setting (num_features follows from the env)", key, names)
+
+
+def load_launch(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
+    """Read a YAML launch config, apply ``--set`` overrides and validate it."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"launch config {str(file)!r} does not exist; see experiments/configs/ for examples")
+    with open(file) as fh:
+        launch = yaml.safe_load(fh) or {}
+    if not isinstance(launch, dict):
+        raise ValueError(f"{file}: a launch config is a YAML mapping with keys {list(SECTIONS)}")
+    launch = apply_overrides(launch, overrides)
+    if not (launch.get("run") or {}).get("name"):
+        launch.setdefault("run", {})["name"] = file.stem
+    return validate_launch(launch)
+
+
+def to_tune_grids(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with every ``{grid_search: [...]}`` turned into ``tune.grid_search([...])``."""
+    from ray import tune
+
+    return {k: (tune.grid_search(list(v["grid_search"])) if is_grid(v) else v) for k, v in section.items()}
