@@ -33,7 +33,7 @@ Action space
 Observation space
     ``Box(-1e4, 1e4, (K * (F + 1),), float32)``, a flattened ``[K, F + 1]`` table (reshape it
     with ``obs.reshape(K, F + 1)``): one row per synapse slot, one column per enabled feature (``observations=``, default all local features: weight, prev_delta, pre_activity,
-    post_activity, pre_post_corr, loss, loss_change, step_fraction, layer_position), then the
+    post_activity, pre_post_corr, rel_loss, rel_loss_change, step_fraction, layer_position), then the
     padding mask (1 for a real synapse). Privileged, non-local features (``gradient``) are
     available by name. ``marl-net schemes`` lists them all. Observations are always finite.
 

@@ -32,6 +32,7 @@ class StepContext:
     initial_loss: torch.Tensor  # [E], the loss at reset
     t: torch.Tensor  # [E] steps taken in the episode
     max_cycles: int
+    action_scale: float
     noise_generators: list[torch.Generator]
     cache: dict[str, Any] = field(default_factory=dict)
 

@@ -195,6 +195,7 @@ class NetworkWeightsCore:
             initial_loss=loss if prev_loss is None else self.initial_loss,
             t=take(self.t),
             max_cycles=self.config.max_cycles,
+            action_scale=self.config.action_scale,
             noise_generators=noise_gens,
         )
 

@@ -59,9 +59,9 @@ def _weight(ctx, l):
     return ctx.params[l]
 
 
-@register_feature("prev_delta", "the change applied to the weight at the last step")
+@register_feature("prev_delta", "the weight's change at the last step, in units of action_scale (the last action)")
 def _prev_delta(ctx, l):
-    return ctx.delta[l]
+    return ctx.delta[l] / ctx.action_scale
 
 
 @register_feature("pre_activity", "presynaptic activity, mean over the minibatch")
@@ -99,6 +99,16 @@ def _loss_change(ctx, l):
     return _scalar(ctx.loss - ctx.prev_loss)
 
 
+@register_feature("rel_loss", "the current inner loss / the loss at the episode's start (global signal)")
+def _rel_loss(ctx, l):
+    return _scalar(ctx.loss / ctx.initial_loss.clamp(min=1e-8))
+
+
+@register_feature("rel_loss_change", "(loss - loss before the last step) / the loss at the episode's start (global)")
+def _rel_loss_change(ctx, l):
+    return _scalar((ctx.loss - ctx.prev_loss) / ctx.initial_loss.clamp(min=1e-8))
+
+
 @register_feature("step_fraction", "steps taken / max_cycles (global signal)")
 def _step_fraction(ctx, l):
     return _scalar(ctx.t.to(ctx.loss.dtype) / ctx.max_cycles)
@@ -120,8 +130,8 @@ DEFAULT_FEATURES = (
     "pre_activity",
     "post_activity",
     "pre_post_corr",
-    "loss",
-    "loss_change",
+    "rel_loss",
+    "rel_loss_change",
     "step_fraction",
     "layer_position",
 )
@@ -150,3 +160,6 @@ def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
     mask = ctx.ownership.mask.to(obs.device)
     obs = obs * mask.unsqueeze(-1)  # padding rows are zero
     return torch.cat([obs, mask.to(obs.dtype).expand(obs.shape[:-1]).unsqueeze(-1)], dim=-1)
+
+
+import marl_net.perturbation_features  # noqa: E402,F401  (registers the hand-rule features: NP, WP, Weight Max)
