@@ -162,3 +162,29 @@ def test_user_defined_scheme_is_usable_by_name():
             register_reward("test_sparse_improvement", "again")(sparse_improvement)
     finally:
         del REWARDS["test_sparse_improvement"]
+
+
+def test_local_observation_features_by_hand():
+    feats = ("weight", "prev_delta", "pre_activity", "post_activity", "pre_post_corr", "rel_loss")
+    cfg = EnvConfig(task="teacher_student", layers=(2, 3, 2), batch_size=5, action_scale=0.1, observations=feats)
+    core = NetworkWeightsCore(cfg, copies=1)
+    core.seed([3])
+    core.reset()
+    core.params = [torch.tensor(W0[None]).float(), torch.tensor(W1[None]).float()]
+    result = core.step(torch.tensor(ACTIONS_OUT[None]).float())
+    x = core.last_batch[0][0].double().numpy()
+    w0 = W0 + 0.1 * ACTIONS_OUT[:2, :3].T
+    h = np.tanh(x @ w0.T)  # hidden activity [B, 3]
+    obs = result.obs[0].double().numpy()  # [agents, K, F + 1]; agent 1 = input neuron 1, outgoing to 3 hidden
+    table = obs[1]
+    np.testing.assert_allclose(table[:, 0], w0[:, 1], rtol=1e-5)  # its outgoing weights
+    np.testing.assert_allclose(table[:, 1], ACTIONS_OUT[1, :3], rtol=1e-5)  # last change / action_scale
+    np.testing.assert_allclose(table[:, 2], x[:, 1].mean(), rtol=1e-5)  # presynaptic: the input itself
+    np.testing.assert_allclose(table[:, 3], h.mean(0), rtol=1e-5, atol=1e-7)  # postsynaptic: each hidden unit
+    corr = [np.corrcoef(x[:, 1], h[:, j])[0, 1] for j in range(3)]
+    np.testing.assert_allclose(table[:, 4], corr, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(table[:, 5], float(result.loss[0] / core.initial_loss[0]), rtol=1e-6)
+    np.testing.assert_array_equal(table[:, 6], 1.0)  # mask: 3 real synapses
+    hidden = obs[4]  # hidden neuron 2: 2 outgoing synapses, one padded slot
+    np.testing.assert_array_equal(hidden[:, -1], [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(hidden[2], 0.0)
