@@ -1,0 +1,373 @@
+"""Vectorized PPO over (copies x agents): the fast path.
+
+Every neuron of every network copy is one row of the batch (``N = copies * agents``), so one call
+of the shared :class:`~marl_net.policies.synapse_policy.SynapsePolicy` acts for all of them and
+nothing loops over agents. The algorithm is CleanRL's ppo.py (continuous actions), read top to
+bottom in :meth:`FastPPO.train`: collect ``rollout_steps`` steps of every copy, per-agent GAE
+(the agents of a copy share the episode end), then ``num_epochs`` epochs of minibatch updates of
+the clipped surrogate plus value loss minus entropy bonus, with advantage normalization and
+gradient clipping. Log-probabilities and entropies cover the real synapses only (padding slots
+of agents with a smaller fan are masked out). Episodes truncated at ``max_cycles`` bootstrap from
+the value of their last observation; diverged episodes (terminated) do not.
+
+Usage::
+
+    from marl_net.config import EnvConfig
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    trainer = FastPPO(EnvConfig(layers=(8, 16, 4), max_cycles=20), {"hidden": 64},
+                      FastPPOConfig(copies=16), seed=0, log_dir="runs/fast")
+    for _ in range(10):
+        metrics = trainer.train()          # one iteration; see FastPPO.train for the keys
+    trainer.save("ckpt/")                  # policy, optimizer, env, RNG states, counters
+
+The launch script ``experiments/fast_ppo.py`` and the Tune trainable
+``marl_net.fast.tune_trainable.train_fast`` drive this class. TensorBoard tags follow CleanRL:
+``charts/{learning_rate, episodic_return, episodic_length, SPS, inner_loss}`` and
+``losses/{value_loss, policy_loss, entropy, old_approx_kl, approx_kl, clipfrac,
+explained_variance}``; the step axis is agent-steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import difflib
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from marl_net.config import EnvConfig
+from marl_net.fast.rollout import Rollout, gae, masked_entropy, masked_log_prob
+from marl_net.fast.vector_env import VectorNetworkEnv
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+from marl_net.seeding import seed_from
+
+# Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.
+RLLIB_ONLY_KEYS = frozenset(
+    {"num_env_runners", "num_envs_per_env_runner", "num_learners", "rollout_fragment_length", "kl_coeff",
+     "use_kl_loss", "kl_target", "vf_clip_param", "num_cpus_per_env_runner", "sample_timeout_s"}
+)
+
+
+@dataclass(frozen=True)
+class FastPPOConfig:
+    """Hyperparameters of the fast path (RLlib's names where the two paths share a meaning)."""
+
+    lr: float = 3.0e-4
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    clip_param: float = 0.2
+    vf_loss_coeff: float = 0.5
+    entropy_coeff: float = 0.0
+    num_epochs: int = 4
+    minibatch_size: int = 256  # agent-steps per minibatch
+    grad_clip: float | None = 0.5  # max global gradient norm (None: no clipping)
+    normalize_advantages: bool = True
+    copies: int = 16  # network copies stepped together (E)
+    rollout_steps: int | None = None  # steps per copy per iteration; None: the env's max_cycles
+    train_batch_size: int | None = None  # agent-steps per iteration; sets rollout_steps when given
+    device: str = "cpu"  # torch device of the policy and the network core ("cuda" on a GPU machine)
+    torch_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    collect_chunk: int = 0  # rows per policy forward while collecting (0: all rows at once); bounds memory
+
+    def __post_init__(self):
+        positive = ("lr", "num_epochs", "minibatch_size", "copies")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+        for name in ("gamma", "lambda_"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1]")
+        if not self.clip_param > 0:
+            raise ValueError(f"clip_param={self.clip_param!r} must be positive")
+        for name in ("rollout_steps", "train_batch_size", "torch_threads", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value!r} must be positive or None")
+        if self.collect_chunk < 0:
+            raise ValueError(f"collect_chunk={self.collect_chunk!r} must be >= 0 (0: no chunking)")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but torch sees no CUDA GPU here: pass device='cpu'")
+        torch.device(self.device)  # raises on a malformed device string
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "FastPPOConfig":
+        """Build from a launch dict's ``ppo:`` section: RLlib-only keys are ignored, misspelled
+        ones refused with the closest valid name."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if "train_batch_size_per_learner" in kwargs:  # one learner: the same thing
+            kwargs.setdefault("train_batch_size", kwargs.pop("train_batch_size_per_learner"))
+        for key in list(kwargs):
+            if key not in names and _is_rllib_setting(key):
+                kwargs.pop(key)  # meant for the RLlib path
+            elif key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}"
+                raise ValueError(f"unknown ppo key {key!r}{hint}")
+        return cls(**kwargs)
+
+    def steps_per_iteration(self, rows: int, max_cycles: int) -> int:
+        if self.train_batch_size is not None:
+            return max(1, math.ceil(self.train_batch_size / rows))
+        return self.rollout_steps or max_cycles
+
+
+def _is_rllib_setting(key: str) -> bool:
+    """Whether ``key`` is a setting of RLlib's PPOConfig (which the fast path ignores)."""
+    if key in RLLIB_ONLY_KEYS:
+        return True
+    try:
+        from marl_net.rllib.algo import check_ppo_keys
+    except ImportError:
+        return False
+    try:
+        check_ppo_keys({key: None})
+    except ValueError:
+        return False
+    return True
+
+
+def build_policy(env: VectorNetworkEnv, policy_kwargs: Mapping[str, Any], seed: int) -> SynapsePolicy:
+    """The shared policy for ``env``'s observations, initialized from ``seed`` alone."""
+    kwargs = dict(policy_kwargs)
+    if kwargs.pop("num_features", env.num_features) != env.num_features:
+        raise ValueError(f"policy num_features must match the env's {env.num_features}; leave it out")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_from(seed, 3))
+        return SynapsePolicy(PolicyConfig(num_features=env.num_features, **kwargs))
+
+
+class FastPPO:
+    """PPO on a :class:`VectorNetworkEnv`; one :meth:`train` call is one iteration."""
+
+    def __init__(
+        self,
+        env_config: EnvConfig | Mapping[str, Any],
+        policy_kwargs: Mapping[str, Any] | None = None,
+        config: FastPPOConfig | None = None,
+        seed: int = 0,
+        log_dir: str | None = None,
+    ):
+        self.config = config = config or FastPPOConfig()
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
+        self.device = torch.device(config.device)
+        self.seed = int(seed)
+        self.env = VectorNetworkEnv(env_config, copies=config.copies, device=self.device)
+        self.policy = build_policy(self.env, policy_kwargs or {}, self.seed).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.steps = config.steps_per_iteration(self.env.num_rows, self.env.config.max_cycles)
+        self.action_gen = torch.Generator(self.device).manual_seed(seed_from(self.seed, 4))
+        self.shuffle_gen = torch.Generator("cpu").manual_seed(seed_from(self.seed, 5))
+        self.buffer = Rollout.allocate(self.steps, self.env.num_rows, self.env.max_fan, self.env.num_features, self.device)
+        self.obs, _ = self.env.reset(seed=self.seed)
+        self.iteration = 0
+        self.agent_steps = 0
+        self.running_return = torch.zeros(self.env.num_rows, device=self.device)
+        self.running_length = torch.zeros(self.env.copies, dtype=torch.long, device=self.device)
+        self.episodes = collections.deque(maxlen=100)  # (return, length, final inner loss) per copy-episode
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir)
+
+    # ---------------------------------------------------------------- acting
+    def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The policy on every row, in chunks of ``collect_chunk`` rows (no autograd)."""
+        chunk = self.config.collect_chunk or obs.shape[0]
+        outs = [self.policy(obs[i : i + chunk]) for i in range(0, obs.shape[0], chunk)]
+        if len(outs) == 1:
+            return outs[0]
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+
+    def _value(self, obs: torch.Tensor) -> torch.Tensor:
+        chunk = self.config.collect_chunk or max(obs.shape[0], 1)
+        return torch.cat([self.policy.value(obs[i : i + chunk]) for i in range(0, obs.shape[0], chunk)])
+
+    # ---------------------------------------------------------------- one iteration
+    def train(self) -> dict[str, Any]:
+        """Collect one rollout and learn from it. Returns the iteration's metrics (flat keys, plus
+        ``env_runners/episode_return_mean`` as RLlib names it, so one Tune metric fits both paths)."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            next_value, ended_episodes = self._collect()
+        adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
+                           next_value, self.config.gamma, self.config.lambda_)
+        stats = self._learn(adv, returns)
+        elapsed = time.perf_counter() - start
+        batch = self.steps * self.env.num_rows
+        self.iteration += 1
+        self.agent_steps += batch
+        metrics = self._metrics(stats, batch / elapsed, elapsed, ended_episodes)
+        self._log(metrics)
+        return metrics
+
+    def _collect(self) -> tuple[torch.Tensor, int]:
+        buf, env, cfg = self.buffer, self.env, self.config
+        ended_episodes = 0
+        for t in range(self.steps):
+            obs = self.obs
+            mean, log_std, value = self._forward(obs)
+            mask = obs[..., -1]
+            noise = torch.randn(mean.shape, generator=self.action_gen, device=self.device)
+            action = (mean + torch.exp(log_std) * noise) * mask
+            buf.obs[t].copy_(obs)
+            buf.actions[t].copy_(action)
+            buf.logp[t].copy_(masked_log_prob(action, mean, log_std, mask))
+            buf.values[t].copy_(value)
+            self.obs, rewards, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))
+            ends = terminated | truncated
+            buf.rewards[t].copy_(rewards)
+            buf.ends[t].copy_(ends)
+            buf.end_values[t].zero_()
+            self.running_return += rewards
+            self.running_length += 1
+            if "final_obs" in info:  # some copies ended this step and were reset
+                boot = truncated & ~terminated
+                if bool(boot.any()):
+                    buf.end_values[t][boot] = self._value(info["final_obs"][boot])
+                ended_episodes += self._record_episodes(info["ended"], info["final_loss"])
+        return self._value(self.obs), ended_episodes
+
+    def _record_episodes(self, ended: torch.Tensor, final_loss: torch.Tensor) -> int:
+        per_copy_return = self.running_return.view(self.env.copies, -1).mean(1)  # mean over a copy's agents
+        for e in torch.nonzero(ended).flatten().tolist():
+            self.episodes.append((float(per_copy_return[e]), int(self.running_length[e]), float(final_loss[e])))
+        rows = ended.repeat_interleave(self.env.num_agents)
+        self.running_return[rows] = 0.0
+        self.running_length[ended] = 0
+        return int(ended.sum())
+
+    def _learn(self, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        cfg, buf = self.config, self.buffer
+        n = adv.numel()
+        b_obs = buf.obs.flatten(0, 1)
+        b_actions = buf.actions.flatten(0, 1)
+        b_logp, b_values = buf.logp.flatten(), buf.values.flatten()
+        b_adv, b_returns = adv.flatten(), returns.flatten()
+        clipfracs, stats = [], {}
+        for _ in range(cfg.num_epochs):
+            order = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
+            for start in range(0, n, cfg.minibatch_size):
+                idx = order[start : start + cfg.minibatch_size]
+                obs = b_obs[idx]
+                mean, log_std, value = self.policy(obs)
+                mask = obs[..., -1]
+                logratio = masked_log_prob(b_actions[idx], mean, log_std, mask) - b_logp[idx]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > cfg.clip_param).float().mean())
+                mb_adv = b_adv[idx]
+                if cfg.normalize_advantages and mb_adv.numel() > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param)).mean()
+                v_loss = 0.5 * (value - b_returns[idx]).pow(2).mean()
+                entropy = masked_entropy(log_std, mask).mean()
+                loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+        var_y = b_returns.var()
+        explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
+        stats.update(
+            policy_loss=float(pg_loss.detach()), value_loss=float(v_loss.detach()), entropy=float(entropy.detach()),
+            old_approx_kl=float(old_approx_kl), approx_kl=float(approx_kl),
+            clipfrac=float(torch.stack(clipfracs).mean()), explained_variance=explained_var,
+        )
+        return stats
+
+    # ---------------------------------------------------------------- metrics
+    def _metrics(self, stats: dict[str, float], sps: float, elapsed: float, ended_episodes: int) -> dict[str, Any]:
+        window = list(self.episodes)
+        mean = lambda i: sum(x[i] for x in window) / len(window) if window else float("nan")  # noqa: E731
+        metrics = {
+            "episode_return_mean": mean(0),
+            "episode_len_mean": mean(1),
+            "inner_loss_final": mean(2),  # the inner loss at episode end, last 100 copy-episodes
+            "episodes_this_iter": ended_episodes,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "agent_steps_per_s": sps,
+            "iteration_time_s": elapsed,
+            "num_agent_steps_sampled_lifetime": self.agent_steps,
+            "iteration": self.iteration,
+            **stats,
+            "env_runners": {"episode_return_mean": mean(0), "episode_len_mean": mean(1), "inner_loss_final": mean(2)},
+        }
+        return metrics
+
+    def _log(self, m: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = self.agent_steps
+        tags = {
+            "charts/learning_rate": m["learning_rate"], "charts/SPS": m["agent_steps_per_s"],
+            "losses/value_loss": m["value_loss"], "losses/policy_loss": m["policy_loss"],
+            "losses/entropy": m["entropy"], "losses/old_approx_kl": m["old_approx_kl"],
+            "losses/approx_kl": m["approx_kl"], "losses/clipfrac": m["clipfrac"],
+            "losses/explained_variance": m["explained_variance"],
+        }
+        if m["episodes_this_iter"]:
+            tags.update({"charts/episodic_return": m["episode_return_mean"],
+                         "charts/episodic_length": m["episode_len_mean"], "charts/inner_loss": m["inner_loss_final"]})
+        for tag, value in tags.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly as the uninterrupted one."""
+        return {
+            "policy": self.policy.state_dict(),
+            "policy_config": self.policy.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "env": self.env.state_dict(),
+            "obs": self.obs.detach().cpu().clone(),
+            "action_gen": self.action_gen.get_state(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "running_return": self.running_return.cpu().clone(),
+            "running_length": self.running_length.cpu().clone(),
+            "episodes": list(self.episodes),
+            "iteration": self.iteration,
+            "agent_steps": self.agent_steps,
+            "seed": self.seed,
+            "ppo_config": dataclasses.asdict(self.config),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.env.load_state_dict(state["env"])
+        self.obs = state["obs"].to(self.device).clone()
+        self.action_gen.set_state(state["action_gen"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self.running_return = state["running_return"].to(self.device).clone()
+        self.running_length = state["running_length"].to(self.device).clone()
+        self.episodes = collections.deque(state["episodes"], maxlen=100)
+        self.iteration = int(state["iteration"])
+        self.agent_steps = int(state["agent_steps"])
+
+    CHECKPOINT_FILE = "fast_ppo.pt"
+
+    def save(self, directory: str) -> str:
+        """Write the full training state to ``directory/fast_ppo.pt``; returns the file's path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, self.CHECKPOINT_FILE)
+        torch.save(self.state_dict(), path)
+        return path
+
+    def restore(self, directory: str) -> None:
+        path = os.path.join(directory, self.CHECKPOINT_FILE)
+        if not os.path.exists(path):
+            raise ValueError(f"no fast-path checkpoint at {path!r}: pass a directory written by FastPPO.save")
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))

@@ -1,0 +1,180 @@
+"""The batched view of network_weights_v0: E network copies, every neuron of every copy a row.
+
+Where the PettingZoo env hands out one dict entry per agent, this view hands out tensors with
+copies and agents flattened into one batch dimension of ``N = E * A`` rows, so a policy sees every
+neuron of every copy in one call and nothing loops over agents. It calls the same dynamics as
+``network_weights_v0`` (``marl_net.core.NetworkWeightsCore``) and re-implements none of them:
+``tests/test_fast_vector_env.py`` holds the two views equal step by step.
+
+Usage::
+
+    from marl_net.config import EnvConfig
+    from marl_net.fast.vector_env import VectorNetworkEnv
+
+    env = VectorNetworkEnv(EnvConfig(layers=(8, 16, 4), max_cycles=20), copies=16)
+    obs, info = env.reset(seed=0)                      # [E * A, K, F + 1]
+    actions = torch.rand(env.num_rows, env.max_fan) * 2 - 1
+    obs, rewards, terminated, truncated, info = env.step(actions)   # rewards [E * A]
+
+Rows ``e * A .. (e + 1) * A - 1`` are the agents of copy e, in ``env.agent_ids`` order. Copy e is
+seeded ``seed + e``, so it equals ``network_weights_v0.parallel_env(...).reset(seed=seed + e)``
+stepped with the same actions.
+
+Autoreset: a copy whose episode ended (truncated at ``max_cycles`` or terminated by divergence) is
+reset at once, inside the same ``step`` call, through ``core.reset(mask)``; only that copy draws
+random numbers. The returned observation rows of that copy are then the new episode's first
+observation, and ``info`` carries the ended episode's last observation (``final_obs``, the full
+``[E * A, K, F + 1]`` table before any reset) and loss (``final_loss [E]``) with ``ended [E]``
+marking which copies ended. ``rewards``, ``terminated`` and ``truncated`` are those of the step
+that ended the episode. This is the PettingZoo env's ``reset()`` without a seed, so a copy's
+stream after an autoreset equals the PettingZoo env reset again without a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping
+
+import torch
+
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+
+# Core attributes that make up an episode in flight (see NetworkWeightsCore.reset and step).
+_TENSOR_STATE = ("inputs", "targets", "t", "loss", "initial_loss", "last_obs")
+_LIST_STATE = ("params", "delta")
+
+
+class VectorNetworkEnv:
+    """``copies`` network copies as one batched env of ``copies * num_agents`` rows."""
+
+    def __init__(
+        self,
+        config: EnvConfig | Mapping[str, Any],
+        copies: int = 1,
+        device: str | torch.device = "cpu",
+        flat_obs: bool = False,
+    ):
+        if not isinstance(config, EnvConfig):
+            config = EnvConfig.from_kwargs(**dict(config))
+        self.config = config
+        self.core = NetworkWeightsCore(config, copies=copies, device=device)
+        self.copies = self.core.copies
+        self.device = self.core.device
+        self.flat_obs = bool(flat_obs)
+        own = self.core.ownership
+        self.agent_ids = own.agent_ids
+        self.num_agents = own.num_agents  # A, per copy
+        self.num_rows = self.copies * self.num_agents  # N = E * A
+        self.max_fan = own.max_fan  # K
+        self.num_features = self.core.num_features  # F + 1 (mask included)
+        self.mask = own.mask.to(self.device).repeat(self.copies, 1)  # [N, K] bool
+        self._needs_reset = True
+
+    # ---------------------------------------------------------------- shapes
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one row's observation: ``(K, F + 1)`` or ``(K * (F + 1),)`` with ``flat_obs``."""
+        k, f = self.max_fan, self.num_features
+        return (k * f,) if self.flat_obs else (k, f)
+
+    def _rows(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[E, A, K, F + 1]`` -> ``[E * A, K, F + 1]`` (or flat), a view, no copy."""
+        obs = obs.reshape(self.num_rows, self.max_fan, self.num_features)
+        return obs.reshape(self.num_rows, -1) if self.flat_obs else obs
+
+    def _per_row(self, per_copy: torch.Tensor) -> torch.Tensor:
+        """``[E]`` -> ``[E * A]``: every agent of a copy shares the copy's value."""
+        return per_copy.repeat_interleave(self.num_agents)
+
+    # ---------------------------------------------------------------- reset and step
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Start a fresh episode in every copy. ``seed``: copy e is seeded ``seed + e`` (None: keep
+        the copies' streams, or draw fresh seeds on the first call)."""
+        if seed is not None:
+            self.core.seed([int(seed) + e for e in range(self.copies)])
+        elif self.core.data_gens is None:
+            base = random.SystemRandom().randrange(2**31)
+            self.core.seed([base + e for e in range(self.copies)])
+        obs = self.core.reset()
+        self._needs_reset = False
+        return self._rows(obs), {"loss": self.core.loss.clone()}
+
+    def step(self, actions: torch.Tensor):
+        """Apply ``actions [E * A, K]`` (or ``[E, A, K]``) and advance every copy one step.
+
+        Returns ``obs [E * A, ...]``, ``rewards [E * A]``, ``terminated [E * A]``,
+        ``truncated [E * A]`` (bool) and ``info``: ``loss [E]`` (the inner loss after the step,
+        before any autoreset), ``ended [E]`` and, when any copy ended, ``final_obs`` and
+        ``final_loss``.
+        """
+        if self._needs_reset:
+            raise ValueError("step() before reset(): call reset(seed=...) first")
+        if not isinstance(actions, torch.Tensor):
+            raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_rows}, {self.max_fan})")
+        if tuple(actions.shape) not in ((self.num_rows, self.max_fan), (self.copies, self.num_agents, self.max_fan)):
+            raise ValueError(
+                f"actions have shape {tuple(actions.shape)}; expected ({self.num_rows}, {self.max_fan}) = "
+                f"(copies * agents, max fan) or ({self.copies}, {self.num_agents}, {self.max_fan})"
+            )
+        result = self.core.step(actions.reshape(self.copies, self.num_agents, self.max_fan))
+        ended = result.terminated | result.truncated
+        info: dict[str, torch.Tensor] = {"loss": result.loss.clone(), "ended": ended}
+        obs = result.obs
+        if bool(ended.any()):
+            info["final_obs"] = self._rows(obs.clone())
+            info["final_loss"] = result.loss.clone()
+            obs = self.core.reset(ended)  # resets the ended copies in place
+        return (
+            self._rows(obs),
+            result.rewards.reshape(self.num_rows),
+            self._per_row(result.terminated),
+            self._per_row(result.truncated),
+            info,
+        )
+
+    # ---------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the episodes in flight bit for bit: the core's tensors,
+        task ids and both generators of every copy."""
+        core = self.core
+        if core.data_gens is None:
+            return {"seeded": False}
+        state: dict[str, Any] = {
+            "seeded": True,
+            "needs_reset": self._needs_reset,
+            "data_gens": [g.get_state() for g in core.data_gens],
+            "noise_gens": [g.get_state() for g in core.noise_gens],
+            "crash_rng": core._crash_rng.getstate() if core._crash_rng is not None else None,
+        }
+        if core.is_reset:
+            state["task_ids"] = list(core.task_ids)
+            for name in _TENSOR_STATE:
+                state[name] = getattr(core, name).detach().cpu().clone()
+            for name in _LIST_STATE:
+                state[name] = [x.detach().cpu().clone() for x in getattr(core, name)]
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        core = self.core
+        if not state.get("seeded"):
+            return
+        if len(state["data_gens"]) != self.copies:
+            raise ValueError(
+                f"the saved env state has {len(state['data_gens'])} copies, this env {self.copies}: "
+                "restore into an env built with the same copies"
+            )
+        core.seed(list(range(self.copies)))  # creates the generators; their states are set next
+        for g, s in zip(core.data_gens, state["data_gens"]):
+            g.set_state(s)
+        for g, s in zip(core.noise_gens, state["noise_gens"]):
+            g.set_state(s)
+        if state["crash_rng"] is not None:
+            core._crash_rng.setstate(state["crash_rng"])
+        self._needs_reset = bool(state["needs_reset"])
+        if "task_ids" in state:
+            core.task_ids = list(state["task_ids"])
+            for name in _TENSOR_STATE:
+                setattr(core, name, state[name].to(self.device).clone())
+            for name in _LIST_STATE:
+                setattr(core, name, [x.to(self.device).clone() for x in state[name]])
