@@ -1,0 +1,207 @@
+"""``marl-net compare``: hand-designed rules on one task, every seed a copy of one batched run.
+
+    marl-net compare --task teacher_student --rules sgd,np,wp --steps 1000 --seeds 5 --out runs/ts
+    marl-net compare --task digits --rules sgd,np,wp --steps 2000 --seeds 3 --out runs/digits
+    marl-net compare --task mnist --data-dir ~/data/mnist --rules sgd,np,wp --steps 2000 --out runs/mnist
+
+Writes ``DIR/results.json`` (format: ``marl_net.results``), ``DIR/config.json`` (every setting,
+step sizes included), ``DIR/loss_curves.png`` (mean loss over seeds with a +-1 std band, log
+scale) and TensorBoard logs under ``DIR/tb/<rule>`` (``loss/mean``, ``loss/std`` per step); prints a
+summary table. ``weight_max`` runs with Bernoulli hidden units under incoming ownership. Digits and MNIST default to Cai & Cheng's setting: 10 principal components, one
+hidden layer of 1000 units, ``layers=(10, 1000, 10)``, learning rates / 100.
+
+Step sizes: ``--lr 0.5`` for every rule or ``--lr sgd=1,np=0.03``; defaults per task in
+``marl_net.rules.registry.DEFAULT_HYPER``. ``--tune`` first picks each rule's step size from a grid
+on the train split (``marl_net.rules.tuning``). ``--sigma`` is the NP/WP noise *variance*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "run hand-designed rules on a task and write results.json, plots, TensorBoard logs"
+
+DEFAULT_LAYERS = {"teacher_student": (8, 16, 4), "digits": (10, 1000, 10), "mnist": (10, 1000, 10),
+                  "multiplexer": (20, 64, 2)}
+PCA_TASKS = ("digits", "mnist")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="teacher_student", help="teacher_student | digits | mnist | multiplexer")
+    parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, np, wp, weight_max)")
+    parser.add_argument("--steps", type=int, default=1000, help="weight updates per run (default 1000)")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds, run as one batch (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--out", default=None, help="output folder (default results/compare/TASK)")
+    parser.add_argument("--lr", default=None, help="step size for every rule, or per rule: sgd=1,np=0.03,wp=0.03")
+    parser.add_argument("--sigma", type=float, default=None, help="NP/WP perturbation variance (noise std = sqrt)")
+    parser.add_argument("--layers", default=None, help="layer sizes, e.g. 8,16,4 (default per task)")
+    parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+    parser.add_argument("--hidden-activation", default=None, help="tanh (default), relu, sigmoid; bernoulli for weight_max")
+    parser.add_argument("--split", default="heldout", help="task split to compare on: heldout (default) or train")
+    parser.add_argument("--pca", type=int, default=10, help="digits/mnist: principal components (default 10)")
+    parser.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
+    parser.add_argument("--tune", action="store_true", help="pick each rule's step size on the train split first")
+    parser.add_argument("--tune-steps", type=int, default=None, help="steps per tuning run (default --steps)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small nets run faster)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu or cuda)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def parse_per_rule(text: str | None, rules: list[str], what: str) -> dict[str, float]:
+    """``"0.5"`` -> the same for every rule; ``"sgd=1,np=0.03"`` -> per rule."""
+    if text is None:
+        return {}
+    text = text.strip()
+    try:
+        if "=" not in text:
+            return {r: float(text) for r in rules}
+        out = {}
+        for item in text.split(","):
+            name, value = item.split("=")
+            out[name.strip()] = float(value)
+    except ValueError:
+        raise ValueError(f"--{what} {text!r}: give a number or rule=value pairs, e.g. sgd=1,np=0.03") from None
+    unknown = [r for r in out if r not in rules]
+    if unknown:
+        raise ValueError(f"--{what} names rules {unknown} that are not in --rules {rules}")
+    return out
+
+
+def build_config(args, rules: list[str]):
+    from marl_net.config import EnvConfig
+
+    layers = tuple(int(n) for n in args.layers.split(",")) if args.layers else DEFAULT_LAYERS.get(args.task, (8, 16, 4))
+    task_kwargs = {}
+    if args.task in PCA_TASKS:
+        task_kwargs["pca"] = args.pca
+    if args.task == "mnist":
+        if args.data_dir is None:
+            raise ValueError("--task mnist needs --data-dir: the folder holding the MNIST IDX files")
+        task_kwargs["data_dir"] = args.data_dir
+    return EnvConfig(task=args.task, layers=layers, batch_size=args.batch_size, split=args.split,
+                     task_kwargs=task_kwargs, max_cycles=max(args.steps, 1),
+                     hidden_activation=args.hidden_activation or "tanh")
+
+
+def rule_config(config, rule: str):
+    """Weight Max runs with Bernoulli hidden units under incoming ownership; the others as given."""
+    if rule == "weight_max":
+        return config.replace(ownership="incoming", hidden_activation="bernoulli", reward="weight_max")
+    return config
+
+
+def plot_curves(path: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for rule, entry in results["rules"].items():
+        mean, std = np.asarray(entry["curve_mean"]), np.asarray(entry["curve_std"])
+        steps = np.arange(len(mean))
+        ax.plot(steps, mean, label=rule)
+        ax.fill_between(steps, np.clip(mean - std, 1e-12, None), mean + std, alpha=0.25)
+    ax.set_yscale("log")
+    ax.set_xlabel("weight updates")
+    ax.set_ylabel("minibatch loss (mean over seeds, +-1 std)")
+    ax.set_title(f"{results['task']}: {len(results['seeds'])} seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_tensorboard(folder: Path, results: dict) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    for rule, entry in results["rules"].items():
+        with SummaryWriter(log_dir=str(folder / rule)) as writer:
+            for t, (m, s) in enumerate(zip(entry["curve_mean"], entry["curve_std"])):
+                writer.add_scalar("loss/mean", m, t)
+                writer.add_scalar("loss/std", s, t)
+            writer.add_scalar("summary/final_loss_mean", entry["final_loss_mean"], results["steps"])
+            writer.add_scalar("summary/auc_mean", entry["auc_mean"], results["steps"])
+
+
+def main(args) -> int:
+    try:
+        return compare(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"marl-net compare: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def compare(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from marl_net.results import build_results, write_results
+    from marl_net.rules.registry import check_rule, default_hyper, run_rule
+    from marl_net.rules.tuning import tune_lr
+
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        check_rule(r)
+    if not rules or len(set(rules)) != len(rules):
+        raise ValueError(f"--rules {args.rules!r}: list each rule once, e.g. sgd,np,wp")
+    if args.steps < 1 or args.seeds < 1:
+        raise ValueError("--steps and --seeds must be positive")
+    torch.set_num_threads(max(1, args.threads))
+    config = build_config(args, rules)
+    lrs = parse_per_rule(args.lr, rules, "lr")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    out = Path(args.out or f"results/compare/{args.task}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    hyper = {}
+    for r in rules:
+        h = default_hyper(r, args.task)
+        if args.sigma is not None and "sigma" in h:
+            h["sigma"] = args.sigma
+        if r in lrs:
+            h["lr"] = lrs[r]
+        hyper[r] = h
+    tuning = {}
+    if args.tune:
+        for r in rules:
+            extra = {k: v for k, v in hyper[r].items() if k != "lr"}
+            res = tune_lr(r, rule_config(config, r), seeds, args.tune_steps or args.steps, device=args.device, **extra)
+            print(f"tuning {r} on the train split (time-averaged loss):\n{res.table()}")
+            hyper[r]["lr"] = res.best_lr
+            tuning[r] = {"grid": res.grid, "scores": res.scores, "best_lr": res.best_lr}
+
+    curves, diverged, seconds = {}, {}, {}
+    bar = tqdm(total=len(rules) * (args.steps + 1), desc="compare", unit="step", disable=args.no_progress,
+               file=sys.stderr)
+    for r in rules:
+        bar.set_postfix_str(r)
+        t0 = time.perf_counter()
+        run = run_rule(r, rule_config(config, r), seeds, args.steps, device=args.device, on_step=lambda t, loss: bar.update(1),
+                       **hyper[r])
+        seconds[r] = time.perf_counter() - t0
+        curves[r], diverged[r] = run.curves, int(run.diverged.sum())
+    bar.close()
+
+    results = build_results(args.task, args.steps, seeds, curves)
+    write_results(out / "results.json", results)
+    settings = {"config": config.to_dict(), "hyperparameters": hyper, "tuning": tuning, "diverged": diverged,
+                "seconds": seconds, "threads": args.threads, "device": args.device}
+    (out / "config.json").write_text(json.dumps(settings, indent=1, default=str) + "\n")
+    plot_curves(out / "loss_curves.png", results)
+    write_tensorboard(out / "tb", results)
+
+    print(f"{args.task}, layers {config.layers}, {args.steps} steps, seeds {seeds[0]}..{seeds[-1]}, split {args.split}")
+    print(f"{'rule':<11}{'hyperparameters':<30}{'initial':>9}{'final (std)':>20}{'time-avg':>10}{'diverged':>9}{'s':>7}")
+    for r, e in results["rules"].items():
+        hp = ", ".join(f"{k}={v:g}" for k, v in hyper[r].items())
+        print(f"{r:<11}{hp:<30}{e['initial_loss_mean']:9.4f}{e['final_loss_mean']:11.4f} ({e['final_loss_std']:.4f})"
+              f"{e['auc_mean']:10.4f}{diverged[r]:9d}{seconds[r]:7.1f}")
+    print(f"wrote {out / 'results.json'}, {out / 'loss_curves.png'}, {out / 'tb'}")
+    return 0

@@ -1,0 +1,108 @@
+"""``results.json`` of ``marl-net compare``: the format, its writer and its reader.
+
+Other tools (the main job, plots, later comparisons) read this file, so the format is stable::
+
+    {
+      "task": "teacher_student",       # task name
+      "steps": 1000,                   # weight updates per run
+      "seeds": [0, 1, 2, 3, 4],        # one run (network copy) per seed
+      "rules": {
+        "sgd": {
+          "final_loss_mean": 0.0021,   # mean over seeds of the loss after the last update
+          "final_loss_std": 0.0004,    # its standard deviation over seeds (population std, ddof=0)
+          "initial_loss_mean": 0.377,  # mean over seeds of the loss before any update
+          "auc_mean": 0.0064,          # mean over seeds of the area under the loss curve per step:
+                                       #   trapezoidal area with unit spacing / steps, i.e. the
+                                       #   time-averaged loss (for steps = 0: the initial loss)
+          "curve_mean": [...],         # steps + 1 values: mean over seeds of the loss after t updates
+          "curve_std": [...]           # steps + 1 values: std over seeds (ddof=0)
+        },
+        "np": {...}, "wp": {...}
+      }
+    }
+
+Every loss is the one ``network_weights_v0`` reports: the task loss (MSE or cross-entropy, Cai &
+Cheng) of the current weights on the step's minibatch. A copy that diverged counts as the env's
+``divergence_threshold`` from then on. Rules may be any names from ``marl_net.rules.registry`` or a
+learned rule's name. The settings that produced the file (layers, step sizes, ...) are written
+next to it in ``config.json``, not in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+RULE_KEYS = ("final_loss_mean", "final_loss_std", "initial_loss_mean", "auc_mean", "curve_mean", "curve_std")
+TOP_KEYS = ("task", "steps", "seeds", "rules")
+
+
+def auc(curves: torch.Tensor) -> torch.Tensor:
+    """Time-averaged loss per curve: the trapezoidal area under ``curves [..., steps + 1]`` / steps."""
+    steps = curves.shape[-1] - 1
+    if steps == 0:
+        return curves[..., 0]
+    return torch.trapezoid(curves.double(), dim=-1).to(curves.dtype) / steps
+
+
+def summarize(curves: torch.Tensor) -> dict:
+    """The per-rule entry of results.json from loss curves ``[seeds, steps + 1]``."""
+    if curves.dim() != 2 or curves.shape[1] < 1:
+        raise ValueError(f"curves have shape {tuple(curves.shape)}; pass [seeds, steps + 1]")
+    c = curves.double()
+    return {
+        "final_loss_mean": float(c[:, -1].mean()),
+        "final_loss_std": float(c[:, -1].std(unbiased=False)),
+        "initial_loss_mean": float(c[:, 0].mean()),
+        "auc_mean": float(auc(c).mean()),
+        "curve_mean": c.mean(0).tolist(),
+        "curve_std": c.std(0, unbiased=False).tolist(),
+    }
+
+
+def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[str, torch.Tensor]) -> dict:
+    """results.json's content from ``{rule: curves [seeds, steps + 1]}``."""
+    for rule, c in curves.items():
+        if tuple(c.shape) != (len(seeds), steps + 1):
+            raise ValueError(f"rule {rule!r}: curves have shape {tuple(c.shape)}; expected ({len(seeds)}, {steps + 1})")
+    return {"task": task, "steps": int(steps), "seeds": [int(s) for s in seeds],
+            "rules": {rule: summarize(c) for rule, c in curves.items()}}
+
+
+def check_results(results: dict) -> dict:
+    """Raise ValueError naming the first problem if ``results`` is not in the documented format."""
+    missing = [k for k in TOP_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"results.json lacks {missing}; expected keys {list(TOP_KEYS)}")
+    n = int(results["steps"]) + 1
+    for rule, entry in results["rules"].items():
+        lacking = [k for k in RULE_KEYS if k not in entry]
+        if lacking:
+            raise ValueError(f"results.json rule {rule!r} lacks {lacking}; expected {list(RULE_KEYS)}")
+        for k in ("curve_mean", "curve_std"):
+            if len(entry[k]) != n:
+                raise ValueError(f"results.json rule {rule!r}: {k} has {len(entry[k])} points, expected steps + 1 = {n}")
+        if not all(math.isfinite(float(entry[k])) for k in RULE_KEYS[:4]):
+            raise ValueError(f"results.json rule {rule!r} holds a non-finite summary value")
+    return results
+
+
+def write_results(path: str | Path, results: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(check_results(results), indent=1) + "\n")
+    return path
+
+
+def read_results(path: str | Path) -> dict:
+    """Load and check a results.json (a folder holding one is accepted too)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `marl-net compare ... --out DIR` first")
+    return check_results(json.loads(path.read_text()))
