@@ -131,11 +131,16 @@ def write_tensorboard(folder: Path, results: dict) -> None:
 
 
 def main(args) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         return compare(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"marl-net compare: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests, notebooks) keep theirs
 
 
 def compare(args) -> int:
