@@ -1,0 +1,78 @@
+"""Evaluate a learned rule: roll a ``SynapsePolicy`` through the batched core and record the inner
+loss curve.
+
+:func:`rollout_losses` runs ``episodes`` fresh networks at once (one ``NetworkWeightsCore`` with
+E = episodes copies; copy e seeded ``seed_from(seed, e)``), each agent taking the policy's
+deterministic action (the Gaussian mean), and returns the inner loss after reset and after each of
+the ``max_cycles`` steps: ``[episodes, max_cycles + 1]``. Any ``SynapsePolicy`` (from RLlib, the
+fast path, or untrained) and any ``EnvConfig`` work; pass ``split="heldout"`` in the config to
+measure generalization to tasks never seen in meta-training. A copy that diverges keeps the loss
+it diverged with for the rest of the curve (so a diverging rule shows up, instead of vanishing).
+
+    from marl_net.evaluation import rollout_losses, curve_stats
+    losses = rollout_losses(policy, EnvConfig(task="teacher_student", split="heldout"), episodes=32, seed=0)
+    mean, std = curve_stats(losses)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from marl_net import seeding
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+
+ActionFn = Callable[[torch.Tensor], torch.Tensor]  # obs [N, K, F + 1] -> actions [N, K]
+
+
+def policy_means(policy: torch.nn.Module) -> ActionFn:
+    """The deterministic action function of a ``SynapsePolicy``: its Gaussian mean."""
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        return policy(obs)[0]
+
+    return act
+
+
+def check_policy_fits(policy: torch.nn.Module, config: EnvConfig) -> None:
+    expected = len(config.observations) + 1
+    got = getattr(getattr(policy, "config", None), "num_features", expected)
+    if got != expected:
+        raise ValueError(
+            f"the policy reads {got} columns per synapse but the env config gives {expected} "
+            f"({len(config.observations)} features + mask): evaluate with the observations it was trained on")
+
+
+def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, episodes: int, seed: int = 0,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Inner losses ``[episodes, max_cycles + 1]`` of ``episodes`` networks trained by ``policy``
+    (a ``SynapsePolicy``, acting with its means, or any function obs ``[N, K, F + 1]`` -> ``[N, K]``)."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes!r} must be >= 1")
+    if isinstance(policy, torch.nn.Module):
+        check_policy_fits(policy, env_config)
+        act = policy_means(policy)
+    else:
+        act = policy
+    core = NetworkWeightsCore(env_config, copies=episodes, device=device)
+    core.seed([seeding.seed_from(seed, e) for e in range(episodes)])
+    obs = core.reset()
+    e, a, k, f = obs.shape
+    curve = [core.loss.clone()]
+    done = torch.zeros(e, dtype=torch.bool, device=core.device)
+    with torch.no_grad():
+        for _ in range(env_config.max_cycles):
+            actions = act(obs.reshape(e * a, k, f)).reshape(e, a, k)
+            result = core.step(torch.nan_to_num(actions.float(), nan=0.0))
+            curve.append(torch.where(done, curve[-1], result.loss))
+            done = done | result.terminated
+            obs = result.obs
+    return torch.stack(curve, dim=1).cpu()
+
+
+def curve_stats(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over episodes of a ``[episodes, T + 1]`` loss curve."""
+    std = losses.std(0, unbiased=False) if losses.shape[0] > 1 else torch.zeros(losses.shape[1])
+    return losses.mean(0), std
