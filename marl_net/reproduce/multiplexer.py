@@ -15,11 +15,13 @@ import torch
 
 from marl_net.reproduce.agent import ActorLearner
 from marl_net.reproduce.methods import Method, RuleOptions
-from marl_net.reproduce.randomness import STREAM_ACTOR, UniformStream, copy_generators
+from marl_net import seeding
+from marl_net.reproduce.randomness import STREAM_ACTOR, copy_generators
 
 ADDRESS_BITS = 4
 DATA_BITS = 2**ADDRESS_BITS
 INPUT_BITS = ADDRESS_BITS + DATA_BITS
+CHUNK = 1024  # steps whose random draws are made at once (fixed: it sets which numbers each step gets)
 
 
 def multiplexer_inputs(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,16 +45,19 @@ def run_multiplexer(task, method: Method, seeds, episodes: int, opts: RuleOption
     gens = copy_generators(seeds, STREAM_ACTOR, device)
     learner = ActorLearner(method, opts, gens, INPUT_BITS, 2, task.actor_lr, task.actor_lr_end,
                            task.lr_decay_steps, task.output_temperature, device=device)
-    stream = UniformStream(gens, INPUT_BITS + learner.actor.num_uniforms)
-    rewards = torch.empty(len(seeds), episodes, device=device)
-    start = torch.ones(len(seeds), dtype=torch.bool, device=device)
-    for t in range(episodes):
-        u = stream.next()
-        x, target = multiplexer_inputs(u[:, :INPUT_BITS])
-        step = learner.act(x, u[:, INPUT_BITS:])
-        r = (step.action == target).to(x.dtype) * 2 - 1
-        rewards[:, t] = r
-        learner.learn(step, r, start)
-        if on_progress is not None and (t + 1) % 1000 == 0:
-            on_progress(t + 1)
+    e, width = len(seeds), INPUT_BITS + learner.actor.num_uniforms
+    rewards = torch.empty(e, episodes, device=device)
+    start = torch.ones(e, dtype=torch.bool, device=device)
+    for c0 in range(0, episodes, CHUNK):  # draws and inputs for CHUNK steps at once, per copy
+        n = min(CHUNK, episodes - c0)
+        u = seeding.rand(gens, (CHUNK, width), device=device)
+        xs, targets = multiplexer_inputs(u[..., :INPUT_BITS].reshape(-1, INPUT_BITS))
+        xs, targets = xs.view(e, CHUNK, INPUT_BITS), targets.view(e, CHUNK)
+        for i in range(n):
+            step = learner.act(xs[:, i], u[:, i, INPUT_BITS:])
+            r = (step.action == targets[:, i]).to(xs.dtype) * 2 - 1
+            rewards[:, c0 + i] = r
+            learner.learn(step, r, start)
+        if on_progress is not None:
+            on_progress(c0 + n)
     return rewards.cpu().numpy()

@@ -57,10 +57,15 @@ class Adam:
         self.m = torch.zeros_like(flat)
         self.v = torch.zeros_like(flat)
         self.t = 0
+        self._lr_frac = 0.0
+        self._lr = self.lr_start
 
     def learning_rates(self) -> torch.Tensor:
         frac = min(self.t, self.decay_steps) / self.decay_steps
-        return self.lr_start + self.lr_delta * frac
+        if frac != self._lr_frac:  # constant schedules (and the end of a decay) reuse the last rates
+            self._lr = self.lr_start + self.lr_delta * frac
+            self._lr_frac = frac
+        return self._lr
 
     def step(self, update: torch.Tensor) -> torch.Tensor:
         """Apply the ascent direction ``update`` ``[E, P]``; returns the change made to the buffer."""

@@ -133,11 +133,10 @@ class CoagentActor:
             z = torch.baddbmm(self.biases[l].unsqueeze(-1), self.weights[l], h.unsqueeze(-1)).squeeze(-1)
             inputs.append(h)
             preacts.append(z)
-            if self.spec.hidden_activation == "bernoulli":
-                u = uniforms[:, col:col + n]
-                col += n
+            if self.spec.hidden_activation == "bernoulli":  # network.activate's rule, sigmoid kept
                 mean = torch.sigmoid(z)
-                out = activate(z, "bernoulli", u)
+                out = (uniforms[:, col:col + n] < mean).to(z.dtype)
+                col += n
             else:
                 mean = out = activate(z, self.spec.hidden_activation)
             mask = None
@@ -154,7 +153,7 @@ class CoagentActor:
         z = z / self.output_temperature
         probs = torch.softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), dim=1)
         action = (probs.cumsum(1)[:, :-1] <= uniforms[:, -1:]).sum(1)
-        onehot = torch.nn.functional.one_hot(action, probs.shape[1]).to(z.dtype)[:, :-1]
+        onehot = (action.unsqueeze(1) == torch.arange(z.shape[1], device=z.device)).to(z.dtype)
         inputs.append(h)
         preacts.append(z)
         means.append(probs[:, :-1])
@@ -205,7 +204,7 @@ class Traces:
 
     def accumulate(self, grads: list[torch.Tensor], episode_start: torch.Tensor) -> list[torch.Tensor]:
         if self.z is None or self.decay == 0:
-            self.z = [self.scale * g for g in grads]
+            self.z = list(grads) if self.scale == 1 else [g * self.scale for g in grads]
             return self.z
         keep = self.decay * (~episode_start).to(grads[0].dtype)
         self.z = [z * keep.view(-1, *([1] * (z.dim() - 1))) + self.scale * g for z, g in zip(self.z, grads)]
