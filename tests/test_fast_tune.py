@@ -1,0 +1,41 @@
+"""The fast path through Tune: ``marl-net tune`` runs a ``path: fast`` launch with the function
+trainable, reports metrics and checkpoints that hold the full training state."""
+
+from __future__ import annotations
+
+import torch
+
+from marl_net.experiment import load_launch
+from marl_net.fast.tune_trainable import trainer_from_launch
+
+
+def test_fast_quick_launch_runs_in_tune_and_its_checkpoint_resumes_exactly(ray_session, tmp_path):
+    from marl_net.commands.tune import run_launch
+
+    launch = load_launch("experiments/configs/fast_quick.yaml", [f"run.storage_path={tmp_path}"])
+    results = run_launch(launch)
+    (result,) = list(results)
+    assert result.metrics["training_iteration"] == 2
+    assert result.metrics["num_agent_steps_sampled_lifetime"] == 2 * 20 * 16 * (8 + 16)
+    for key in ("episode_return_mean", "inner_loss_final", "approx_kl", "clipfrac", "explained_variance",
+                "agent_steps_per_s"):
+        assert key in result.metrics
+    assert "inner_loss_final" in result.metrics["env_runners"]
+    assert result.checkpoint is not None
+    assert any((p / "fast_ppo").is_dir() for p in tmp_path.rglob("*") if p.is_dir())  # TensorBoard events
+
+    # The trial's last checkpoint restores into a trainer that equals two in-process iterations.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trial (torch_threads: 1)
+    try:
+        expected = trainer_from_launch(launch)
+        for _ in range(2):
+            expected.train()
+        restored = trainer_from_launch(launch)
+        with result.checkpoint.as_directory() as directory:
+            restored.restore(directory)
+    finally:
+        torch.set_num_threads(threads)
+    assert restored.iteration == 2
+    for x, y in zip(expected.policy.state_dict().values(), restored.policy.state_dict().values()):
+        assert torch.equal(x, y)
