@@ -58,7 +58,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                     "export RAY_AUTH_TOKEN=<the head's `ray get-auth-token`> or RAY_AUTH_TOKEN_PATH=<file>") from exc
             raise
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        # "local": a new instance even if `ray start` left an address in /tmp/ray/ray_current_cluster
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
 
 
 def experiment_path(launch: Mapping[str, Any]) -> Path:
