@@ -213,6 +213,22 @@ def test_policy_in_env_ends_with_the_trainers_weights(case):
     assert not torch.equal(run.params[0][0], run.params[0][1])  # the second copy is its own run
 
 
+@pytest.mark.parametrize("name", ["np", "weight_max"])
+def test_policy_on_the_batched_core_equals_the_batched_trainer(name):
+    from marl_net.core import NetworkWeightsCore
+    from marl_net.policies.hand_rules import run_on_core
+
+    hyper, extra = CASES[name]
+    config = EnvConfig.from_kwargs(**env_kwargs(name, action_scale=0.25, max_cycles=15, **extra))
+    seeds = [2, 9, 4]
+    core = NetworkWeightsCore(config, copies=3)
+    losses = run_on_core(core, make_policy(name, config, **hyper), seeds)
+    run = train(make_rule(name, **hyper), config, seeds)
+    for core_p, trainer_p in zip(core.params, run.params):
+        torch.testing.assert_close(core_p, trainer_p, rtol=0, atol=1e-6)
+    torch.testing.assert_close(losses, run.curves, rtol=0, atol=1e-6)
+
+
 def test_trainer_copies_equal_single_copy_runs():
     config = EnvConfig(task="teacher_student", max_cycles=10)
     both = run_rule("wp", config, [3, 4])

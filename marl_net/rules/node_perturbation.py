@@ -75,6 +75,9 @@ def signal(ctx: StepContext, sigma: float) -> PerturbationSignal:
     features and the trainer see the same perturbation."""
 
     def compute():
+        if "bernoulli" in (ctx.spec.hidden_activation, ctx.spec.output_activation):
+            raise ValueError("NP features replay the forward pass and need deterministic units: use "
+                             "hidden_activation='tanh' (or relu/sigmoid) with them")
         noise = draw_node_noise(ctx, sigma)
         return node_perturbation(ctx.spec, ctx.params, ctx.inputs, ctx.targets, ctx.loss_name,
                                  ctx.fwd.activity, ctx.loss, noise)
@@ -87,7 +90,7 @@ class NodePerturbation:
 
     name = "np"
 
-    def __init__(self, lr: float | list[float] = 0.05, sigma: float = DEFAULT_SIGMA):
+    def __init__(self, lr: float | list[float] = 0.03, sigma: float = DEFAULT_SIGMA):
         self.lr = PerCopy("lr", lr, positive=True)
         self.sigma = check_sigma(sigma)
 

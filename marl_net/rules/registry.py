@@ -69,7 +69,7 @@ _TEACHER_STUDENT = {
     "sgd": {"lr": 1.0},
     "np": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
-    "weight_max": {"lr": 0.5, "hidden_lr": 1.0},
+    "weight_max": {"lr": 0.5, "hidden_lr": 300.0},
 }
 _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/WP at 1/30 of teacher-student
     "sgd": {"lr": 0.3},

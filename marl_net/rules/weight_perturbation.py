@@ -47,6 +47,9 @@ def signal(ctx: StepContext, sigma: float) -> PerturbationSignal:
     """WP's signal for the step in ``ctx`` (noise drawn once, cached for features and trainer)."""
 
     def compute():
+        if "bernoulli" in (ctx.spec.hidden_activation, ctx.spec.output_activation):
+            raise ValueError("WP features replay the forward pass and need deterministic units: use "
+                             "hidden_activation='tanh' (or relu/sigmoid) with them")
         noise = draw_weight_noise(ctx, sigma)
         return weight_perturbation(ctx.spec, ctx.params, ctx.inputs, ctx.targets, ctx.loss_name, ctx.loss, noise)
 
@@ -58,7 +61,7 @@ class WeightPerturbation:
 
     name = "wp"
 
-    def __init__(self, lr: float | list[float] = 0.05, sigma: float = DEFAULT_SIGMA):
+    def __init__(self, lr: float | list[float] = 0.03, sigma: float = DEFAULT_SIGMA):
         self.lr = PerCopy("lr", lr, positive=True)
         self.sigma = check_sigma(sigma)
 
