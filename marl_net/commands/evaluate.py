@@ -85,7 +85,7 @@ def main(args) -> int:
     config = eval_env_config(trained, args)
     losses = rollout_losses(policy, config, args.episodes, seed=args.seed)
     mean, std = curve_stats(losses)
-    out = Path(args.out) if args.out else module_dir(args.checkpoint).parents[2] / "eval"
+    out = Path(args.out) if args.out else module_dir(args.checkpoint).parents[3] / "eval"  # next to the checkpoint
     print(f"held-out {config.task}, layers {list(config.layers)}, {args.episodes} episodes, deterministic actions")
     print(f"{'step':>5} {'loss mean':>12} {'loss std':>12}")
     for t, (m, s) in enumerate(zip(mean.tolist(), std.tolist())):
