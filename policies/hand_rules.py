@@ -156,7 +156,7 @@ class WeightMaxPolicy(HandRulePolicy):
     name = "weight_max"
     features = ("bernoulli_eligibility", "output_gradient")
 
-    def __init__(self, config: EnvConfig, lr: float = 0.5, hidden_lr: float = 300.0, strict: bool = True):
+    def __init__(self, config: EnvConfig, lr: float = 0.5, hidden_lr: float = 1000.0, strict: bool = True):
         check_weight_max_config(config)
         if config.reward != "weight_max":
             raise ValueError("the weight_max policy is paid by the env's weight_max reward scheme: pass reward='weight_max'")

@@ -266,3 +266,5 @@ def test_tuner_prefers_a_working_step_size_and_rejects_divergence():
     assert result.scores[2] == math.inf and result.diverged[2] > 0
     assert result.scores[1] < result.scores[0]
     assert result.curves.shape == (3, 2, 61)
+    with pytest.raises(ValueError, match="step sizes"):
+        tune_lr("np", config, seeds=[0], steps=5, param="sigma")

@@ -176,11 +176,13 @@ def compare(args) -> int:
     tuning = {}
     if args.tune:
         for r in rules:
-            extra = {k: v for k, v in hyper[r].items() if k != "lr"}
-            res = tune_lr(r, rule_config(config, r), seeds, args.tune_steps or args.steps, device=args.device, **extra)
-            print(f"tuning {r} on the train split (time-averaged loss):\n{res.table()}")
-            hyper[r]["lr"] = res.best_lr
-            tuning[r] = {"grid": res.grid, "scores": res.scores, "best_lr": res.best_lr}
+            for param in [k for k in hyper[r] if k != "sigma"]:  # lr, then Weight Max's hidden_lr
+                extra = {k: v for k, v in hyper[r].items() if k != param}
+                res = tune_lr(r, rule_config(config, r), seeds, args.tune_steps or args.steps, device=args.device,
+                              param=param, **extra)
+                print(f"tuning {r} {param} on the train split (time-averaged loss):\n{res.table()}")
+                hyper[r][param] = res.best
+                tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best}
 
     curves, diverged, seconds = {}, {}, {}
     bar = tqdm(total=len(rules) * (args.steps + 1), desc="compare", unit="step", disable=args.no_progress,

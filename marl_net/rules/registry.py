@@ -69,13 +69,13 @@ _TEACHER_STUDENT = {
     "sgd": {"lr": 1.0},
     "np": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
-    "weight_max": {"lr": 0.5, "hidden_lr": 300.0},
+    "weight_max": {"lr": 0.5, "hidden_lr": 1000.0},
 }
 _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/WP at 1/30 of teacher-student
     "sgd": {"lr": 0.3},
     "np": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
-    "weight_max": {"lr": 0.3, "hidden_lr": 0.3},
+    "weight_max": {"lr": 0.1, "hidden_lr": 1.0e5},
 }
 DEFAULT_HYPER: dict[str, dict[str, dict[str, float]]] = {
     "teacher_student": _TEACHER_STUDENT,

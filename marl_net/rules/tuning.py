@@ -41,15 +41,18 @@ def score(curves: torch.Tensor, metric: str) -> torch.Tensor:
     raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
 
 
-def default_grid(name: str, task: str, points: int = 6) -> list[float]:
-    """``points`` step sizes spaced by 3x around the rule's default (three below, the rest above)."""
-    lr = default_hyper(name, task)["lr"]
-    return [lr * 3.0 ** k for k in range(-(points // 2), points - points // 2)]
+def default_grid(name: str, task: str, points: int = 6, param: str = "lr") -> list[float]:
+    """``points`` values of ``param`` spaced by 3x around the rule's default (three below, the rest above)."""
+    hyper = default_hyper(name, task)
+    if param not in hyper or param == "sigma":
+        raise ValueError(f"rule {name!r} has step sizes {[k for k in hyper if k != 'sigma']}, not {param!r}")
+    return [hyper[param] * 3.0 ** k for k in range(-(points // 2), points - points // 2)]
 
 
 @dataclass
 class TuneResult:
     rule: str
+    param: str
     metric: str
     grid: list[float]
     scores: list[float]  # mean over seeds, inf where a copy diverged
@@ -57,31 +60,36 @@ class TuneResult:
     curves: torch.Tensor  # [G, S, steps + 1]
 
     @property
-    def best_lr(self) -> float:
+    def best(self) -> float:
+        """The grid value with the lowest score."""
         return self.grid[min(range(len(self.grid)), key=lambda i: self.scores[i])]
 
+    best_lr = best
+
     def table(self) -> str:
-        rows = [f"{'lr':>10}  {self.metric:>10}  diverged"]
+        rows = [f"{self.param:>10}  {self.metric:>10}  diverged"]
         rows += [f"{g:10.4g}  {s:10.4g}  {d}" for g, s, d in zip(self.grid, self.scores, self.diverged)]
         return "\n".join(rows)
 
 
 def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | None = None,
-            grid: Sequence[float] | None = None, metric: str = "auc", device: str = "cpu", **hyper) -> TuneResult:
-    """Pick rule ``name``'s step size ``lr`` from ``grid`` on the train split (see the module docstring)."""
+            grid: Sequence[float] | None = None, metric: str = "auc", device: str = "cpu", param: str = "lr",
+            **hyper) -> TuneResult:
+    """Pick rule ``name``'s step size ``param`` (``lr``, or Weight Max's ``hidden_lr``) from ``grid``
+    on the train split (see the module docstring); ``hyper`` fixes the other hyperparameters."""
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
     seeds = [int(s) for s in seeds]
-    grid = [float(g) for g in (grid if grid is not None else default_grid(name, config.task))]
+    grid = [float(g) for g in (grid if grid is not None else default_grid(name, config.task, param=param))]
     if not grid or not seeds:
         raise ValueError("tune_lr needs a non-empty grid and at least one seed")
-    if "lr" in hyper:
-        raise ValueError("tune_lr sets lr from the grid; pass grid=[...] instead of lr")
-    rule = make_rule(name, config.task, lr=[g for g in grid for _ in seeds], **hyper)
+    if param in hyper:
+        raise ValueError(f"tune_lr sets {param} from the grid; pass grid=[...] instead of {param}")
+    rule = make_rule(name, config.task, **{param: [g for g in grid for _ in seeds]}, **hyper)
     run = train(rule, config.replace(split="train"), seeds * len(grid), steps, device)
     g, s = len(grid), len(seeds)
     curves = run.curves.view(g, s, -1)
     diverged = run.diverged.view(g, s).sum(1)
     scores = score(curves, metric).mean(1)
     scores = torch.where(diverged > 0, torch.full_like(scores, float("inf")), scores)
-    return TuneResult(name, metric, grid, scores.tolist(), diverged.tolist(), curves)
+    return TuneResult(name, param, metric, grid, scores.tolist(), diverged.tolist(), curves)

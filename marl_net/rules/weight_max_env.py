@@ -101,7 +101,7 @@ class WeightMaxEnv:
 
     name = "weight_max"
 
-    def __init__(self, lr: float | list[float] = 0.5, hidden_lr: float | list[float] = 300.0):
+    def __init__(self, lr: float | list[float] = 0.5, hidden_lr: float | list[float] = 1000.0):
         self.lr = PerCopy("lr", lr, positive=True)
         self.hidden_lr = PerCopy("hidden_lr", hidden_lr, positive=True)
 
