@@ -103,6 +103,7 @@ def trainable_and_space(launch: Mapping[str, Any]):
     except ModuleNotFoundError as exc:
         raise ValueError("path: fast needs marl_net.fast.tune_trainable, which this build lacks; use path: rllib") from exc
     space = {section: to_tune_grids(launch[section]) for section in ("env", "policy", "ppo", "run")}
+    space["stop"] = dict(launch["stop"])
     return train_fast, space
 
 
