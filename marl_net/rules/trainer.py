@@ -32,9 +32,10 @@ import torch
 from marl_net import losses, seeding
 from marl_net.config import EnvConfig
 from marl_net.context import StepContext
+from marl_net.core import sample_task_id_torch
 from marl_net.network import forward, init_weights, join_bias, split_bias
 from marl_net.ownership import Ownership
-from marl_net.tasks import make_task, sample_task_id
+from marl_net.tasks import make_task
 
 
 class Rule(Protocol):
@@ -57,13 +58,6 @@ class RunResult:
     @property
     def steps(self) -> int:
         return self.curves.shape[1] - 1
-
-
-def task_id_from(gen: torch.Generator, split: str) -> int:
-    """The task id the env draws at reset (``marl_net.core.sample_task_id_torch``)."""
-    import numpy as np
-
-    return sample_task_id(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))), split)
 
 
 def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
@@ -95,7 +89,7 @@ def train(rule: Rule, config: EnvConfig, seeds: Sequence[int], steps: int | None
 
     data_gens = seeding.make_generators([seeding.seed_from(s, 0) for s in seeds])
     noise_gens = seeding.make_generators([seeding.seed_from(s, 1) for s in seeds])
-    task_ids = [task_id_from(g, config.split) for g in data_gens]
+    task_ids = [sample_task_id_torch(g, config.split) for g in data_gens]  # as core.reset draws it
     data = [task.instance(t) for t in task_ids]
     inputs = torch.stack([d.inputs for d in data]).to(device)
     targets = torch.stack([d.targets for d in data]).to(device)
