@@ -103,12 +103,16 @@ def plot_curves(path: Path, results: dict) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lowest = np.inf
     for rule, entry in results["rules"].items():
         mean, std = np.asarray(entry["curve_mean"]), np.asarray(entry["curve_std"])
         steps = np.arange(len(mean))
-        ax.plot(steps, mean, label=rule)
-        ax.fill_between(steps, np.clip(mean - std, 1e-12, None), mean + std, alpha=0.25)
+        ax.plot(steps, mean, label=rule, linewidth=1)
+        ax.fill_between(steps, np.clip(mean - std, 1e-12, None), mean + std, alpha=0.25, linewidth=0)
+        lowest = min(lowest, float(mean[mean > 0].min(initial=np.inf)))
     ax.set_yscale("log")
+    if np.isfinite(lowest):  # a band reaching below zero would stretch the log axis: cut it at the curves
+        ax.set_ylim(bottom=lowest / 3)
     ax.set_xlabel("weight updates")
     ax.set_ylabel("minibatch loss (mean over seeds, +-1 std)")
     ax.set_title(f"{results['task']}: {len(results['seeds'])} seeds")
