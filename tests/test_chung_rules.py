@@ -14,7 +14,7 @@ import torch
 
 from marl_net.network import NetworkSpec
 from marl_net.reproduce.optim import Adam, pack
-from marl_net.rules.reinforce import CoagentActor, Reinforce, Traces, local_log_prob_grads
+from marl_net.rules.reinforce import CoagentActor, Reinforce, Traces, local_log_prob_grads, split
 from marl_net.rules.ste import STE, Backprop
 from marl_net.rules.weight_max import WeightMax, WeightMaxTraces, unit_rewards
 
@@ -77,9 +77,9 @@ def outer(a, b):
     return [[ai * bj for bj in b] for ai in a]
 
 
-def assert_update(updates, expected):
-    """``expected``: [uW1, ub1, uW2, ub2] as nested lists."""
-    assert len(updates) == 4
+def assert_update(update, expected, actor=None):
+    """``update``: a rule's flat ``[1, P]`` update; ``expected``: [uW1, ub1, uW2, ub2] as nested lists."""
+    updates = split(update, (actor or make_actor()).params)
     for got, want in zip(updates, expected):
         torch.testing.assert_close(got[0], torch.tensor(want, dtype=torch.float64), rtol=1e-9, atol=1e-12)
 
@@ -190,10 +190,10 @@ def test_thomas_exploration_masks_units():
 
 def test_traces_accumulate_and_reset():
     tr = Traces(decay=0.5)
-    g = [torch.ones(2, 3)]
+    g = torch.ones(2, 3)
     tr.accumulate(g, torch.tensor([True, True]))
     z = tr.accumulate(g, torch.tensor([False, True]))
-    torch.testing.assert_close(z[0], torch.tensor([[1.5] * 3, [1.0] * 3]))
+    torch.testing.assert_close(z, torch.tensor([[1.5] * 3, [1.0] * 3]))
 
 
 def test_weight_max_traces_two_steps_by_hand():
@@ -220,7 +220,7 @@ def test_weight_max_traces_two_steps_by_hand():
     u0 = rule.update(actor, act(actor), torch.tensor([delta0], dtype=torch.float64), torch.tensor([True]))
     assert_update(u0, expected0)
     with torch.no_grad():
-        for p, u in zip(actor.params, u0):
+        for p, u in zip(actor.params, split(u0, actor.params)):
             p.add_(alpha * u)
     w2_1 = [[W2[o][i] + alpha * u_w2_0[o][i] for i in range(3)] for o in range(2)]
     b2_1 = [B2[o] + alpha * delta0 * zb_out0[o] for o in range(2)]
@@ -248,6 +248,7 @@ def test_weight_max_traces_lambda0_is_delayed_weight_max():
     first = rule.update(actor, act(actor), G, START)
     second = rule.update(actor, act(actor, x=[0.3, 0.3]), torch.tensor([0.0], dtype=torch.float64),
                          torch.tensor([True]))
+    first, second, wm = (split(u, actor.params) for u in (first, second, wm))
     torch.testing.assert_close(first[2], wm[2])
     torch.testing.assert_close(second[0], wm[0])
     torch.testing.assert_close(second[1], wm[1])

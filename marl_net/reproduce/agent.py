@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from marl_net.network import NetworkSpec
 from marl_net.reproduce.methods import Method, RuleOptions
-from marl_net.reproduce.optim import Adam, flatten, pack
-from marl_net.rules.reinforce import ActorStep, CoagentActor, Traces, glorot_uniform, init_params, scale_rows
+from marl_net.reproduce.optim import Adam, pack
+from marl_net.rules.reinforce import ActorStep, CoagentActor, Traces, flatten, glorot_uniform, init_params
 from marl_net.rules.ste import backprop_grads
 
 HIDDEN = (64, 32)
@@ -47,8 +47,7 @@ class ActorLearner:
         return self.actor.act(x, uniforms)
 
     def learn(self, step: ActorStep, signal: torch.Tensor, episode_start: torch.Tensor) -> None:
-        updates = self.rule.update(self.actor, step, signal, episode_start)
-        self.adam.step(flatten(updates))
+        self.adam.step(self.rule.update(self.actor, step, signal, episode_start))
 
 
 class Critic:
@@ -85,5 +84,5 @@ class Critic:
         x = [t[:, row] for t in inputs]
         derivs = [torch.sigmoid(z[:, row]) for z in preacts[:-1]]
         grads = backprop_grads(self.params[0::2], x, torch.ones_like(preacts[-1][:, row]), derivs)
-        z = self.traces.accumulate(grads, episode_start)
-        self.adam.step(flatten(scale_rows(td_error, z)))
+        z = self.traces.accumulate(flatten(grads), episode_start)
+        self.adam.step(z * td_error.unsqueeze(1))

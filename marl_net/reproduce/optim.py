@@ -13,24 +13,16 @@ from typing import Sequence
 
 import torch
 
+from marl_net.rules.reinforce import flatten, split
+
 
 def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One ``[E, P]`` buffer holding ``tensors`` (each ``[E, ...]``) and views of it shaped like them."""
     e = tensors[0].shape[0]
     if any(t.shape[0] != e for t in tensors):
         raise ValueError("every tensor needs the same leading copy dimension E")
-    flat = torch.cat([t.reshape(e, -1) for t in tensors], dim=1)
-    views, start = [], 0
-    for t in tensors:
-        n = t[0].numel()
-        views.append(flat[:, start:start + n].view(t.shape))
-        start += n
-    return flat, views
-
-
-def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    e = tensors[0].shape[0]
-    return torch.cat([t.reshape(e, -1) for t in tensors], dim=1)
+    flat = flatten(list(tensors))
+    return flat, split(flat, list(tensors))
 
 
 class Adam:

@@ -20,8 +20,9 @@ With ``explore_prob`` set, the variance reduction of Thomas (2011) as we read it
 hidden unit explores (samples) with probability ``explore_prob`` and otherwise emits its most
 likely value 1[sigmoid(z) > 0.5]; only exploring units get an eligibility.
 
-Rules return their raw updates as a flat list ``[uW_0, ub_0, uW_1, ub_1, ...]`` in the order of
-:meth:`CoagentActor.params`, so the caller picks the optimizer (Chung: Adam).
+Rules return their raw updates flattened, ``[E, P]``, in the order of :attr:`CoagentActor.params`
+(``split(update, actor.params)`` gives ``[uW_0, ub_0, uW_1, ...]``), so the caller picks the
+optimizer (Chung: Adam).
 """
 
 from __future__ import annotations
@@ -188,8 +189,27 @@ def local_log_prob_grads(step: ActorStep) -> list[torch.Tensor]:
     return outer_grads(step.inputs, dz)
 
 
+def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``[E, P]``: the tensors (each ``[E, ...]``) side by side, in order."""
+    e = tensors[0].shape[0]
+    return torch.cat([t.reshape(e, -1) for t in tensors], dim=1)
+
+
+def split(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of ``flat`` ``[E, P]`` shaped like ``like`` (the inverse of :func:`flatten`)."""
+    out, start = [], 0
+    for t in like:
+        n = t[0].numel()
+        out.append(flat[:, start:start + n].view(t.shape))
+        start += n
+    if start != flat.shape[1]:
+        raise ValueError(f"flat tensor has {flat.shape[1]} entries per copy but the shapes need {start}")
+    return out
+
+
 class Traces:
-    """Accumulating eligibility traces ``z = decay * z + scale * g``, cleared where an episode starts.
+    """Accumulating eligibility traces ``z = decay * z + scale * g`` of a ``[E, P]`` tensor, cleared
+    for the copies where an episode starts.
 
     ``decay`` is gamma * lambda; ``scale`` is 1 (Sutton & Barto) or 1 - lambda (Chung eq. 17).
     With decay 0 the trace is the current gradient.
@@ -200,14 +220,18 @@ class Traces:
             raise ValueError(f"trace decay gamma*lambda={decay!r} must be in [0, 1]")
         self.decay = float(decay)
         self.scale = float(scale)
-        self.z: list[torch.Tensor] | None = None
+        self.z: torch.Tensor | None = None
 
-    def accumulate(self, grads: list[torch.Tensor], episode_start: torch.Tensor) -> list[torch.Tensor]:
+    def accumulate(self, g: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        if g.dim() != 2 or episode_start.shape != (g.shape[0],):
+            raise ValueError(f"pass gradients [E, P] and episode_start [E]; got {tuple(g.shape)} and "
+                             f"{tuple(episode_start.shape)}")
+        g = g if self.scale == 1 else g * self.scale
         if self.z is None or self.decay == 0:
-            self.z = list(grads) if self.scale == 1 else [g * self.scale for g in grads]
-            return self.z
-        keep = self.decay * (~episode_start).to(grads[0].dtype)
-        self.z = [z * keep.view(-1, *([1] * (z.dim() - 1))) + self.scale * g for z, g in zip(self.z, grads)]
+            self.z = g
+        else:
+            keep = (~episode_start).to(g.dtype).mul_(self.decay).unsqueeze(1)
+            self.z = torch.addcmul(g, self.z, keep)
         return self.z
 
 
@@ -232,7 +256,7 @@ class Reinforce:
         self.traces = Traces(trace_decay)
 
     def update(self, actor: CoagentActor, step: ActorStep, signal: torch.Tensor,
-               episode_start: torch.Tensor) -> list[torch.Tensor]:
+               episode_start: torch.Tensor) -> torch.Tensor:
         check_signal(signal, step.action.shape[0])
-        z = self.traces.accumulate(local_log_prob_grads(step), episode_start)
-        return scale_rows(signal, z)
+        z = self.traces.accumulate(flatten(local_log_prob_grads(step)), episode_start)
+        return z * signal.unsqueeze(1)

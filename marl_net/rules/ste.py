@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from marl_net.rules.reinforce import ActorStep, CoagentActor, Traces, check_signal, outer_grads, scale_rows
+from marl_net.rules.reinforce import ActorStep, CoagentActor, Traces, check_signal, flatten, outer_grads
 
 
 def backprop_grads(weights: list[torch.Tensor], inputs: list[torch.Tensor], dz_out: torch.Tensor,
@@ -54,12 +54,12 @@ class Backprop:
         return "backprop"
 
     def update(self, actor: CoagentActor, step: ActorStep, signal: torch.Tensor,
-               episode_start: torch.Tensor) -> list[torch.Tensor]:
+               episode_start: torch.Tensor) -> torch.Tensor:
         check_signal(signal, step.action.shape[0])
         dz_out = (step.outputs[-1] - step.means[-1]) / step.temperatures[-1]
         grads = backprop_grads(actor.weights, step.inputs, dz_out, hidden_derivatives(actor, step))
-        z = self.traces.accumulate(grads, episode_start)
-        return scale_rows(signal, z)
+        z = self.traces.accumulate(flatten(grads), episode_start)
+        return z * signal.unsqueeze(1)
 
 
 class STE(Backprop):

@@ -29,8 +29,10 @@ from marl_net.rules.reinforce import (
     CoagentActor,
     Traces,
     check_signal,
+    flatten,
     local_log_prob_grads,
     scale_rows,
+    split,
 )
 
 
@@ -73,9 +75,10 @@ class WeightMax:
         self.traces = Traces(trace_decay)
 
     def update(self, actor: CoagentActor, step: ActorStep, signal: torch.Tensor,
-               episode_start: torch.Tensor) -> list[torch.Tensor]:
+               episode_start: torch.Tensor) -> torch.Tensor:
         check_signal(signal, step.action.shape[0])
-        z = self.traces.accumulate(local_log_prob_grads(step), episode_start)
+        grads = local_log_prob_grads(step)
+        z = split(self.traces.accumulate(flatten(grads), episode_start), grads)
         n = len(z) // 2
         updates: list[torch.Tensor] = [torch.empty(0)] * len(z)
         reward = signal
@@ -85,7 +88,7 @@ class WeightMax:
             updates[2 * l], updates[2 * l + 1] = u_w, u_b
             if l > 0:
                 reward = unit_rewards(actor.weights[l], u_w, self.p)
-        return updates
+        return flatten(updates)
 
 
 class WeightMaxTraces:
@@ -114,7 +117,7 @@ class WeightMaxTraces:
         self.pending = [None] * n_layers
 
     def update(self, actor: CoagentActor, step: ActorStep, signal: torch.Tensor,
-               episode_start: torch.Tensor) -> list[torch.Tensor]:
+               episode_start: torch.Tensor) -> torch.Tensor:
         check_signal(signal, step.action.shape[0])
         grads = local_log_prob_grads(step)
         n = len(grads) // 2
@@ -123,15 +126,16 @@ class WeightMaxTraces:
         updates = []
         for l in range(n):
             shift = n - 1 - l  # M - d(l): steps before this layer's action shows in its reward
-            self.delayed[l].append((grads[2 * l:2 * l + 2], episode_start))
+            layer = grads[2 * l:2 * l + 2]
+            self.delayed[l].append((flatten(layer), episode_start))
             if len(self.delayed[l]) <= shift:  # the first s steps: nothing has reached the layer yet
-                updates += [torch.zeros_like(g) for g in grads[2 * l:2 * l + 2]]
+                updates += [torch.zeros_like(g) for g in layer]
                 continue
             g, start = self.delayed[l].popleft()
-            z = self.traces[l].accumulate(g, start)
+            z = split(self.traces[l].accumulate(g, start), layer)
             reward = signal if l == n - 1 else self.pending[l]
             u = scale_rows(reward, z) if reward is not None else [torch.zeros_like(t) for t in z]
             updates += add_weight_decay(u, actor.params[2 * l:2 * l + 2], self.weight_decay)
         # rewards for the next step: v . dv with v before this step's change
         self.pending = [unit_rewards(actor.weights[l + 1], updates[2 * (l + 1)], self.p) for l in range(n - 1)] + [None]
-        return updates
+        return flatten(updates)
