@@ -146,3 +146,16 @@ def test_policy_trained_on_fast_path_gives_same_action_means_in_rllib_module():
     torch.testing.assert_close(rllib_inputs[:, :k], fast_mean)
     torch.testing.assert_close(module.compute_values({Columns.OBS: obs}), fast_value)
     assert not torch.allclose(fast_mean, torch.zeros_like(fast_mean))  # a real, trained output
+
+
+@pytest.mark.parametrize("ownership", ["outgoing", "incoming"])
+def test_trimming_padding_per_block_matches_the_padded_policy(ownership):
+    trainer = FastPPO({**TINY_ENV, "layers": (3, 7, 2), "ownership": ownership}, {"hidden": 8},
+                      FastPPOConfig(**TINY_PPO), seed=0)
+    with torch.no_grad():
+        mean, log_std, value = trainer._act(trainer.obs)
+        ref_mean, ref_log_std, ref_value = trainer.policy(trainer.obs)  # the policy on the padded table
+    mask = trainer.env.mask
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(log_std[mask], ref_log_std[mask])
+    torch.testing.assert_close(value, ref_value)

@@ -179,17 +179,45 @@ class FastPPO:
             self.writer = SummaryWriter(log_dir)
 
     # ---------------------------------------------------------------- acting
-    def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The policy on every row, in chunks of ``collect_chunk`` rows (no autograd)."""
-        chunk = self.config.collect_chunk or obs.shape[0]
-        outs = [self.policy(obs[i : i + chunk]) for i in range(0, obs.shape[0], chunk)]
-        if len(outs) == 1:
-            return outs[0]
-        return tuple(torch.cat(parts) for parts in zip(*outs))
+    # The policy is factorized per synapse, so it runs on any width: each ownership block (agents
+    # of one layer, all with the same fan) is given only its real synapse slots, never the padding
+    # up to the largest fan. Outputs are then scattered back into the padded [rows, K] layout.
+    def _chunks(self, x: torch.Tensor):
+        chunk = self.config.collect_chunk or max(x.shape[0], 1)
+        outs = [self.policy(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+        return outs[0] if len(outs) == 1 else tuple(torch.cat(parts) for parts in zip(*outs))
 
-    def _value(self, obs: torch.Tensor) -> torch.Tensor:
-        chunk = self.config.collect_chunk or max(obs.shape[0], 1)
-        return torch.cat([self.policy.value(obs[i : i + chunk]) for i in range(0, obs.shape[0], chunk)])
+    def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy outputs for whole copies ``obs [E' * A, K, F + 1]`` (no autograd): mean and
+        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``."""
+        a, k = self.env.num_agents, self.env.max_fan
+        grid = obs.view(-1, a, k, obs.shape[-1])
+        copies = grid.shape[0]
+        mean = obs.new_zeros(copies, a, k)
+        log_std = obs.new_zeros(copies, a, k)
+        value = obs.new_zeros(copies, a)
+        for b in self.env.blocks:
+            n = b.stop - b.start
+            m, ls, v = self._chunks(grid[:, b.start : b.stop, : b.fan].reshape(copies * n, b.fan, -1))
+            mean[:, b.start : b.stop, : b.fan] = m.view(copies, n, b.fan)
+            log_std[:, b.start : b.stop, : b.fan] = ls.view(copies, n, b.fan)
+            value[:, b.start : b.stop] = v.view(copies, n)
+        return mean.view(-1, k), log_std.view(-1, k), value.view(-1)
+
+    def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor, sample_block: torch.Tensor, idx: torch.Tensor):
+        """For the samples ``idx`` of the flattened rollout: log-prob of the taken actions, entropy
+        and value, with gradients; returns them with the sample order they follow."""
+        parts = []
+        for i, b in enumerate(self.env.blocks):
+            sel = idx[sample_block[idx] == i]
+            if sel.numel() == 0:
+                continue
+            x = obs[sel, : b.fan]
+            mean, log_std, value = self.policy(x)
+            mask = x[..., -1]
+            parts.append((sel, masked_log_prob(actions[sel, : b.fan], mean, log_std, mask),
+                          masked_entropy(log_std, mask), value))
+        return tuple(torch.cat(p) for p in zip(*parts))
 
     # ---------------------------------------------------------------- one iteration
     def train(self) -> dict[str, Any]:
@@ -214,7 +242,7 @@ class FastPPO:
         ended_episodes = 0
         for t in range(self.steps):
             obs = self.obs
-            mean, log_std, value = self._forward(obs)
+            mean, log_std, value = self._act(obs)
             mask = obs[..., -1]
             noise = torch.randn(mean.shape, generator=self.action_gen, device=self.device)
             action = (mean + torch.exp(log_std) * noise) * mask
@@ -232,9 +260,9 @@ class FastPPO:
             if "final_obs" in info:  # some copies ended this step and were reset
                 boot = truncated & ~terminated
                 if bool(boot.any()):
-                    buf.end_values[t][boot] = self._value(info["final_obs"][boot])
+                    buf.end_values[t][boot] = self._act(info["final_obs"][boot])[2]
                 ended_episodes += self._record_episodes(info["ended"], info["final_loss"])
-        return self._value(self.obs), ended_episodes
+        return self._act(self.obs)[2], ended_episodes
 
     def _record_episodes(self, ended: torch.Tensor, final_loss: torch.Tensor) -> int:
         per_copy_return = self.running_return.view(self.env.copies, -1).mean(1)  # mean over a copy's agents
@@ -252,15 +280,14 @@ class FastPPO:
         b_actions = buf.actions.flatten(0, 1)
         b_logp, b_values = buf.logp.flatten(), buf.values.flatten()
         b_adv, b_returns = adv.flatten(), returns.flatten()
+        sample_block = self.env.block_of_row.repeat(self.steps)  # [T * N]: the ownership block of each sample
         clipfracs, stats = [], {}
         for _ in range(cfg.num_epochs):
             order = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
             for start in range(0, n, cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
-                obs = b_obs[idx]
-                mean, log_std, value = self.policy(obs)
-                mask = obs[..., -1]
-                logratio = masked_log_prob(b_actions[idx], mean, log_std, mask) - b_logp[idx]
+                idx, newlogp, entropy, value = self._evaluate(b_obs, b_actions, sample_block,
+                                                              order[start : start + cfg.minibatch_size])
+                logratio = newlogp - b_logp[idx]
                 ratio = logratio.exp()
                 with torch.no_grad():
                     old_approx_kl = (-logratio).mean()
@@ -271,7 +298,7 @@ class FastPPO:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param)).mean()
                 v_loss = 0.5 * (value - b_returns[idx]).pow(2).mean()
-                entropy = masked_entropy(log_std, mask).mean()
+                entropy = entropy.mean()
                 loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
                 self.optimizer.zero_grad()
                 loss.backward()

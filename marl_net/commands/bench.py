@@ -1,0 +1,321 @@
+"""``marl-net bench throughput``: agent-steps per second of the four ways to run the env.
+
+    marl-net bench throughput                 # the full benchmark, about 5 minutes on 2 cores
+    marl-net bench throughput --quick         # a smoke run in about a minute (figures not meaningful)
+    marl-net bench throughput --json out.json --device cuda --threads 1
+
+In one process, on the same network, task and policy (the ``THROUGHPUT`` launch below), it
+measures agent-steps per second of (a) the PettingZoo env stepped with random actions, (b) RLlib
+PPO end to end on the literal path (``marl_net.rllib.algo.build_ppo_config``, ``algo.train()``),
+(c) the batched fast-path env stepped with random actions and (d) fast-path PPO end to end
+(collection plus learning). Then, at large batch (a wide policy over many copies, so the learner
+is matmul-bound), the fast path's achieved matmul FLOP/s (counted as ``marl_net.fast.flops``
+describes) against a torch matmul rate measured in the same run; and the peak memory of fast PPO
+on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at two copy counts,
+each in a child process of its own, so the two peaks are separate.
+
+It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
+of RLlib PPO, and at least 25% of the matmul rate at large batch. ``--quick`` shrinks everything
+to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
+``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo},
+"ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}, "matmul_flops_per_s",
+"fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}}`` (``config`` holds every
+setting, the targets and whether each was met).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
+
+TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25}
+
+ENV = {"task": "teacher_student", "layers": [8, 16, 4], "ownership": "outgoing", "reward": "global_loss", "max_cycles": 20}
+# The launch both PPO paths run: same env, same policy, same PPO objective and epochs. The fast
+# path steps `copies` networks at once and so learns from larger batches (its point).
+THROUGHPUT = {
+    "env": ENV,
+    "policy": {"hidden": 16, "depth": 1},
+    "ppo": {"lr": 3.0e-4, "gamma": 0.99, "lambda_": 0.95, "clip_param": 0.2, "num_epochs": 4},
+    "run": {"seed": 0},
+}
+FULL = {
+    "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1, "iterations": 2},
+    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 4096, "iterations": 3},
+    "pettingzoo_env": {"steps": 400},
+    "fast_env": {"copies": 256, "steps": 40},
+    "large_batch": {"policy": {"hidden": 256, "depth": 2}, "copies": 32, "rollout_steps": 20, "num_epochs": 1,
+                    "minibatch_size": 8192, "iterations": 2},
+    "scale": {"layers": [784, 1000, 10], "copies": [4, 16], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
+              "num_epochs": 1, "minibatch_size": 2048, "collect_chunk": 4096},
+}
+QUICK = {
+    "rllib_ppo": {"train_batch_size": 480, "minibatch_size": 240, "num_env_runners": 1, "iterations": 1},
+    "fast_ppo": {"copies": 4, "rollout_steps": 5, "minibatch_size": 256, "iterations": 1},
+    "pettingzoo_env": {"steps": 20},
+    "fast_env": {"copies": 8, "steps": 5},
+    "large_batch": {"policy": {"hidden": 64, "depth": 2}, "copies": 4, "rollout_steps": 5, "num_epochs": 1,
+                    "minibatch_size": 512, "iterations": 1},
+    "scale": {"layers": [32, 64, 10], "copies": [1, 2], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
+              "num_epochs": 1, "minibatch_size": 1024, "collect_chunk": 0},
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("benchmark", choices=["throughput"], help="which benchmark to run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, targets not enforced")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device of the fast path")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (default 1: RLlib's env runner gets the other core)")
+
+
+# ------------------------------------------------------------------------------ measurements
+def pettingzoo_env_rate(steps: int) -> float:
+    """(a) agent-steps/s of network_weights_v0 stepped with random actions."""
+    import numpy as np
+
+    from marl_net.envs import network_weights_v0
+
+    env = network_weights_v0.parallel_env(**ENV)
+    rng = np.random.default_rng(0)
+    k = env.action_space(env.possible_agents[0]).shape[0]
+    env.reset(seed=0)
+    count, start = 0, time.perf_counter()
+    for _ in range(steps):
+        if not env.agents:
+            env.reset()
+        actions = {a: rng.uniform(-1, 1, k).astype(np.float32) for a in env.agents}
+        count += len(actions)
+        env.step(actions)
+    return count / (time.perf_counter() - start)
+
+
+def fast_env_rate(copies: int, steps: int, device: str) -> float:
+    """(c) agent-steps/s of the batched env stepped with random actions."""
+    import torch
+
+    from marl_net.fast.vector_env import VectorNetworkEnv
+
+    env = VectorNetworkEnv(ENV, copies=copies, device=device)
+    env.reset(seed=0)
+    gen = torch.Generator(device).manual_seed(0)
+    env.step(torch.rand(env.num_rows, env.max_fan, generator=gen, device=device) * 2 - 1)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(torch.rand(env.num_rows, env.max_fan, generator=gen, device=device) * 2 - 1)
+    _sync(device)
+    return steps * env.num_rows / (time.perf_counter() - start)
+
+
+def rllib_ppo_rate(settings: dict[str, Any]) -> float:
+    """(b) agent-steps/s of RLlib PPO on the literal path, ``algo.train()`` end to end."""
+    import ray
+
+    from marl_net.rllib.algo import build_ppo_config
+
+    launch = copy.deepcopy(THROUGHPUT)
+    launch["ppo"].update({k: v for k, v in settings.items() if k != "iterations"})
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
+    algo = build_ppo_config(launch).build_algo()
+    try:
+        before = _agent_steps(algo.train())  # warm-up iteration
+        start = time.perf_counter()
+        for _ in range(settings["iterations"]):
+            result = algo.train()
+        elapsed = time.perf_counter() - start
+        return (_agent_steps(result) - before) / elapsed
+    finally:
+        algo.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def _agent_steps(result: dict[str, Any]) -> float:
+    value = result["env_runners"]["num_agent_steps_sampled_lifetime"]
+    return float(sum(value.values()) if isinstance(value, dict) else value)
+
+
+def fast_ppo_run(policy: dict, settings: dict[str, Any], device: str, env: dict | None = None) -> dict[str, float]:
+    """(d) fast-path PPO: median agent-steps/s and achieved matmul FLOP/s over the measured
+    iterations (after one warm-up iteration)."""
+    from marl_net.fast.flops import fast_ppo_iteration_flops
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    env = env or ENV
+    ppo = {**THROUGHPUT["ppo"], **{k: v for k, v in settings.items() if k not in ("iterations", "policy")}, "device": device}
+    trainer = FastPPO(env, policy, FastPPOConfig.from_kwargs(**ppo), seed=0)
+    flops = fast_ppo_iteration_flops(trainer.env.config, trainer.policy.config, trainer.config.copies, trainer.steps,
+                                      trainer.config.num_epochs)
+    times = []
+    for i in range(settings.get("iterations", 1) + 1):
+        _sync(device)
+        start = time.perf_counter()
+        trainer.train()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    elapsed = statistics.median(times)
+    return {"agent_steps_per_s": trainer.steps * trainer.env.num_rows / elapsed, "flops_per_s": flops / elapsed,
+            "flops_per_iteration": flops, "seconds_per_iteration": elapsed}
+
+
+def scale_peak_memory(settings: dict[str, Any], device: str) -> dict[str, Any]:
+    """Peak memory of one fast-PPO iteration on the big network, at each copy count, each in a
+    fresh child process (peak RSS, or peak CUDA memory on a GPU)."""
+    out = {}
+    for copies in settings["copies"]:
+        job = {**settings, "copies": copies, "device": device}
+        code = f"from marl_net.commands.bench import scale_child; scale_child({json.dumps(job)!r})"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scale run with {copies} copies failed:\n{proc.stderr[-2000:]}")
+        out[copies] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def scale_child(job_json: str) -> None:
+    """Run in a child process by :func:`scale_peak_memory`: one iteration, print peak memory."""
+    import torch
+
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    job = json.loads(job_json)
+    torch.set_num_threads(1)
+    env = {**ENV, "layers": job["layers"]}
+    ppo = {k: job[k] for k in ("copies", "rollout_steps", "num_epochs", "minibatch_size", "collect_chunk", "device")}
+    trainer = FastPPO(env, job["policy"], FastPPOConfig.from_kwargs(**ppo), seed=0)
+    start = time.perf_counter()
+    metrics = trainer.train()
+    result = {"agents_per_copy": trainer.env.num_agents, "seconds_per_iteration": time.perf_counter() - start,
+              "peak_rss_mb": _peak_rss_mb(), "inner_loss": float(trainer.env.core.loss.mean()),
+              "policy_loss_finite": bool(metrics["policy_loss"] == metrics["policy_loss"])}
+    if job["device"] == "cuda":
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------ helpers
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def machine_description() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def device_description(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu ({torch.get_num_threads()} torch threads)"
+
+
+# ------------------------------------------------------------------------------ the command
+def run_throughput(quick: bool, device: str) -> dict[str, Any]:
+    from marl_net.fast.flops import matmul_flops_per_s
+
+    s = QUICK if quick else FULL
+    rates = {
+        "pettingzoo_env": pettingzoo_env_rate(s["pettingzoo_env"]["steps"]),
+        "fast_env": fast_env_rate(s["fast_env"]["copies"], s["fast_env"]["steps"], device),
+    }
+    fast = fast_ppo_run(THROUGHPUT["policy"], s["fast_ppo"], device)
+    rates["fast_ppo"] = fast["agent_steps_per_s"]
+    rates["rllib_ppo"] = rllib_ppo_rate(s["rllib_ppo"])
+    large = fast_ppo_run(s["large_batch"]["policy"], s["large_batch"], device)
+    matmul = matmul_flops_per_s(device, size=1024 if quick else 2048)
+    scale = scale_peak_memory(s["scale"], device)
+    ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
+              "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"]}
+    flop_fraction = large["flops_per_s"] / matmul
+    met = {"fast_ppo/rllib_ppo": ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
+           "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"]}
+    layers = "-".join(str(n) for n in s["scale"]["layers"])
+    peak = {"process_rss": _peak_rss_mb()}
+    peak.update({f"fast_ppo_{layers}_copies_{c}": r.get("peak_cuda_mb", r["peak_rss_mb"]) for c, r in scale.items()})
+    return {
+        "machine": machine_description(),
+        "device": device_description(device),
+        "agent_steps_per_s": {k: rates[k] for k in ("pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo")},
+        "ratios": ratios,
+        "matmul_flops_per_s": matmul,
+        "fast_ppo_flops_per_s": large["flops_per_s"],
+        "peak_memory_mb": peak,
+        "config": {
+            "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
+            "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
+            "scale": {str(c): r for c, r in scale.items()},
+            "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
+                             "see marl_net/fast/flops.py",
+        },
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rates, ratios, cfg = r["agent_steps_per_s"], r["ratios"], r["config"]
+    print(f"machine: {r['machine']}\ndevice:  {r['device']}\n")
+    print(f"{'':28s}{'agent-steps/s':>16s}")
+    for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, end to end"),
+                       ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end")):
+        print(f"{label:28s}{rates[key]:16,.0f}")
+    print(f"\nratio (c)/(a): {ratios['fast_env/pettingzoo_env']:8.1f}x")
+    print(f"ratio (d)/(b): {ratios['fast_ppo/rllib_ppo']:8.1f}x   target >= {TARGETS['fast_ppo/rllib_ppo']:.0f}x"
+          f"   {'met' if cfg['targets_met']['fast_ppo/rllib_ppo'] else 'MISSED'}")
+    print(f"\ntorch matmul rate:           {r['matmul_flops_per_s'] / 1e9:8.1f} GFLOP/s")
+    print(f"fast PPO at large batch:     {r['fast_ppo_flops_per_s'] / 1e9:8.1f} GFLOP/s = "
+          f"{cfg['fast_ppo_flops_fraction_of_matmul']:.0%} of matmul   target >= {TARGETS['fast_ppo_flops/matmul']:.0%}"
+          f"   {'met' if cfg['targets_met']['fast_ppo_flops/matmul'] else 'MISSED'}")
+    print("\npeak memory (MiB):")
+    for key, value in r["peak_memory_mb"].items():
+        print(f"  {key:40s}{value:10,.0f}")
+
+
+def main(args) -> int:
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA GPU here: pass --device cpu")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = run_throughput(args.quick, args.device)
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    if args.quick:
+        return 0
+    return 0 if all(result["config"]["targets_met"].values()) else 1
