@@ -90,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
         bar = tqdm(total=episodes, desc=f"{task.name}/{method.name}", unit="ep", disable=args.no_progress,
                    mininterval=2.0)
 
-        def progress(done: int, bar=bar) -> None:
+        def progress(done: int, recent: float, bar=bar) -> None:
+            bar.set_postfix(recent_return=f"{recent:.3g}", refresh=False)
             bar.update(done - bar.n)
 
         try:

@@ -82,7 +82,8 @@ def run_control(task, method: Method, seeds, episodes: int, opts: RuleOptions, d
                 done_count[i] += 1
                 ep_return[i] = 0.0
             if on_progress is not None and finished.any():
-                on_progress(int(min(done_count.min(), episodes)))
+                recent = [returns[i, max(0, min(done_count[i], episodes) - 20):min(done_count[i], episodes)] for i in range(e)]
+                on_progress(int(min(done_count.min(), episodes)), float(np.mean(np.concatenate(recent))))
             start = torch.as_tensor(finished, device=device)
             x, v, c_in, c_pre, row = x_next, v_pair, n_in_cache, n_pre_cache, 1
         return returns

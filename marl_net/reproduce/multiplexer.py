@@ -37,7 +37,7 @@ def multiplexer_inputs(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_multiplexer(task, method: Method, seeds, episodes: int, opts: RuleOptions, device="cpu",
-                    on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+                    on_progress: Callable[[int, float], None] | None = None) -> np.ndarray:
     """Train one actor per seed for ``episodes`` one-step episodes; returns rewards ``[E, episodes]``."""
     if method.multi_step_only:
         raise ValueError(f"{method.name} needs multi-step episodes (the paper reports n.a. on the multiplexer); "
@@ -59,5 +59,5 @@ def run_multiplexer(task, method: Method, seeds, episodes: int, opts: RuleOption
             rewards[:, c0 + i] = r
             learner.learn(step, r, start)
         if on_progress is not None:
-            on_progress(c0 + n)
+            on_progress(c0 + n, float(rewards[:, c0:c0 + n].mean()))
     return rewards.cpu().numpy()
