@@ -103,6 +103,17 @@ def test_check_targets_on_made_up_summaries():
     assert not all(c.passed for c in check.check_results("multiplexer", mux, 800_000))
 
 
+def test_check_files_combines_runs(tmp_path):
+    paths = []
+    for method, mean in (("weight_max", 0.8), ("reinforce", 0.3)):
+        row = {"method": method, "mean": mean, "std": 0.0, "seeds": [0, 1, 2], "episodes": 800_000}
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps({"task": "multiplexer", "results": [row]}))
+        paths.append(str(path))
+    assert check.main(["--results", *paths]) == 0
+    assert check.main(["--results", paths[0]]) == 1  # REINFORCE missing
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -7,7 +7,8 @@ Targets (at the paper's budget, at least 3 seeds):
   (paper: 0.81 against 0.29).
 
 ``marl-net reproduce chung --task cartpole --methods weight_max,reinforce --seeds 3 --check`` runs one
-task and checks it; ``python -m marl_net.reproduce.check --out DIR`` runs both tasks.
+task and checks it; ``python -m marl_net.reproduce.check --out DIR`` runs both tasks;
+``python -m marl_net.reproduce.check --results A/results.json B/results.json`` checks finished runs.
 """
 
 from __future__ import annotations
@@ -68,12 +69,36 @@ def check_results(task: str, results: list[dict], paper_episodes: int) -> list[C
     return checks
 
 
+def check_files(paths: list[str]) -> list[Check]:
+    """Targets over results.json files of separate runs (e.g. one method per process), grouped by task."""
+    import json
+
+    from marl_net.reproduce.chung import get_task
+
+    by_task: dict[str, list[dict]] = {}
+    for path in paths:
+        payload = json.loads(open(path).read())
+        by_task.setdefault(payload["task"], []).extend(payload["results"])
+    checks = []
+    for task, rows in by_task.items():
+        checks += [Check(f"{task}: {c.name}", c.passed, c.detail)
+                   for c in check_results(task, rows, get_task(task).paper_episodes)]
+    return checks
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the Chung reproduction targets (CartPole, multiplexer).")
+    parser = argparse.ArgumentParser(description="Chung reproduction targets: run CartPole and the multiplexer "
+                                     "at the paper's budget and check them, or check existing results.json files.")
+    parser.add_argument("--results", nargs="+", default=None, help="check these results.json files instead of running")
     parser.add_argument("--out", default="results/chung_check")
     parser.add_argument("--seeds", default="3")
     parser.add_argument("--tasks", default="cartpole,multiplexer")
     args = parser.parse_args(argv)
+    if args.results:
+        checks = check_files(args.results)
+        for c in checks:
+            print(c.line())
+        return 0 if checks and all(c.passed for c in checks) else 1
     from marl_net.cli import main as cli_main
 
     status = 0
