@@ -55,6 +55,10 @@ class SynapsePolicy(nn.Module):
         self.actor_head = nn.Linear(2 * h, 1)
         self.critic = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 1))
         self.log_std = nn.Parameter(torch.tensor(float(config.init_log_std)))
+        # Per-feature input scale (1 / typical magnitude), set by :meth:`calibrate` from sample
+        # observations and saved with the parameters, so features of any scale reach the network
+        # at unit scale.
+        self.register_buffer("feature_scale", torch.ones(f))
         with torch.no_grad():
             self.actor_head.weight.mul_(config.action_gain)
             self.actor_head.bias.zero_()
@@ -68,9 +72,19 @@ class SynapsePolicy(nn.Module):
             obs = obs.reshape(*obs.shape[:-1], obs.shape[-1] // f, f)
         return obs[..., :-1], obs[..., -1]
 
+    @torch.no_grad()
+    def calibrate(self, obs: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+        """Set the input scale of each feature to 1 / its root mean square over the real synapses
+        of ``obs`` (a batch of observations). Features that are always ~0 keep scale 1."""
+        feats, mask = self.split(obs)
+        feats, mask = feats.reshape(-1, feats.shape[-1]), mask.reshape(-1) > 0
+        rms = feats[mask].pow(2).mean(0).sqrt()
+        self.feature_scale.copy_(torch.where(rms > floor, 1.0 / rms.clamp(min=floor), torch.ones_like(rms)))
+        return self.feature_scale
+
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats, mask = self.split(obs)
-        h = self.synapse_net(feats)  # [N, K, H]
+        h = self.synapse_net(feats * self.feature_scale)  # [N, K, H]
         pooled = (h * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, keepdim=True).clamp(min=1.0)
         return h, pooled, mask
 
