@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reward", default=LAUNCH["env"]["reward"])
     parser.add_argument("--min-gain", type=float, default=0.05, help="required relative drop of the final loss")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--save-policy", default=None,
+                        help="save the trained SynapsePolicy here ({'config': PolicyConfig dict, 'state_dict': ...})")
     args = parser.parse_args(argv)
 
     import ray
@@ -67,6 +69,8 @@ def main(argv=None) -> int:
     algo.stop()
     ray.shutdown()
 
+    if args.save_policy:
+        torch.save({"config": trained.config.to_dict(), "state_dict": trained.state_dict()}, args.save_policy)
     heldout = EnvConfig.from_kwargs(**launch["env"], split="heldout")
     before = rollout_losses(untrained, heldout, args.episodes, seed=12345)[:, -1]
     after = rollout_losses(trained, heldout, args.episodes, seed=12345)[:, -1]
@@ -87,7 +91,6 @@ def main(argv=None) -> int:
     ok = gain >= args.min_gain and float(diff.mean()) > 2 * se
     print("PASS" if ok else f"FAIL: the trained rule must lower the held-out final loss by >= {args.min_gain:.0%} "
           "and by more than 2 standard errors")
-    del torch
     return 0 if ok else 1
 
 

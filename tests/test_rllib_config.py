@@ -73,3 +73,26 @@ def test_policy_grid_is_refused_on_the_rllib_path():
     launch = validate_launch({"path": "rllib", "policy": {"hidden": {"grid_search": [16, 32]}}})
     with pytest.raises(ValueError, match="cannot be grid-searched"):
         param_space(launch)
+
+
+def test_task_sizes_ownership_and_observation_features_are_grid_searchable():
+    launch = validate_launch({"path": "rllib", "env": {
+        "layers": {"grid_search": [[8, 16, 4], [8, 32, 4]]},
+        "ownership": {"grid_search": ["outgoing", "incoming"]},
+        "observations": {"grid_search": [["weight", "loss"], ["weight", "prev_delta", "pre_activity", "loss"]]},
+    }, "ppo": {"gamma": {"grid_search": [0.9, 0.99]}}, "run": {"seed": {"grid_search": [0, 1]}}})
+    space = param_space(launch)
+    assert space["env_config"]["observations"]["grid_search"][1] == ["weight", "prev_delta", "pre_activity", "loss"]
+    assert space["env_config"]["layers"]["grid_search"] == [[8, 16, 4], [8, 32, 4]]
+    assert space["gamma"] == {"grid_search": [0.9, 0.99]} and space["seed"] == {"grid_search": [0, 1]}
+
+
+def test_module_reads_its_feature_count_from_the_spaces():
+    from marl_net.envs import network_weights_v0
+    from marl_net.policies.rllib_module import SynapseRLModule
+
+    env = network_weights_v0.parallel_env(layers=[8, 32, 4], observations=["weight", "loss"])
+    agent = env.possible_agents[0]
+    module = SynapseRLModule(observation_space=env.observation_space(agent), action_space=env.action_space(agent),
+                             model_config={"hidden": 8, "vf_share_layers": True})  # RLlib's own keys are ignored
+    assert module.policy.config.num_features == 3 and module.policy.config.hidden == 8

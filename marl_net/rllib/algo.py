@@ -95,16 +95,14 @@ def build_ppo_config(launch: Mapping[str, Any]) -> PPOConfig:
     EnvConfig.from_kwargs(**env)  # fail here, with the env's own message, not inside a remote runner
     check_ppo_keys(ppo)
 
+    spec = shared_module_spec(policy)
     config = (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(NetworkWeightsRLlibEnv, env_config=env)
-        .multi_agent(
-            policies={next(iter(shared_module_spec(policy).rl_module_specs))},
-            policy_mapping_fn=policy_mapping_fn,
-            count_steps_by="agent_steps",
-        )
-        .rl_module(rl_module_spec=shared_module_spec(policy))
+        .multi_agent(policies=set(spec.rl_module_specs), policy_mapping_fn=policy_mapping_fn,
+                     count_steps_by="agent_steps")
+        .rl_module(rl_module_spec=spec)
         .env_runners(env_runner_cls=AggregateMetricsEnvRunner)
         .callbacks(InnerLossCallbacks)
     )
