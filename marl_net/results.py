@@ -24,7 +24,7 @@ Other tools (the main job, plots, later comparisons) read this file, so the form
 Every loss is the one ``network_weights_v0`` reports: the task loss (MSE or cross-entropy, Cai &
 Cheng) of the current weights on the step's minibatch. A copy that diverged counts as the env's
 ``divergence_threshold`` from then on. Rules may be any names from ``marl_net.rules.registry`` or a
-learned rule's name. The settings that produced the file (layers, step sizes, ...) are written
+learned rule's name. :func:`plot_curves` and :func:`write_tensorboard` draw any such results. The settings that produced the file (layers, step sizes, ...) are written
 next to it in ``config.json``, not in ``results.json``.
 """
 
@@ -106,3 +106,44 @@ def read_results(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `marl-net compare ... --out DIR` first")
     return check_results(json.loads(path.read_text()))
+
+
+def plot_curves(path: str | Path, results: dict) -> None:
+    """A PNG of every rule's mean loss curve with a +-1 std band over seeds (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lowest = np.inf
+    for rule, entry in results["rules"].items():
+        mean, std = np.asarray(entry["curve_mean"]), np.asarray(entry["curve_std"])
+        steps = np.arange(len(mean))
+        ax.plot(steps, mean, label=rule, linewidth=1)
+        ax.fill_between(steps, np.clip(mean - std, 1e-12, None), mean + std, alpha=0.25, linewidth=0)
+        lowest = min(lowest, float(mean[mean > 0].min(initial=np.inf)))
+    ax.set_yscale("log")
+    if np.isfinite(lowest):  # a band reaching below zero would stretch the log axis: cut it at the curves
+        ax.set_ylim(bottom=lowest / 3)
+    ax.set_xlabel("weight updates")
+    ax.set_ylabel("minibatch loss (mean over seeds, +-1 std)")
+    ax.set_title(f"{results['task']}: {len(results['seeds'])} seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_tensorboard(folder: str | Path, results: dict) -> None:
+    """TensorBoard logs ``folder/<rule>``: ``loss/mean`` and ``loss/std`` per step, and the summary."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for rule, entry in results["rules"].items():
+        with SummaryWriter(log_dir=str(Path(folder) / rule)) as writer:
+            for t, (m, s) in enumerate(zip(entry["curve_mean"], entry["curve_std"])):
+                writer.add_scalar("loss/mean", m, t)
+                writer.add_scalar("loss/std", s, t)
+            writer.add_scalar("summary/final_loss_mean", entry["final_loss_mean"], results["steps"])
+            writer.add_scalar("summary/auc_mean", entry["auc_mean"], results["steps"])

@@ -95,45 +95,6 @@ def rule_config(config, rule: str):
     return config
 
 
-def plot_curves(path: Path, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    lowest = np.inf
-    for rule, entry in results["rules"].items():
-        mean, std = np.asarray(entry["curve_mean"]), np.asarray(entry["curve_std"])
-        steps = np.arange(len(mean))
-        ax.plot(steps, mean, label=rule, linewidth=1)
-        ax.fill_between(steps, np.clip(mean - std, 1e-12, None), mean + std, alpha=0.25, linewidth=0)
-        lowest = min(lowest, float(mean[mean > 0].min(initial=np.inf)))
-    ax.set_yscale("log")
-    if np.isfinite(lowest):  # a band reaching below zero would stretch the log axis: cut it at the curves
-        ax.set_ylim(bottom=lowest / 3)
-    ax.set_xlabel("weight updates")
-    ax.set_ylabel("minibatch loss (mean over seeds, +-1 std)")
-    ax.set_title(f"{results['task']}: {len(results['seeds'])} seeds")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_tensorboard(folder: Path, results: dict) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    for rule, entry in results["rules"].items():
-        with SummaryWriter(log_dir=str(folder / rule)) as writer:
-            for t, (m, s) in enumerate(zip(entry["curve_mean"], entry["curve_std"])):
-                writer.add_scalar("loss/mean", m, t)
-                writer.add_scalar("loss/std", s, t)
-            writer.add_scalar("summary/final_loss_mean", entry["final_loss_mean"], results["steps"])
-            writer.add_scalar("summary/auc_mean", entry["auc_mean"], results["steps"])
-
-
 def main(args) -> int:
     import torch
 
@@ -151,7 +112,7 @@ def compare(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from marl_net.results import build_results, write_results
+    from marl_net.results import build_results, plot_curves, write_results, write_tensorboard
     from marl_net.rules.registry import check_rule, default_hyper, run_rule
     from marl_net.rules.tuning import tune_lr
 
