@@ -309,9 +309,13 @@ def main(args) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but torch sees no CUDA GPU here: pass --device cpu")
+    threads = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = run_throughput(args.quick, args.device)
+    try:
+        result = run_throughput(args.quick, args.device)
+    finally:
+        torch.set_num_threads(threads)
     print_table(result)
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,0 +1,27 @@
+"""``marl-net bench throughput --quick`` runs all four measurements and writes the JSON the issue
+specifies (the targets are the full benchmark's business, not this smoke test's)."""
+
+from __future__ import annotations
+
+import json
+
+from marl_net.cli import build_parser
+from marl_net.commands import bench
+
+
+def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path):
+    out = tmp_path / "bench.json"
+    args = build_parser().parse_args(["bench", "throughput", "--quick", "--json", str(out)])
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "matmul_flops_per_s",
+                           "fast_ppo_flops_per_s", "peak_memory_mb", "config"}
+    assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo"}
+    assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}
+    assert all(v > 0 for v in result["agent_steps_per_s"].values())
+    rates = result["agent_steps_per_s"]
+    assert result["ratios"]["fast_ppo/rllib_ppo"] == rates["fast_ppo"] / rates["rllib_ppo"]
+    assert result["matmul_flops_per_s"] > 0 and result["fast_ppo_flops_per_s"] > 0
+    scale_keys = [k for k in result["peak_memory_mb"] if k.startswith("fast_ppo_")]
+    assert len(scale_keys) == 2 and all(result["peak_memory_mb"][k] > 0 for k in scale_keys)
+    assert set(result["config"]["targets_met"]) == set(bench.TARGETS)
