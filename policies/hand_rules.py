@@ -120,7 +120,7 @@ class SGDPolicy(HandRulePolicy):
         self.lr = PerCopy("lr", lr)
 
     def change(self, obs):
-        return sgd_update(self.feature(obs, "gradient"), self.lr.tensor(obs.shape[0]))
+        return sgd_update(self.feature(obs, "gradient"), self.lr.tensor(obs.shape[0]).to(obs.device))
 
 
 class PerturbationPolicy(HandRulePolicy):
@@ -136,7 +136,7 @@ class PerturbationPolicy(HandRulePolicy):
 
     def change(self, obs):
         eligibility, error = (self.feature(obs, f) for f in self.features)
-        return perturbation_update(error, eligibility, coefficient(self.lr.tensor(obs.shape[0]), self.sigma))
+        return perturbation_update(error, eligibility, coefficient(self.lr.tensor(obs.shape[0]), self.sigma).to(obs.device))
 
 
 class NodePerturbationPolicy(PerturbationPolicy):
@@ -171,18 +171,18 @@ class WeightMaxPolicy(HandRulePolicy):
         self.last_reward: torch.Tensor | None = None
 
     def observe(self, rewards: torch.Tensor) -> None:
-        self.last_reward = rewards.to(torch.float32)
+        self.last_reward = rewards.to(torch.float32)  # the weight_max reward for the last step's change
 
     def change(self, obs):
-        e = obs.shape[0]
-        out = torch.zeros(obs.shape[:-1], dtype=torch.float32)
+        lr, hidden_lr = (p.tensor(obs.shape[0]).to(obs.device) for p in (self.lr, self.hidden_lr))
+        out = obs.new_zeros(obs.shape[:-1])
         eligibility = self.feature(obs, "bernoulli_eligibility")
         for block in self.ownership.blocks:
             s, rows = self.delays[block.layer], slice(block.start, block.stop)
             if s == 0:
-                out[:, rows] = sgd_update(self.feature(obs, "output_gradient")[:, rows], self.lr.tensor(e))
+                out[:, rows] = sgd_update(self.feature(obs, "output_gradient")[:, rows], lr)
             elif self.last_reward is not None and len(self.history) >= s:
-                out[:, rows] = row_update(self.last_reward[:, rows], self.history[-s][:, rows], self.hidden_lr.tensor(e))
+                out[:, rows] = row_update(self.last_reward[:, rows], self.history[-s][:, rows], hidden_lr)
         self.history.append(eligibility.clone())
         return out
 
