@@ -7,7 +7,9 @@ one with Gaussian noise ``xi^(l)`` added to every layer's pre-activation (loss `
     dW_l     = eta / sigma * (E - E_N) * sum_b xi_b^(l) x_b^(l)T
 
 ``x^(l)`` is the *clean* presynaptic activity (the paper writes x, not x~), with a constant-1 entry
-appended when the network has biases. Indexing: our ``W_l`` maps layer l to l+1, so our
+appended when the network has biases. The paper's sum index (written ``i = 1..R_{l+1}``) multiplies
+per-sample vectors ``x_i xi_i^T``, so we read it as the sum over the minibatch's samples; that is also
+the reading under which the expected update is the SGD update (below). Indexing: our ``W_l`` maps layer l to l+1, so our
 ``xi^(l)`` is the paper's ``xi^(l+1)``.
 
 **sigma is the variance** of the perturbation (the paper's ``N(0, sigma)``; the noise's standard
