@@ -34,6 +34,7 @@ from typing import Any, Mapping
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from marl_net.config import EnvConfig
+from marl_net.experiment import is_grid
 from marl_net.policies.rllib_module import policy_mapping_fn, shared_module_spec
 from marl_net.rllib.callbacks import AggregateMetricsEnvRunner, InnerLossCallbacks
 from marl_net.rllib.env import NetworkWeightsRLlibEnv
@@ -53,10 +54,6 @@ DEFAULT_PPO: dict[str, Any] = {
     "num_epochs": 4,
     "lr": 3.0e-4,
 }
-
-
-def is_grid(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"grid_search"}
 
 
 def first_values(section: Mapping[str, Any] | None) -> dict[str, Any]:
