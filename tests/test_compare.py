@@ -18,8 +18,8 @@ from marl_net.results import RULE_KEYS, TOP_KEYS, auc, build_results, read_resul
 def teacher_student(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare_ts")
     code = main(["compare", "--task", "teacher_student", "--rules", "sgd,np,wp", "--steps", "300", "--seeds", "3",
-                 "--out", str(out), "--no-progress"])
-    assert code == 0
+                 "--out", str(out), "--no-progress", "--check"])
+    assert code == 0  # --check: every rule lowers the loss and SGD is fastest
     return out
 
 
@@ -67,6 +67,13 @@ def test_digits_in_cai_cheng_setting_runs_and_learns(tmp_path):
     assert settings["config"]["layers"] == [10, 1000, 10] and settings["config"]["task_kwargs"] == {"pca": 10}
     sgd = results["rules"]["sgd"]
     assert sum(sgd["curve_mean"][-5:]) / 5 < 0.8 * sgd["initial_loss_mean"]
+
+
+def test_check_fails_when_sgd_is_crippled(tmp_path, capsys):
+    code = main(["compare", "--rules", "sgd,wp", "--lr", "sgd=1e-5", "--steps", "40", "--seeds", "2",
+                 "--out", str(tmp_path), "--no-progress", "--check"])
+    assert code == 1
+    assert "sgd is not the fastest" in capsys.readouterr().out
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):

@@ -13,6 +13,7 @@ hidden layer of 1000 units, ``layers=(10, 1000, 10)``, learning rates / 100.
 Step sizes: ``--lr 0.5`` for every rule or ``--lr sgd=1,np=0.03``; defaults per task in
 ``marl_net.rules.registry.DEFAULT_HYPER``. ``--tune`` first picks each rule's step size from a grid
 on the train split (``marl_net.rules.tuning``). ``--sigma`` is the NP/WP noise *variance*.
+``--check`` exits 1 unless every rule lowers the loss and SGD is fastest (Cai & Cheng's result).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small nets run faster)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu or cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless every rule lowers the loss and sgd has the lowest time-averaged loss")
 
 
 def parse_per_rule(text: str | None, rules: list[str], what: str) -> dict[str, float]:
@@ -176,4 +179,24 @@ def compare(args) -> int:
         print(f"{r:<11}{hp:<30}{e['initial_loss_mean']:9.4f}{e['final_loss_mean']:11.4f} ({e['final_loss_std']:.4f})"
               f"{e['auc_mean']:10.4f}{diverged[r]:9d}{seconds[r]:7.1f}")
     print(f"wrote {out / 'results.json'}, {out / 'loss_curves.png'}, {out / 'tb'}")
+    if args.check:
+        failures = check_expectations(results)
+        print("check: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
+        return 1 if failures else 0
     return 0
+
+
+def check_expectations(results: dict) -> list[str]:
+    """Cai & Cheng's qualitative result: every rule lowers the loss (the last tenth of the curve below
+    the start) and SGD converges fastest (lowest time-averaged loss)."""
+    failures = []
+    rules = results["rules"]
+    for name, e in rules.items():
+        tail = e["curve_mean"][-max(1, len(e["curve_mean"]) // 10):]
+        if not sum(tail) / len(tail) < e["initial_loss_mean"]:
+            failures.append(f"{name} did not lower the loss")
+    if "sgd" in rules:
+        slower = [n for n, e in rules.items() if n != "sgd" and e["auc_mean"] <= rules["sgd"]["auc_mean"]]
+        if slower:
+            failures.append(f"sgd is not the fastest: {slower} reach a lower time-averaged loss")
+    return failures
