@@ -40,7 +40,8 @@ Observation space
 Rewards
     Chosen by name with ``reward=`` (``global_loss``, ``loss_improvement``, ``weight_max`` (needs
     ``ownership="incoming"``), ``difference``, or any registered scheme), optionally mixed with
-    the global signal ``-E_t`` by ``local_ratio``. See ``marl_net.rewards``.
+    the global signal ``-E_t`` by ``local_ratio``; ``reward_unit="percent"`` pays in percent of
+    the episode's initial loss (the same scale on every task). See ``marl_net.rewards``.
 
 Episode end
     Truncation after ``max_cycles`` steps. Termination when the network diverges (non-finite loss
@@ -50,7 +51,7 @@ Episode end
 Arguments
     task ("teacher_student" | "digits" | "mnist" | "multiplexer"), task_kwargs (dict, e.g.
     ``{"data_dir": ...}`` for mnist), split ("train" | "heldout"), layers (sizes including input
-    and output), ownership, reward, local_ratio, max_cycles, batch_size, action_scale,
+    and output), ownership, reward, local_ratio, reward_unit, max_cycles, batch_size, action_scale,
     clip_actions, hidden_activation, output_activation, bias, init_gain, observations,
     divergence_threshold, divergence_penalty, crash_probability (fault-injection for tests).
     Misspelled arguments raise ValueError with the closest valid name.

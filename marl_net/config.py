@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from marl_net.network import NetworkSpec
 from marl_net.observations import DEFAULT_FEATURES, check_features
 from marl_net.ownership import OWNERSHIPS
-from marl_net.rewards import check_scheme
+from marl_net.rewards import REWARD_UNITS, check_scheme
 from marl_net.tasks import TASKS
 from marl_net.tasks.base import check_split
 
@@ -28,6 +28,7 @@ class EnvConfig:
     ownership: str = "outgoing"
     reward: str = "global_loss"
     local_ratio: float | None = None
+    reward_unit: str = "loss"  # "loss": as the scheme pays; "percent": 100 * reward / the episode's initial loss
     max_cycles: int = 50
     batch_size: int = 32
     action_scale: float = 0.05  # a weight moves by action_scale * action per step
@@ -54,6 +55,8 @@ class EnvConfig:
             raise ValueError(f"layers={self.layers!r}: give at least two positive sizes, e.g. (8, 16, 4)")
         if self.ownership not in OWNERSHIPS:
             raise ValueError(f"ownership={self.ownership!r} is unknown; choose one of {sorted(OWNERSHIPS)}")
+        if self.reward_unit not in REWARD_UNITS:
+            raise ValueError(f"reward_unit={self.reward_unit!r} is unknown; choose one of {list(REWARD_UNITS)}")
         check_scheme(self.reward, self.ownership, (self.hidden_activation, self.output_activation), self.local_ratio)
         for name in ("max_cycles", "batch_size"):
             if int(getattr(self, name)) < 1:

@@ -129,7 +129,7 @@ class NetworkWeightsCore:
         self.t = self.t + 1
         prev_loss = self.loss
         ctx = self._evaluate(None, prev_loss=prev_loss)
-        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio)
+        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio, self.config.reward_unit)
         diverged = self._diverged(ctx.loss)
         penalty = torch.full_like(rewards, -self.config.divergence_penalty)
         rewards = torch.where(diverged.unsqueeze(1), penalty, torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0))

@@ -12,6 +12,9 @@ A scheme is a function ``fn(ctx) -> [E, A]`` (one reward per copy and agent) of 
 - ``difference``: counterfactual difference reward ``E(w + dw - dw_i) - E(w + dw)``: the loss with
   agent i's change removed minus the loss with every change, batched over all agents at once.
 
+``reward_unit="percent"`` expresses any scheme's rewards in percent of the episode's initial loss,
+so that rewards have the same scale on every task (useful for value functions).
+
 Any scheme can be mixed with the global signal by ``local_ratio`` (as PettingZoo's MPE does):
 ``r = local_ratio * r_scheme + (1 - local_ratio) * (-E_t)``.
 
@@ -47,6 +50,7 @@ class RewardScheme:
 
 
 REWARDS: dict[str, RewardScheme] = {}
+REWARD_UNITS = ("loss", "percent")
 
 
 def register_reward(name: str, description: str, ownership: str | None = None, deterministic_units: bool = False):
@@ -148,9 +152,13 @@ def difference(ctx: StepContext) -> torch.Tensor:
     return ctx.ownership.neuron_values_to_agents(per_block)
 
 
-def compute_rewards(ctx: StepContext, scheme: RewardScheme, local_ratio: float | None) -> torch.Tensor:
-    """The scheme's rewards ``[E, A]``, mixed with ``-E_t`` by ``local_ratio`` when given."""
+def compute_rewards(ctx: StepContext, scheme: RewardScheme, local_ratio: float | None,
+                    unit: str = "loss") -> torch.Tensor:
+    """The scheme's rewards ``[E, A]``, mixed with ``-E_t`` by ``local_ratio`` when given, in
+    ``unit`` ("loss", or "percent" of the episode's initial loss)."""
     r = scheme.fn(ctx)
     if local_ratio is not None and scheme.name != "global_loss":
         r = local_ratio * r + (1.0 - local_ratio) * global_loss(ctx)
+    if unit == "percent":
+        r = 100.0 * r / ctx.initial_loss.abs().clamp(min=1e-8).unsqueeze(1)
     return r

@@ -188,3 +188,14 @@ def test_local_observation_features_by_hand():
     hidden = obs[4]  # hidden neuron 2: 2 outgoing synapses, one padded slot
     np.testing.assert_array_equal(hidden[:, -1], [1.0, 1.0, 0.0])
     np.testing.assert_array_equal(hidden[2], 0.0)
+
+
+def test_percent_reward_unit_divides_by_the_initial_loss():
+    a = tiny_core("difference")
+    b = tiny_core("difference")
+    b.config = b.config.replace(reward_unit="percent")
+    ra, _, _, _ = step_by_hand(a, ACTIONS_OUT)
+    rb, _, _, _ = step_by_hand(b, ACTIONS_OUT)
+    torch.testing.assert_close(rb.rewards, 100 * ra.rewards / a.initial_loss[:, None])
+    with pytest.raises(ValueError, match="reward_unit='pct' is unknown"):
+        EnvConfig(reward_unit="pct")
