@@ -158,8 +158,9 @@ class WeightMaxPolicy(HandRulePolicy):
 
     def __init__(self, config: EnvConfig, lr: float = 0.5, hidden_lr: float = 1000.0, strict: bool = True):
         check_weight_max_config(config)
-        if config.reward != "weight_max":
-            raise ValueError("the weight_max policy is paid by the env's weight_max reward scheme: pass reward='weight_max'")
+        if config.reward != "weight_max" or config.local_ratio is not None or getattr(config, "reward_unit", "loss") != "loss":
+            raise ValueError("the weight_max policy is paid by the env's weight_max reward scheme as it is: pass "
+                             "reward='weight_max', local_ratio=None and the reward in loss units")
         super().__init__(config, strict)
         self.lr, self.hidden_lr = PerCopy("lr", lr), PerCopy("hidden_lr", hidden_lr)
         self.delays = hidden_delays(self.ownership.spec.num_layers)
