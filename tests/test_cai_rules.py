@@ -245,6 +245,8 @@ def test_bad_settings_raise_with_the_fix():
         make_rule("weight_max").start(EnvConfig(), 1)
     with pytest.raises(ValueError, match="deterministic units"):
         make_rule("np").start(EnvConfig(hidden_activation="bernoulli"), 1)
+    with pytest.raises(ValueError, match="local_ratio=None"):
+        make_policy("weight_max", EnvConfig.from_kwargs(**env_kwargs("weight_max", local_ratio=0.5)))
     with pytest.raises(ValueError, match="variance"):
         make_rule("np", sigma=0.0)
     with pytest.raises(ValueError, match="unknown"):
