@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default results/compare/TASK)")
     parser.add_argument("--lr", default=None, help="step size for every rule, or per rule: sgd=1,np=0.03,wp=0.03")
     parser.add_argument("--sigma", type=float, default=None, help="NP/WP perturbation variance (noise std = sqrt)")
+    parser.add_argument("--hidden-lr", type=float, default=None, help="weight_max: the hidden units' step size")
     parser.add_argument("--layers", default=None, help="layer sizes, e.g. 8,16,4 (default per task)")
     parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     parser.add_argument("--hidden-activation", default=None, help="tanh (default), relu or sigmoid; weight_max always runs Bernoulli units")
@@ -140,6 +141,8 @@ def compare(args) -> int:
             h["sigma"] = args.sigma
         if r in lrs:
             h["lr"] = lrs[r]
+        if args.hidden_lr is not None and "hidden_lr" in h:
+            h["hidden_lr"] = args.hidden_lr
         hyper[r] = h
     tuning = {}
     if args.tune:
