@@ -204,19 +204,35 @@ class FastPPO:
             value[:, b.start : b.stop] = v.view(copies, n)
         return mean.view(-1, k), log_std.view(-1, k), value.view(-1)
 
-    def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor, sample_block: torch.Tensor, idx: torch.Tensor):
-        """For the samples ``idx`` of the flattened rollout: log-prob of the taken actions, entropy
-        and value, with gradients; returns them with the sample order they follow."""
+    def _split_by_block(self, adv: torch.Tensor, returns: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The rollout's samples grouped by ownership block, padding trimmed (one copy per
+        iteration): per block, ``obs [S_b, fan, F + 1]``, ``actions [S_b, fan]``, ``logp``, ``adv``,
+        ``returns [S_b]`` with ``S_b = T * E * agents_of_block``."""
+        buf, env = self.buffer, self.env
+        shape = (self.steps, env.copies, env.num_agents)
+        groups = []
+        for b in env.blocks:
+            rows = slice(b.start, b.stop)
+            groups.append({
+                "obs": buf.obs.view(*shape, *buf.obs.shape[2:])[:, :, rows, : b.fan].reshape(-1, b.fan, env.num_features),
+                "actions": buf.actions.view(*shape, -1)[:, :, rows, : b.fan].reshape(-1, b.fan),
+                **{k: v.view(shape)[:, :, rows].reshape(-1) for k, v in
+                   (("logp", buf.logp), ("adv", adv), ("returns", returns))},
+            })
+        return groups
+
+    def _minibatch(self, groups: list[dict[str, torch.Tensor]], picks: list[torch.Tensor]):
+        """Policy outputs (with gradients) for the samples ``picks[b]`` of every block ``b``:
+        log-ratio to the behaviour policy, entropy, value, advantage and return, concatenated."""
         parts = []
-        for i, b in enumerate(self.env.blocks):
-            sel = idx[sample_block[idx] == i]
-            if sel.numel() == 0:
+        for g, idx in zip(groups, picks):
+            if idx.numel() == 0:
                 continue
-            x = obs[sel, : b.fan]
-            mean, log_std, value = self.policy(x)
-            mask = x[..., -1]
-            parts.append((sel, masked_log_prob(actions[sel, : b.fan], mean, log_std, mask),
-                          masked_entropy(log_std, mask), value))
+            obs = g["obs"][idx]
+            mean, log_std, value = self.policy(obs)
+            mask = obs[..., -1]
+            logratio = masked_log_prob(g["actions"][idx], mean, log_std, mask) - g["logp"][idx]
+            parts.append((logratio, masked_entropy(log_std, mask), value, g["adv"][idx], g["returns"][idx]))
         return tuple(torch.cat(p) for p in zip(*parts))
 
     # ---------------------------------------------------------------- one iteration
@@ -276,28 +292,26 @@ class FastPPO:
     def _learn(self, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         cfg, buf = self.config, self.buffer
         n = adv.numel()
-        b_obs = buf.obs.flatten(0, 1)
-        b_actions = buf.actions.flatten(0, 1)
-        b_logp, b_values = buf.logp.flatten(), buf.values.flatten()
-        b_adv, b_returns = adv.flatten(), returns.flatten()
-        sample_block = self.env.block_of_row.repeat(self.steps)  # [T * N]: the ownership block of each sample
+        b_values, b_returns = buf.values.flatten(), returns.flatten()
+        # Minibatches are stratified by ownership block: each holds the same share of every
+        # block's samples, so every policy call sees one fan and no padding.
+        groups = self._split_by_block(adv, returns)
+        batches = max(1, math.ceil(n / cfg.minibatch_size))
         clipfracs, stats = [], {}
         for _ in range(cfg.num_epochs):
-            order = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
-            for start in range(0, n, cfg.minibatch_size):
-                idx, newlogp, entropy, value = self._evaluate(b_obs, b_actions, sample_block,
-                                                              order[start : start + cfg.minibatch_size])
-                logratio = newlogp - b_logp[idx]
+            perms = [torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device) for g in groups]
+            for j in range(batches):
+                picks = [p[j * len(p) // batches : (j + 1) * len(p) // batches] for p in perms]
+                logratio, entropy, value, mb_adv, mb_returns = self._minibatch(groups, picks)
                 ratio = logratio.exp()
                 with torch.no_grad():
                     old_approx_kl = (-logratio).mean()
                     approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_param).float().mean())
-                mb_adv = b_adv[idx]
                 if cfg.normalize_advantages and mb_adv.numel() > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param)).mean()
-                v_loss = 0.5 * (value - b_returns[idx]).pow(2).mean()
+                v_loss = 0.5 * (value - mb_returns).pow(2).mean()
                 entropy = entropy.mean()
                 loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
                 self.optimizer.zero_grad()

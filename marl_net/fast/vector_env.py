@@ -71,8 +71,6 @@ class VectorNetworkEnv:
         self.mask = own.mask.to(self.device).repeat(self.copies, 1)  # [N, K] bool
         # Ownership blocks: the agents [start, stop) of one weight layer, each with ``fan`` real slots.
         self.blocks = own.blocks
-        block_of_agent = torch.cat([torch.full((b.stop - b.start,), i) for i, b in enumerate(own.blocks)])
-        self.block_of_row = block_of_agent.to(self.device).repeat(self.copies)  # [N]
         self._needs_reset = True
 
     # ---------------------------------------------------------------- shapes
