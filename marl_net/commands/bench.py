@@ -51,7 +51,7 @@ THROUGHPUT = {
 }
 FULL = {
     "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1, "iterations": 2},
-    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 4096, "iterations": 3},
+    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 8192, "iterations": 3},
     "pettingzoo_env": {"steps": 400},
     "fast_env": {"copies": 256, "steps": 40},
     "large_batch": {"policy": {"hidden": 256, "depth": 2}, "copies": 32, "rollout_steps": 20, "num_epochs": 1,
