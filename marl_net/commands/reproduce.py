@@ -85,23 +85,6 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out or f"results/chung/{task.name}")
 
-    rows = []
-    for method in methods:
-        bar = tqdm(total=episodes, desc=f"{task.name}/{method.name}", unit="ep", disable=args.no_progress,
-                   mininterval=2.0)
-
-        def progress(done: int, recent: float, bar=bar) -> None:
-            bar.set_postfix(recent_return=f"{recent:.3g}", refresh=False)
-            bar.update(done - bar.n)
-
-        try:
-            row = chung.run_method(task, method, seeds, episodes, opts, device=args.device, on_progress=progress)
-        finally:
-            bar.close()
-        rows.append(row)
-        print(f"{method.label}: {row['mean']:.3f} +- {row['std']:.3f} over {len(seeds)} seeds "
-              f"({row['wall_s']:.1f} s, {row['wall_s_per_1000_episodes']:.2f} s per 1,000 episodes)", flush=True)
-
     meta = {
         "paper": "chung",
         "task": task.name,
@@ -116,9 +99,28 @@ def main(args: argparse.Namespace) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__},
         "command": "marl-net " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("marl-net") else None,
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    paths = report.write_all(out, meta, rows, window=task.smooth)
+    rows = []
+    for method in methods:
+        bar = tqdm(total=episodes, desc=f"{task.name}/{method.name}", unit="ep", disable=args.no_progress,
+                   mininterval=2.0)
+
+        def progress(done: int, recent: float, bar=bar) -> None:
+            bar.set_postfix(recent_return=f"{recent:.3g}", refresh=False)
+            bar.update(done - bar.n)
+
+        try:
+            row = chung.run_method(task, method, seeds, episodes, opts, device=args.device, on_progress=progress)
+        finally:
+            bar.close()
+        rows.append(row)
+        # written after every method, so a long run keeps what it has finished
+        meta["written_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta["methods_done"] = [r["method"] for r in rows]
+        paths = report.write_all(out, meta, rows, window=task.smooth, tensorboard_rows=[row])
+        print(f"{method.label}: {row['mean']:.3f} +- {row['std']:.3f} over {len(seeds)} seeds "
+              f"({row['wall_s']:.1f} s, {row['wall_s_per_1000_episodes']:.2f} s per 1,000 episodes)", flush=True)
+
     print(report.table_markdown(task.name, rows))
     print(f"wrote {paths['json']}, {paths['table']}, {paths['png']}, {paths['tb']}/")
     if args.check:

@@ -91,8 +91,10 @@ def summary_for_json(r: dict) -> dict:
     return out
 
 
-def write_all(out: Path, meta: dict, rows: list[dict], window: int) -> dict[str, Path]:
-    """Write every output under ``out``; returns their paths."""
+def write_all(out: Path, meta: dict, rows: list[dict], window: int, tensorboard_rows: list[dict] | None = None
+              ) -> dict[str, Path]:
+    """Write every output under ``out`` (results.json, table.md and the PNG for ``rows``; TensorBoard
+    logs for ``tensorboard_rows``, default all rows); returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "table": out / "table.md", "png": out / "learning_curves.png",
@@ -103,5 +105,5 @@ def write_all(out: Path, meta: dict, rows: list[dict], window: int) -> dict[str,
     os.replace(tmp, paths["json"])
     paths["table"].write_text(table_markdown(meta["task"], rows))
     plot_curves(paths["png"], meta["task"], rows, window)
-    write_tensorboard(paths["tb"], rows)
+    write_tensorboard(paths["tb"], rows if tensorboard_rows is None else tensorboard_rows)
     return paths
