@@ -13,6 +13,7 @@ import sys
 
 SUBCOMMANDS = {
     "run": ("marl_net.commands.run", "meta-learn a local learning rule and compare it with SGD, NP and WP (the main job)"),
+    "check": ("marl_net.commands.check", "check the main job's learning-quality targets on its results.json"),
     "schemes": ("marl_net.commands.schemes", "list reward schemes, observation features and tasks"),
     "compare": ("marl_net.commands.compare", "run hand-designed rules on a task and write results.json, plots, TensorBoard logs"),
     "reproduce": ("marl_net.commands.reproduce", "reproduce a paper's experiments (chung: Weight Maximization, Table 1)"),

@@ -1,0 +1,266 @@
+"""The main job: meta-learn a local learning rule, then measure it against hand-designed rules on
+tasks it never saw.
+
+1. **Meta-train** the shared per-neuron policy (``SynapsePolicy``) with fast-path PPO on the
+   teacher-student task distribution (train split). The rule observes only local features (the
+   environment's defaults: no privileged gradient, no perturbation signal).
+2. **Tune** each hand rule's step size (SGD, NP, WP) on the *train* split of every evaluation
+   setting (``marl_net.rules.tuning``: a grid, scored by the time-averaged loss).
+3. **Evaluate** on held-out tasks: teachers never seen in training (``teacher_student``), a hidden
+   layer wider than the one trained on (``teacher_student_wide``) and scikit-learn's digits
+   (``digits``). Every rule gets the same budget: the same number of weight updates, on the same
+   tasks, initial weights and minibatches (copy e of every rule is seeded alike).
+4. **Write** ``results.json``, ``table.md``, one learning-curve PNG per task, TensorBoard logs
+   (meta-training under ``tb/meta_train``, the held-out curves under ``tb/<task>/<rule>``) and the
+   trained policy (``policy.pt``).
+
+``results.json``::
+
+    {"budget": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ..., "env": {...},
+                                "final_inner_loss": ...},
+     "tuned_lr": {"TASK": {"sgd": ..., "np": ..., "wp": ...}},
+     "heldout": {"TASK": {"RULE": {"final_loss_mean": ..., "final_loss_std": ..., "auc_mean": ...,
+                                   "initial_loss_mean": ..., "curve_mean": [...], "curve_std": [...]}}}}
+
+with TASK in ``teacher_student``, ``teacher_student_wide``, ``digits`` and RULE in ``learned``,
+``sgd``, ``np``, ``wp``. ``marl-net check DIR`` tests the project's targets on it (see
+:func:`check_targets`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from marl_net import seeding
+from marl_net.config import EnvConfig
+
+HAND_RULES = ("sgd", "np", "wp")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work the main job does. ``default`` fits in 10 minutes on a 2-core machine."""
+
+    name: str
+    iterations: int  # PPO iterations of meta-training
+    copies: int = 32  # network copies per PPO iteration
+    eval_episodes: int = 64  # held-out networks per task and rule
+    tune_seeds: int = 8  # train-split networks per step size when tuning a hand rule
+    tune_points: int = 6  # step sizes per hand rule
+
+    def scaled(self, factor: float) -> "Budget":
+        if not factor > 0:
+            raise ValueError(f"--budget {factor!r}: a scale factor must be positive")
+        return replace(self, name=f"{factor:g}x", iterations=max(1, round(self.iterations * factor)))
+
+
+BUDGETS = {
+    "default": Budget("default", iterations=120),
+    "quick": Budget("quick", iterations=12, copies=16, eval_episodes=16, tune_seeds=4, tune_points=4),
+}
+
+
+def parse_budget(text: str) -> Budget:
+    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``)."""
+    if text in BUDGETS:
+        return BUDGETS[text]
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
+    return BUDGETS["default"].scaled(factor)
+
+
+# The meta-training setting and the PPO hyperparameters of the main job.
+TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing", max_cycles=50, batch_size=32,
+                 action_scale=0.05, reward="difference", reward_unit="percent")
+POLICY = dict(hidden=32, depth=2, init_log_std=-2.0)
+PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
+
+
+def heldout_settings(train: EnvConfig) -> dict[str, EnvConfig]:
+    """The three held-out evaluation settings (split ``heldout``)."""
+    hidden = train.layers[1]
+    return {
+        "teacher_student": train.replace(split="heldout"),
+        "teacher_student_wide": train.replace(split="heldout", layers=(train.layers[0], 4 * hidden, *train.layers[2:])),
+        "digits": train.replace(split="heldout", task="digits", task_kwargs={"pca": train.layers[0]},
+                                layers=(train.layers[0], *train.layers[1:-1], 10)),
+    }
+
+
+def eval_base_seed(seed: int) -> int:
+    return 10_000 + seed
+
+
+def eval_seeds(seed: int, n: int) -> list[int]:
+    """The per-copy seeds of the held-out runs, shared by every rule (same tasks, same initial
+    weights, same minibatches); they are the seeds ``rollout_losses(..., seed=eval_base_seed(seed))``
+    gives its copies."""
+    return [seeding.seed_from(eval_base_seed(seed), e) for e in range(n)]
+
+
+def calibrate(policy, env_config: EnvConfig, seed: int, copies: int = 8) -> None:
+    """Set the policy's feature scales from one episode of the untrained policy (train split)."""
+    from marl_net.core import NetworkWeightsCore
+
+    core = NetworkWeightsCore(env_config, copies=copies)
+    core.seed([seeding.seed_from(seed, 20_000 + e) for e in range(copies)])
+    obs = core.reset()
+    seen = [obs.flatten(0, 1)]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(env_config.max_cycles):
+            rows = obs.flatten(0, 1)
+            mean, log_std, _ = policy(rows)
+            act = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)) * rows[..., -1]
+            obs = core.step(act.view(obs.shape[0], obs.shape[1], -1).clamp(-1, 1)).obs
+            seen.append(obs.flatten(0, 1))
+    policy.calibrate(torch.cat(seen))
+
+
+def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True):
+    """Fast-path PPO on the training distribution. Returns (trainer, summary dict)."""
+    from tqdm import tqdm
+
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    env = EnvConfig.from_kwargs(**TRAIN_ENV)
+    trainer = FastPPO(env, POLICY, FastPPOConfig(copies=budget.copies, device=device, **PPO), seed=seed,
+                      log_dir=str(out / "tb" / "meta_train"))
+    calibrate(trainer.policy, env, seed)
+    start = time.perf_counter()
+    metrics: dict = {}
+    bar = tqdm(range(budget.iterations), desc="meta-training (fast-path PPO)", unit="it", disable=not progress)
+    for _ in bar:
+        metrics = trainer.train()
+        bar.set_postfix(inner_loss=f"{metrics.get('inner_loss_final', float('nan')):.4f}")
+    summary = {
+        "iterations": trainer.iteration,
+        "agent_steps": trainer.agent_steps,
+        "seconds": round(time.perf_counter() - start, 1),
+        "env": env.to_dict(),
+        "policy": trainer.policy.config.to_dict(),
+        "ppo": {**PPO, "copies": budget.copies},
+        "final_inner_loss": metrics.get("inner_loss_final"),
+    }
+    return trainer, summary
+
+
+def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Budget, device: str) -> tuple[float, torch.Tensor]:
+    """Tune ``rule``'s step size on the train split of ``setting``, then run it on the held-out seeds."""
+    from marl_net.rules.registry import run_rule
+    from marl_net.rules.tuning import default_grid, tune_lr
+
+    grid = default_grid(rule, setting.task, points=budget.tune_points)
+    tuned = tune_lr(rule, setting.replace(split="train"), seeds=range(budget.tune_seeds), grid=grid, device=device)
+    run = run_rule(rule, setting, seeds, device=device, lr=tuned.best_lr)
+    return tuned.best_lr, run.curves
+
+
+def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True,
+             on_task: Callable[[str], None] | None = None) -> tuple[dict, dict, dict]:
+    """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes."""
+    from tqdm import tqdm
+
+    from marl_net.evaluation import rollout_losses
+
+    train = EnvConfig.from_kwargs(**TRAIN_ENV)
+    seeds = eval_seeds(seed, budget.eval_episodes)
+    curves, tuned, settings = {}, {}, heldout_settings(train)
+    jobs = [(task, rule) for task in settings for rule in ("learned", *HAND_RULES)]
+    bar = tqdm(jobs, desc="held-out evaluation", unit="run", disable=not progress)
+    for task, rule in bar:
+        bar.set_postfix(task=task, rule=rule)
+        setting = settings[task]
+        if rule == "learned":
+            with torch.no_grad():
+                curves.setdefault(task, {})[rule] = rollout_losses(policy, setting, episodes=len(seeds),
+                                                                   seed=eval_base_seed(seed), device=device)
+        else:
+            lr, c = hand_rule_curves(rule, setting, seeds, budget, device)
+            tuned.setdefault(task, {})[rule] = lr
+            curves[task][rule] = c
+    return curves, tuned, {task: s.to_dict() for task, s in settings.items()}
+
+
+def summarize_heldout(curves: dict) -> dict:
+    from marl_net.results import summarize
+
+    return {task: {rule: summarize(c.float()) for rule, c in by_rule.items()} for task, by_rule in curves.items()}
+
+
+def table(heldout: dict) -> str:
+    """The markdown table of held-out final losses (mean +- std over networks) and AUCs."""
+    rows = ["| task | rule | final loss (mean +- std) | AUC | final / best of NP, WP |", "|---|---|---|---|---|"]
+    for task, by_rule in heldout.items():
+        best_perturbation = min(by_rule[r]["final_loss_mean"] for r in ("np", "wp"))
+        for rule, e in by_rule.items():
+            ratio = e["final_loss_mean"] / best_perturbation
+            rows.append(f"| {task} | {rule} | {e['final_loss_mean']:.4f} +- {e['final_loss_std']:.4f} | "
+                        f"{e['auc_mean']:.4f} | {ratio:.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_outputs(out: Path, results: dict, curves: dict, seeds: list[int]) -> list[Path]:
+    from marl_net.results import build_results, plot_curves, write_tensorboard
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json", out / "table.md"]
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "table.md").write_text(table(results["heldout"]))
+    for task, by_rule in curves.items():
+        steps = next(iter(by_rule.values())).shape[1] - 1
+        per_task = build_results(task, steps, seeds, {r: c.float() for r, c in by_rule.items()})
+        plot_curves(out / f"curves_{task}.png", per_task)
+        write_tensorboard(out / "tb" / task, per_task)
+        written.append(out / f"curves_{task}.png")
+    return written
+
+
+def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """The whole main job; returns the results dict (also written to ``out/results.json``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, train_summary = meta_train(budget, seed, out, device, progress)
+    torch.save({"config": trainer.policy.config.to_dict(), "state_dict": trainer.policy.state_dict(),
+                "env": train_summary["env"]}, out / "policy.pt")
+    policy = trainer.policy.eval()
+    curves, tuned, settings = evaluate(policy, budget, seed, device, progress)
+    results = {
+        "budget": asdict(budget),
+        "seed": seed,
+        "train": train_summary,
+        "settings": settings,
+        "tuned_lr": tuned,
+        "heldout": summarize_heldout(curves),
+    }
+    write_outputs(out, results, curves, eval_seeds(seed, budget.eval_episodes))
+    return results
+
+
+def check_targets(results: dict, ratio: float = 0.8) -> list[tuple[str, bool, str]]:
+    """The project's learning-quality targets on a main-job results dict: (name, passed, figures).
+
+    - on held-out teacher-student tasks the learned rule's mean final loss is at most ``ratio``
+      times the better of NP and WP (the gap to SGD is reported alongside);
+    - on the wider network it still beats both NP and WP.
+    """
+    out = []
+    for task, limit in (("teacher_student", ratio), ("teacher_student_wide", 1.0)):
+        by_rule = results["heldout"][task]
+        learned = by_rule["learned"]["final_loss_mean"]
+        best = min(by_rule["np"]["final_loss_mean"], by_rule["wp"]["final_loss_mean"])
+        sgd = by_rule["sgd"]["final_loss_mean"]
+        passed = learned <= limit * best
+        relation = f"<= {limit:g} x" if limit != 1.0 else "<"
+        out.append((f"{task}: learned {relation} best of NP, WP", passed,
+                    f"learned {learned:.4f}, best of NP/WP {best:.4f} (ratio {learned / best:.2f}), "
+                    f"SGD {sgd:.4f} (learned / SGD {learned / sgd:.1f})"))
+    return out

@@ -1,0 +1,74 @@
+"""The main job end to end on a tiny budget: files, format, fair comparison, targets check."""
+
+import json
+
+import pytest
+import torch
+
+from marl_net import main_job
+from marl_net.cli import main as cli_main
+from marl_net.observations import FEATURES
+
+TINY = main_job.Budget("test", iterations=2, copies=2, eval_episodes=3, tune_seeds=1, tune_points=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("main")
+    results = main_job.run(TINY, out, seed=1, progress=False)
+    return out, results
+
+
+def test_writes_results_table_curves_tensorboard_and_policy(tiny_run):
+    out, results = tiny_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["budget"]["name"] == "test" and on_disk["train"]["iterations"] == 2
+    assert set(on_disk["heldout"]) == {"teacher_student", "teacher_student_wide", "digits"}
+    for task, by_rule in on_disk["heldout"].items():
+        assert set(by_rule) == {"learned", "sgd", "np", "wp"}
+        for entry in by_rule.values():
+            assert {"final_loss_mean", "final_loss_std", "auc_mean"} <= set(entry)
+            assert len(entry["curve_mean"]) == 51  # max_cycles + 1
+        assert (out / f"curves_{task}.png").stat().st_size > 0
+    assert set(on_disk["tuned_lr"]["digits"]) == {"sgd", "np", "wp"}
+    assert "| teacher_student | learned |" in (out / "table.md").read_text()
+    assert list((out / "tb" / "meta_train").glob("events.out.tfevents.*"))
+    assert list((out / "tb" / "digits" / "np").glob("events.out.tfevents.*"))
+    saved = torch.load(out / "policy.pt")
+    assert not any(FEATURES[name].privileged for name in saved["env"]["observations"])  # local features only
+
+
+def test_every_rule_sees_the_same_tasks_and_initial_weights(tiny_run):
+    _, results = tiny_run
+    for task, by_rule in results["heldout"].items():
+        first = {rule: e["curve_mean"][0] for rule, e in by_rule.items()}
+        assert max(first.values()) - min(first.values()) < 1e-5, (task, first)
+
+
+def test_the_wide_setting_is_wider_and_digits_has_ten_classes(tiny_run):
+    _, results = tiny_run
+    s = results["settings"]
+    assert s["teacher_student_wide"]["layers"][1] > s["teacher_student"]["layers"][1]
+    assert s["digits"]["layers"][-1] == 10 and all(v["split"] == "heldout" for v in s.values())
+
+
+def test_check_command_reports_and_fails_on_missed_targets(tiny_run, tmp_path, capsys):
+    out, results = tiny_run
+    fake = json.loads(json.dumps(results))
+    for task in ("teacher_student", "teacher_student_wide"):
+        fake["heldout"][task]["learned"]["final_loss_mean"] = 0.5 * fake["heldout"][task]["np"]["final_loss_mean"]
+    (tmp_path / "results.json").write_text(json.dumps(fake))
+    assert cli_main(["check", str(tmp_path)]) == 0
+    fake["heldout"]["teacher_student"]["learned"]["final_loss_mean"] = 10.0
+    (tmp_path / "results.json").write_text(json.dumps(fake))
+    assert cli_main(["check", str(tmp_path)]) == 1
+    assert "[FAIL] teacher_student" in capsys.readouterr().out
+
+
+def test_budget_parsing():
+    assert main_job.parse_budget("quick").name == "quick"
+    assert main_job.parse_budget("0.5").iterations == main_job.BUDGETS["default"].iterations // 2
+    with pytest.raises(ValueError, match="choose .* or a positive scale factor"):
+        main_job.parse_budget("huge")
+    with pytest.raises(ValueError, match="must be positive"):
+        main_job.parse_budget("-1")
