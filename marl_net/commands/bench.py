@@ -8,7 +8,9 @@ In one process, on the same network, task and policy (the ``THROUGHPUT`` launch 
 measures agent-steps per second of (a) the PettingZoo env stepped with random actions, (b) RLlib
 PPO end to end on the literal path (``marl_net.rllib.algo.build_ppo_config``, ``algo.train()``),
 (c) the batched fast-path env stepped with random actions and (d) fast-path PPO end to end
-(collection plus learning). Then, at large batch (a wide policy over many copies, so the learner
+(collection plus learning). The paired rates, (a) with (c) and (b) with (d), are measured in
+alternating rounds and reported as medians, so both sides of a ratio see the same machine load.
+Then, at large batch (a wide policy over many copies, so the learner
 is matmul-bound), the fast path's achieved matmul FLOP/s (counted as ``marl_net.fast.flops``
 describes) against a torch matmul rate measured in the same run; and the peak memory of fast PPO
 on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at two copy counts,
@@ -50,17 +52,19 @@ THROUGHPUT = {
     "run": {"seed": 0},
 }
 FULL = {
-    "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1, "iterations": 2},
-    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 8192, "iterations": 3},
-    "pettingzoo_env": {"steps": 400},
-    "fast_env": {"copies": 256, "steps": 40},
+    "rounds": 5,  # alternating rounds of the paired measurements: (a) with (c), (b) with (d)
+    "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1},
+    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 8192, "iterations": 2},  # per round
+    "pettingzoo_env": {"steps": 100},
+    "fast_env": {"copies": 256, "steps": 10},
     "large_batch": {"policy": {"hidden": 256, "depth": 2}, "copies": 32, "rollout_steps": 20, "num_epochs": 1,
                     "minibatch_size": 8192, "iterations": 2},
     "scale": {"layers": [784, 1000, 10], "copies": [4, 16], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 2048, "collect_chunk": 4096},
 }
 QUICK = {
-    "rllib_ppo": {"train_batch_size": 480, "minibatch_size": 240, "num_env_runners": 1, "iterations": 1},
+    "rounds": 1,
+    "rllib_ppo": {"train_batch_size": 480, "minibatch_size": 240, "num_env_runners": 1},
     "fast_ppo": {"copies": 4, "rollout_steps": 5, "minibatch_size": 256, "iterations": 1},
     "pettingzoo_env": {"steps": 20},
     "fast_env": {"copies": 8, "steps": 5},
@@ -81,67 +85,79 @@ def add_arguments(parser) -> None:
 
 
 # ------------------------------------------------------------------------------ measurements
-def pettingzoo_env_rate(steps: int) -> float:
-    """(a) agent-steps/s of network_weights_v0 stepped with random actions."""
-    import numpy as np
+# Paired measurements alternate in rounds, (a) with (c) and (b) with (d), and each rate is the
+# median over rounds: on a shared machine the load changes by the minute, and alternating puts
+# both sides of a ratio under the same load.
+class PettingZooStepper:
+    """(a) network_weights_v0 stepped with random actions."""
 
-    from marl_net.envs import network_weights_v0
+    def __init__(self):
+        import numpy as np
 
-    env = network_weights_v0.parallel_env(**ENV)
-    rng = np.random.default_rng(0)
-    k = env.action_space(env.possible_agents[0]).shape[0]
-    env.reset(seed=0)
-    count, start = 0, time.perf_counter()
-    for _ in range(steps):
-        if not env.agents:
-            env.reset()
-        actions = {a: rng.uniform(-1, 1, k).astype(np.float32) for a in env.agents}
-        count += len(actions)
-        env.step(actions)
-    return count / (time.perf_counter() - start)
+        from marl_net.envs import network_weights_v0
 
+        self.env = network_weights_v0.parallel_env(**ENV)
+        self.rng = np.random.default_rng(0)
+        self.k = self.env.action_space(self.env.possible_agents[0]).shape[0]
+        self.env.reset(seed=0)
 
-def fast_env_rate(copies: int, steps: int, device: str) -> float:
-    """(c) agent-steps/s of the batched env stepped with random actions."""
-    import torch
+    def run(self, steps: int) -> float:
+        import numpy as np
 
-    from marl_net.fast.vector_env import VectorNetworkEnv
-
-    env = VectorNetworkEnv(ENV, copies=copies, device=device)
-    env.reset(seed=0)
-    gen = torch.Generator(device).manual_seed(0)
-    env.step(torch.rand(env.num_rows, env.max_fan, generator=gen, device=device) * 2 - 1)  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(torch.rand(env.num_rows, env.max_fan, generator=gen, device=device) * 2 - 1)
-    _sync(device)
-    return steps * env.num_rows / (time.perf_counter() - start)
+        count, start = 0, time.perf_counter()
+        for _ in range(steps):
+            if not self.env.agents:
+                self.env.reset()
+            actions = {a: self.rng.uniform(-1, 1, self.k).astype(np.float32) for a in self.env.agents}
+            count += len(actions)
+            self.env.step(actions)
+        return count / (time.perf_counter() - start)
 
 
-def rllib_ppo_rate(settings: dict[str, Any]) -> float:
-    """(b) agent-steps/s of RLlib PPO on the literal path, ``algo.train()`` end to end."""
-    import ray
+class FastEnvStepper:
+    """(c) the batched env stepped with random actions."""
 
-    from marl_net.rllib.algo import build_ppo_config
+    def __init__(self, copies: int, device: str):
+        import torch
 
-    launch = copy.deepcopy(THROUGHPUT)
-    launch["ppo"].update({k: v for k, v in settings.items() if k != "iterations"})
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
-    algo = build_ppo_config(launch).build_algo()
-    try:
-        before = _agent_steps(algo.train())  # warm-up iteration
+        from marl_net.fast.vector_env import VectorNetworkEnv
+
+        self.torch, self.device = torch, device
+        self.env = VectorNetworkEnv(ENV, copies=copies, device=device)
+        self.env.reset(seed=0)
+        self.gen = torch.Generator(device).manual_seed(0)
+        self.run(1)  # warm-up
+
+    def run(self, steps: int) -> float:
+        env, torch = self.env, self.torch
+        _sync(self.device)
         start = time.perf_counter()
-        for _ in range(settings["iterations"]):
-            result = algo.train()
-        elapsed = time.perf_counter() - start
-        return (_agent_steps(result) - before) / elapsed
-    finally:
-        algo.stop()
-        if started_ray:
-            ray.shutdown()
+        for _ in range(steps):
+            env.step(torch.rand(env.num_rows, env.max_fan, generator=self.gen, device=self.device) * 2 - 1)
+        _sync(self.device)
+        return steps * env.num_rows / (time.perf_counter() - start)
+
+
+class RLlibPPO:
+    """(b) RLlib PPO on the literal path (``build_ppo_config``), ``algo.train()`` end to end."""
+
+    def __init__(self, settings: dict[str, Any]):
+        from marl_net.rllib.algo import build_ppo_config
+
+        launch = copy.deepcopy(THROUGHPUT)
+        launch["ppo"].update({k: v for k, v in settings.items() if k != "iterations"})
+        self.algo = build_ppo_config(launch).build_algo()
+        self.steps = _agent_steps(self.algo.train())  # warm-up iteration
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        steps = _agent_steps(self.algo.train())
+        rate = (steps - self.steps) / (time.perf_counter() - start)
+        self.steps = steps
+        return rate
+
+    def stop(self) -> None:
+        self.algo.stop()
 
 
 def _agent_steps(result: dict[str, Any]) -> float:
@@ -149,28 +165,75 @@ def _agent_steps(result: dict[str, Any]) -> float:
     return float(sum(value.values()) if isinstance(value, dict) else value)
 
 
-def fast_ppo_run(policy: dict, settings: dict[str, Any], device: str, env: dict | None = None) -> dict[str, float]:
-    """(d) fast-path PPO: median agent-steps/s and achieved matmul FLOP/s over the measured
-    iterations (after one warm-up iteration)."""
-    from marl_net.fast.flops import fast_ppo_iteration_flops
-    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+class FastPPORun:
+    """(d) fast-path PPO end to end; also counts the iteration's matmul FLOPs."""
 
-    env = env or ENV
-    ppo = {**THROUGHPUT["ppo"], **{k: v for k, v in settings.items() if k not in ("iterations", "policy")}, "device": device}
-    trainer = FastPPO(env, policy, FastPPOConfig.from_kwargs(**ppo), seed=0)
-    flops = fast_ppo_iteration_flops(trainer.env.config, trainer.policy.config, trainer.config.copies, trainer.steps,
-                                      trainer.config.num_epochs)
-    times = []
-    for i in range(settings.get("iterations", 1) + 1):
-        _sync(device)
+    def __init__(self, policy: dict, settings: dict[str, Any], device: str):
+        from marl_net.fast.flops import fast_ppo_iteration_flops
+        from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+        ppo = {**THROUGHPUT["ppo"], **{k: v for k, v in settings.items() if k not in ("iterations", "policy")},
+               "device": device}
+        self.device = device
+        self.trainer = t = FastPPO(ENV, policy, FastPPOConfig.from_kwargs(**ppo), seed=0)
+        self.flops = fast_ppo_iteration_flops(t.env.config, t.policy.config, t.config.copies, t.steps,
+                                              t.config.num_epochs)
+        self.seconds: list[float] = []
+        self.run()  # warm-up
+        self.seconds.clear()
+
+    def run(self) -> float:
+        _sync(self.device)
         start = time.perf_counter()
-        trainer.train()
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - start)
-    elapsed = statistics.median(times)
-    return {"agent_steps_per_s": trainer.steps * trainer.env.num_rows / elapsed, "flops_per_s": flops / elapsed,
-            "flops_per_iteration": flops, "seconds_per_iteration": elapsed}
+        self.trainer.train()
+        _sync(self.device)
+        self.seconds.append(time.perf_counter() - start)
+        return self.trainer.steps * self.trainer.env.num_rows / self.seconds[-1]
+
+    def summary(self) -> dict[str, float]:
+        elapsed = statistics.median(self.seconds)
+        return {"agent_steps_per_s": self.trainer.steps * self.trainer.env.num_rows / elapsed,
+                "flops_per_s": self.flops / elapsed, "flops_per_iteration": self.flops,
+                "seconds_per_iteration": elapsed}
+
+
+def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
+    """Median (a) and (c) over alternating rounds."""
+    pz, fast = PettingZooStepper(), FastEnvStepper(s["fast_env"]["copies"], device)
+    a, c = [], []
+    for _ in range(s["rounds"]):
+        a.append(pz.run(s["pettingzoo_env"]["steps"]))
+        c.append(fast.run(s["fast_env"]["steps"]))
+    return statistics.median(a), statistics.median(c)
+
+
+def ppo_rates(s: dict[str, Any], device: str) -> tuple[float, dict[str, float]]:
+    """Median (b) and (d) over alternating rounds of one iteration each."""
+    import ray
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
+    rllib = RLlibPPO(s["rllib_ppo"])
+    try:
+        fast = FastPPORun(THROUGHPUT["policy"], s["fast_ppo"], device)
+        b = []
+        for _ in range(s["rounds"]):
+            b.append(rllib.run())
+            for _ in range(s["fast_ppo"]["iterations"]):
+                fast.run()
+        return statistics.median(b), fast.summary()
+    finally:
+        rllib.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def large_batch_run(s: dict[str, Any], device: str) -> dict[str, float]:
+    run = FastPPORun(s["policy"], s, device)
+    for _ in range(s["iterations"]):
+        run.run()
+    return run.summary()
 
 
 def scale_peak_memory(settings: dict[str, Any], device: str) -> dict[str, Any]:
@@ -249,15 +312,13 @@ def run_throughput(quick: bool, device: str) -> dict[str, Any]:
     from marl_net.fast.flops import matmul_flops_per_s
 
     s = QUICK if quick else FULL
-    rates = {
-        "pettingzoo_env": pettingzoo_env_rate(s["pettingzoo_env"]["steps"]),
-        "fast_env": fast_env_rate(s["fast_env"]["copies"], s["fast_env"]["steps"], device),
-    }
-    fast = fast_ppo_run(THROUGHPUT["policy"], s["fast_ppo"], device)
+    rates = dict(zip(("pettingzoo_env", "fast_env"), env_rates(s, device)))
+    rates["rllib_ppo"], fast = ppo_rates(s, device)
     rates["fast_ppo"] = fast["agent_steps_per_s"]
-    rates["rllib_ppo"] = rllib_ppo_rate(s["rllib_ppo"])
-    large = fast_ppo_run(s["large_batch"]["policy"], s["large_batch"], device)
-    matmul = matmul_flops_per_s(device, size=1024 if quick else 2048)
+    size = 1024 if quick else 2048
+    matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
+    large = large_batch_run(s["large_batch"], device)
+    matmul = statistics.median([matmul_before, matmul_flops_per_s(device, size=size)])
     scale = scale_peak_memory(s["scale"], device)
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
               "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"]}
