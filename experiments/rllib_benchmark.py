@@ -32,7 +32,7 @@ LAUNCH = {
     "policy": {"hidden": 32, "depth": 2},
     "ppo": {"lr": 1.0e-3, "gamma": 0.99, "lambda_": 0.95, "clip_param": 0.2, "num_epochs": 4,
             "minibatch_size": 1000, "train_batch_size": 2000, "num_env_runners": 1, "num_cpus_per_env_runner": 1},
-    "run": {"seed": 0},
+    "run": {"seed": 0, "calibrate_features": True},
 }
 
 
@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=64, help="held-out evaluation episodes")
     parser.add_argument("--reward", default=LAUNCH["env"]["reward"])
     parser.add_argument("--lr", type=float, default=LAUNCH["ppo"]["lr"])
+    parser.add_argument("--no-calibrate", action="store_true", help="leave the policy's feature scales at 1")
     parser.add_argument("--min-gain", type=float, default=0.05, help="required relative drop of the final loss")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--save-policy", default=None,
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     launch = copy.deepcopy(LAUNCH)
     launch["env"]["reward"] = args.reward
     launch["ppo"]["lr"] = args.lr
+    launch["run"]["calibrate_features"] = not args.no_calibrate
     ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
     algo = build_ppo_config(launch).build_algo()
     untrained = copy.deepcopy(algo.get_module(SHARED_MODULE_ID).policy).eval()
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
     se = float(diff.std(unbiased=True) / diff.numel() ** 0.5)
     gain = float(diff.mean() / before.mean())
     figures = {
-        "iterations": args.iterations, "train_seconds": round(train_s, 1), "reward": args.reward,
+        "iterations": args.iterations, "train_seconds": round(train_s, 1), "reward": args.reward, "lr": args.lr,
+        "calibrate_features": not args.no_calibrate,
         "heldout_episodes": args.episodes,
         "final_loss_untrained_mean": float(before.mean()), "final_loss_untrained_std": float(before.std()),
         "final_loss_trained_mean": float(after.mean()), "final_loss_trained_std": float(after.std()),

@@ -72,6 +72,27 @@ def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, ep
     return torch.stack(curve, dim=1).cpu()
 
 
+def sample_observations(policy: torch.nn.Module, env_config: EnvConfig, copies: int = 8, seed: int = 0) -> torch.Tensor:
+    """Every observation ``[N, K, F + 1]`` seen in one episode of ``copies`` networks driven by the
+    policy's *stochastic* actions (mean + std * noise), e.g. for ``SynapsePolicy.calibrate``."""
+    check_policy_fits(policy, env_config)
+    core = NetworkWeightsCore(env_config, copies=copies)
+    core.seed([seeding.seed_from(seed, 30_000 + e) for e in range(copies)])
+    obs = core.reset()
+    e, a, k, f = obs.shape
+    seen = [obs.reshape(e * a, k, f)]
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for _ in range(env_config.max_cycles):
+            rows = obs.reshape(e * a, k, f)
+            mean, log_std, _ = policy(rows)
+            actions = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)) * rows[..., -1]
+            result = core.step(actions.reshape(e, a, k).clamp(-1, 1))
+            obs = result.obs
+            seen.append(obs.reshape(e * a, k, f))
+    return torch.cat(seen)
+
+
 def curve_stats(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over episodes of a ``[episodes, T + 1]`` loss curve."""
     std = losses.std(0, unbiased=False) if losses.shape[0] > 1 else torch.zeros(losses.shape[1])

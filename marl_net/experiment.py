@@ -39,7 +39,7 @@ import yaml
 PATHS = ("rllib", "fast")
 SECTIONS = ("path", "env", "policy", "ppo", "stop", "run")
 RUN_KEYS = ("name", "storage_path", "checkpoint_frequency", "checkpoint_at_end", "max_failures", "num_samples",
-            "seed", "keep_checkpoints_num")
+            "seed", "keep_checkpoints_num", "calibrate_features")
 DEFAULT_RUN: dict[str, Any] = {
     "name": None,
     "storage_path": "~/marl_net_results",
@@ -49,6 +49,7 @@ DEFAULT_RUN: dict[str, Any] = {
     "num_samples": 1,
     "seed": 0,
     "keep_checkpoints_num": None,
+    "calibrate_features": True,
 }
 
 

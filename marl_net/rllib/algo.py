@@ -6,7 +6,9 @@ which follows from the env), ``ppo`` (any argument of ``PPOConfig.training``, ``
 ``.learners``, ``.resources``, ``.fault_tolerance``, ``.reporting``, e.g. ``lr``, ``lambda_``,
 ``num_epochs``, ``minibatch_size``, ``train_batch_size``, ``num_env_runners``,
 ``num_cpus_per_env_runner``, ``custom_resources_per_env_runner``, ``restart_failed_env_runners``)
-and ``run`` (of which ``seed`` is used here). Defaults that matter on a small machine: one
+and ``run`` (of which ``seed`` and ``calibrate_features`` are used here: the policy's feature
+scales are calibrated on one episode of the untrained policy unless ``calibrate_features`` is
+false). Defaults that matter on a small machine: one
 remote env runner with one CPU, the learner on the trial's driver (one CPU): a trial needs 2 CPUs.
 
 Fixed choices: the new API stack; one :class:`SynapseRLModule` shared by all neurons
@@ -36,7 +38,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from marl_net.config import EnvConfig
 from marl_net.experiment import is_grid
 from marl_net.policies.rllib_module import policy_mapping_fn, shared_module_spec
-from marl_net.rllib.callbacks import AggregateMetricsEnvRunner, InnerLossCallbacks
+from marl_net.rllib.callbacks import AggregateMetricsEnvRunner, InnerLossCallbacks, UncalibratedCallbacks
 from marl_net.rllib.env import NetworkWeightsRLlibEnv
 
 # The PPOConfig setter methods a launch's ``ppo`` section may reach, searched in this order.
@@ -101,7 +103,7 @@ def build_ppo_config(launch: Mapping[str, Any]) -> PPOConfig:
                      count_steps_by="agent_steps")
         .rl_module(rl_module_spec=spec)
         .env_runners(env_runner_cls=AggregateMetricsEnvRunner)
-        .callbacks(InnerLossCallbacks)
+        .callbacks(InnerLossCallbacks if run.get("calibrate_features", True) else UncalibratedCallbacks)
     )
     where = _setters(config)
     by_method: dict[str, dict[str, Any]] = {}

@@ -10,6 +10,10 @@
 - ``neuron_return_mean``: the episode return per neuron (the sum of all agents' rewards / agents);
 - ``neuron_reward_mean``: the mean reward per neuron and step.
 
+On algorithm start the shared policy's per-feature input scales are calibrated
+(``SynapsePolicy.calibrate``) from one episode of the untrained policy, as the fast path does, and
+synced to the env runners; :class:`UncalibratedCallbacks` leaves them at 1.
+
 Each is a windowed mean, so Tune's TensorBoard logger writes them to the trial's event file as
 ``ray/tune/env_runners/inner_loss_final`` and so on.
 
@@ -78,6 +82,24 @@ class AggregateMetricsEnvRunner(MultiAgentEnvRunner):
         super()._log_episode_metrics(length, ret, sec, agents={}, modules=modules, agent_steps={})
 
 
+def calibrate_algorithm(algorithm) -> None:
+    """Set the shared policy's feature scales from sample observations and sync them to runners."""
+    from marl_net.config import EnvConfig
+    from marl_net.evaluation import sample_observations
+    from marl_net.policies.rllib_module import SHARED_MODULE_ID
+
+    env_config = EnvConfig.from_kwargs(**{k: v for k, v in dict(algorithm.config.env_config).items()
+                                          if k != "crash_probability"})
+    seed = int(algorithm.config.seed or 0)
+
+    def calibrate(learner):
+        policy = learner.module[SHARED_MODULE_ID].policy
+        return policy.calibrate(sample_observations(policy, env_config, seed=seed)).tolist()
+
+    algorithm.learner_group.foreach_learner(calibrate)
+    algorithm.env_runner_group.sync_weights(from_worker_or_learner_group=algorithm.learner_group, inference_only=True)
+
+
 def _adapter(env, env_index: int):
     """Our ``ParallelEnvAdapter`` inside RLlib's gymnasium vector env."""
     sub = getattr(env, "envs", None)
@@ -86,6 +108,17 @@ def _adapter(env, env_index: int):
 
 
 class InnerLossCallbacks(RLlibCallback):
+    calibrate_features = True
+
+    def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs):
+        """Calibrate the shared policy's per-feature input scales (``SynapsePolicy.calibrate``) on
+        one episode of the untrained policy, on the learner and every env runner, unless the
+        launch set ``run.calibrate_features: false``. A restored algorithm loads its saved scales
+        over these afterwards."""
+        if not self.calibrate_features:
+            return
+        calibrate_algorithm(algorithm)
+
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, env=None, env_index=0, **kwargs):
         summary = getattr(_adapter(env, env_index), "episode_summary", None)
         if metrics_logger is None or not summary or summary.get("final_loss") is None:
@@ -105,3 +138,9 @@ class InnerLossCallbacks(RLlibCallback):
         }
         for key, value in values.items():
             metrics_logger.log_value(key, float(value), reduce="mean", window=100)
+
+
+class UncalibratedCallbacks(InnerLossCallbacks):
+    """:class:`InnerLossCallbacks` without the feature calibration (``run.calibrate_features: false``)."""
+
+    calibrate_features = False
