@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from marl_net.cli import main as cli_main
-from marl_net.reproduce import check
+from marl_net.reproduce import check, report
 from marl_net.reproduce.chung import PAPER_TABLE1, TASKS, run_method
 from marl_net.reproduce.control import run_control
 from marl_net.reproduce.methods import METHODS, RuleOptions, parse_methods
@@ -79,6 +79,8 @@ def test_cli_quick_multiplexer_writes_outputs(tmp_path, capsys):
     events = list((out / "tb").rglob("events.out.tfevents.*"))
     assert len(events) == len(names)
     assert "Weight Max" in capsys.readouterr().out
+    merged = report.merge([str(out / "results.json")], tmp_path / "merged")
+    assert merged == table and (tmp_path / "merged" / "learning_curves.png").exists()
 
 
 def test_cli_quick_cartpole_check_fails_below_budget(tmp_path, capsys):

@@ -107,3 +107,48 @@ def write_all(out: Path, meta: dict, rows: list[dict], window: int, tensorboard_
     plot_curves(paths["png"], meta["task"], rows, window)
     write_tensorboard(paths["tb"], rows if tensorboard_rows is None else tensorboard_rows)
     return paths
+
+
+def merge(paths: list[str], out: Path) -> str:
+    """One table, plot and results.json from the results.json files of separate runs of one task
+    (e.g. one method per process). Curves come from the stored block means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    payloads = [json.loads(Path(p).read_text()) for p in paths]
+    tasks = {p["task"] for p in payloads}
+    if len(tasks) != 1:
+        raise ValueError(f"these runs are of different tasks {sorted(tasks)}; merge one task at a time")
+    task = tasks.pop()
+    rows = [r for p in payloads for r in p["results"]]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = table_markdown(task, rows)
+    (out / "table.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({"task": task, "merged_from": list(paths), "results": rows}, indent=1))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for r in rows:
+        x, per_seed = np.array(r["curve"]["episode"]), np.array(r["curve"]["per_seed"])
+        mean, std = per_seed.mean(0), per_seed.std(0)
+        ax.plot(x, mean, label=f"{r['label']} ({len(r['seeds'])} seeds)")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("episode")
+    ax.set_ylabel(f"return (mean of blocks of {int(x[0]) if len(x) else 1} episodes)")
+    ax.set_title(f"Chung (2022) reproduction: {task}")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png")
+    plt.close(fig)
+    return table
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Merge results.json files of separate runs of one task.")
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    print(merge(args.results, Path(args.out)))
