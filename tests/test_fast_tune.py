@@ -39,3 +39,13 @@ def test_fast_quick_launch_runs_in_tune_and_its_checkpoint_resumes_exactly(ray_s
     assert restored.iteration == 2
     for x, y in zip(expected.policy.state_dict().values(), restored.policy.state_dict().values()):
         assert torch.equal(x, y)
+
+
+def test_launch_calibrates_feature_scales_as_the_rllib_path_does_unless_switched_off():
+    launch = {"env": {"layers": [4, 6, 2], "max_cycles": 3}, "policy": {"hidden": 8}, "ppo": {"copies": 2},
+              "run": {"seed": 3}}
+    calibrated = trainer_from_launch(launch).policy.feature_scale
+    plain = trainer_from_launch({**launch, "run": {"seed": 3, "calibrate_features": False}}).policy.feature_scale
+    assert torch.equal(plain, torch.ones_like(plain))
+    assert not torch.equal(calibrated, plain) and torch.isfinite(calibrated).all()
+    assert torch.equal(calibrated, trainer_from_launch(launch).policy.feature_scale)  # same seed, same scales

@@ -24,19 +24,35 @@ Launch it with ``marl-net tune --config experiments/configs/fast_quick.yaml`` or
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from typing import Any, Mapping
+
+import torch
 
 from marl_net.fast.ppo import FastPPO, FastPPOConfig
 
 
 def trainer_from_launch(config: Mapping[str, Any], log_dir: str | None = None) -> FastPPO:
-    """A :class:`FastPPO` built from a launch dict's ``env``, ``policy``, ``ppo`` and ``run.seed``."""
+    """A :class:`FastPPO` built from a launch dict's ``env``, ``policy``, ``ppo`` and ``run``.
+
+    As on the RLlib path, the policy's per-feature input scales are calibrated
+    (``SynapsePolicy.calibrate``) on one episode of the untrained policy, from the same sample
+    (``marl_net.evaluation.sample_observations`` with ``run.seed``), unless
+    ``run.calibrate_features`` is false. A restored checkpoint brings its own scales."""
     run = config.get("run") or {}
     ppo = FastPPOConfig.from_kwargs(**dict(config.get("ppo") or {}))
     seed = int(run.get("seed") or 0)
-    return FastPPO(dict(config.get("env") or {}), dict(config.get("policy") or {}), ppo, seed=seed, log_dir=log_dir)
+    trainer = FastPPO(dict(config.get("env") or {}), dict(config.get("policy") or {}), ppo, seed=seed, log_dir=log_dir)
+    if run.get("calibrate_features", True):
+        from marl_net.evaluation import sample_observations
+
+        sampler = copy.deepcopy(trainer.policy).cpu()  # the sample is drawn on the CPU core
+        scale = sampler.calibrate(sample_observations(sampler, trainer.env.config, seed=seed))
+        with torch.no_grad():
+            trainer.policy.feature_scale.copy_(scale)
+    return trainer
 
 
 def train_fast(config: dict) -> None:
