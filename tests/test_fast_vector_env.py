@@ -61,6 +61,7 @@ def test_autoreset_resets_only_the_copies_that_ended():
     seen_partial = False
     for _ in range(30):
         before_t = venv.core.t.clone()
+        initial_before = venv.core.initial_loss.clone()
         actions = torch.ones(venv.num_rows, venv.max_fan) * (torch.rand(1, generator=gen) * 2 - 1)
         obs, rewards, terminated, truncated, info = venv.step(actions)
         ended = info["ended"]
@@ -68,6 +69,7 @@ def test_autoreset_resets_only_the_copies_that_ended():
         assert torch.equal(venv.core.t, torch.where(ended, torch.zeros_like(before_t), before_t + 1))
         if ended.any():
             assert "final_obs" in info and "final_loss" in info
+            assert torch.equal(info["initial_loss"][ended], initial_before[ended])  # the ended episodes' own
             rows = ended.repeat_interleave(venv.num_agents)
             # terminated rows got the divergence penalty; reset rows show a fresh first observation
             assert torch.all(rewards[terminated] == -venv.config.divergence_penalty)

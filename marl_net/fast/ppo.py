@@ -171,7 +171,8 @@ class FastPPO:
         self.agent_steps = 0
         self.running_return = torch.zeros(self.env.num_rows, device=self.device)
         self.running_length = torch.zeros(self.env.copies, dtype=torch.long, device=self.device)
-        self.episodes = collections.deque(maxlen=100)  # (return, length, final inner loss) per copy-episode
+        # per copy-episode: (return per agent, length, final inner loss, initial inner loss, diverged)
+        self.episodes = collections.deque(maxlen=100)
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -277,13 +278,15 @@ class FastPPO:
                 boot = truncated & ~terminated
                 if bool(boot.any()):
                     buf.end_values[t][boot] = self._act(info["final_obs"][boot])[2]
-                ended_episodes += self._record_episodes(info["ended"], info["final_loss"])
+                ended_episodes += self._record_episodes(info["ended"], info["final_loss"], info["initial_loss"], terminated)
         return self._act(self.obs)[2], ended_episodes
 
-    def _record_episodes(self, ended: torch.Tensor, final_loss: torch.Tensor) -> int:
+    def _record_episodes(self, ended, final_loss, initial_loss, terminated) -> int:
         per_copy_return = self.running_return.view(self.env.copies, -1).mean(1)  # mean over a copy's agents
+        diverged = terminated.view(self.env.copies, -1)[:, 0]
         for e in torch.nonzero(ended).flatten().tolist():
-            self.episodes.append((float(per_copy_return[e]), int(self.running_length[e]), float(final_loss[e])))
+            self.episodes.append((float(per_copy_return[e]), int(self.running_length[e]), float(final_loss[e]),
+                                  float(initial_loss[e]), float(diverged[e])))
         rows = ended.repeat_interleave(self.env.num_agents)
         self.running_return[rows] = 0.0
         self.running_length[ended] = 0
@@ -336,6 +339,9 @@ class FastPPO:
             "episode_return_mean": mean(0),
             "episode_len_mean": mean(1),
             "inner_loss_final": mean(2),  # the inner loss at episode end, last 100 copy-episodes
+            "inner_loss_initial": mean(3),
+            "inner_loss_improvement": mean(3) - mean(2),
+            "inner_diverged": mean(4),
             "episodes_this_iter": ended_episodes,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "agent_steps_per_s": sps,
@@ -343,7 +349,9 @@ class FastPPO:
             "num_agent_steps_sampled_lifetime": self.agent_steps,
             "iteration": self.iteration,
             **stats,
-            "env_runners": {"episode_return_mean": mean(0), "episode_len_mean": mean(1), "inner_loss_final": mean(2)},
+            "env_runners": {"episode_return_mean": mean(0), "episode_len_mean": mean(1), "inner_loss_final": mean(2),
+                            "inner_loss_initial": mean(3), "inner_loss_improvement": mean(3) - mean(2),
+                            "inner_diverged": mean(4)},
         }
         return metrics
 

@@ -24,7 +24,8 @@ Autoreset: a copy whose episode ended (truncated at ``max_cycles`` or terminated
 reset at once, inside the same ``step`` call, through ``core.reset(mask)``; only that copy draws
 random numbers. The returned observation rows of that copy are then the new episode's first
 observation, and ``info`` carries the ended episode's last observation (``final_obs``, the full
-``[E * A, K, F + 1]`` table before any reset) and loss (``final_loss [E]``) with ``ended [E]``
+``[E * A, K, F + 1]`` table before any reset), loss (``final_loss [E]``) and loss at reset
+(``initial_loss [E]``), with ``ended [E]``
 marking which copies ended. ``rewards``, ``terminated`` and ``truncated`` are those of the step
 that ended the episode. This is the PettingZoo env's ``reset()`` without a seed, so a copy's
 stream after an autoreset equals the PettingZoo env reset again without a seed.
@@ -126,6 +127,7 @@ class VectorNetworkEnv:
         if bool(ended.any()):
             info["final_obs"] = self._rows(obs.clone())
             info["final_loss"] = result.loss.clone()
+            info["initial_loss"] = self.core.initial_loss.clone()  # the ended episodes' loss at reset
             obs = self.core.reset(ended)  # resets the ended copies in place
         return (
             self._rows(obs),
