@@ -106,35 +106,17 @@ def eval_seeds(seed: int, n: int) -> list[int]:
     return [seeding.seed_from(eval_base_seed(seed), e) for e in range(n)]
 
 
-def calibrate(policy, env_config: EnvConfig, seed: int, copies: int = 8) -> None:
-    """Set the policy's feature scales from one episode of the untrained policy (train split)."""
-    from marl_net.core import NetworkWeightsCore
-
-    core = NetworkWeightsCore(env_config, copies=copies)
-    core.seed([seeding.seed_from(seed, 20_000 + e) for e in range(copies)])
-    obs = core.reset()
-    seen = [obs.flatten(0, 1)]
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _ in range(env_config.max_cycles):
-            rows = obs.flatten(0, 1)
-            mean, log_std, _ = policy(rows)
-            act = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)) * rows[..., -1]
-            obs = core.step(act.view(obs.shape[0], obs.shape[1], -1).clamp(-1, 1)).obs
-            seen.append(obs.flatten(0, 1))
-    policy.calibrate(torch.cat(seen))
-
-
 def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True):
     """Fast-path PPO on the training distribution. Returns (trainer, summary dict)."""
     from tqdm import tqdm
 
+    from marl_net.evaluation import sample_observations
     from marl_net.fast.ppo import FastPPO, FastPPOConfig
 
     env = EnvConfig.from_kwargs(**TRAIN_ENV)
     trainer = FastPPO(env, POLICY, FastPPOConfig(copies=budget.copies, device=device, **PPO), seed=seed,
                       log_dir=str(out / "tb" / "meta_train"))
-    calibrate(trainer.policy, env, seed)
+    trainer.policy.calibrate(sample_observations(trainer.policy, env, seed=seed))  # as launches do
     start = time.perf_counter()
     metrics: dict = {}
     bar = tqdm(range(budget.iterations), desc="meta-training (fast-path PPO)", unit="it", disable=not progress)
