@@ -47,8 +47,6 @@ def main(argv=None) -> int:
 
     import math
 
-    import torch
-
     from marl_net.fast.tune_trainable import trainer_from_launch
 
     launch = {k: dict(v) for k, v in LAUNCH.items()}

@@ -255,7 +255,7 @@ class FastPPO:
         return metrics
 
     def _collect(self) -> tuple[torch.Tensor, int]:
-        buf, env, cfg = self.buffer, self.env, self.config
+        buf, env = self.buffer, self.env
         ended_episodes = 0
         for t in range(self.steps):
             obs = self.obs
