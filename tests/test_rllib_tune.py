@@ -79,6 +79,11 @@ def test_reward_swap_reaches_the_runners_and_checkpoint_round_trip(ray_session, 
     algo = build_ppo_config(launch).build_algo()
     try:
         assert _schemes_in_runners(algo) == ["difference"]
+        # feature scales calibrated on start, the same on the learner and the remote runner
+        learner_scale = algo.get_module(SHARED_MODULE_ID).policy.feature_scale.tolist()
+        assert any(abs(x - 1.0) > 1e-3 for x in learner_scale)
+        assert algo.env_runner_group.foreach_env_runner(
+            lambda r: r.module[SHARED_MODULE_ID].policy.feature_scale.tolist(), local_env_runner=False) == [learner_scale]
         algo.train()
         checkpoint = algo.save_to_path(str(tmp_path / "ckpt"))
         obs, _ = network_weights_v0.parallel_env(**launch["env"]).reset(seed=11)

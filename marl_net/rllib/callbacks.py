@@ -84,6 +84,8 @@ class AggregateMetricsEnvRunner(MultiAgentEnvRunner):
 
 def calibrate_algorithm(algorithm) -> None:
     """Set the shared policy's feature scales from sample observations and sync them to runners."""
+    import torch
+
     from marl_net.config import EnvConfig
     from marl_net.evaluation import sample_observations
     from marl_net.policies.rllib_module import SHARED_MODULE_ID
@@ -96,8 +98,12 @@ def calibrate_algorithm(algorithm) -> None:
         policy = learner.module[SHARED_MODULE_ID].policy
         return policy.calibrate(sample_observations(policy, env_config, seed=seed)).tolist()
 
-    algorithm.learner_group.foreach_learner(calibrate)
-    algorithm.env_runner_group.sync_weights(from_worker_or_learner_group=algorithm.learner_group, inference_only=True)
+    scales = [result.get() for result in algorithm.learner_group.foreach_learner(calibrate)][0]
+
+    def apply(runner):  # synchronous, unlike sync_weights' fire-and-forget to remote runners
+        runner.module[SHARED_MODULE_ID].policy.feature_scale.copy_(torch.tensor(scales))
+
+    algorithm.env_runner_group.foreach_env_runner(apply, local_env_runner=True)
 
 
 def _adapter(env, env_index: int):
