@@ -165,7 +165,7 @@ class FastPPO:
         self.steps = config.steps_per_iteration(self.env.num_rows, self.env.config.max_cycles)
         self.action_gen = torch.Generator(self.device).manual_seed(seed_from(self.seed, 4))
         self.shuffle_gen = torch.Generator("cpu").manual_seed(seed_from(self.seed, 5))
-        self.buffer = Rollout.allocate(self.steps, self.env.num_rows, self.env.max_fan, self.env.num_features, self.device)
+        self.buffer = Rollout.allocate(self.steps, self.env.copies, self.env.blocks, self.env.num_features, self.device)
         self.obs, _ = self.env.reset(seed=self.seed)
         self.iteration = 0
         self.agent_steps = 0
@@ -188,35 +188,42 @@ class FastPPO:
         outs = [self.policy(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
         return outs[0] if len(outs) == 1 else tuple(torch.cat(parts) for parts in zip(*outs))
 
-    def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _act(self, obs: torch.Tensor, store: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Policy outputs for whole copies ``obs [E' * A, K, F + 1]`` (no autograd): mean and
-        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``."""
+        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``. With ``store = t`` the
+        trimmed per-block observations are written to the rollout's step t and read from there."""
         a, k = self.env.num_agents, self.env.max_fan
         grid = obs.view(-1, a, k, obs.shape[-1])
         copies = grid.shape[0]
         mean = obs.new_zeros(copies, a, k)
         log_std = obs.new_zeros(copies, a, k)
         value = obs.new_zeros(copies, a)
-        for b in self.env.blocks:
+        for i, b in enumerate(self.env.blocks):
             n = b.stop - b.start
-            m, ls, v = self._chunks(grid[:, b.start : b.stop, : b.fan].reshape(copies * n, b.fan, -1))
+            rows = grid[:, b.start : b.stop, : b.fan]
+            if store is None:
+                x = rows.reshape(copies * n, b.fan, -1)
+            else:
+                x = self.buffer.obs[i][store]
+                x.view(copies, n, b.fan, -1).copy_(rows)
+            m, ls, v = self._chunks(x)
             mean[:, b.start : b.stop, : b.fan] = m.view(copies, n, b.fan)
             log_std[:, b.start : b.stop, : b.fan] = ls.view(copies, n, b.fan)
             value[:, b.start : b.stop] = v.view(copies, n)
         return mean.view(-1, k), log_std.view(-1, k), value.view(-1)
 
     def _split_by_block(self, adv: torch.Tensor, returns: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """The rollout's samples grouped by ownership block, padding trimmed (one copy per
-        iteration): per block, ``obs [S_b, fan, F + 1]``, ``actions [S_b, fan]``, ``logp``, ``adv``,
+        """The rollout's samples grouped by ownership block, padding trimmed (observations and
+        actions are stored that way; the per-agent values are sliced out): per block, ``obs [S_b, fan, F + 1]``, ``actions [S_b, fan]``, ``logp``, ``adv``,
         ``returns [S_b]`` with ``S_b = T * E * agents_of_block``."""
         buf, env = self.buffer, self.env
         shape = (self.steps, env.copies, env.num_agents)
         groups = []
-        for b in env.blocks:
+        for i, b in enumerate(env.blocks):
             rows = slice(b.start, b.stop)
             groups.append({
-                "obs": buf.obs.view(*shape, *buf.obs.shape[2:])[:, :, rows, : b.fan].reshape(-1, b.fan, env.num_features),
-                "actions": buf.actions.view(*shape, -1)[:, :, rows, : b.fan].reshape(-1, b.fan),
+                "obs": buf.obs[i].flatten(0, 1),  # a view: stored trimmed, in (step, copy, agent) order
+                "actions": buf.actions[i].flatten(0, 1),
                 **{k: v.view(shape)[:, :, rows].reshape(-1) for k, v in
                    (("logp", buf.logp), ("adv", adv), ("returns", returns))},
             })
@@ -259,12 +266,13 @@ class FastPPO:
         ended_episodes = 0
         for t in range(self.steps):
             obs = self.obs
-            mean, log_std, value = self._act(obs)
+            mean, log_std, value = self._act(obs, store=t)
             mask = obs[..., -1]
             noise = torch.randn(mean.shape, generator=self.action_gen, device=self.device)
             action = (mean + torch.exp(log_std) * noise) * mask
-            buf.obs[t].copy_(obs)
-            buf.actions[t].copy_(action)
+            grid = action.view(env.copies, env.num_agents, -1)
+            for i, b in enumerate(env.blocks):
+                buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
             buf.logp[t].copy_(masked_log_prob(action, mean, log_std, mask))
             buf.values[t].copy_(value)
             self.obs, rewards, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))

@@ -61,10 +61,13 @@ def gae(
 
 @dataclass
 class Rollout:
-    """``T`` steps of ``N`` agent rows, preallocated on ``device``."""
+    """``T`` steps of ``N = E * A`` agent rows, preallocated on ``device``. Observations and
+    actions are kept per ownership block with the padding trimmed (``blocks`` as in
+    ``marl_net.ownership``): block b's tensors have ``E * agents_of_b`` rows of ``fan_b`` slots, in
+    (copy, agent) order."""
 
-    obs: torch.Tensor  # [T, N, K, F + 1]
-    actions: torch.Tensor  # [T, N, K]
+    obs: list[torch.Tensor]  # per block [T, E * n_b, fan_b, F + 1]
+    actions: list[torch.Tensor]  # per block [T, E * n_b, fan_b]
     logp: torch.Tensor  # [T, N]
     values: torch.Tensor  # [T, N]
     rewards: torch.Tensor  # [T, N]
@@ -72,11 +75,12 @@ class Rollout:
     end_values: torch.Tensor  # [T, N]
 
     @classmethod
-    def allocate(cls, steps: int, rows: int, max_fan: int, num_features: int, device) -> "Rollout":
+    def allocate(cls, steps: int, copies: int, blocks, num_features: int, device) -> "Rollout":
         f32 = dict(dtype=torch.float32, device=device)
+        rows = copies * sum(b.stop - b.start for b in blocks)
         return cls(
-            obs=torch.zeros(steps, rows, max_fan, num_features, **f32),
-            actions=torch.zeros(steps, rows, max_fan, **f32),
+            obs=[torch.zeros(steps, copies * (b.stop - b.start), b.fan, num_features, **f32) for b in blocks],
+            actions=[torch.zeros(steps, copies * (b.stop - b.start), b.fan, **f32) for b in blocks],
             logp=torch.zeros(steps, rows, **f32),
             values=torch.zeros(steps, rows, **f32),
             rewards=torch.zeros(steps, rows, **f32),
