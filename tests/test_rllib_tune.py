@@ -107,3 +107,8 @@ def test_reward_swap_reaches_the_runners_and_checkpoint_round_trip(ray_session, 
     assert (tmp_path / "eval" / "loss_curve.png").stat().st_size > 0
     curve = json.loads((tmp_path / "eval" / "loss_curve.json").read_text())
     assert curve["env_config"]["split"] == "heldout" and len(curve["loss_mean"]) == launch["env"]["max_cycles"] + 1
+    assert curve["env_config"]["reward"] == "difference"  # the env settings it trained with
+    # the rule is per synapse: the same checkpoint runs a wider network
+    rc = cli.main(["eval", checkpoint, "--episodes", "2", "--layers", "4", "12", "2", "--out", str(tmp_path / "wide")])
+    assert rc == 0
+    assert json.loads((tmp_path / "wide" / "loss_curve.json").read_text())["env_config"]["layers"] == [4, 12, 2]

@@ -4,6 +4,7 @@
     marl-net tune --config experiments/configs/rllib_reward_schemes.yaml --set stop.training_iteration=20
     marl-net tune --config experiments/configs/rllib_quick.yaml --address ray://head:10001   # a cluster
     marl-net tune --config experiments/configs/rllib_quick.yaml --resume   # continue an interrupted run
+    marl-net tune --config experiments/configs/rllib_quick.yaml --verbose 0   # only the final per-trial table
 
 Without ``--address`` (and without ``RAY_ADDRESS``) a local Ray instance is started in this process
 with every CPU of the machine; with either, the launch joins that existing cluster. Ray 2.59+
@@ -36,6 +37,8 @@ def add_arguments(parser) -> None:
                         help="override a config value (YAML), e.g. --set env.reward=difference; repeatable")
     parser.add_argument("--address", default=None,
                         help="address of an existing Ray cluster (default: $RAY_ADDRESS, else a local in-process Ray)")
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                        help="Tune's console output: 0 silent, 1 status and trial configs (default), 2 every result")
     parser.add_argument("--resume", action="store_true",
                         help="restore the experiment at storage_path/name with Tuner.restore and finish it")
 
@@ -67,7 +70,7 @@ def experiment_path(launch: Mapping[str, Any]) -> Path:
     return Path(os.path.expanduser(str(run["storage_path"]))).absolute() / str(run["name"])
 
 
-def make_tuner(launch: Mapping[str, Any]):
+def make_tuner(launch: Mapping[str, Any], verbose: int = 1):
     """The ``tune.Tuner`` of a validated launch dict (see ``marl_net.experiment``)."""
     from ray import tune
 
@@ -82,6 +85,7 @@ def make_tuner(launch: Mapping[str, Any]):
             num_to_keep=run["keep_checkpoints_num"],
         ),
         failure_config=tune.FailureConfig(max_failures=int(run["max_failures"])),
+        verbose=verbose,
     )
     tune_config = tune.TuneConfig(num_samples=int(run["num_samples"]))
     trainable, space = trainable_and_space(launch)
@@ -118,10 +122,11 @@ def restore_tuner(launch: Mapping[str, Any]):
     return tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_errored=True)
 
 
-def run_launch(launch: Mapping[str, Any], resume: bool = False):
+def run_launch(launch: Mapping[str, Any], resume: bool = False, verbose: int = 1):
     """Fit a validated launch (Ray must be initialized) and return its ``ResultGrid``; raise
-    RuntimeError if a trial errored."""
-    tuner = restore_tuner(launch) if resume else make_tuner(launch)
+    RuntimeError if a trial errored. ``verbose`` is Tune's console verbosity (a resumed run keeps
+    the one it was started with)."""
+    tuner = restore_tuner(launch) if resume else make_tuner(launch, verbose)
     results = tuner.fit()
     if results.errors:
         raise RuntimeError(f"{len(results.errors)} trial(s) errored: {results.errors[0]!r}")
@@ -157,7 +162,7 @@ def main(args) -> int:
     launch = load_launch(args.config, args.overrides)
     init_ray(args.address)
     try:
-        results = run_launch(launch, resume=args.resume)
+        results = run_launch(launch, resume=args.resume, verbose=args.verbose)
     except RuntimeError as exc:
         print(f"marl-net tune: {exc}", file=sys.stderr)
         return 1
