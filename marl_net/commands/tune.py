@@ -2,7 +2,7 @@
 
     marl-net tune --config experiments/configs/rllib_quick.yaml
     marl-net tune --config experiments/configs/rllib_reward_schemes.yaml --set stop.training_iteration=20
-    marl-net tune --config experiments/configs/rllib_quick.yaml --address ray://head:10001   # a cluster
+    marl-net tune --config experiments/configs/rllib_quick.yaml --address 10.0.0.10:6379   # join an existing cluster
     marl-net tune --config experiments/configs/rllib_quick.yaml --resume   # continue an interrupted run
     marl-net tune --config experiments/configs/rllib_quick.yaml --verbose 0   # only the final per-trial table
 
