@@ -10,12 +10,12 @@
 - ``neuron_return_mean``: the episode return per neuron (the sum of all agents' rewards / agents);
 - ``neuron_reward_mean``: the mean reward per neuron and step.
 
+Each is a windowed mean, so Tune's TensorBoard logger writes them to the trial's event file as
+``ray/tune/env_runners/inner_loss_final`` and so on.
+
 On algorithm start the shared policy's per-feature input scales are calibrated
 (``SynapsePolicy.calibrate``) from one episode of the untrained policy, as the fast path does, and
 synced to the env runners; :class:`UncalibratedCallbacks` leaves them at 1.
-
-Each is a windowed mean, so Tune's TensorBoard logger writes them to the trial's event file as
-``ray/tune/env_runners/inner_loss_final`` and so on.
 
 :class:`AggregateMetricsEnvRunner` drops RLlib's per-agent metrics (``agent_episode_returns_mean``,
 ``agent_steps``, ``num_agent_steps_sampled``, ``num_agent_steps_sampled_lifetime``: four keys per
