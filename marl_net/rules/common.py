@@ -8,6 +8,9 @@ from typing import Sequence
 import torch
 
 
+DEFAULT_SIGMA = 1.0e-4  # variance of NP's and WP's perturbations; noise std 0.01
+
+
 class PerCopy:
     """A hyperparameter given as one float or one float per network copy (step-size sweeps run the
     grid as extra copies). ``tensor(E)`` returns it as a float32 tensor ``[E]``, the exact values
@@ -59,3 +62,28 @@ def perturbation_update(error: torch.Tensor, eligibility: torch.Tensor, coef: to
     Trainer and policy both call this, so they round identically."""
     view = lambda t: t.view(-1, *([1] * (eligibility.dim() - 1))) if t.dim() == 1 else t  # noqa: E731
     return eligibility * (view(error) * view(coef))
+
+
+class PerturbationRule:
+    """NP and WP as rules: ``dW_l = eta/sigma * (E - E_pert) * eligibility_l``, from the signal the
+    subclass's ``signal(ctx, sigma)`` draws (and caches, so observation features see the same one).
+    ``lr``: eta (one float or one per copy); ``sigma``: the noise variance."""
+
+    name: str
+
+    def __init__(self, lr: float | list[float] = 0.03, sigma: float = DEFAULT_SIGMA):
+        self.lr = PerCopy("lr", lr, positive=True)
+        self.sigma = check_sigma(sigma)
+
+    @staticmethod
+    def signal(ctx, sigma: float):
+        raise NotImplementedError
+
+    def start(self, config, copies: int) -> None:
+        check_deterministic(config, self.name)
+        self.coef = coefficient(self.lr.tensor(copies), self.sigma)
+
+    def update(self, ctx) -> list[torch.Tensor]:
+        s = self.signal(ctx, self.sigma)
+        coef = self.coef.to(s.error.device)
+        return [perturbation_update(s.error, e, coef) for e in s.eligibility]

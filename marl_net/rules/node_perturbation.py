@@ -34,9 +34,9 @@ import torch
 from marl_net import losses, seeding
 from marl_net.context import StepContext
 from marl_net.network import NetworkSpec, forward, split_bias, with_ones
-from marl_net.rules.common import PerCopy, check_deterministic, check_sigma, coefficient, perturbation_update
+from marl_net.rules.common import DEFAULT_SIGMA, PerturbationRule, check_sigma
 
-DEFAULT_SIGMA = 1.0e-4  # variance; noise std 0.01
+__all__ = ["DEFAULT_SIGMA", "NodePerturbation", "PerturbationSignal", "node_perturbation", "signal"]
 
 
 @dataclass
@@ -87,20 +87,8 @@ def signal(ctx: StepContext, sigma: float) -> PerturbationSignal:
     return ctx.cached(f"node_perturbation/{sigma!r}", compute)
 
 
-class NodePerturbation:
+class NodePerturbation(PerturbationRule):
     """NP as a rule. ``lr``: eta (one float or one per copy); ``sigma``: the noise variance."""
 
     name = "np"
-
-    def __init__(self, lr: float | list[float] = 0.03, sigma: float = DEFAULT_SIGMA):
-        self.lr = PerCopy("lr", lr, positive=True)
-        self.sigma = check_sigma(sigma)
-
-    def start(self, config, copies: int) -> None:
-        check_deterministic(config, self.name)
-        self.coef = coefficient(self.lr.tensor(copies), self.sigma)
-
-    def update(self, ctx: StepContext) -> list[torch.Tensor]:
-        s = signal(ctx, self.sigma)
-        coef = self.coef.to(s.error.device)
-        return [perturbation_update(s.error, e, coef) for e in s.eligibility]
+    signal = staticmethod(signal)

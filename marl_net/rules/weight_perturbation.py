@@ -24,8 +24,8 @@ import torch
 from marl_net import losses, seeding
 from marl_net.context import StepContext
 from marl_net.network import NetworkSpec, forward, split_bias
-from marl_net.rules.common import PerCopy, check_deterministic, check_sigma, coefficient, perturbation_update
-from marl_net.rules.node_perturbation import DEFAULT_SIGMA, PerturbationSignal
+from marl_net.rules.common import PerturbationRule, check_sigma
+from marl_net.rules.node_perturbation import PerturbationSignal
 
 
 def weight_perturbation(spec: NetworkSpec, params: Sequence[torch.Tensor], inputs: torch.Tensor,
@@ -56,20 +56,8 @@ def signal(ctx: StepContext, sigma: float) -> PerturbationSignal:
     return ctx.cached(f"weight_perturbation/{sigma!r}", compute)
 
 
-class WeightPerturbation:
+class WeightPerturbation(PerturbationRule):
     """WP as a rule. ``lr``: eta (one float or one per copy); ``sigma``: the noise variance."""
 
     name = "wp"
-
-    def __init__(self, lr: float | list[float] = 0.03, sigma: float = DEFAULT_SIGMA):
-        self.lr = PerCopy("lr", lr, positive=True)
-        self.sigma = check_sigma(sigma)
-
-    def start(self, config, copies: int) -> None:
-        check_deterministic(config, self.name)
-        self.coef = coefficient(self.lr.tensor(copies), self.sigma)
-
-    def update(self, ctx: StepContext) -> list[torch.Tensor]:
-        s = signal(ctx, self.sigma)
-        coef = self.coef.to(s.error.device)
-        return [perturbation_update(s.error, xi, coef) for xi in s.eligibility]
+    signal = staticmethod(signal)
