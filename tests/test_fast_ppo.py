@@ -159,3 +159,22 @@ def test_trimming_padding_per_block_matches_the_padded_policy(ownership):
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(log_std[mask], ref_log_std[mask])
     torch.testing.assert_close(value, ref_value)
+
+
+def test_restores_survive_injected_crashes_instead_of_replaying_them(tmp_path):
+    from marl_net.core import EnvCrash
+
+    env = {**TINY_ENV, "crash_probability": 0.05}
+    make = lambda: FastPPO(env, {"hidden": 8}, FastPPOConfig(**TINY_PPO), seed=0)  # noqa: E731
+    trainer, crashes = make(), 0
+    trainer.save(str(tmp_path))
+    while trainer.iteration < 15:
+        try:
+            trainer.train()
+            trainer.save(str(tmp_path))
+        except EnvCrash:
+            crashes += 1
+            assert crashes < 100, "restores keep replaying the same crash"
+            trainer = make()
+            trainer.restore(str(tmp_path))
+    assert crashes > 0  # the injection did fire, and training got past every crash

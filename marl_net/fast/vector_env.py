@@ -140,7 +140,8 @@ class VectorNetworkEnv:
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the episodes in flight bit for bit: the core's tensors,
-        task ids and both generators of every copy."""
+        task ids and both generators of every copy (not the fault-injection stream of
+        ``crash_probability``, which a restore draws afresh)."""
         core = self.core
         if core.data_gens is None:
             return {"seeded": False}
@@ -149,7 +150,6 @@ class VectorNetworkEnv:
             "needs_reset": self._needs_reset,
             "data_gens": [g.get_state() for g in core.data_gens],
             "noise_gens": [g.get_state() for g in core.noise_gens],
-            "crash_rng": core._crash_rng.getstate() if core._crash_rng is not None else None,
         }
         if core.is_reset:
             state["task_ids"] = list(core.task_ids)
@@ -173,8 +173,9 @@ class VectorNetworkEnv:
             g.set_state(s)
         for g, s in zip(core.noise_gens, state["noise_gens"]):
             g.set_state(s)
-        if state["crash_rng"] is not None:
-            core._crash_rng.setstate(state["crash_rng"])
+        # The fault-injection stream (crash_probability) is drawn afresh rather than restored: a
+        # restored stream would replay the very crash the restore recovers from, every time.
+        core._crash_rng.seed(random.SystemRandom().randrange(2**63))
         self._needs_reset = bool(state["needs_reset"])
         if "task_ids" in state:
             core.task_ids = list(state["task_ids"])
