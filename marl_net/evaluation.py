@@ -72,24 +72,33 @@ def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, ep
     return torch.stack(curve, dim=1).cpu()
 
 
-def sample_observations(policy: torch.nn.Module, env_config: EnvConfig, copies: int = 8, seed: int = 0) -> torch.Tensor:
-    """Every observation ``[N, K, F + 1]`` seen in one episode of ``copies`` networks driven by the
-    policy's *stochastic* actions (mean + std * noise), e.g. for ``SynapsePolicy.calibrate``."""
+def sample_observations(policy: torch.nn.Module, env_config: EnvConfig, copies: int = 8, seed: int = 0,
+                        max_rows: int = 65_536) -> torch.Tensor:
+    """Observations ``[N, K, F + 1]`` seen in one episode of ``copies`` networks driven by the
+    policy's *stochastic* actions (mean + std * noise), e.g. for ``SynapsePolicy.calibrate``. At most
+    ``max_rows`` agent rows are kept, spread evenly over the episode's steps and drawn at random
+    within a step, so the sample stays small on networks with thousands of neurons."""
     check_policy_fits(policy, env_config)
     core = NetworkWeightsCore(env_config, copies=copies)
     core.seed([seeding.seed_from(seed, 30_000 + e) for e in range(copies)])
     obs = core.reset()
     e, a, k, f = obs.shape
-    seen = [obs.reshape(e * a, k, f)]
+    per_step = max(1, max_rows // (env_config.max_cycles + 1))
     gen = torch.Generator().manual_seed(int(seed))
+
+    def keep(rows: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] <= per_step:
+            return rows
+        return rows[torch.randperm(rows.shape[0], generator=gen)[:per_step]]
+
+    seen = [keep(obs.reshape(e * a, k, f))]
     with torch.no_grad():
         for _ in range(env_config.max_cycles):
             rows = obs.reshape(e * a, k, f)
             mean, log_std, _ = policy(rows)
             actions = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)) * rows[..., -1]
-            result = core.step(actions.reshape(e, a, k).clamp(-1, 1))
-            obs = result.obs
-            seen.append(obs.reshape(e * a, k, f))
+            obs = core.step(actions.reshape(e, a, k).clamp(-1, 1)).obs
+            seen.append(keep(obs.reshape(e * a, k, f)))
     return torch.cat(seen)
 
 
