@@ -162,7 +162,7 @@ def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
         dst = out[:, b.start : b.stop, : b.fan]  # [E, agents of the block, fan, F + 1]
         for i, name in enumerate(names):
             x = FEATURES[name].fn(ctx, b.layer).expand(shape)  # weight space [E, rows, cols]
-            dst[..., i] = x.transpose(1, 2) if own.mode == "outgoing" else x
+            dst[..., i] = own.block_layout(x)
         dst[..., f] = 1.0  # the padding mask: 1 on real synapses
     out[..., :f].nan_to_num_(nan=0.0, posinf=OBS_LIMIT, neginf=-OBS_LIMIT).clamp_(-OBS_LIMIT, OBS_LIMIT)
     return out

@@ -77,21 +77,25 @@ class Ownership:
         n_in, n_out = self.spec.layers[layer], self.spec.layers[layer + 1]
         return n_out, n_in + int(self.spec.bias)
 
+    def block_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """One layer in weight space ``[E, rows, cols, ...]`` <-> its agents' block ``[E, agents,
+        fan, ...]`` (a transpose under outgoing ownership, the identity under incoming; its own inverse)."""
+        return x.transpose(1, 2) if self.mode == "outgoing" else x
+
     def to_agents(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
         """Weight space ``[E, rows, cols, *extra]`` per layer -> agent space ``[E, A, K, *extra]``."""
         first = per_layer[0]
         e, extra = first.shape[0], tuple(first.shape[3:])
         out = first.new_zeros((e, self.num_agents, self.max_fan, *extra))
         for b, x in zip(self.blocks, per_layer):
-            out[:, b.start : b.stop, : b.fan] = x.transpose(1, 2) if self.mode == "outgoing" else x
+            out[:, b.start : b.stop, : b.fan] = self.block_layout(x)
         return out
 
     def from_agents(self, agents: torch.Tensor) -> list[torch.Tensor]:
         """Agent space ``[E, A, K, *extra]`` -> weight space per layer (padding dropped)."""
         per_layer = []
         for b in self.blocks:
-            x = agents[:, b.start : b.stop, : b.fan]
-            per_layer.append(x.transpose(1, 2) if self.mode == "outgoing" else x)
+            per_layer.append(self.block_layout(agents[:, b.start : b.stop, : b.fan]))
         return per_layer
 
     def neuron_values_to_agents(self, per_layer: list[torch.Tensor]) -> torch.Tensor:

@@ -199,3 +199,16 @@ def test_percent_reward_unit_divides_by_the_initial_loss():
     torch.testing.assert_close(rb.rewards, 100 * ra.rewards / a.initial_loss[:, None])
     with pytest.raises(ValueError, match="reward_unit='pct' is unknown"):
         EnvConfig(reward_unit="pct")
+
+
+@pytest.mark.parametrize("ownership,bias", [("outgoing", False), ("incoming", True)])
+def test_weight_space_and_agent_space_round_trip(ownership, bias):
+    from marl_net.ownership import Ownership
+
+    own = Ownership(NetworkSpec((3, 5, 2), bias=bias), ownership)
+    per_layer = [torch.randn(2, *own.weight_space_shape(l)) for l in range(2)]
+    agents = own.to_agents(per_layer)
+    assert agents.shape == (2, own.num_agents, own.max_fan)
+    assert (agents[:, ~own.mask] == 0).all()  # padding stays zero
+    for a, b in zip(own.from_agents(agents), per_layer):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
