@@ -111,6 +111,9 @@ def main(args: argparse.Namespace) -> int:
 
         try:
             row = chung.run_method(task, method, seeds, episodes, opts, device=args.device, on_progress=progress)
+        except ValueError as exc:
+            print(f"marl-net reproduce: {exc}", file=sys.stderr)
+            return 2
         finally:
             bar.close()
         rows.append(row)

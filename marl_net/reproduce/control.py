@@ -26,7 +26,11 @@ from marl_net.reproduce.randomness import STREAM_ACTOR, STREAM_CRITIC, UniformSt
 
 
 def make_envs(env_id: str, n: int) -> SyncVectorEnv:
-    return SyncVectorEnv([partial(gym.make, env_id) for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP)
+    try:
+        return SyncVectorEnv([partial(gym.make, env_id) for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP)
+    except gym.error.DependencyNotInstalled as exc:  # LunarLander: gymnasium's box2d package imports pygame
+        raise ValueError(f"{env_id} cannot be built here ({exc}); install the missing package, e.g. "
+                         "`pip install pygame` next to box2d for LunarLander") from exc
 
 
 def final_observations(obs: np.ndarray, info: dict) -> np.ndarray:
