@@ -13,8 +13,9 @@ HELP = "meta-learn a local learning rule and compare it with SGD, NP and WP (the
 
 def add_arguments(parser) -> None:
     parser.add_argument("--budget", default="default",
-                        help="'default' (about 10 minutes on 2 cores), 'quick' (about 3 minutes, a smoke check), "
-                             "or a factor scaling the default's meta-training, e.g. 0.5 or 3")
+                        help="'default' (2-3 minutes on a quiet 2-core machine, under 10 when it is shared), 'quick' "
+                             "(a smoke check, under a minute), or a factor scaling the default's meta-training, "
+                             "e.g. 0.5 or 3")
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
