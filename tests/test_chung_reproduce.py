@@ -16,13 +16,7 @@ from marl_net.reproduce.methods import METHODS, RuleOptions, parse_methods
 from marl_net.reproduce.multiplexer import multiplexer_inputs, run_multiplexer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny per-step tensors: one thread is fastest, and two threads on a busy 2-core machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_multiplexer_inputs_address_the_data_bit():

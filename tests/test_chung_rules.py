@@ -19,13 +19,7 @@ from marl_net.rules.ste import STE, Backprop
 from marl_net.rules.weight_max import WeightMax, WeightMaxTraces, unit_rewards
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny per-step tensors: one thread is fastest, and two threads on a busy 2-core machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 X = [1.0, -1.0]
 W1 = [[0.5, -0.2], [0.1, 0.3], [-0.4, 0.6]]
