@@ -27,6 +27,12 @@ from marl_net.core import NetworkWeightsCore
 ActionFn = Callable[[torch.Tensor], torch.Tensor]  # obs [N, K, F + 1] -> actions [N, K]
 
 
+def episode_seeds(seed: int, episodes: int) -> list[int]:
+    """The per-copy seeds :func:`rollout_losses` gives its ``episodes`` networks; pass them to a
+    hand rule's trainer to run it on the same tasks, initial weights and minibatches."""
+    return [seeding.seed_from(seed, e) for e in range(episodes)]
+
+
 def policy_means(policy: torch.nn.Module) -> ActionFn:
     """The deterministic action function of a ``SynapsePolicy``: its Gaussian mean."""
 
@@ -57,7 +63,7 @@ def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, ep
     else:
         act = policy
     core = NetworkWeightsCore(env_config, copies=episodes, device=device)
-    core.seed([seeding.seed_from(seed, e) for e in range(episodes)])
+    core.seed(episode_seeds(seed, episodes))
     obs = core.reset()
     e, a, k, f = obs.shape
     curve = [core.loss.clone()]

@@ -33,11 +33,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from marl_net import seeding
 from marl_net.config import EnvConfig
 
 HAND_RULES = ("sgd", "np", "wp")
@@ -101,9 +99,10 @@ def eval_base_seed(seed: int) -> int:
 
 def eval_seeds(seed: int, n: int) -> list[int]:
     """The per-copy seeds of the held-out runs, shared by every rule (same tasks, same initial
-    weights, same minibatches); they are the seeds ``rollout_losses(..., seed=eval_base_seed(seed))``
-    gives its copies."""
-    return [seeding.seed_from(eval_base_seed(seed), e) for e in range(n)]
+    weights, same minibatches): those ``rollout_losses(..., seed=eval_base_seed(seed))`` uses."""
+    from marl_net.evaluation import episode_seeds
+
+    return episode_seeds(eval_base_seed(seed), n)
 
 
 def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True):
@@ -146,8 +145,7 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
     return tuned.best_lr, run.curves
 
 
-def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True,
-             on_task: Callable[[str], None] | None = None) -> tuple[dict, dict, dict]:
+def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True) -> tuple[dict, dict, dict]:
     """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes."""
     from tqdm import tqdm
 
