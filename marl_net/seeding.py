@@ -49,3 +49,16 @@ def randint(gens: Sequence[torch.Generator], high: int, shape: Sequence[int], de
     return torch.stack([torch.randint(high, tuple(shape), generator=g, device=g.device) for g in gens]).to(
         device or gens[0].device
     )
+
+
+def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
+    """A minibatch per copy: ``batch_size`` rows of copy e's ``inputs [E, n, d]`` and ``targets``
+    (``[E, n, out]`` or class labels ``[E, n]``), drawn with replacement from ``gens[e]``.
+    One ``index_select`` over the flattened copies (``torch.gather`` with a broadcast index is
+    several times slower on CPU)."""
+    copies, n = inputs.shape[0], inputs.shape[1]
+    idx = randint(gens, n, (batch_size,), device=inputs.device)
+    rows = (idx + torch.arange(copies, device=inputs.device).unsqueeze(1) * n).reshape(-1)
+    x = inputs.reshape(copies * n, -1).index_select(0, rows).view(copies, batch_size, -1)
+    y = targets.reshape(copies * n, -1).index_select(0, rows).view(copies, batch_size, *targets.shape[2:])
+    return x, y

@@ -39,6 +39,26 @@ class PolicyConfig:
         return asdict(self)
 
 
+class _Readout(torch.autograd.Function):
+    """The two reads of the per-synapse hidden ``h [N, K, H]``: ``h @ w`` (each synapse's share of
+    the action mean, ``[N, K]``) and the weighted sum over the synapses ``sum_k weights * h``
+    (the pooled summary, ``[N, H]``). Its backward builds ``dL/dh`` from both outputs in two passes;
+    autograd would run an outer-product matmul, a broadcast multiply and an add (the fast path's
+    learner spends most of its time on ``[N, K, H]`` tensors)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, weights: torch.Tensor):
+        ctx.save_for_backward(h, w, weights)
+        return torch.matmul(h, w), (h * weights.unsqueeze(-1)).sum(-2)
+
+    @staticmethod
+    def backward(ctx, grad_synapse: torch.Tensor, grad_pooled: torch.Tensor):
+        h, w, weights = ctx.saved_tensors
+        grad_h = torch.addcmul(grad_synapse.unsqueeze(-1) * w, weights.unsqueeze(-1), grad_pooled.unsqueeze(-2))
+        grad_w = torch.mv(h.reshape(-1, h.shape[-1]).t(), grad_synapse.reshape(-1)) if ctx.needs_input_grad[1] else None
+        return grad_h, grad_w, None
+
+
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -82,20 +102,37 @@ class SynapsePolicy(nn.Module):
         self.feature_scale.copy_(torch.where(rms > floor, 1.0 / rms.clamp(min=floor), torch.ones_like(rms)))
         return self.feature_scale
 
+    def first_layer_weight(self) -> torch.Tensor:
+        """The first synapse layer as one ``[H, F]`` matrix over a whole observation row: the
+        feature weights times the feature scales, then the bias as the weight of the mask column
+        (1 on a real synapse). One product gives ``W (x * scale) + b`` on real synapses and 0 on
+        padding, with no copy of the features, no scaling pass and no bias pass."""
+        first = self.synapse_net[0]
+        return torch.cat([first.weight * self.feature_scale, first.bias.unsqueeze(1)], 1)
+
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats, mask = self.split(obs)
-        h = self.synapse_net(feats * self.feature_scale)  # [N, K, H]
-        pooled = (h * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, keepdim=True).clamp(min=1.0)
-        return h, pooled, mask
+        """-> each synapse's share of the action mean ``[N, K]`` (before the per-agent term), the
+        masked mean of the per-synapse hidden over the agent's synapses ``pooled [N, H]``, and the
+        mask ``[N, K]``."""
+        f = self.config.num_features
+        if obs.shape[-1] != f:
+            self.split(obs)  # raises on a width that is not a multiple of num_features
+            obs = obs.reshape(*obs.shape[:-1], obs.shape[-1] // f, f)
+        mask = obs[..., -1]
+        h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]
+        for layer in list(self.synapse_net)[2:]:
+            h = layer(h)
+        weights = mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        # actor_head on concat(h, pooled) is split into its per-synapse and per-agent products, so
+        # the concatenation [N, K, 2H] is never built
+        per_synapse, pooled = _Readout.apply(h, self.actor_head.weight[0, : h.shape[-1]], weights)
+        return per_synapse, pooled, mask
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> action mean ``[N, K]``, log-std ``[N, K]``, value ``[N]``."""
-        h, pooled, mask = self.encode(obs)
-        # actor_head on concat(h, pooled), computed as two products without materializing the
-        # concatenation ([N, K, 2H]): the same values, half the memory traffic (fast path hot loop).
-        w, hidden = self.actor_head.weight, h.shape[-1]
-        per_synapse = nn.functional.linear(h, w[:, :hidden]).squeeze(-1)  # [N, K]
-        per_agent = nn.functional.linear(pooled, w[:, hidden:], self.actor_head.bias)  # [N, 1]
+        per_synapse, pooled, mask = self.encode(obs)
+        hidden = pooled.shape[-1]
+        per_agent = nn.functional.linear(pooled, self.actor_head.weight[:, hidden:], self.actor_head.bias)  # [N, 1]
         mean = (per_synapse + per_agent) * mask
         log_std = self.log_std.expand_as(mean)
         value = self.critic(pooled).squeeze(-1)

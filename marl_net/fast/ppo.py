@@ -236,7 +236,7 @@ class FastPPO:
         for g, idx in zip(groups, picks):
             if idx.numel() == 0:
                 continue
-            obs = g["obs"][idx]
+            obs = g["obs"].index_select(0, idx)
             mean, log_std, value = self.policy(obs)
             mask = obs[..., -1]
             logratio = masked_log_prob(g["actions"][idx], mean, log_std, mask) - g["logp"][idx]

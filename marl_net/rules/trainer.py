@@ -60,14 +60,6 @@ class RunResult:
         return self.curves.shape[1] - 1
 
 
-def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
-    idx = seeding.randint(gens, inputs.shape[1], (batch_size,), device=inputs.device)
-    x = torch.gather(inputs, 1, idx.unsqueeze(-1).expand(-1, -1, inputs.shape[-1]))
-    if targets.dim() == 2:  # class labels
-        return x, torch.gather(targets, 1, idx)
-    return x, torch.gather(targets, 1, idx.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
-
-
 def train(rule: Rule, config: EnvConfig, seeds: Sequence[int], steps: int | None = None, device: str = "cpu",
           on_step: Callable[[int, torch.Tensor], None] | None = None) -> RunResult:
     """Run ``rule`` for ``steps`` updates (default ``config.max_cycles``) in ``len(seeds)`` copies at once.
@@ -101,7 +93,7 @@ def train(rule: Rule, config: EnvConfig, seeds: Sequence[int], steps: int | None
     diverged = torch.zeros(e, dtype=torch.bool, device=device)
     initial_loss = prev_loss = None
     for t in range(steps + 1):
-        x, y = draw_minibatch(data_gens, inputs, targets, config.batch_size)
+        x, y = seeding.draw_minibatch(data_gens, inputs, targets, config.batch_size)
         weights, biases = split_bias(spec, params)
         fwd = forward(spec, weights, x, biases, generators=noise_gens)
         loss = losses.compute(task.loss, fwd.output, y)
