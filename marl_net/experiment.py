@@ -132,6 +132,11 @@ def validate_launch(launch: Mapping[str, Any]) -> dict:
         from marl_net.rllib.algo import check_ppo_keys
 
         check_ppo_keys(out["ppo"])
+    else:  # refuse a misspelled or out-of-range fast-path setting here, not inside every trial
+        from marl_net.fast.ppo import FastPPOConfig
+
+        for combo in _combinations(out["ppo"]):
+            FastPPOConfig.from_kwargs(**combo)
     return out
 
 

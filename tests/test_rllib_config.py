@@ -50,6 +50,8 @@ def test_reward_grid_reaches_the_env_config_and_one_trial_config_builds():
     ({"path": "rllib", "policy": {"num_features": 4}}, "num_features follows from the env"),
     ({"path": "rllib", "run": {"max_failure": 2}}, "did you mean 'max_failures'"),
     ({"path": "rllib", "env": [1, 2]}, "section 'env' must be a mapping"),
+    ({"path": "fast", "ppo": {"num_epoch": 2}}, "did you mean 'num_epochs'"),
+    ({"path": "fast", "ppo": {"lr": {"grid_search": [1e-3, -1.0]}}}, "lr=-1.0 must be positive"),
 ])
 def test_bad_launch_configs_raise_clear_errors(launch, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
