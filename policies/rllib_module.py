@@ -5,8 +5,10 @@
 keys are ``policy.*``: a rule trained on the fast path loads here with
 ``module.policy.load_state_dict(fast_policy.state_dict())``, and back).
 
-Action distribution: a diagonal Gaussian (``TorchDiagGaussian``, RLlib's default for a Box
-action space) whose inputs are ``concat(mean, log_std)`` of the policy.
+Action distribution: :class:`MaskedDiagGaussian`, RLlib's diagonal Gaussian restricted to the
+agent's real synapse slots (its inputs are ``concat(mean, log_std, mask)``): padding slots are
+sampled, and ignored by the env, but never enter log-probabilities, entropies or KLs, exactly as
+on the fast path (both use ``masked_log_prob`` / ``masked_entropy``).
 
 The policy's ``num_features`` is derived from the spaces: observations are a flattened
 ``[K, F + 1]`` table and actions have K entries, so ``F + 1 = obs_dim / K``. The module therefore
@@ -26,12 +28,13 @@ from typing import Any
 import gymnasium as gym
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDeterministic, TorchDiagGaussian
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_entropy, masked_log_prob
 
 SHARED_MODULE_ID = "shared_synapse_policy"
 POLICY_SETTINGS = tuple(f.name for f in dataclasses.fields(PolicyConfig) if f.name != "num_features")
@@ -51,16 +54,47 @@ def policy_config_from_spaces(observation_space: gym.Space, action_space: gym.Sp
     return PolicyConfig(num_features=obs_dim // k, **kwargs)
 
 
+class MaskedDiagGaussian(TorchDiagGaussian):
+    """A diagonal Gaussian over the real synapse slots: inputs ``concat(mean, log_std, mask)``."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor):
+        super().__init__(loc=loc, scale=scale)
+        self.mask = mask
+
+    def logp(self, value: torch.Tensor) -> torch.Tensor:
+        return masked_log_prob(value, self.loc, self._dist.scale.log(), self.mask)
+
+    def entropy(self) -> torch.Tensor:
+        return masked_entropy(self._dist.scale.log(), self.mask)
+
+    def kl(self, other: "MaskedDiagGaussian") -> torch.Tensor:
+        return (torch.distributions.kl.kl_divergence(self._dist, other._dist) * self.mask).sum(-1)
+
+    @staticmethod
+    def required_input_dim(space: gym.Space, **kwargs) -> int:
+        return int(space.shape[-1]) * 3
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, **kwargs) -> "MaskedDiagGaussian":
+        loc, log_std, mask = logits.chunk(3, dim=-1)
+        return cls(loc=loc, scale=log_std.exp(), mask=mask)
+
+    def to_deterministic(self) -> TorchDeterministic:
+        return TorchDeterministic(loc=self.loc)
+
+
 class SynapseRLModule(TorchRLModule, ValueFunctionAPI):
     """``SynapsePolicy`` as an RLlib RLModule: Gaussian actions, a value head for PPO's GAE."""
 
     def setup(self):
         model_config = self.model_config if isinstance(self.model_config, dict) else {}
         self.policy = SynapsePolicy(policy_config_from_spaces(self.observation_space, self.action_space, model_config))
+        self.action_dist_cls = MaskedDiagGaussian
 
     def _dist_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std, value = self.policy(batch[Columns.OBS])
-        return torch.cat([mean, log_std], dim=-1), value
+        obs = batch[Columns.OBS]
+        mean, log_std, value = self.policy(obs)
+        return torch.cat([mean, log_std, self.policy.split(obs)[1]], dim=-1), value
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         inputs, _ = self._dist_inputs(batch)

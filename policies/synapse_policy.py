@@ -15,10 +15,30 @@ path both wrap this same module, so a rule trained on either path loads in the o
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+# The policy's action distribution: a diagonal Gaussian over the agent's real synapse slots only
+# (an agent with fan 4 in a network whose largest fan is 16 acts in 4 dimensions, not 16). Both
+# training paths use these two functions (the RLlib module through MaskedDiagGaussian).
+def masked_log_prob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-density ``[N]`` of ``actions [N, K]`` under ``N(mean, exp(log_std)^2)``, summed over the
+    real synapse slots only (``mask [N, K]``, 1 for a real synapse)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    per_slot = -0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI
+    return (per_slot * mask).sum(-1)
+
+
+def masked_entropy(log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Entropy ``[N]`` of the Gaussian over the real synapse slots."""
+    return ((0.5 + _LOG_SQRT_2PI + log_std) * mask).sum(-1)
 
 
 @dataclass(frozen=True)

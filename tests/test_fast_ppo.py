@@ -11,6 +11,7 @@ import torch
 from marl_net.config import EnvConfig
 from marl_net.fast.ppo import FastPPO, FastPPOConfig
 from marl_net.fast.rollout import gae
+from marl_net.policies.synapse_policy import masked_entropy, masked_log_prob
 
 TINY_ENV = dict(layers=(4, 6, 2), max_cycles=5, batch_size=8)
 TINY_PPO = dict(copies=3, rollout_steps=3, minibatch_size=16, num_epochs=2)  # 3 does not divide 5: mid-episode cuts
@@ -141,11 +142,24 @@ def test_policy_trained_on_fast_path_gives_same_action_means_in_rllib_module():
     obs = trainer.obs.flatten(1)  # [E * A, K * (F + 1)], the PettingZoo layout
     k = pz.action_space(agent).shape[0]
     with torch.no_grad():
-        fast_mean, _, fast_value = trainer.policy(trainer.obs)
+        fast_mean, fast_log_std, fast_value = trainer.policy(trainer.obs)
         rllib_inputs = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
     torch.testing.assert_close(rllib_inputs[:, :k], fast_mean)
     torch.testing.assert_close(module.compute_values({Columns.OBS: obs}), fast_value)
     assert not torch.allclose(fast_mean, torch.zeros_like(fast_mean))  # a real, trained output
+
+    # the same action distribution: log-probs and entropies over the real synapses only, on both paths
+    mask = trainer.obs[..., -1]
+    assert bool((mask == 0).any())  # the tiny network has padding slots
+    dist = module.get_train_action_dist_cls().from_logits(rllib_inputs)
+    actions = torch.randn_like(fast_mean)
+    fast_logp = masked_log_prob(actions, fast_mean, fast_log_std, mask)
+    torch.testing.assert_close(dist.logp(actions), fast_logp)
+    torch.testing.assert_close(dist.logp(actions + 5.0 * (1 - mask)), fast_logp)  # padding actions do not count
+    torch.testing.assert_close(dist.entropy(), masked_entropy(fast_log_std, mask))
+    torch.testing.assert_close(dist.kl(dist), torch.zeros(len(obs)))
+    sample, logp = dist.sample_and_logp()
+    torch.testing.assert_close(logp, masked_log_prob(sample, fast_mean, fast_log_std, mask))
 
 
 @pytest.mark.parametrize("ownership", ["outgoing", "incoming"])

@@ -43,9 +43,9 @@ import torch
 from torch import nn
 
 from marl_net.config import EnvConfig
-from marl_net.fast.rollout import Rollout, gae, masked_entropy, masked_log_prob
+from marl_net.fast.rollout import Rollout, gae
 from marl_net.fast.vector_env import VectorNetworkEnv
-from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_entropy, masked_log_prob
 from marl_net.seeding import seed_from
 
 # Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.

@@ -1,32 +1,15 @@
-"""Pieces of vectorized PPO that are plain tensor math: the rollout buffer, per-agent GAE, and the
-masked diagonal Gaussian of the shared synapse policy.
+"""Pieces of vectorized PPO that are plain tensor math: the rollout buffer and per-agent GAE. (The
+policy's masked diagonal Gaussian, ``masked_log_prob`` / ``masked_entropy``, lives with the policy
+in ``marl_net.policies.synapse_policy``; the RLlib module uses it too.)
 
-Rows are agents of every copy (``N = E * A``); nothing here loops over agents. Padding synapse
-slots (``mask == 0``) are excluded from log-probabilities and entropies: an agent with fan 4 in a
-network whose largest fan is 16 acts in 4 dimensions, not 16.
+Rows are agents of every copy (``N = E * A``); nothing here loops over agents.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def masked_log_prob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Log-density ``[N]`` of ``actions [N, K]`` under ``N(mean, exp(log_std)^2)``, summed over the
-    real synapse slots only (``mask [N, K]``, 1 for a real synapse)."""
-    z = (actions - mean) * torch.exp(-log_std)
-    per_slot = -0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI
-    return (per_slot * mask).sum(-1)
-
-
-def masked_entropy(log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Entropy ``[N]`` of the Gaussian over the real synapse slots."""
-    return ((0.5 + _LOG_SQRT_2PI + log_std) * mask).sum(-1)
 
 
 def gae(
