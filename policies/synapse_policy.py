@@ -126,7 +126,7 @@ class SynapsePolicy(nn.Module):
         """The first synapse layer as one ``[H, F]`` matrix over a whole observation row: the
         feature weights times the feature scales, then the bias as the weight of the mask column
         (1 on a real synapse). One product gives ``W (x * scale) + b`` on real synapses and 0 on
-        padding, with no copy of the features, no scaling pass and no bias pass."""
+        padding (all-zero rows), with no copy of the features, no scaling pass and no bias pass."""
         first = self.synapse_net[0]
         return torch.cat([first.weight * self.feature_scale, first.bias.unsqueeze(1)], 1)
 
