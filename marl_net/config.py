@@ -67,6 +67,9 @@ class EnvConfig:
         if not 0.0 <= self.crash_probability <= 1.0:
             raise ValueError(f"crash_probability={self.crash_probability!r} must be in [0, 1]")
         check_features(self.observations)
+        if "gradient" in self.observations and "bernoulli" in (self.hidden_activation, self.output_activation):
+            raise ValueError("observations include 'gradient', but backprop through sampled Bernoulli units is "
+                             "undefined: drop 'gradient', or observe 'bernoulli_eligibility' / 'output_gradient'")
         check_split(self.split)
         self.network_spec()  # validates activations, init_gain
 

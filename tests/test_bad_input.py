@@ -110,6 +110,8 @@ CONFIG_CASES = {
     "bad activation": (dict(hidden_activation="gelu"), "hidden_activation='gelu' is unknown"),
     "difference with stochastic units": (dict(reward="difference", hidden_activation="bernoulli"),
                                          "needs deterministic units"),
+    "gradient of stochastic units": (dict(hidden_activation="bernoulli", observations=("weight", "gradient")),
+                                     "backprop through sampled Bernoulli units is undefined"),
     "bad split": (dict(split="test"), "split='test' is unknown"),
     "non-positive horizon": (dict(max_cycles=0), "max_cycles=0 must be a positive integer"),
 }
