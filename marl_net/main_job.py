@@ -2,8 +2,11 @@
 tasks it never saw.
 
 1. **Meta-train** the shared per-neuron policy (``SynapsePolicy``) with fast-path PPO on the
-   teacher-student task distribution (train split). The rule observes only local features (the
-   environment's defaults: no privileged gradient, no perturbation signal).
+   teacher-student task distribution (train split). By default the rule observes only local
+   features (the environment's defaults: no privileged gradient, no perturbation signal);
+   ``observations=`` (``marl-net run --observations``) gives it other features, e.g. node
+   perturbation's three-factor signals ``np_eligibility`` and ``np_error``. The features it saw are
+   recorded in ``results.json`` (``train.env.observations``) and reported by ``marl-net check``.
 2. **Tune** each hand rule's step size (SGD, NP, WP) on the *train* split of every evaluation
    setting (``marl_net.rules.tuning``: a grid, scored by the time-averaged loss).
 3. **Evaluate** on held-out tasks: teachers never seen in training (``teacher_student``), a hidden
@@ -33,6 +36,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -82,6 +86,30 @@ POLICY = dict(hidden=32, depth=2, init_log_std=-2.0)
 PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
 
 
+def parse_observations(text: str) -> tuple[str, ...]:
+    """``--observations``: comma-separated feature names, ``default`` standing for the env's local
+    defaults, e.g. ``default,np_eligibility,np_error``."""
+    from marl_net.observations import DEFAULT_FEATURES, check_features
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    expanded = [f for n in names for f in (DEFAULT_FEATURES if n == "default" else (n,))]
+    return check_features(expanded)
+
+
+def privileged_features(observations: Sequence[str]) -> list[str]:
+    """The names among ``observations`` that the feature registry marks privileged (not local)."""
+    from marl_net.observations import FEATURES
+
+    return [n for n in observations if n in FEATURES and FEATURES[n].privileged]
+
+
+def train_config(observations: Sequence[str] | None = None) -> EnvConfig:
+    """The meta-training setting ``TRAIN_ENV``, observing ``observations`` (default: the env's local
+    default features) instead."""
+    changes = {} if observations is None else {"observations": tuple(observations)}
+    return EnvConfig.from_kwargs(**{**TRAIN_ENV, **changes})
+
+
 def heldout_settings(train: EnvConfig) -> dict[str, EnvConfig]:
     """The three held-out evaluation settings (split ``heldout``)."""
     hidden = train.layers[1]
@@ -105,14 +133,15 @@ def eval_seeds(seed: int, n: int) -> list[int]:
     return episode_seeds(eval_base_seed(seed), n)
 
 
-def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True):
+def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True,
+               observations: Sequence[str] | None = None):
     """Fast-path PPO on the training distribution. Returns (trainer, summary dict)."""
     from tqdm import tqdm
 
     from marl_net.evaluation import sample_observations
     from marl_net.fast.ppo import FastPPO, FastPPOConfig
 
-    env = EnvConfig.from_kwargs(**TRAIN_ENV)
+    env = train_config(observations)
     trainer = FastPPO(env, POLICY, FastPPOConfig(copies=budget.copies, device=device, **PPO), seed=seed,
                       log_dir=str(out / "tb" / "meta_train"))
     trainer.policy.calibrate(sample_observations(trainer.policy, env, seed=seed))  # as launches do
@@ -145,13 +174,15 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
     return tuned.best_lr, run.curves
 
 
-def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True) -> tuple[dict, dict, dict]:
-    """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes."""
+def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True,
+             observations: Sequence[str] | None = None) -> tuple[dict, dict, dict]:
+    """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes
+    (``observations``: those the learned rule was trained with)."""
     from tqdm import tqdm
 
     from marl_net.evaluation import rollout_losses
 
-    train = EnvConfig.from_kwargs(**TRAIN_ENV)
+    train = train_config(observations)
     seeds = eval_seeds(seed, budget.eval_episodes)
     curves, tuned, settings = {}, {}, heldout_settings(train)
     jobs = [(task, rule) for task in settings for rule in ("learned", *HAND_RULES)]
@@ -204,15 +235,17 @@ def write_outputs(out: Path, results: dict, curves: dict, seeds: list[int]) -> l
     return written
 
 
-def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
-    """The whole main job; returns the results dict (also written to ``out/results.json``)."""
+def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress: bool = True,
+        observations: Sequence[str] | None = None) -> dict:
+    """The whole main job; returns the results dict (also written to ``out/results.json``).
+    ``observations``: the learned rule's features (default: the env's local defaults)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer, train_summary = meta_train(budget, seed, out, device, progress)
+    trainer, train_summary = meta_train(budget, seed, out, device, progress, observations)
     torch.save({"config": trainer.policy.config.to_dict(), "state_dict": trainer.policy.state_dict(),
                 "env": train_summary["env"]}, out / "policy.pt")
     policy = trainer.policy.eval()
-    curves, tuned, settings = evaluate(policy, budget, seed, device, progress)
+    curves, tuned, settings = evaluate(policy, budget, seed, device, progress, observations)
     results = {
         "budget": asdict(budget),
         "seed": seed,

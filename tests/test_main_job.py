@@ -72,3 +72,23 @@ def test_budget_parsing():
         main_job.parse_budget("huge")
     with pytest.raises(ValueError, match="must be positive"):
         main_job.parse_budget("-1")
+
+
+def test_observations_option_reaches_training_and_evaluation(tmp_path, capsys):
+    budget = main_job.Budget("test", iterations=1, copies=2, eval_episodes=2, tune_seeds=1, tune_points=2)
+    names = main_job.parse_observations("default,np_eligibility,np_error")
+    assert names[-2:] == ("np_eligibility", "np_error") and len(names) == len(main_job.train_config().observations) + 2
+    results = main_job.run(budget, tmp_path, seed=0, progress=False, observations=names)
+    assert tuple(results["train"]["env"]["observations"]) == names
+    assert all(tuple(s["observations"]) == names for s in results["settings"].values())
+    assert main_job.privileged_features(names) == ["np_eligibility", "np_error"]
+    cli_main(["check", str(tmp_path)])
+    assert "observed features the registry marks privileged: ['np_eligibility', 'np_error']" in capsys.readouterr().out
+
+
+def test_observations_parsing_refuses_unknown_and_repeated_names():
+    assert main_job.parse_observations("default") == main_job.train_config().observations
+    with pytest.raises(ValueError, match="unknown observation features"):
+        main_job.parse_observations("default,gradeint")
+    with pytest.raises(ValueError, match="lists a feature twice"):
+        main_job.parse_observations("default,weight")

@@ -18,7 +18,7 @@ def main(args) -> int:
     import json
     from pathlib import Path
 
-    from marl_net.main_job import check_targets
+    from marl_net.main_job import check_targets, privileged_features
 
     path = Path(args.results)
     if path.is_dir():
@@ -28,6 +28,9 @@ def main(args) -> int:
     results = json.loads(path.read_text())
     if "heldout" not in results:
         raise SystemExit(f"marl-net check: {path} is not a `marl-net run` results.json (no 'heldout' key)")
+    privileged = privileged_features(results.get("train", {}).get("env", {}).get("observations", []))
+    if privileged:
+        print(f"note: the learned rule observed features the registry marks privileged: {privileged}")
     checks = check_targets(results, args.ratio)
     for name, passed, figures in checks:
         print(f"[{'PASS' if passed else 'FAIL'}] {name}: {figures}")

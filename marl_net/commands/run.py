@@ -19,6 +19,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
+    parser.add_argument("--observations", default="default",
+                        help="the learned rule's features, comma-separated; 'default' stands for the local defaults, "
+                             "e.g. default,np_eligibility,np_error (node perturbation's signals, registered as "
+                             "privileged; `marl-net check` reports them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -28,10 +32,15 @@ def main(args) -> int:
     from marl_net import main_job
 
     budget = main_job.parse_budget(args.budget)
+    observations = main_job.parse_observations(args.observations)
     out = Path(args.out)
     print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks), "
           f"output in {out}/")
-    results = main_job.run(budget, out, seed=args.seed, device=args.device, progress=not args.no_progress)
+    privileged = main_job.privileged_features(observations)
+    if privileged:
+        print(f"the learned rule observes privileged features: {privileged}")
+    results = main_job.run(budget, out, seed=args.seed, device=args.device, progress=not args.no_progress,
+                           observations=observations)
     print()
     print((out / "table.md").read_text())
     t = results["train"]
