@@ -3,10 +3,12 @@ tasks it never saw.
 
 1. **Meta-train** the shared per-neuron policy (``SynapsePolicy``) with fast-path PPO on the
    teacher-student task distribution (train split). By default the rule observes only local
-   features (the environment's defaults: no privileged gradient, no perturbation signal);
-   ``observations=`` (``marl-net run --observations``) gives it other features, e.g. node
-   perturbation's three-factor signals ``np_eligibility`` and ``np_error``. The features it saw are
-   recorded in ``results.json`` (``train.env.observations``) and reported by ``marl-net check``.
+   features (the environment's defaults: no privileged gradient, no perturbation signal).
+   ``overrides=`` (``marl-net run --set env.action_scale=0.1 --observations ...``) changes the
+   meta-training env, policy or PPO settings, e.g. gives the rule node perturbation's
+   three-factor signals ``np_eligibility`` and ``np_error``. What was used is recorded in
+   ``results.json`` (``train.env``, ``train.policy``, ``train.ppo``); ``marl-net check`` reports
+   features the registry marks privileged.
 2. **Tune** each hand rule's step size (SGD, NP, WP) on the *train* split of every evaluation
    setting (``marl_net.rules.tuning``: a grid, scored by the time-averaged loss).
 3. **Evaluate** on held-out tasks: teachers never seen in training (``teacher_student``), a hidden
@@ -34,9 +36,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -103,11 +105,38 @@ def privileged_features(observations: Sequence[str]) -> list[str]:
     return [n for n in observations if n in FEATURES and FEATURES[n].privileged]
 
 
-def train_config(observations: Sequence[str] | None = None) -> EnvConfig:
-    """The meta-training setting ``TRAIN_ENV``, observing ``observations`` (default: the env's local
-    default features) instead."""
-    changes = {} if observations is None else {"observations": tuple(observations)}
-    return EnvConfig.from_kwargs(**{**TRAIN_ENV, **changes})
+SECTIONS = {"env": TRAIN_ENV, "policy": POLICY, "ppo": PPO}
+
+
+def job_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``TRAIN_ENV``, ``POLICY`` and ``PPO`` as ``{"env": ..., "policy": ..., "ppo": ...}``, with
+    ``overrides`` (the same sections, each a dict of settings) applied on top."""
+    overrides = dict(overrides or {})
+    for section in overrides:
+        if section not in SECTIONS:
+            raise ValueError(f"override section {section!r} is unknown; choose from {list(SECTIONS)} "
+                             "(e.g. --set env.action_scale=0.1)")
+    return {name: {**defaults, **(overrides.get(name) or {})} for name, defaults in SECTIONS.items()}
+
+
+def check_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Raise ValueError, naming the fix, on an override the env, the policy or PPO refuses."""
+    from marl_net.fast.ppo import FastPPOConfig
+    from marl_net.policies.synapse_policy import PolicyConfig
+
+    settings = job_settings(overrides)
+    EnvConfig.from_kwargs(**settings["env"])
+    FastPPOConfig.from_kwargs(**settings["ppo"])
+    valid = [f.name for f in fields(PolicyConfig) if f.name != "num_features"]
+    unknown = sorted(set(settings["policy"]) - set(valid))
+    if unknown:
+        raise ValueError(f"bad policy setting {unknown}; valid ones: {valid}")
+    PolicyConfig(num_features=2, **settings["policy"])
+
+
+def train_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:
+    """The meta-training setting: ``TRAIN_ENV`` with ``overrides["env"]`` applied."""
+    return EnvConfig.from_kwargs(**job_settings(overrides)["env"])
 
 
 def heldout_settings(train: EnvConfig) -> dict[str, EnvConfig]:
@@ -134,15 +163,17 @@ def eval_seeds(seed: int, n: int) -> list[int]:
 
 
 def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True,
-               observations: Sequence[str] | None = None):
+               overrides: Mapping[str, Mapping[str, Any]] | None = None):
     """Fast-path PPO on the training distribution. Returns (trainer, summary dict)."""
     from tqdm import tqdm
 
     from marl_net.evaluation import sample_observations
     from marl_net.fast.ppo import FastPPO, FastPPOConfig
 
-    env = train_config(observations)
-    trainer = FastPPO(env, POLICY, FastPPOConfig(copies=budget.copies, device=device, **PPO), seed=seed,
+    settings = job_settings(overrides)
+    env = EnvConfig.from_kwargs(**settings["env"])
+    ppo = {"copies": budget.copies, "device": device, **settings["ppo"]}
+    trainer = FastPPO(env, settings["policy"], FastPPOConfig.from_kwargs(**ppo), seed=seed,
                       log_dir=str(out / "tb" / "meta_train"))
     trainer.policy.calibrate(sample_observations(trainer.policy, env, seed=seed))  # as launches do
     start = time.perf_counter()
@@ -157,7 +188,7 @@ def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progre
         "seconds": round(time.perf_counter() - start, 1),
         "env": env.to_dict(),
         "policy": trainer.policy.config.to_dict(),
-        "ppo": {**PPO, "copies": budget.copies},
+        "ppo": ppo,
         "final_inner_loss": metrics.get("inner_loss_final"),
     }
     return trainer, summary
@@ -175,14 +206,14 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
 
 
 def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True,
-             observations: Sequence[str] | None = None) -> tuple[dict, dict, dict]:
+             overrides: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict, dict, dict]:
     """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes
-    (``observations``: those the learned rule was trained with)."""
+    (``overrides``: those the learned rule was trained with; its held-out settings follow them)."""
     from tqdm import tqdm
 
     from marl_net.evaluation import rollout_losses
 
-    train = train_config(observations)
+    train = train_config(overrides)
     seeds = eval_seeds(seed, budget.eval_episodes)
     curves, tuned, settings = {}, {}, heldout_settings(train)
     jobs = [(task, rule) for task in settings for rule in ("learned", *HAND_RULES)]
@@ -236,16 +267,17 @@ def write_outputs(out: Path, results: dict, curves: dict, seeds: list[int]) -> l
 
 
 def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress: bool = True,
-        observations: Sequence[str] | None = None) -> dict:
+        overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
     """The whole main job; returns the results dict (also written to ``out/results.json``).
-    ``observations``: the learned rule's features (default: the env's local defaults)."""
+    ``overrides``: ``{"env" | "policy" | "ppo": {setting: value}}`` on top of the main job's
+    meta-training settings (see :func:`job_settings`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer, train_summary = meta_train(budget, seed, out, device, progress, observations)
+    trainer, train_summary = meta_train(budget, seed, out, device, progress, overrides)
     torch.save({"config": trainer.policy.config.to_dict(), "state_dict": trainer.policy.state_dict(),
                 "env": train_summary["env"]}, out / "policy.pt")
     policy = trainer.policy.eval()
-    curves, tuned, settings = evaluate(policy, budget, seed, device, progress, observations)
+    curves, tuned, settings = evaluate(policy, budget, seed, device, progress, overrides)
     results = {
         "budget": asdict(budget),
         "seed": seed,

@@ -74,16 +74,38 @@ def test_budget_parsing():
         main_job.parse_budget("-1")
 
 
-def test_observations_option_reaches_training_and_evaluation(tmp_path, capsys):
+def test_overrides_and_observations_reach_training_and_evaluation(tmp_path, capsys):
+    from marl_net.commands.run import parse_job_overrides
+
     budget = main_job.Budget("test", iterations=1, copies=2, eval_episodes=2, tune_seeds=1, tune_points=2)
     names = main_job.parse_observations("default,np_eligibility,np_error")
     assert names[-2:] == ("np_eligibility", "np_error") and len(names) == len(main_job.train_config().observations) + 2
-    results = main_job.run(budget, tmp_path, seed=0, progress=False, observations=names)
-    assert tuple(results["train"]["env"]["observations"]) == names
-    assert all(tuple(s["observations"]) == names for s in results["settings"].values())
+    overrides = parse_job_overrides(["env.action_scale=0.1", "ppo.gamma=0.5", "policy.hidden=8"],
+                                    "default,np_eligibility,np_error")
+    results = main_job.run(budget, tmp_path, seed=0, progress=False, overrides=overrides)
+    train = results["train"]
+    assert tuple(train["env"]["observations"]) == names and train["env"]["action_scale"] == 0.1
+    assert train["ppo"]["gamma"] == 0.5 and train["policy"]["hidden"] == 8
+    assert all(tuple(s["observations"]) == names and s["action_scale"] == 0.1 for s in results["settings"].values())
+    assert main_job.TRAIN_ENV["action_scale"] == 0.05  # the module's defaults are untouched
     assert main_job.privileged_features(names) == ["np_eligibility", "np_error"]
     cli_main(["check", str(tmp_path)])
     assert "observed features the registry marks privileged: ['np_eligibility', 'np_error']" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("items, message", [
+    (["action_scale=0.1"], "write SECTION.KEY=VALUE"),
+    (["envv.action_scale=0.1"], "write SECTION.KEY=VALUE"),
+    (["env.action_scael=0.1"], "did you mean 'action_scale'"),
+    (["env.action_scale=-1"], "action_scale=-1 must be positive"),
+    (["ppo.gamam=0.9"], "did you mean 'gamma'"),
+    (["policy.hiden=8"], "bad policy setting"),
+])
+def test_bad_set_options_name_the_fix(items, message):
+    from marl_net.commands.run import parse_job_overrides
+
+    with pytest.raises(ValueError, match=message):
+        parse_job_overrides(items, None)
 
 
 def test_observations_parsing_refuses_unknown_and_repeated_names():

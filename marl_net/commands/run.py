@@ -19,11 +19,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
-    parser.add_argument("--observations", default="default",
-                        help="the learned rule's features, comma-separated; 'default' stands for the local defaults, "
-                             "e.g. default,np_eligibility,np_error (node perturbation's signals, registered as "
-                             "privileged; `marl-net check` reports them)")
+    parser.add_argument("--observations", default=None,
+                        help="the learned rule's features, comma-separated; 'default' stands for the local defaults "
+                             "(the default), e.g. default,np_eligibility,np_error (node perturbation's signals, "
+                             "registered as privileged; `marl-net check` reports them)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change a meta-training setting of marl_net.main_job (sections env, policy, ppo; the "
+                             "value is read as YAML), e.g. --set env.action_scale=0.1 --set ppo.gamma=0.9; repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_job_overrides(items: list[str], observations: str | None) -> dict[str, dict]:
+    """``--set section.key=value`` items and ``--observations`` -> ``main_job.run``'s overrides."""
+    from marl_net import main_job
+    from marl_net.experiment import parse_override
+
+    overrides: dict[str, dict] = {}
+    for item in items:
+        parts, value = parse_override(item)
+        if len(parts) != 2 or parts[0] not in main_job.SECTIONS:
+            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION one of {list(main_job.SECTIONS)}, "
+                             "e.g. --set env.action_scale=0.1")
+        overrides.setdefault(parts[0], {})[parts[1]] = value
+    if observations is not None:
+        overrides.setdefault("env", {})["observations"] = main_job.parse_observations(observations)
+    main_job.check_settings(overrides)  # refuse a bad setting now, naming the fix
+    return overrides
 
 
 def main(args) -> int:
@@ -32,15 +53,15 @@ def main(args) -> int:
     from marl_net import main_job
 
     budget = main_job.parse_budget(args.budget)
-    observations = main_job.parse_observations(args.observations)
+    overrides = parse_job_overrides(args.overrides, args.observations)
     out = Path(args.out)
     print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks), "
           f"output in {out}/")
-    privileged = main_job.privileged_features(observations)
+    privileged = main_job.privileged_features(main_job.train_config(overrides).observations)
     if privileged:
         print(f"the learned rule observes privileged features: {privileged}")
     results = main_job.run(budget, out, seed=args.seed, device=args.device, progress=not args.no_progress,
-                           observations=observations)
+                           overrides=overrides)
     print()
     print((out / "table.md").read_text())
     t = results["train"]
