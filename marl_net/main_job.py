@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -122,15 +122,12 @@ def job_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> di
 def check_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Raise ValueError, naming the fix, on an override the env, the policy or PPO refuses."""
     from marl_net.fast.ppo import FastPPOConfig
-    from marl_net.policies.synapse_policy import PolicyConfig
+    from marl_net.policies.synapse_policy import PolicyConfig, check_policy_settings
 
     settings = job_settings(overrides)
     EnvConfig.from_kwargs(**settings["env"])
     FastPPOConfig.from_kwargs(**settings["ppo"])
-    valid = [f.name for f in fields(PolicyConfig) if f.name != "num_features"]
-    unknown = sorted(set(settings["policy"]) - set(valid))
-    if unknown:
-        raise ValueError(f"bad policy setting {unknown}; valid ones: {valid}")
+    check_policy_settings(settings["policy"])
     PolicyConfig(num_features=2, **settings["policy"])
 
 

@@ -22,7 +22,6 @@ the single module id :data:`SHARED_MODULE_ID`, and :func:`policy_mapping_fn` map
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -34,10 +33,16 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_entropy, masked_log_prob
+from marl_net.policies.synapse_policy import (
+    POLICY_SETTINGS,
+    PolicyConfig,
+    SynapsePolicy,
+    check_policy_settings,
+    masked_entropy,
+    masked_log_prob,
+)
 
 SHARED_MODULE_ID = "shared_synapse_policy"
-POLICY_SETTINGS = tuple(f.name for f in dataclasses.fields(PolicyConfig) if f.name != "num_features")
 
 
 def policy_config_from_spaces(observation_space: gym.Space, action_space: gym.Space, model_config: dict | None) -> PolicyConfig:
@@ -127,10 +132,7 @@ def shared_module_spec(policy: dict | None = None) -> MultiRLModuleSpec:
     ``policy``: :class:`PolicyConfig` fields other than ``num_features`` (e.g. ``{"hidden": 64}``).
     """
     model_config = dict(policy or {})
-    unknown = sorted(set(model_config) - set(POLICY_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown policy settings {unknown}; valid ones are {sorted(POLICY_SETTINGS)} "
-                         "(num_features follows from the env)")
+    check_policy_settings(model_config)
     return MultiRLModuleSpec(
         rl_module_specs={SHARED_MODULE_ID: RLModuleSpec(module_class=SynapseRLModule, model_config=model_config)}
     )

@@ -16,7 +16,8 @@ path both wrap this same module, so a rule trained on either path loads in the o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -57,6 +58,17 @@ class PolicyConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+POLICY_SETTINGS = tuple(f.name for f in fields(PolicyConfig) if f.name != "num_features")
+
+
+def check_policy_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse names that are not :class:`PolicyConfig` settings (``num_features`` follows from the env)."""
+    unknown = sorted(set(settings) - set(POLICY_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown policy settings {unknown}; valid ones are {sorted(POLICY_SETTINGS)} "
+                         "(num_features follows from the env)")
 
 
 class _Readout(torch.autograd.Function):
@@ -103,13 +115,18 @@ class SynapsePolicy(nn.Module):
             self.actor_head.weight.mul_(config.action_gain)
             self.actor_head.bias.zero_()
 
+    def rows(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs [N, K * F]`` or ``[N, K, F]`` -> the synapse rows ``[N, K, F]``."""
+        f = self.config.num_features
+        if obs.shape[-1] == f:
+            return obs
+        if obs.shape[-1] % f:
+            raise ValueError(f"observation width {obs.shape[-1]} is not a multiple of num_features={f}")
+        return obs.reshape(*obs.shape[:-1], obs.shape[-1] // f, f)
+
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``obs [N, K * F]`` or ``[N, K, F]`` -> features ``[N, K, F - 1]`` and mask ``[N, K]``."""
-        f = self.config.num_features
-        if obs.shape[-1] != f:
-            if obs.shape[-1] % f:
-                raise ValueError(f"observation width {obs.shape[-1]} is not a multiple of num_features={f}")
-            obs = obs.reshape(*obs.shape[:-1], obs.shape[-1] // f, f)
+        obs = self.rows(obs)
         return obs[..., :-1], obs[..., -1]
 
     @torch.no_grad()
@@ -134,10 +151,7 @@ class SynapsePolicy(nn.Module):
         """-> each synapse's share of the action mean ``[N, K]`` (before the per-agent term), the
         masked mean of the per-synapse hidden over the agent's synapses ``pooled [N, H]``, and the
         mask ``[N, K]``."""
-        f = self.config.num_features
-        if obs.shape[-1] != f:
-            self.split(obs)  # raises on a width that is not a multiple of num_features
-            obs = obs.reshape(*obs.shape[:-1], obs.shape[-1] // f, f)
+        obs = self.rows(obs)
         mask = obs[..., -1]
         h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]
         for layer in list(self.synapse_net)[2:]:

@@ -99,7 +99,7 @@ def test_overrides_and_observations_reach_training_and_evaluation(tmp_path, caps
     (["env.action_scael=0.1"], "did you mean 'action_scale'"),
     (["env.action_scale=-1"], "action_scale=-1 must be positive"),
     (["ppo.gamam=0.9"], "did you mean 'gamma'"),
-    (["policy.hiden=8"], "bad policy setting"),
+    (["policy.hiden=8"], "unknown policy settings \\['hiden'\\]"),
 ])
 def test_bad_set_options_name_the_fix(items, message):
     from marl_net.commands.run import parse_job_overrides
