@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from marl_net.policies import fused_layer
+
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -153,13 +155,17 @@ class SynapsePolicy(nn.Module):
         mask ``[N, K]``."""
         obs = self.rows(obs)
         mask = obs[..., -1]
-        h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]
-        for layer in list(self.synapse_net)[2:]:
-            h = layer(h)
         weights = mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
         # actor_head on concat(h, pooled) is split into its per-synapse and per-agent products, so
         # the concatenation [N, K, 2H] is never built
-        per_synapse, pooled = _Readout.apply(h, self.actor_head.weight[0, : h.shape[-1]], weights)
+        w_synapse = self.actor_head.weight[0, : self.config.hidden]
+        if self.config.depth == 1 and fused_layer.applies(obs, self.config.hidden):  # the same math, one CPU kernel
+            per_synapse, pooled = fused_layer.synapse_layer(obs, self.first_layer_weight().T, w_synapse, weights)
+            return per_synapse, pooled, mask
+        h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]
+        for layer in list(self.synapse_net)[2:]:
+            h = layer(h)
+        per_synapse, pooled = _Readout.apply(h, w_synapse, weights)
         return per_synapse, pooled, mask
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,129 @@
+"""The policy's per-synapse layer as one fused CPU kernel (``synapse_kernel.cpp``).
+
+For a one-layer synapse network, :class:`SynapsePolicy` spends nearly all its time on tensors of
+shape ``[synapses, hidden]``: the first layer's output, its tanh, the two reads of it (each
+synapse's share of the action mean and the pooled summary) and, in the backward, as many again.
+Each is a pass over memory. The kernel computes ``h`` for a few synapse rows at a time in
+registers and never writes it: the forward returns only ``per_synapse [N, K]`` and
+``pooled [N, H]``; the backward recomputes ``h`` and returns the weight gradients.
+
+The kernel is compiled on first use with the system's C++ compiler (``g++``, or ``$CXX``) for the
+machine it runs on and cached under ``$MARL_NET_KERNEL_CACHE`` (default
+``~/.cache/marl_net/kernels``), keyed by source, compiler, flags and host; each Ray node builds its
+own. Where it does not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, no compiler,
+``MARL_NET_FUSED=0``) the policy runs its plain torch path; the two agree to float rounding
+(``tests/test_fused_layer.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-mrecip=all", "-fPIC", "-shared", "-std=c++17"]
+HIDDEN_SIZES = (16, 32, 48, 64)
+
+_lib: ctypes.CDLL | None = None
+_load_failed = False
+
+
+def enabled() -> bool:
+    """``MARL_NET_FUSED=0`` turns the kernel off (the policy then runs its torch path)."""
+    return os.environ.get("MARL_NET_FUSED", "1") != "0"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MARL_NET_KERNEL_CACHE", Path.home() / ".cache" / "marl_net" / "kernels"))
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+def build() -> Path:
+    """Compile the kernel (once per source, compiler, flags and host) and return the library's path."""
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cxx, version, *FLAGS, platform.node(),
+                                    platform.machine()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"synapse_kernel-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then move: safe under races
+            out = Path(tmp) / target.name
+            subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True, check=True)
+            os.replace(out, target)
+    return target
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel, or None (with one warning) when it cannot be built here."""
+    global _lib, _load_failed
+    if _lib is None and not _load_failed:
+        try:
+            lib = ctypes.CDLL(str(build()))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or err
+            warnings.warn(f"the fused synapse kernel could not be built ({detail}); the policy runs its torch path")
+            _load_failed = True
+            return None
+        ptr, n = ctypes.c_void_p, ctypes.c_long
+        lib.synapse_forward.argtypes = [ptr] * 4 + [n] * 4 + [ptr] * 2
+        lib.synapse_backward.argtypes = [ptr] * 6 + [n] * 4 + [ptr] * 2
+        lib.synapse_forward.restype = lib.synapse_backward.restype = ctypes.c_int
+        _lib = lib
+    return _lib
+
+
+def applies(obs: torch.Tensor, hidden: int) -> bool:
+    """Whether :func:`synapse_layer` can take this call (otherwise use the torch path)."""
+    return (enabled() and obs.device.type == "cpu" and obs.dtype == torch.float32 and hidden in HIDDEN_SIZES
+            and obs.dim() == 3 and not obs.requires_grad and library() is not None)
+
+
+class _SynapseLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, obs, wt, w, weights):
+        n, k = weights.shape
+        obs, wt, w, weights = (t.detach().contiguous() for t in (obs, wt, w, weights))
+        per_synapse, pooled = obs.new_empty(n, k), obs.new_empty(n, wt.shape[1])
+        _call("synapse_forward", obs, wt, w, weights, n, k, obs.shape[2], wt.shape[1], per_synapse, pooled)
+        ctx.save_for_backward(obs, wt, w, weights)
+        return per_synapse, pooled
+
+    @staticmethod
+    def backward(ctx, grad_synapse, grad_pooled):
+        obs, wt, w, weights = ctx.saved_tensors
+        n, k = weights.shape
+        grad_wt, grad_w = torch.empty_like(wt), torch.empty_like(w)
+        _call("synapse_backward", obs, wt, w, weights, grad_synapse.contiguous(), grad_pooled.contiguous(),
+              n, k, obs.shape[2], wt.shape[1], grad_wt, grad_w)
+        return None, grad_wt, grad_w, None
+
+
+def _call(name: str, *args) -> None:
+    raw = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
+    if getattr(library(), name)(*raw) != 0:
+        shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+        raise ValueError(f"{name}: shapes {shapes} are not covered by the fused kernel; check applies() first")
+
+
+def synapse_layer(obs: torch.Tensor, wt: torch.Tensor, w: torch.Tensor, weights: torch.Tensor):
+    """``h = tanh(x @ wt)`` for every synapse row ``x`` of ``obs``, read twice:
+    ``(h @ w [N, K], sum_k weights * h [N, H])``.
+
+    ``obs [N, K, F]`` (no gradient), ``wt [F, H]``, ``w [H]``, ``weights [N, K]``; gradients flow
+    to ``wt`` and ``w``. Check :func:`applies` first."""
+    return _SynapseLayer.apply(obs, wt, w, weights)
