@@ -15,7 +15,7 @@ from marl_net.policies.synapse_policy import masked_entropy, masked_log_prob
 
 TINY_ENV = dict(layers=(4, 6, 2), max_cycles=5, batch_size=8)
 TINY_PPO = dict(copies=3, rollout_steps=3, minibatch_size=16, num_epochs=2)  # 3 does not divide 5: mid-episode cuts
-TIMING_KEYS = {"agent_steps_per_s", "iteration_time_s"}
+TIMING_KEYS = {"agent_steps_per_s", "iteration_time_s", "collect_time_s", "learn_time_s"}
 
 
 @pytest.fixture(autouse=True)

@@ -179,22 +179,27 @@ class FastPPORun:
         self.flops = fast_ppo_iteration_flops(t.env.config, t.policy.config, t.config.copies, t.steps,
                                               t.config.num_epochs)
         self.seconds: list[float] = []
+        self.phases: list[tuple[float, float]] = []  # (collection, learning) seconds per iteration
         self.run()  # warm-up
         self.seconds.clear()
+        self.phases.clear()
 
     def run(self) -> float:
         _sync(self.device)
         start = time.perf_counter()
-        self.trainer.train()
+        metrics = self.trainer.train()
         _sync(self.device)
         self.seconds.append(time.perf_counter() - start)
+        self.phases.append((metrics["collect_time_s"], metrics["learn_time_s"]))
         return self.trainer.steps * self.trainer.env.num_rows / self.seconds[-1]
 
     def summary(self) -> dict[str, float]:
         elapsed = statistics.median(self.seconds)
-        return {"agent_steps_per_s": self.trainer.steps * self.trainer.env.num_rows / elapsed,
-                "flops_per_s": self.flops / elapsed, "flops_per_iteration": self.flops,
-                "seconds_per_iteration": elapsed}
+        batch = self.trainer.steps * self.trainer.env.num_rows
+        return {"agent_steps_per_s": batch / elapsed, "flops_per_s": self.flops / elapsed,
+                "flops_per_iteration": self.flops, "seconds_per_iteration": elapsed,
+                "collect_us_per_agent_step": statistics.median(c for c, _ in self.phases) / batch * 1e6,
+                "learn_us_per_agent_step": statistics.median(l for _, l in self.phases) / batch * 1e6}
 
 
 def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
@@ -356,6 +361,9 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nratio (c)/(a): {ratios['fast_env/pettingzoo_env']:8.1f}x")
     print(f"ratio (d)/(b): {ratios['fast_ppo/rllib_ppo']:8.1f}x   target >= {TARGETS['fast_ppo/rllib_ppo']:.0f}x"
           f"   {'met' if cfg['targets_met']['fast_ppo/rllib_ppo'] else 'MISSED'}")
+    fast = cfg["fast_ppo_throughput"]
+    print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
+          f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs)")
     print(f"\ntorch matmul rate:           {r['matmul_flops_per_s'] / 1e9:8.1f} GFLOP/s")
     print(f"fast PPO at large batch:     {r['fast_ppo_flops_per_s'] / 1e9:8.1f} GFLOP/s = "
           f"{cfg['fast_ppo_flops_fraction_of_matmul']:.0%} of matmul   target >= {TARGETS['fast_ppo_flops/matmul']:.0%}"

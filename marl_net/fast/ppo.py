@@ -251,10 +251,12 @@ class FastPPO:
         start = time.perf_counter()
         with torch.no_grad():
             next_value, ended_episodes = self._collect()
+        collected = time.perf_counter()
         adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
                            next_value, self.config.gamma, self.config.lambda_)
         stats = self._learn(adv, returns)
         elapsed = time.perf_counter() - start
+        stats.update(collect_time_s=collected - start, learn_time_s=elapsed - (collected - start))
         batch = self.steps * self.env.num_rows
         self.iteration += 1
         self.agent_steps += batch
