@@ -9,8 +9,10 @@ tasks it never saw.
    three-factor signals ``np_eligibility`` and ``np_error``. What was used is recorded in
    ``results.json`` (``train.env``, ``train.policy``, ``train.ppo``); ``marl-net check`` reports
    features the registry marks privileged.
-2. **Tune** each hand rule's step size (SGD, NP, WP) on the *train* split of every evaluation
-   setting (``marl_net.rules.tuning``: a grid, scored by the time-averaged loss).
+2. **Tune** every rule's step size on the *train* split of every evaluation setting, scored by the
+   time-averaged loss: the hand rules' learning rates (SGD, NP, WP; ``marl_net.rules.tuning``)
+   and the learned rule's ``action_scale`` (its largest weight change per step), as a multiple of
+   the one it was meta-trained with (:data:`LEARNED_SCALE_GRID`). The policy itself is fixed.
 3. **Evaluate** on held-out tasks: teachers never seen in training (``teacher_student``), a hidden
    layer wider than the one trained on (``teacher_student_wide``) and scikit-learn's digits
    (``digits``). Every rule gets the same budget: the same number of weight updates, on the same
@@ -23,7 +25,7 @@ tasks it never saw.
 
     {"budget": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ..., "env": {...},
                                 "final_inner_loss": ...},
-     "tuned_lr": {"TASK": {"sgd": ..., "np": ..., "wp": ...}},
+     "tuned_lr": {"TASK": {"learned": <action_scale>, "sgd": ..., "np": ..., "wp": ...}},
      "heldout": {"TASK": {"RULE": {"final_loss_mean": ..., "final_loss_std": ..., "auc_mean": ...,
                                    "initial_loss_mean": ..., "curve_mean": [...], "curve_std": [...]}}}}
 
@@ -45,6 +47,8 @@ import torch
 from marl_net.config import EnvConfig
 
 HAND_RULES = ("sgd", "np", "wp")
+# The learned rule's step sizes tried on the train split: multiples of its meta-training action_scale.
+LEARNED_SCALE_GRID = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
 
 
 @dataclass(frozen=True)
@@ -202,13 +206,31 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
     return tuned.best_lr, run.curves
 
 
+def learned_rule_curves(policy, setting: EnvConfig, seeds: list[int], budget: Budget, seed: int,
+                        device: str) -> tuple[float, torch.Tensor]:
+    """Tune the learned rule's ``action_scale`` on the train split of ``setting`` as the hand
+    rules' step sizes are tuned (time-averaged loss of ``budget.tune_seeds`` networks; a value
+    under which a network diverges is out), then run it on the held-out ``seeds``."""
+    from marl_net.evaluation import rollout_losses
+    from marl_net.rules.tuning import score
+
+    scores = []
+    for factor in LEARNED_SCALE_GRID:
+        trial = setting.replace(split="train", action_scale=setting.action_scale * factor)
+        curves = rollout_losses(policy, trial, episodes=budget.tune_seeds, seed=seed, device=device)
+        diverged = bool((~torch.isfinite(curves) | (curves.abs() > trial.divergence_threshold)).any())
+        scores.append(float("inf") if diverged else float(score(curves, "auc").mean()))
+    best = setting.action_scale * LEARNED_SCALE_GRID[min(range(len(scores)), key=scores.__getitem__)]
+    held_out = rollout_losses(policy, setting.replace(action_scale=best), episodes=len(seeds),
+                              seed=eval_base_seed(seed), device=device)
+    return best, held_out
+
+
 def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: bool = True,
              overrides: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict, dict, dict]:
     """Held-out loss curves ``{task: {rule: [episodes, T + 1]}}`` and the tuned step sizes
     (``overrides``: those the learned rule was trained with; its held-out settings follow them)."""
     from tqdm import tqdm
-
-    from marl_net.evaluation import rollout_losses
 
     train = train_config(overrides)
     seeds = eval_seeds(seed, budget.eval_episodes)
@@ -220,12 +242,11 @@ def evaluate(policy, budget: Budget, seed: int, device: str = "cpu", progress: b
         setting = settings[task]
         if rule == "learned":
             with torch.no_grad():
-                curves.setdefault(task, {})[rule] = rollout_losses(policy, setting, episodes=len(seeds),
-                                                                   seed=eval_base_seed(seed), device=device)
+                step, c = learned_rule_curves(policy, setting, seeds, budget, seed, device)
         else:
-            lr, c = hand_rule_curves(rule, setting, seeds, budget, device)
-            tuned.setdefault(task, {})[rule] = lr
-            curves[task][rule] = c
+            step, c = hand_rule_curves(rule, setting, seeds, budget, device)
+        tuned.setdefault(task, {})[rule] = step
+        curves.setdefault(task, {})[rule] = c
     return curves, tuned, {task: s.to_dict() for task, s in settings.items()}
 
 

@@ -6,8 +6,11 @@ Ask for them by name in ``observations=``:
 - ``np_eligibility`` / ``np_error`` (node perturbation, Cai & Cheng): per synapse
   ``sum_b xi_b x_b^T`` (its postsynaptic node's perturbation times its clean presynaptic activity)
   and, as a global signal, ``E - E_N``, the clean minus the perturbed minibatch loss.
+  ``np_update`` is their product, ``(E - E_N) * sum_b xi_b x_b^T``: NP's own update direction
+  (NP's step is ``eta / sigma`` times it), the three factors already multiplied, which a policy
+  network of tanh units only approximates from the two factors.
 - ``wp_perturbation`` / ``wp_error`` (weight perturbation): per synapse its perturbation ``Xi`` and,
-  globally, ``E - E_W``.
+  globally, ``E - E_W``; ``wp_update`` is their product.
 - ``bernoulli_eligibility``: a Bernoulli-logistic unit's REINFORCE eligibility for its incoming
   synapse, ``1/B sum_b (h_b - sigmoid(z_b)) x_b`` (zero for deterministic layers). Local.
 - ``output_gradient``: for synapses into an output unit, ``dE/dw`` given the unit's (sampled)
@@ -27,12 +30,12 @@ from __future__ import annotations
 
 from marl_net.observations import FEATURES, register_feature
 from marl_net.rules import node_perturbation, weight_perturbation, weight_max_env
-from marl_net.rules.common import check_sigma
+from marl_net.rules.common import check_sigma, perturbation_update
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA
 
 PERTURBATION_FEATURES = {
-    "np": ("np_eligibility", "np_error"),
-    "wp": ("wp_perturbation", "wp_error"),
+    "np": ("np_eligibility", "np_error", "np_update"),
+    "wp": ("wp_perturbation", "wp_error", "wp_update"),
 }
 
 
@@ -42,7 +45,7 @@ def _global(t):
 
 def _register(rule: str, sigma: float, suffix: str) -> tuple[str, str]:
     module = node_perturbation if rule == "np" else weight_perturbation
-    local, error = (name + suffix for name in PERTURBATION_FEATURES[rule])
+    local, error, update = (name + suffix for name in PERTURBATION_FEATURES[rule])
     if local in FEATURES:
         return local, error
     what = "sum_b xi_b x_b^T, node perturbation times presynaptic activity" if rule == "np" else \
@@ -52,12 +55,19 @@ def _register(rule: str, sigma: float, suffix: str) -> tuple[str, str]:
     register_feature(error, f"E - E_{'N' if rule == 'np' else 'W'}: clean minus {rule.upper()}-perturbed minibatch "
                      f"loss (global signal; variance sigma={sigma:g}; privileged)",
                      privileged=True)(lambda ctx, l: _global(module.signal(ctx, sigma).error))
+    register_feature(update, f"{rule.upper()}'s update direction, (E - E_{'N' if rule == 'np' else 'W'}) times the "
+                     f"eligibility (variance sigma={sigma:g}; privileged)",
+                     privileged=True)(lambda ctx, l: _update(module.signal(ctx, sigma), l))
     return local, error
+
+
+def _update(signal, layer: int):
+    return perturbation_update(signal.error, signal.eligibility[layer], signal.error.new_ones(()))
 
 
 def feature_names(rule: str, sigma: float = DEFAULT_SIGMA) -> tuple[str, str]:
     """The (eligibility, error) feature names of perturbation rule ``"np"`` or ``"wp"`` at noise
-    variance ``sigma``, registering them in this process if needed."""
+    variance ``sigma``, registering them (and the rule's ``*_update`` feature) in this process if needed."""
     if rule not in PERTURBATION_FEATURES:
         raise ValueError(f"rule={rule!r}: perturbation features exist for {sorted(PERTURBATION_FEATURES)}")
     sigma = check_sigma(sigma)

@@ -270,3 +270,19 @@ def test_tuner_prefers_a_working_step_size_and_rejects_divergence():
     assert result.curves.shape == (3, 2, 61)
     with pytest.raises(ValueError, match="step sizes"):
         tune_lr("np", config, seeds=[0], steps=5, param="sigma")
+
+
+@pytest.mark.parametrize("rule", ["np", "wp"])
+def test_update_feature_is_eligibility_times_error(rule):
+    """``np_update`` / ``wp_update``: the product of the rule's two features, from the same draw."""
+    from marl_net.core import NetworkWeightsCore
+    from marl_net.perturbation_features import PERTURBATION_FEATURES
+
+    names = PERTURBATION_FEATURES[rule]
+    core = NetworkWeightsCore(EnvConfig(task="teacher_student", layers=(4, 6, 2), observations=names), copies=3)
+    core.seed([0, 1, 2])
+    obs = core.reset()
+    obs = core.step(torch.rand(obs.shape[:3]) * 2 - 1).obs
+    eligibility, error, update, mask = obs.unbind(-1)
+    assert update.abs().max() > 0 and torch.all(update[mask == 0] == 0)
+    torch.testing.assert_close(update, eligibility * error)

@@ -30,12 +30,34 @@ def test_writes_results_table_curves_tensorboard_and_policy(tiny_run):
             assert {"final_loss_mean", "final_loss_std", "auc_mean"} <= set(entry)
             assert len(entry["curve_mean"]) == 51  # max_cycles + 1
         assert (out / f"curves_{task}.png").stat().st_size > 0
-    assert set(on_disk["tuned_lr"]["digits"]) == {"sgd", "np", "wp"}
+    assert set(on_disk["tuned_lr"]["digits"]) == {"learned", "sgd", "np", "wp"}
+    trained_scale = on_disk["train"]["env"]["action_scale"]
+    assert on_disk["tuned_lr"]["digits"]["learned"] in [trained_scale * f for f in main_job.LEARNED_SCALE_GRID]
     assert "| teacher_student | learned |" in (out / "table.md").read_text()
     assert list((out / "tb" / "meta_train").glob("events.out.tfevents.*"))
     assert list((out / "tb" / "digits" / "np").glob("events.out.tfevents.*"))
     saved = torch.load(out / "policy.pt")
     assert not any(FEATURES[name].privileged for name in saved["env"]["observations"])  # local features only
+
+
+def test_the_learned_rule_step_is_tuned_on_the_train_split_then_run_held_out():
+    """The learned rule's action_scale is the grid value with the best train-split time-averaged
+    loss, and its held-out curves are those of the policy run at that scale."""
+    from marl_net.evaluation import rollout_losses
+    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+    from marl_net.rules.tuning import score
+
+    setting = main_job.heldout_settings(main_job.train_config())["teacher_student"]
+    torch.manual_seed(0)
+    policy = SynapsePolicy(PolicyConfig(num_features=len(setting.observations) + 1, action_gain=5.0))
+    budget = main_job.Budget("t", iterations=1, tune_seeds=2)
+    scale, curves = main_job.learned_rule_curves(policy, setting, list(range(3)), budget, seed=4, device="cpu")
+    auc = [float(score(rollout_losses(policy, setting.replace(split="train", action_scale=setting.action_scale * f),
+                                      episodes=2, seed=4), "auc").mean()) for f in main_job.LEARNED_SCALE_GRID]
+    assert scale == setting.action_scale * main_job.LEARNED_SCALE_GRID[auc.index(min(auc))]
+    assert len(set(auc)) == len(auc)  # the step size matters to this policy: the choice is a real one
+    expected = rollout_losses(policy, setting.replace(action_scale=scale), episodes=3, seed=main_job.eval_base_seed(4))
+    torch.testing.assert_close(curves, expected)
 
 
 def test_every_rule_sees_the_same_tasks_and_initial_weights(tiny_run):
