@@ -61,6 +61,7 @@ class Budget:
     eval_episodes: int = 64  # held-out networks per task and rule
     tune_seeds: int = 8  # train-split networks per step size when tuning a hand rule
     tune_points: int = 6  # step sizes per hand rule
+    restarts: int = 1  # independent meta-trainings; the best on the train split is evaluated
 
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:
@@ -163,8 +164,27 @@ def eval_seeds(seed: int, n: int) -> list[int]:
     return episode_seeds(eval_base_seed(seed), n)
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """The meta-training seed of restart ``restart`` of the job seeded ``seed`` (restart 0: ``seed``)."""
+    from marl_net.seeding import seed_from
+
+    return seed if restart == 0 else seed_from(seed, 100 + restart)
+
+
+def select_restart(policies: Sequence[torch.nn.Module], train: EnvConfig, budget: Budget, seed: int,
+                   device: str = "cpu") -> tuple[int, list[float]]:
+    """Index of the policy with the lowest mean final loss on ``budget.eval_episodes`` train-split
+    networks (never the held-out ones), and every policy's figure."""
+    from marl_net.evaluation import rollout_losses
+
+    with torch.no_grad():
+        finals = [float(rollout_losses(p, train.replace(split="train"), episodes=budget.eval_episodes, seed=seed,
+                                       device=device)[:, -1].mean()) for p in policies]
+    return min(range(len(finals)), key=finals.__getitem__), finals
+
+
 def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True,
-               overrides: Mapping[str, Mapping[str, Any]] | None = None):
+               overrides: Mapping[str, Mapping[str, Any]] | None = None, log_name: str = "meta_train"):
     """Fast-path PPO on the training distribution. Returns (trainer, summary dict)."""
     from tqdm import tqdm
 
@@ -175,7 +195,7 @@ def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progre
     env = EnvConfig.from_kwargs(**settings["env"])
     ppo = {"copies": budget.copies, "device": device, **settings["ppo"]}
     trainer = FastPPO(env, settings["policy"], FastPPOConfig.from_kwargs(**ppo), seed=seed,
-                      log_dir=str(out / "tb" / "meta_train"))
+                      log_dir=str(out / "tb" / log_name))
     trainer.policy.calibrate(sample_observations(trainer.policy, env, seed=seed))  # as launches do
     start = time.perf_counter()
     metrics: dict = {}
@@ -291,7 +311,18 @@ def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress:
     meta-training settings (see :func:`job_settings`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer, train_summary = meta_train(budget, seed, out, device, progress, overrides)
+    if budget.restarts < 1:
+        raise ValueError(f"restarts={budget.restarts!r}: meta-train at least once (restarts >= 1)")
+    runs = [meta_train(budget, restart_seed(seed, k), out, device, progress, overrides,
+                       log_name="meta_train" if k == 0 else f"meta_train_{k}") for k in range(budget.restarts)]
+    best, finals = select_restart([t.policy for t, _ in runs], train_config(overrides), budget, seed, device)
+    trainer, train_summary = runs[best]
+    if budget.restarts > 1:
+        train_summary = {**train_summary, "iterations": sum(t.iteration for t, _ in runs),
+                         "agent_steps": sum(t.agent_steps for t, _ in runs),
+                         "seconds": round(sum(s["seconds"] for _, s in runs), 1),
+                         "restarts": [{"seed": restart_seed(seed, k), "train_final_loss": f}
+                                      for k, f in enumerate(finals)], "selected_restart": best}
     torch.save({"config": trainer.policy.config.to_dict(), "state_dict": trainer.policy.state_dict(),
                 "env": train_summary["env"]}, out / "policy.pt")
     policy = trainer.policy.eval()

@@ -136,3 +136,16 @@ def test_observations_parsing_refuses_unknown_and_repeated_names():
         main_job.parse_observations("default,gradeint")
     with pytest.raises(ValueError, match="lists a feature twice"):
         main_job.parse_observations("default,weight")
+
+
+def test_restarts_keep_the_meta_training_best_on_the_train_split(tmp_path):
+    budget = main_job.Budget("test", iterations=1, copies=2, eval_episodes=3, tune_seeds=1, tune_points=2, restarts=2)
+    results = main_job.run(budget, tmp_path, seed=3, progress=False)
+    restarts = results["train"]["restarts"]
+    assert [r["seed"] for r in restarts] == [3, main_job.restart_seed(3, 1)] and restarts[0]["seed"] != restarts[1]["seed"]
+    finals = [r["train_final_loss"] for r in restarts]
+    assert results["train"]["selected_restart"] == finals.index(min(finals))
+    assert results["train"]["iterations"] == 2  # both meta-trainings counted
+    assert list((tmp_path / "tb" / "meta_train_1").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="restarts"):
+        main_job.run(main_job.Budget("bad", iterations=1, restarts=0), tmp_path, progress=False)

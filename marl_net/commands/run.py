@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change a meta-training setting of marl_net.main_job (sections env, policy, ppo; the "
                              "value is read as YAML), e.g. --set env.action_scale=0.1 --set ppo.gamma=0.9; repeatable")
+    parser.add_argument("--restarts", type=int, default=1,
+                        help="independent meta-trainings (each the budget's iterations, seeds derived from --seed); "
+                             "the one with the lowest final loss on train-split networks is evaluated (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -48,15 +51,20 @@ def parse_job_overrides(items: list[str], observations: str | None) -> dict[str,
 
 
 def main(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from marl_net import main_job
 
     budget = main_job.parse_budget(args.budget)
+    if args.restarts < 1:
+        raise ValueError(f"--restarts {args.restarts}: meta-train at least once (--restarts 1 or more)")
+    budget = replace(budget, restarts=args.restarts)
     overrides = parse_job_overrides(args.overrides, args.observations)
     out = Path(args.out)
-    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks), "
-          f"output in {out}/")
+    restarts = f", best of {budget.restarts} restarts" if budget.restarts > 1 else ""
+    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks"
+          f"{restarts}), output in {out}/")
     privileged = main_job.privileged_features(main_job.train_config(overrides).observations)
     if privileged:
         print(f"the learned rule observes privileged features: {privileged}")
