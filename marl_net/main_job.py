@@ -8,7 +8,9 @@ tasks it never saw.
    meta-training env, policy or PPO settings, e.g. gives the rule node perturbation's
    three-factor signals ``np_eligibility`` and ``np_error``. What was used is recorded in
    ``results.json`` (``train.env``, ``train.policy``, ``train.ppo``); ``marl-net check`` reports
-   features the registry marks privileged.
+   features the registry marks privileged. With ``Budget.restarts`` > 1 (``--restarts N``) N
+   independent meta-trainings run and the one with the lowest final loss on train-split networks
+   is kept (``train.restarts``, ``train.selected_restart``).
 2. **Tune** every rule's step size on the *train* split of every evaluation setting, scored by the
    time-averaged loss: the hand rules' learning rates (SGD, NP, WP; ``marl_net.rules.tuning``)
    and the learned rule's ``action_scale`` (its largest weight change per step), as a multiple of
