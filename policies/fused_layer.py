@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-mrecip=all", "-fPIC", "-shared", "-std=c++17"]
+# -mrecip=all (x86 only): tanh's division as a reciprocal estimate and one Newton step, ~1.5x faster
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17",
+         *(["-mrecip=all"] if platform.machine() in ("x86_64", "AMD64", "i686") else [])]
 HIDDEN_SIZES = (16, 32, 48, 64)
 
 _lib: ctypes.CDLL | None = None
