@@ -34,6 +34,7 @@ SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17",
          *(["-mrecip=all"] if platform.machine() in ("x86_64", "AMD64", "i686") else [])]
 HIDDEN_SIZES = (16, 32, 48, 64)
+MAX_FEATURES = 256  # columns of an observation row the kernel takes (MAX_F in the source)
 
 _lib: ctypes.CDLL | None = None
 _load_failed = False
@@ -89,10 +90,12 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
-def applies(obs: torch.Tensor, hidden: int) -> bool:
-    """Whether :func:`synapse_layer` can take this call (otherwise use the torch path)."""
-    return (enabled() and obs.device.type == "cpu" and obs.dtype == torch.float32 and hidden in HIDDEN_SIZES
-            and obs.dim() == 3 and not obs.requires_grad and library() is not None)
+def applies(obs: torch.Tensor, hidden: int, param_dtype: torch.dtype = torch.float32) -> bool:
+    """Whether :func:`synapse_layer` can take observations ``obs`` for a policy with ``hidden``
+    units and parameters of ``param_dtype`` (otherwise use the torch path)."""
+    return (enabled() and obs.device.type == "cpu" and obs.dtype == param_dtype == torch.float32
+            and hidden in HIDDEN_SIZES and obs.dim() == 3 and obs.shape[-1] <= MAX_FEATURES
+            and not obs.requires_grad and library() is not None)
 
 
 class _SynapseLayer(torch.autograd.Function):

@@ -159,7 +159,7 @@ class SynapsePolicy(nn.Module):
         # actor_head on concat(h, pooled) is split into its per-synapse and per-agent products, so
         # the concatenation [N, K, 2H] is never built
         w_synapse = self.actor_head.weight[0, : self.config.hidden]
-        if self.config.depth == 1 and fused_layer.applies(obs, self.config.hidden):  # the same math, one CPU kernel
+        if self.config.depth == 1 and fused_layer.applies(obs, self.config.hidden, w_synapse.dtype):  # one CPU kernel
             per_synapse, pooled = fused_layer.synapse_layer(obs, self.first_layer_weight().T, w_synapse, weights)
             return per_synapse, pooled, mask
         h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]

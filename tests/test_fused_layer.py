@@ -67,6 +67,8 @@ def test_where_the_kernel_does_not_apply_the_torch_path_runs():
     obs = _obs(4, 3, 5)
     assert not fused_layer.applies(obs.double(), 16)  # float64
     assert not fused_layer.applies(obs, 24)  # hidden not a multiple of 16
+    assert not fused_layer.applies(obs, 16, torch.float64)  # a float64 policy
+    assert not fused_layer.applies(torch.zeros(2, 2, fused_layer.MAX_FEATURES + 1), 16)  # too many features
     assert not fused_layer.applies(obs.requires_grad_(), 16)  # gradients wanted for the observations
     policy = SynapsePolicy(PolicyConfig(num_features=5, hidden=24, depth=1))
     mean, _, value = policy(_obs(4, 3, 5))
