@@ -89,9 +89,7 @@ class NetworkWeightsCore:
                 return self.last_obs
         gens = [self.data_gens[i] for i in idx]
         task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
-        data = [self.task.instance(t) for t in task_ids]
-        inputs = torch.stack([d.inputs for d in data]).to(self.device)
-        targets = torch.stack([d.targets for d in data]).to(self.device)
+        inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
         params = join_bias(*init_weights(self.spec, gens, device=self.device))
         if copies is None:
             self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids

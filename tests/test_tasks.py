@@ -96,3 +96,22 @@ def test_task_network_mismatch_names_the_right_sizes():
         make_task("digits", 8, 4)
     with pytest.raises(ValueError, match="unknown; choose one of"):
         make_task("cifar")
+
+
+def test_teacher_student_instances_are_each_teacher_drawn_alone():
+    """A reset builds its teachers in one batched call; each must be the teacher its id seeds on its
+    own: weights, inputs, then label noise from the id's generator, through the teacher network."""
+    from marl_net.network import forward, init_weights
+    from marl_net.seeding import make_generators
+
+    task = make_task("teacher_student", None, None, label_noise=0.1)
+    ids = [3, 99, 12_345]
+    inputs, targets = task.instances(ids)
+    for i, task_id in enumerate(ids):
+        gens = make_generators([task_id])
+        weights, _ = init_weights(task.spec, gens)
+        x = torch.randn(1, task.num_samples, task.input_dim, generator=gens[0])
+        y = forward(task.spec, weights, x).output + 0.1 * torch.randn(1, task.num_samples, task.output_dim,
+                                                                      generator=gens[0])
+        assert torch.equal(inputs[i], x[0]) and torch.equal(targets[i], y[0])
+        assert torch.equal(task.instance(task_id).targets, y[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,12 @@ class Task(ABC):
         """The data set of instance ``task_id`` (its split follows from the id)."""
 
     num_samples: int  # samples per instance, the same for every instance so that instances stack
+
+    def instances(self, task_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instances ``task_ids`` stacked: ``inputs [E, N, input_dim]`` and ``targets`` (what
+        stacking :meth:`instance` gives; a task may build them batched)."""
+        data = [self.instance(t) for t in task_ids]
+        return torch.stack([d.inputs for d in data]), torch.stack([d.targets for d in data])
 
     def check_network(self, n_in: int, n_out: int) -> None:
         if (n_in, n_out) != (self.input_dim, self.output_dim):

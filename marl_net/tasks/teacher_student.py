@@ -6,9 +6,12 @@ Instance ``task_id`` is the teacher drawn with seed ``task_id`` (weights ``N(0, 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from marl_net.network import NetworkSpec, forward, init_weights
+from marl_net import seeding
 from marl_net.seeding import make_generators
 from marl_net.tasks.base import Task, TaskData, register_task
 
@@ -39,10 +42,16 @@ class TeacherStudent(Task):
         self.num_samples = int(num_samples)
 
     def instance(self, task_id: int) -> TaskData:
-        gens = make_generators([task_id])
+        x, y = self.instances([task_id])
+        return TaskData(inputs=x[0], targets=y[0], task_id=task_id)
+
+    def instances(self, task_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every teacher's draws from its own generator (weights, inputs, label noise, in that
+        order), then one batched forward pass for all of them."""
+        gens = make_generators(list(task_ids))
         weights, _ = init_weights(self.spec, gens)
-        x = torch.randn(1, self.num_samples, self.input_dim, generator=gens[0])
+        x = seeding.randn(gens, (self.num_samples, self.input_dim))
         y = forward(self.spec, weights, x).output
         if self.label_noise:
-            y = y + self.label_noise * torch.randn(y.shape, generator=gens[0])
-        return TaskData(inputs=x[0], targets=y[0], task_id=task_id)
+            y = y + self.label_noise * seeding.randn(gens, y.shape[1:])
+        return x, y
