@@ -354,8 +354,9 @@ def check_targets(results: dict, ratio: float = 0.8) -> list[tuple[str, bool, st
         learned = by_rule["learned"]["final_loss_mean"]
         best = min(by_rule["np"]["final_loss_mean"], by_rule["wp"]["final_loss_mean"])
         sgd = by_rule["sgd"]["final_loss_mean"]
-        passed = learned <= limit * best
-        relation = f"<= {limit:g} x" if limit != 1.0 else "<"
+        strict = limit == 1.0  # "beats": strictly lower
+        passed = learned < best if strict else learned <= limit * best
+        relation = "<" if strict else f"<= {limit:g} x"
         out.append((f"{task}: learned {relation} best of NP, WP", passed,
                     f"learned {learned:.4f}, best of NP/WP {best:.4f} (ratio {learned / best:.2f}), "
                     f"SGD {sgd:.4f} (learned / SGD {learned / sgd:.1f})"))

@@ -149,3 +149,13 @@ def test_restarts_keep_the_meta_training_best_on_the_train_split(tmp_path):
     assert list((tmp_path / "tb" / "meta_train_1").glob("events.out.tfevents.*"))
     with pytest.raises(ValueError, match="restarts"):
         main_job.run(main_job.Budget("bad", iterations=1, restarts=0), tmp_path, progress=False)
+
+
+def test_beating_np_and_wp_on_the_wide_network_means_strictly_lower():
+    def results(learned_wide):
+        rules = lambda learned: {"learned": {"final_loss_mean": learned}, "np": {"final_loss_mean": 1.0},  # noqa: E731
+                                 "wp": {"final_loss_mean": 2.0}, "sgd": {"final_loss_mean": 0.1}}
+        return {"heldout": {"teacher_student": rules(0.8), "teacher_student_wide": rules(learned_wide)}}
+
+    assert [passed for _, passed, _ in main_job.check_targets(results(0.99))] == [True, True]
+    assert [passed for _, passed, _ in main_job.check_targets(results(1.0))] == [True, False]  # a tie does not beat
