@@ -10,9 +10,8 @@ from typing import Sequence
 
 import torch
 
-from marl_net.network import NetworkSpec, forward, init_weights
 from marl_net import seeding
-from marl_net.seeding import make_generators
+from marl_net.network import NetworkSpec, forward, init_weights
 from marl_net.tasks.base import Task, TaskData, register_task
 
 
@@ -48,7 +47,7 @@ class TeacherStudent(Task):
     def instances(self, task_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Every teacher's draws from its own generator (weights, inputs, label noise, in that
         order), then one batched forward pass for all of them."""
-        gens = make_generators(list(task_ids))
+        gens = seeding.make_generators(list(task_ids))
         weights, _ = init_weights(self.spec, gens)
         x = seeding.randn(gens, (self.num_samples, self.input_dim))
         y = forward(self.spec, weights, x).output
