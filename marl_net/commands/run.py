@@ -63,7 +63,8 @@ def main(args) -> int:
     overrides = parse_job_overrides(args.overrides, args.observations)
     out = Path(args.out)
     restarts = f", best of {budget.restarts} restarts" if budget.restarts > 1 else ""
-    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks"
+    copies = main_job.job_settings(overrides)["ppo"].get("copies", budget.copies)  # --set ppo.copies wins
+    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {copies} networks"
           f"{restarts}), output in {out}/")
     privileged = main_job.privileged_features(main_job.train_config(overrides).observations)
     if privileged:
