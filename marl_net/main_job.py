@@ -2,11 +2,12 @@
 tasks it never saw.
 
 1. **Meta-train** the shared per-neuron policy (``SynapsePolicy``) with fast-path PPO on the
-   teacher-student task distribution (train split). By default the rule observes only local
-   features (the environment's defaults: no privileged gradient, no perturbation signal).
+   teacher-student task distribution (train split). The rule observes only local features, no
+   gradient: the environment's local defaults plus node perturbation's three-factor signals
+   ``np_eligibility`` (its node's noise times its presynaptic activity) and ``np_error`` (the
+   broadcast loss change the noise caused; see ``marl_net.perturbation_features``).
    ``overrides=`` (``marl-net run --set env.action_scale=0.1 --observations ...``) changes the
-   meta-training env, policy or PPO settings, e.g. gives the rule node perturbation's
-   three-factor signals ``np_eligibility`` and ``np_error``. What was used is recorded in
+   meta-training env, policy or PPO settings. What was used is recorded in
    ``results.json`` (``train.env``, ``train.policy``, ``train.ppo``); ``marl-net check`` reports
    features the registry marks privileged. With ``Budget.restarts`` > 1 (``--restarts N``) N
    independent meta-trainings run and the one with the lowest final loss on train-split networks
@@ -47,6 +48,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from marl_net.config import EnvConfig
+from marl_net.observations import DEFAULT_FEATURES
 
 HAND_RULES = ("sgd", "np", "wp")
 # The learned rule's step sizes tried on the train split: multiples of its meta-training action_scale.
@@ -72,7 +74,7 @@ class Budget:
 
 
 BUDGETS = {
-    "default": Budget("default", iterations=120),
+    "default": Budget("default", iterations=120, copies=64),
     "quick": Budget("quick", iterations=12, copies=16, eval_episodes=16, tune_seeds=4, tune_points=4),
 }
 
@@ -89,8 +91,10 @@ def parse_budget(text: str) -> Budget:
 
 
 # The meta-training setting and the PPO hyperparameters of the main job.
+NP_SIGNALS = ("np_eligibility", "np_error")  # node perturbation's three-factor signals (local)
 TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing", max_cycles=50, batch_size=32,
-                 action_scale=0.05, reward="difference", reward_unit="percent")
+                 action_scale=0.2, reward="difference", reward_unit="percent",
+                 observations=DEFAULT_FEATURES + NP_SIGNALS)
 POLICY = dict(hidden=32, depth=2, init_log_std=-2.0)
 PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
 

@@ -16,8 +16,13 @@ Ask for them by name in ``observations=``:
 - ``output_gradient``: for synapses into an output unit, ``dE/dw`` given the unit's (sampled)
   inputs (the output unit's own error times its inputs: the delta rule); zero elsewhere.
 
-The perturbation features are privileged (the env, not the neuron, draws and evaluates the
-perturbed pass). They draw their noise from the copies' noise generators (``ctx.noise_generators``)
+The perturbation features are local three-factor signals, not privileged: what a synapse gets is
+its own postsynaptic node's noise (or its own weight's perturbation) times its own presynaptic
+activity, plus one scalar broadcast to every synapse, the loss change the perturbation caused (a
+neuromodulator-like global error, as ``rel_loss_change`` is). Cai & Cheng count these perturbation
+rules among the biologically plausible alternatives to backprop, whose gradient (weight
+transport) is the privileged signal here. The env plays the network's part: it draws the noise
+and evaluates the perturbed pass on the same minibatch. They draw their noise from the copies' noise generators (``ctx.noise_generators``)
 the first time any of a rule's features is computed in a step, layer by layer, and cache it, so
 eligibility and error always belong to the same perturbation. The noise **variance** sigma is part
 of the feature: the plain names use ``DEFAULT_SIGMA`` (1e-4, std 0.01); for another sigma call
@@ -50,14 +55,14 @@ def _register(rule: str, sigma: float, suffix: str) -> tuple[str, str]:
         return local, error
     what = "sum_b xi_b x_b^T, node perturbation times presynaptic activity" if rule == "np" else \
         "Xi, the synapse's weight perturbation"
-    register_feature(local, f"{rule.upper()} eligibility {what} (variance sigma={sigma:g}; privileged)",
-                     privileged=True)(lambda ctx, l: module.signal(ctx, sigma).eligibility[l])
+    register_feature(local, f"{rule.upper()} eligibility {what} (variance sigma={sigma:g}; local)",
+                     privileged=False)(lambda ctx, l: module.signal(ctx, sigma).eligibility[l])
     register_feature(error, f"E - E_{'N' if rule == 'np' else 'W'}: clean minus {rule.upper()}-perturbed minibatch "
-                     f"loss (global signal; variance sigma={sigma:g}; privileged)",
-                     privileged=True)(lambda ctx, l: _global(module.signal(ctx, sigma).error))
+                     f"loss (global signal; variance sigma={sigma:g})",
+                     privileged=False)(lambda ctx, l: _global(module.signal(ctx, sigma).error))
     register_feature(update, f"{rule.upper()}'s update direction, (E - E_{'N' if rule == 'np' else 'W'}) times the "
-                     f"eligibility (variance sigma={sigma:g}; privileged)",
-                     privileged=True)(lambda ctx, l: _update(module.signal(ctx, sigma), l))
+                     f"eligibility (variance sigma={sigma:g}; local)",
+                     privileged=False)(lambda ctx, l: _update(module.signal(ctx, sigma), l))
     return local, error
 
 

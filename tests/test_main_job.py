@@ -100,19 +100,21 @@ def test_overrides_and_observations_reach_training_and_evaluation(tmp_path, caps
     from marl_net.commands.run import parse_job_overrides
 
     budget = main_job.Budget("test", iterations=1, copies=2, eval_episodes=2, tune_seeds=1, tune_points=2)
-    names = main_job.parse_observations("default,np_eligibility,np_error")
-    assert names[-2:] == ("np_eligibility", "np_error") and len(names) == len(main_job.train_config().observations) + 2
-    overrides = parse_job_overrides(["env.action_scale=0.1", "ppo.gamma=0.5", "policy.hidden=8"],
-                                    "default,np_eligibility,np_error")
+    from marl_net.observations import DEFAULT_FEATURES
+
+    names = main_job.parse_observations("default,gradient")
+    assert names == (*DEFAULT_FEATURES, "gradient")
+    overrides = parse_job_overrides(["env.action_scale=0.1", "ppo.gamma=0.5", "policy.hidden=8"], "default,gradient")
     results = main_job.run(budget, tmp_path, seed=0, progress=False, overrides=overrides)
     train = results["train"]
     assert tuple(train["env"]["observations"]) == names and train["env"]["action_scale"] == 0.1
     assert train["ppo"]["gamma"] == 0.5 and train["policy"]["hidden"] == 8
     assert all(tuple(s["observations"]) == names and s["action_scale"] == 0.1 for s in results["settings"].values())
-    assert main_job.TRAIN_ENV["action_scale"] == 0.05  # the module's defaults are untouched
-    assert main_job.privileged_features(names) == ["np_eligibility", "np_error"]
+    assert main_job.TRAIN_ENV["action_scale"] == 0.2  # the module's defaults are untouched
+    assert main_job.privileged_features(names) == ["gradient"]
+    assert main_job.privileged_features(main_job.train_config().observations) == []  # the default is local
     cli_main(["check", str(tmp_path)])
-    assert "observed features the registry marks privileged: ['np_eligibility', 'np_error']" in capsys.readouterr().out
+    assert "observed features the registry marks privileged: ['gradient']" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("items, message", [
@@ -131,7 +133,7 @@ def test_bad_set_options_name_the_fix(items, message):
 
 
 def test_observations_parsing_refuses_unknown_and_repeated_names():
-    assert main_job.parse_observations("default") == main_job.train_config().observations
+    assert main_job.parse_observations("default,np_eligibility,np_error") == main_job.train_config().observations
     with pytest.raises(ValueError, match="unknown observation features"):
         main_job.parse_observations("default,gradeint")
     with pytest.raises(ValueError, match="lists a feature twice"):

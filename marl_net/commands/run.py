@@ -20,9 +20,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
     parser.add_argument("--observations", default=None,
-                        help="the learned rule's features, comma-separated; 'default' stands for the local defaults "
-                             "(the default), e.g. default,np_eligibility,np_error (node perturbation's signals, "
-                             "registered as privileged; `marl-net check` reports them)")
+                        help="the learned rule's features, comma-separated; 'default' stands for the environment's "
+                             "local defaults. Default: default,np_eligibility,np_error (plus node perturbation's "
+                             "three-factor signals); e.g. 'default' alone for the rule without them, or "
+                             "default,gradient (privileged: `marl-net check` notes it)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change a meta-training setting of marl_net.main_job (sections env, policy, ppo; the "
                              "value is read as YAML), e.g. --set env.action_scale=0.1 --set ppo.gamma=0.9; repeatable")
