@@ -67,6 +67,10 @@ class Budget:
     tune_points: int = 6  # step sizes per hand rule
     restarts: int = 1  # independent meta-trainings; the best on the train split is evaluated
 
+    def __post_init__(self):
+        if self.restarts < 1:
+            raise ValueError(f"restarts={self.restarts!r}: meta-train at least once (--restarts 1 or more)")
+
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:
             raise ValueError(f"--budget {factor!r}: a scale factor must be positive")
@@ -102,7 +106,7 @@ PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, 
 def parse_observations(text: str) -> tuple[str, ...]:
     """``--observations``: comma-separated feature names, ``default`` standing for the env's local
     defaults, e.g. ``default,np_eligibility,np_error``."""
-    from marl_net.observations import DEFAULT_FEATURES, check_features
+    from marl_net.observations import check_features
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     expanded = [f for n in names for f in (DEFAULT_FEATURES if n == "default" else (n,))]
@@ -140,6 +144,13 @@ def check_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
     FastPPOConfig.from_kwargs(**settings["ppo"])
     check_policy_settings(settings["policy"])
     PolicyConfig(num_features=2, **settings["policy"])
+
+
+def ppo_settings(budget: Budget, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Fast-path PPO's settings for meta-training: ``PPO`` with the budget's copies per iteration,
+    then ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget)."""
+    return {"copies": budget.copies, "device": device, **job_settings(overrides)["ppo"]}
 
 
 def train_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:
@@ -199,7 +210,7 @@ def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progre
 
     settings = job_settings(overrides)
     env = EnvConfig.from_kwargs(**settings["env"])
-    ppo = {"copies": budget.copies, "device": device, **settings["ppo"]}
+    ppo = ppo_settings(budget, overrides, device)
     trainer = FastPPO(env, settings["policy"], FastPPOConfig.from_kwargs(**ppo), seed=seed,
                       log_dir=str(out / "tb" / log_name))
     trainer.policy.calibrate(sample_observations(trainer.policy, env, seed=seed))  # as launches do
@@ -317,13 +328,12 @@ def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress:
     meta-training settings (see :func:`job_settings`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if budget.restarts < 1:
-        raise ValueError(f"restarts={budget.restarts!r}: meta-train at least once (restarts >= 1)")
     runs = [meta_train(budget, restart_seed(seed, k), out, device, progress, overrides,
                        log_name="meta_train" if k == 0 else f"meta_train_{k}") for k in range(budget.restarts)]
-    best, finals = select_restart([t.policy for t, _ in runs], train_config(overrides), budget, seed, device)
-    trainer, train_summary = runs[best]
+    trainer, train_summary = runs[0]
     if budget.restarts > 1:
+        best, finals = select_restart([t.policy for t, _ in runs], train_config(overrides), budget, seed, device)
+        trainer, train_summary = runs[best]
         train_summary = {**train_summary, "iterations": sum(t.iteration for t, _ in runs),
                          "agent_steps": sum(t.agent_steps for t, _ in runs),
                          "seconds": round(sum(s["seconds"] for _, s in runs), 1),

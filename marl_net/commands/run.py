@@ -57,14 +57,11 @@ def main(args) -> int:
 
     from marl_net import main_job
 
-    budget = main_job.parse_budget(args.budget)
-    if args.restarts < 1:
-        raise ValueError(f"--restarts {args.restarts}: meta-train at least once (--restarts 1 or more)")
-    budget = replace(budget, restarts=args.restarts)
+    budget = replace(main_job.parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
     overrides = parse_job_overrides(args.overrides, args.observations)
     out = Path(args.out)
     restarts = f", best of {budget.restarts} restarts" if budget.restarts > 1 else ""
-    copies = main_job.job_settings(overrides)["ppo"].get("copies", budget.copies)  # --set ppo.copies wins
+    copies = main_job.ppo_settings(budget, overrides)["copies"]
     print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {copies} networks"
           f"{restarts}), output in {out}/")
     privileged = main_job.privileged_features(main_job.train_config(overrides).observations)
