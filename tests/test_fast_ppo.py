@@ -65,16 +65,27 @@ def test_same_seed_same_result_and_different_seed_differs():
     assert not _same_params(a.policy, c.policy)
 
 
+def test_annealed_learning_rate_falls_linearly_over_the_given_iterations():
+    config = FastPPOConfig(**TINY_PPO, lr=1e-3, lr_anneal_iterations=4)
+    trainer = FastPPO(TINY_ENV, {"hidden": 8}, config, seed=0)
+    used = [trainer.train()["learning_rate"] for _ in range(5)]
+    assert used == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3, 0.0])
+    assert FastPPOConfig(lr=1e-3).lr_at(10**6) == 1e-3  # no annealing: constant
+    with pytest.raises(ValueError, match="lr_anneal_iterations"):
+        FastPPOConfig(lr_anneal_iterations=0)
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    uninterrupted = FastPPO(TINY_ENV, {"hidden": 8}, FastPPOConfig(**TINY_PPO), seed=5)
+    annealed = FastPPOConfig(**TINY_PPO, lr_anneal_iterations=6)  # the schedule resumes too
+    uninterrupted = FastPPO(TINY_ENV, {"hidden": 8}, annealed, seed=5)
     expected = [uninterrupted.train() for _ in range(4)]
 
-    first_half = FastPPO(TINY_ENV, {"hidden": 8}, FastPPOConfig(**TINY_PPO), seed=5)
+    first_half = FastPPO(TINY_ENV, {"hidden": 8}, annealed, seed=5)
     for _ in range(2):
         first_half.train()
     first_half.save(str(tmp_path))
     del first_half
-    resumed = FastPPO(TINY_ENV, {"hidden": 8}, FastPPOConfig(**TINY_PPO), seed=999)  # seed comes from the checkpoint
+    resumed = FastPPO(TINY_ENV, {"hidden": 8}, annealed, seed=999)  # seed comes from the checkpoint
     resumed.restore(str(tmp_path))
     got = [resumed.train() for _ in range(2)]
 

@@ -60,6 +60,7 @@ class FastPPOConfig:
     """Hyperparameters of the fast path (RLlib's names where the two paths share a meaning)."""
 
     lr: float = 3.0e-4
+    lr_anneal_iterations: int | None = None  # decay lr linearly to 0 over this many iterations (CleanRL's anneal_lr)
     gamma: float = 0.99
     lambda_: float = 0.95
     clip_param: float = 0.2
@@ -86,7 +87,7 @@ class FastPPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1]")
         if not self.clip_param > 0:
             raise ValueError(f"clip_param={self.clip_param!r} must be positive")
-        for name in ("rollout_steps", "train_batch_size", "torch_threads", "grad_clip"):
+        for name in ("rollout_steps", "train_batch_size", "torch_threads", "grad_clip", "lr_anneal_iterations"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value!r} must be positive or None")
@@ -111,6 +112,14 @@ class FastPPOConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}"
                 raise ValueError(f"unknown ppo key {key!r}{hint}")
         return cls(**kwargs)
+
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate of (0-based) ``iteration``: ``lr``, or with ``lr_anneal_iterations = N``
+        ``lr * (1 - iteration / N)`` as CleanRL anneals it (the last of N iterations at ``lr / N``;
+        0 after)."""
+        if self.lr_anneal_iterations is None:
+            return self.lr
+        return self.lr * max(0.0, 1.0 - iteration / self.lr_anneal_iterations)
 
     def steps_per_iteration(self, rows: int, max_cycles: int) -> int:
         if self.train_batch_size is not None:
@@ -252,6 +261,8 @@ class FastPPO:
         with torch.no_grad():
             next_value, ended_episodes = self._collect()
         collected = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr_at(self.iteration)
         adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
                            next_value, self.config.gamma, self.config.lambda_)
         stats = self._learn(adv, returns)
