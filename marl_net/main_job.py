@@ -13,7 +13,8 @@ tasks it never saw.
    independent meta-trainings run and the one with the lowest final loss on train-split networks
    is kept (``train.restarts``, ``train.selected_restart``).
 2. **Tune** every rule's step size on the *train* split of every evaluation setting, scored by the
-   time-averaged loss: the hand rules' learning rates (SGD, NP, WP; ``marl_net.rules.tuning``)
+   final loss (the mean of a curve's last tenth; :data:`TUNING_METRIC`), the measure the held-out
+   comparison and its targets judge: the hand rules' learning rates (SGD, NP, WP; ``marl_net.rules.tuning``)
    and the learned rule's ``action_scale`` (its largest weight change per step), as a multiple of
    the one it was meta-trained with (:data:`LEARNED_SCALE_GRID`). The policy itself is fixed.
 3. **Evaluate** on held-out tasks: teachers never seen in training (``teacher_student``), a hidden
@@ -78,7 +79,7 @@ class Budget:
 
 
 BUDGETS = {
-    "default": Budget("default", iterations=120, copies=64),
+    "default": Budget("default", iterations=180, copies=64),
     "quick": Budget("quick", iterations=12, copies=16, eval_episodes=16, tune_seeds=4, tune_points=4),
 }
 
@@ -95,6 +96,9 @@ def parse_budget(text: str) -> Budget:
 
 
 # The meta-training setting and the PPO hyperparameters of the main job.
+# How every rule's step size is scored on the train split (``marl_net.rules.tuning.score``): the
+# final loss, as the held-out table and ``check_targets`` judge the rules.
+TUNING_METRIC = "final"
 NP_SIGNALS = ("np_eligibility", "np_error")  # node perturbation's three-factor signals (local)
 TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing", max_cycles=50, batch_size=32,
                  action_scale=0.2, reward="difference", reward_unit="percent",
@@ -148,9 +152,11 @@ def check_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
 
 def ppo_settings(budget: Budget, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  device: str = "cpu") -> dict[str, Any]:
-    """Fast-path PPO's settings for meta-training: ``PPO`` with the budget's copies per iteration,
-    then ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget)."""
-    return {"copies": budget.copies, "device": device, **job_settings(overrides)["ppo"]}
+    """Fast-path PPO's settings for meta-training: ``PPO`` with the budget's copies per iteration
+    and its learning rate annealed to 0 over the budget's iterations (CleanRL's anneal_lr), then
+    ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget)."""
+    return {"copies": budget.copies, "lr_anneal_iterations": budget.iterations, "device": device,
+            **job_settings(overrides)["ppo"]}
 
 
 def train_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:
@@ -238,7 +244,8 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
     from marl_net.rules.tuning import default_grid, tune_lr
 
     grid = default_grid(rule, setting.task, points=budget.tune_points)
-    tuned = tune_lr(rule, setting.replace(split="train"), seeds=range(budget.tune_seeds), grid=grid, device=device)
+    tuned = tune_lr(rule, setting.replace(split="train"), seeds=range(budget.tune_seeds), grid=grid,
+                    metric=TUNING_METRIC, device=device)
     run = run_rule(rule, setting, seeds, device=device, lr=tuned.best_lr)
     return tuned.best_lr, run.curves
 
@@ -246,7 +253,7 @@ def hand_rule_curves(rule: str, setting: EnvConfig, seeds: list[int], budget: Bu
 def learned_rule_curves(policy, setting: EnvConfig, seeds: list[int], budget: Budget, seed: int,
                         device: str) -> tuple[float, torch.Tensor]:
     """Tune the learned rule's ``action_scale`` on the train split of ``setting`` as the hand
-    rules' step sizes are tuned (time-averaged loss of ``budget.tune_seeds`` networks; a value
+    rules' step sizes are tuned (:data:`TUNING_METRIC` over ``budget.tune_seeds`` networks; a value
     under which a network diverges is out), then run it on the held-out ``seeds``."""
     from marl_net.evaluation import rollout_losses
     from marl_net.rules.tuning import score
@@ -256,7 +263,7 @@ def learned_rule_curves(policy, setting: EnvConfig, seeds: list[int], budget: Bu
         trial = setting.replace(split="train", action_scale=setting.action_scale * factor)
         curves = rollout_losses(policy, trial, episodes=budget.tune_seeds, seed=seed, device=device)
         diverged = bool((~torch.isfinite(curves) | (curves.abs() > trial.divergence_threshold)).any())
-        scores.append(float("inf") if diverged else float(score(curves, "auc").mean()))
+        scores.append(float("inf") if diverged else float(score(curves, TUNING_METRIC).mean()))
     best = setting.action_scale * LEARNED_SCALE_GRID[min(range(len(scores)), key=scores.__getitem__)]
     held_out = rollout_losses(policy, setting.replace(action_scale=best), episodes=len(seeds),
                               seed=eval_base_seed(seed), device=device)

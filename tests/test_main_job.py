@@ -33,6 +33,7 @@ def test_writes_results_table_curves_tensorboard_and_policy(tiny_run):
     assert set(on_disk["tuned_lr"]["digits"]) == {"learned", "sgd", "np", "wp"}
     trained_scale = on_disk["train"]["env"]["action_scale"]
     assert on_disk["tuned_lr"]["digits"]["learned"] in [trained_scale * f for f in main_job.LEARNED_SCALE_GRID]
+    assert on_disk["train"]["ppo"]["lr_anneal_iterations"] == 2  # the lr reaches 0 with the budget's last iteration
     assert "| teacher_student | learned |" in (out / "table.md").read_text()
     assert list((out / "tb" / "meta_train").glob("events.out.tfevents.*"))
     assert list((out / "tb" / "digits" / "np").glob("events.out.tfevents.*"))
@@ -41,8 +42,8 @@ def test_writes_results_table_curves_tensorboard_and_policy(tiny_run):
 
 
 def test_the_learned_rule_step_is_tuned_on_the_train_split_then_run_held_out():
-    """The learned rule's action_scale is the grid value with the best train-split time-averaged
-    loss, and its held-out curves are those of the policy run at that scale."""
+    """The learned rule's action_scale is the grid value with the best train-split final loss (the
+    tuning metric of every rule), and its held-out curves are those of the policy run at that scale."""
     from marl_net.evaluation import rollout_losses
     from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
     from marl_net.rules.tuning import score
@@ -52,12 +53,23 @@ def test_the_learned_rule_step_is_tuned_on_the_train_split_then_run_held_out():
     policy = SynapsePolicy(PolicyConfig(num_features=len(setting.observations) + 1, action_gain=5.0))
     budget = main_job.Budget("t", iterations=1, tune_seeds=2)
     scale, curves = main_job.learned_rule_curves(policy, setting, list(range(3)), budget, seed=4, device="cpu")
-    auc = [float(score(rollout_losses(policy, setting.replace(split="train", action_scale=setting.action_scale * f),
-                                      episodes=2, seed=4), "auc").mean()) for f in main_job.LEARNED_SCALE_GRID]
-    assert scale == setting.action_scale * main_job.LEARNED_SCALE_GRID[auc.index(min(auc))]
-    assert len(set(auc)) == len(auc)  # the step size matters to this policy: the choice is a real one
+    assert main_job.TUNING_METRIC == "final"
+    final = [float(score(rollout_losses(policy, setting.replace(split="train", action_scale=setting.action_scale * f),
+                                        episodes=2, seed=4), "final").mean()) for f in main_job.LEARNED_SCALE_GRID]
+    assert scale == setting.action_scale * main_job.LEARNED_SCALE_GRID[final.index(min(final))]
+    assert len(set(final)) == len(final)  # the step size matters to this policy: the choice is a real one
     expected = rollout_losses(policy, setting.replace(action_scale=scale), episodes=3, seed=main_job.eval_base_seed(4))
     torch.testing.assert_close(curves, expected)
+
+
+def test_hand_rules_are_tuned_by_the_same_metric_on_the_train_split(tiny_run):
+    from marl_net.rules.tuning import default_grid, tune_lr
+
+    _, results = tiny_run
+    setting = main_job.heldout_settings(main_job.train_config())["teacher_student"]
+    grid = default_grid("np", setting.task, points=TINY.tune_points)
+    tuned = tune_lr("np", setting.replace(split="train"), seeds=range(TINY.tune_seeds), grid=grid, metric="final")
+    assert results["tuned_lr"]["teacher_student"]["np"] == tuned.best_lr
 
 
 def test_every_rule_sees_the_same_tasks_and_initial_weights(tiny_run):
@@ -109,6 +121,8 @@ def test_overrides_and_observations_reach_training_and_evaluation(tmp_path, caps
     train = results["train"]
     assert tuple(train["env"]["observations"]) == names and train["env"]["action_scale"] == 0.1
     assert train["ppo"]["gamma"] == 0.5 and train["policy"]["hidden"] == 8
+    assert main_job.ppo_settings(main_job.BUDGETS["default"], {"ppo": {"lr_anneal_iterations": None}})[
+        "lr_anneal_iterations"] is None  # --set ppo.lr_anneal_iterations=null: a constant lr
     assert all(tuple(s["observations"]) == names and s["action_scale"] == 0.1 for s in results["settings"].values())
     assert main_job.TRAIN_ENV["action_scale"] == 0.2  # the module's defaults are untouched
     assert main_job.privileged_features(names) == ["gradient"]
