@@ -54,6 +54,9 @@ from marl_net.observations import DEFAULT_FEATURES
 HAND_RULES = ("sgd", "np", "wp")
 # The learned rule's step sizes tried on the train split: multiples of its meta-training action_scale.
 LEARNED_SCALE_GRID = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
+# How every rule's step size is scored on the train split (``marl_net.rules.tuning.score``): the
+# final loss, as the held-out table and ``check_targets`` judge the rules.
+TUNING_METRIC = "final"
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,6 @@ def parse_budget(text: str) -> Budget:
 
 
 # The meta-training setting and the PPO hyperparameters of the main job.
-# How every rule's step size is scored on the train split (``marl_net.rules.tuning.score``): the
-# final loss, as the held-out table and ``check_targets`` judge the rules.
-TUNING_METRIC = "final"
 NP_SIGNALS = ("np_eligibility", "np_error")  # node perturbation's three-factor signals (local)
 TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing", max_cycles=50, batch_size=32,
                  action_scale=0.2, reward="difference", reward_unit="percent",
