@@ -85,7 +85,12 @@ def library() -> ctypes.CDLL | None:
         ptr, n = ctypes.c_void_p, ctypes.c_long
         lib.synapse_forward.argtypes = [ptr] * 4 + [n] * 4 + [ptr] * 2
         lib.synapse_backward.argtypes = [ptr] * 6 + [n] * 4 + [ptr] * 2
-        lib.synapse_forward.restype = lib.synapse_backward.restype = ctypes.c_int
+        lib.actor_critic_forward.argtypes = [ptr] * 3 + [n] * 4 + [ptr] * 11
+        lib.actor_critic_backward.argtypes = [ptr] * 3 + [n] * 4 + [ptr] * 13
+        lib.actor_critic_sample.argtypes = [ptr] * 2 + [n] * 4 + [ptr] * 6
+        for fn in (lib.synapse_forward, lib.synapse_backward, lib.actor_critic_forward, lib.actor_critic_backward,
+                   lib.actor_critic_sample):
+            fn.restype = ctypes.c_int
         _lib = lib
     return _lib
 

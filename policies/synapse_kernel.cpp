@@ -12,7 +12,9 @@
 // hold the two equal. Built on first use by marl_net.policies.fused_layer (g++ -O3 -march=native
 // -ffast-math -mrecip=all) and called through ctypes. GCC vector extensions: one vector is 16
 // floats (one AVX-512 register, two AVX2 ones); H is 16, 32, 48 or 64.
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -50,13 +52,24 @@ inline vf vtanh(vf x) {
 
 const float ZERO_ROW[MAX_F] = {};
 
+// The S = N * K synapse rows of N agents: agent n's K rows are obs agent index[n]'s (a minibatch
+// read straight from the rollout), or agent n's when index is null.
 struct Rows {
-    const float *obs;  // [S, F]
+    const float *obs;  // [*, K, F]
     long S, K, F;
+    std::vector<const float *> table;  // row pointers, when gathered by an index
+
+    Rows(const float *obs_, const long *index, long N, long K_, long F_) : obs(obs_), S(N * K_), K(K_), F(F_) {
+        if (!index) return;
+        table.resize(S);
+        for (long n = 0; n < N; n++)
+            for (long k = 0; k < K; k++) table[n * K + k] = obs + (index[n] * K + k) * F;
+    }
+    const float *row(long s) const { return table.empty() ? obs + s * F : table[s]; }
 
     // Synapse rows s0 .. s0 + G - 1 (those past S read as all-zero rows).
     void get(long s0, const float *x[G]) const {
-        for (int g = 0; g < G; g++) x[g] = s0 + g < S ? obs + (s0 + g) * F : ZERO_ROW;
+        for (int g = 0; g < G; g++) x[g] = s0 + g < S ? row(s0 + g) : ZERO_ROW;
     }
 };
 
@@ -135,6 +148,187 @@ void backward(const Rows &in, const float *WT, const float *w, const float *weig
     for (int j = 0; j < HV; j++) store(dw + j * V, dwv[j]);
 }
 
+// ---------------------------------------------------------------- the whole policy, for PPO
+// The rest of SynapsePolicy.forward for a one-layer synapse network, per agent, plus the
+// log-density of the agent's action (masked_log_prob) and the value: everything the PPO loss
+// needs from the policy, one pass, nothing of size [synapses, hidden] stored. With K slots and
+// the mask column m_k of each synapse row:
+//     pa     = wa . pooled + ba                            the actor head's per-agent term
+//     mean_k = (per_synapse_k + pa) m_k
+//     logp   = sum_k m_k (-z_k^2 / 2 - log_std - log sqrt(2 pi)),  z_k = (a_k - mean_k) exp(-log_std)
+//     value  = wc2 . tanh(Wc pooled + bc) + bc2             the critic
+// The head's parameters come as one flat array P (layout below); its gradient dP likewise.
+struct Head {
+    long H;
+    const float *P;
+    const float *wa() const { return P; }
+    float ba() const { return P[H]; }
+    const float *Wc() const { return P + H + 1; }  // [H, H], torch's Linear layout (out, in)
+    const float *bc() const { return P + H + 1 + H * H; }
+    const float *wc2() const { return P + 2 * H + 1 + H * H; }
+    float bc2() const { return P[3 * H + 1 + H * H]; }
+    float log_std() const { return P[3 * H + 2 + H * H]; }
+    static long size(long H) { return H * H + 3 * H + 3; }
+};
+
+constexpr float LOG_SQRT_2PI = 0.918938533204672742f;
+
+// mask[n, k]: the mask column of each synapse row; real[n] = sum_k mask[n, k]; the pooled
+// summary's weights[n, k] = mask[n, k] / max(1, real[n]).
+void pool_weights(const Rows &in, long N, float *mask, float *real, float *weights) {
+    const long K = in.K;
+    for (long s = 0; s < N * K; s++) mask[s] = in.row(s)[in.F - 1];
+    for (long n = 0; n < N; n++) {
+        const float *m = mask + n * K;
+        float r = 0;
+        for (long k = 0; k < K; k++) r += m[k];
+        real[n] = r;
+        const float inv = 1.0f / (r > 1.0f ? r : 1.0f);
+        for (long k = 0; k < K; k++) weights[n * K + k] = m[k] * inv;
+    }
+}
+
+// The head's vectors (H = HV * V) loaded once per call; the critic's first layer both ways round.
+template <int HV>
+struct HeadV {
+    vf wa[HV], bc[HV], wc2[HV], Wc[HV * V][HV], WcT[HV * V][HV];  // Wc[j]: row j (over inputs); WcT[i]: column i
+
+    explicit HeadV(const Head &hd) {
+        const long H = HV * V;
+        for (int j = 0; j < HV; j++) wa[j] = load(hd.wa() + j * V), bc[j] = load(hd.bc() + j * V),
+                                     wc2[j] = load(hd.wc2() + j * V);
+        float col[HV * V];
+        for (long i = 0; i < H; i++) {
+            for (int j = 0; j < HV; j++) Wc[i][j] = load(hd.Wc() + i * H + j * V);
+            for (long j = 0; j < H; j++) col[j] = hd.Wc()[j * H + i];
+            for (int j = 0; j < HV; j++) WcT[i][j] = load(col + j * V);
+        }
+    }
+};
+
+constexpr int AG = 8;  // agents processed together in the head: independent chains keep the FPU busy
+
+// sum_k m_k (-z_k^2 / 2 - log_std - log sqrt(2 pi)), z_k = (a_k - mean_k) / std
+inline float log_prob(long K, const float *__restrict a, const float *__restrict mean, const float *__restrict mask,
+                      float inv_std, float ls) {
+    float lp = 0;
+    for (long k = 0; k < K; k++) {
+        const float z = (a[k] - mean[k]) * inv_std;
+        lp += mask[k] * (-0.5f * z * z - ls - LOG_SQRT_2PI);
+    }
+    return lp;
+}
+
+template <int HV>
+void actor_critic_forward(const Rows &in, const float *actions, const long *index, long N, const float *WT,
+                          const float *w, const Head &hd, float *logp, float *value, float *real, float *mean,
+                          float *weights, float *pooled, float *c1, float *mask, const float *noise = nullptr,
+                          float *sampled = nullptr) {
+    const long K = in.K, H = HV * V;
+    pool_weights(in, N, mask, real, weights);
+    forward<HV>(in, WT, w, weights, N, mean, pooled);  // mean holds the per-synapse terms for now
+    const HeadV<HV> hv(hd);
+    const float ls = hd.log_std(), inv_std = std::exp(-ls), std_ = std::exp(ls);
+    for (long n0 = 0; n0 < N; n0 += AG) {
+        const int na = N - n0 < AG ? int(N - n0) : AG;
+        const float *p[AG];
+        vf acc[AG], pre[AG][HV];
+        for (int g = 0; g < AG; g++) {
+            p[g] = g < na ? pooled + (n0 + g) * H : ZERO_ROW;
+            acc[g] = (vf){};
+            for (int j = 0; j < HV; j++) acc[g] += hv.wa[j] * load(p[g] + j * V), pre[g][j] = hv.bc[j];
+        }
+        for (long i = 0; i < H; i++)
+            for (int g = 0; g < AG; g++) {
+                const vf pi = splat(p[g][i]);
+                for (int j = 0; j < HV; j++) pre[g][j] += pi * hv.WcT[i][j];
+            }
+        for (int g = 0; g < na; g++) {
+            const long n = n0 + g;
+            vf v = (vf){};
+            for (int j = 0; j < HV; j++) {
+                const vf h1 = vtanh(pre[g][j]);
+                store(c1 + n * H + j * V, h1);
+                v += hv.wc2[j] * h1;
+            }
+            value[n] = hsum(v) + hd.bc2();
+            const float pa = hsum(acc[g]) + hd.ba();
+            float *mn = mean + n * K;
+            const float *m = mask + n * K;
+            for (long k = 0; k < K; k++) mn[k] = (mn[k] + pa) * m[k];
+            const float *a = actions + (index ? index[n] : n) * K;
+            if (noise) {  // acting: draw the action
+                float *s = sampled + n * K;
+                for (long k = 0; k < K; k++) s[k] = (mn[k] + std_ * noise[n * K + k]) * m[k];
+                a = s;
+            }
+            logp[n] = log_prob(K, a, mn, m, inv_std, ls);
+        }
+    }
+}
+
+template <int HV>
+void actor_critic_backward(const Rows &in, const float *actions, const long *index, long N, const float *WT,
+                           const float *w, const Head &hd, const float *mean, const float *weights,
+                           const float *mask, const float *pooled, const float *c1, const float *glogp,
+                           const float *gvalue, float *dWT, float *dw, float *dP) {
+    const long K = in.K, H = HV * V;
+    const HeadV<HV> hv(hd);
+    std::vector<float> dps(N * K), dpooled(N * H);
+    vf dwa[HV] = {}, dbc[HV] = {}, dwc2[HV] = {}, dWcT[HV * V][HV] = {};  // dWcT[i]: column i of dWc
+    double dba = 0, dbc2 = 0, dls = 0;
+    const float inv_std = std::exp(-hd.log_std());
+    for (long n0 = 0; n0 < N; n0 += AG) {
+        const int na = N - n0 < AG ? int(N - n0) : AG;
+        const float *p[AG];
+        vf dpre[AG][HV], dp[AG][HV];
+        for (int g = 0; g < AG; g++) {
+            const long n = n0 + g;
+            p[g] = g < na ? pooled + n * H : ZERO_ROW;
+            if (g >= na) {
+                for (int j = 0; j < HV; j++) dpre[g][j] = dp[g][j] = (vf){};
+                continue;
+            }
+            const float gl = glogp[n], gv = gvalue[n], *h1 = c1 + n * H, *m = mask + n * K, *mn = mean + n * K;
+            const float *a = actions + (index ? index[n] : n) * K;
+            float dpa = 0, ds = 0;
+            for (long k = 0; k < K; k++) {
+                const float z = (a[k] - mn[k]) * inv_std, dm = gl * m[k] * z * inv_std * m[k];  // mean_k = (.. + pa) m_k
+                dps[n * K + k] = dm;
+                dpa += dm;
+                ds += gl * m[k] * (z * z - 1.0f);
+            }
+            dls += ds, dba += dpa, dbc2 += gv;
+            const vf vpa = splat(dpa), vgv = splat(gv);
+            for (int j = 0; j < HV; j++) {
+                const vf pj = load(p[g] + j * V), hj = load(h1 + j * V);
+                dwa[j] += vpa * pj;
+                dp[g][j] = vpa * hv.wa[j];
+                dwc2[j] += vgv * hj;
+                dpre[g][j] = vgv * hv.wc2[j] * (1.0f - hj * hj);
+                dbc[j] += dpre[g][j];
+            }
+        }
+        for (long i = 0; i < H; i++) {  // dWc[:, i] += dpre p_i; dp += dpre_i Wc[i]
+            vf col[HV] = {};
+            for (int g = 0; g < AG; g++) {
+                const vf pi = splat(p[g][i]), di = splat(dpre[g][i / V][i % V]);
+                for (int j = 0; j < HV; j++) col[j] += pi * dpre[g][j], dp[g][j] += di * hv.Wc[i][j];
+            }
+            for (int j = 0; j < HV; j++) dWcT[i][j] += col[j];
+        }
+        for (int g = 0; g < na; g++)
+            for (int j = 0; j < HV; j++) store(dpooled.data() + (n0 + g) * H + j * V, dp[g][j]);
+    }
+    float *dwa_ = dP, *dWc_ = dP + H + 1, *dbc_ = dWc_ + H * H, *dwc2_ = dbc_ + H;
+    for (int j = 0; j < HV; j++) store(dwa_ + j * V, dwa[j]), store(dbc_ + j * V, dbc[j]), store(dwc2_ + j * V, dwc2[j]);
+    for (long i = 0; i < H; i++)
+        for (long j = 0; j < H; j++) dWc_[j * H + i] = dWcT[i][j / V][j % V];
+    dP[H] = float(dba), dP[3 * H + 1 + H * H] = float(dbc2), dP[3 * H + 2 + H * H] = float(dls);
+    std::memset(dWT, 0, sizeof(float) * in.F * H);
+    backward<HV>(in, WT, w, weights, dps.data(), dpooled.data(), dWT, dw);
+}
+
 }  // namespace
 
 // Both return 0 on success, 1 for shapes the kernel does not cover (the caller uses torch).
@@ -152,7 +346,7 @@ extern "C" int synapse_forward(const float *obs, const float *WT, const float *w
                                const float *weights, long N, long K, long F, long H, float *per_synapse,
                                float *pooled) {
     if (F > MAX_F) return 1;
-    const Rows in{obs, N * K, K, F};
+    const Rows in(obs, nullptr, N, K, F);
 #define FORWARD(HV) forward<HV>(in, WT, w, weights, N, per_synapse, pooled)
     DISPATCH(FORWARD)
 }
@@ -163,7 +357,52 @@ extern "C" int synapse_backward(const float *obs, const float *WT, const float *
                                 long K, long F, long H, float *dWT, float *dw) {
     if (F > MAX_F) return 1;
     std::memset(dWT, 0, sizeof(float) * F * H);
-    const Rows in{obs, N * K, K, F};
+    const Rows in(obs, nullptr, N, K, F);
 #define BACKWARD(HV) backward<HV>(in, WT, w, weights, grad_synapse, grad_pooled, dWT, dw)
     DISPATCH(BACKWARD)
+}
+
+// The whole one-layer policy for PPO (see actor_critic_forward): obs [*, K, F] and actions [*, K]
+// read at the N agents index[N] (null: the first N); writes logp, value, real [N] and, for the
+// backward, mean, weights, mask [N, K], pooled, c1 [N, H]. P: the head's flat parameters (Head).
+extern "C" int actor_critic_forward(const float *obs, const long *index, const float *actions, long N, long K,
+                                    long F, long H, const float *WT, const float *w, const float *P, float *logp,
+                                    float *value, float *real, float *mean, float *weights, float *mask,
+                                    float *pooled, float *c1) {
+    if (F > MAX_F) return 1;
+    const Rows in(obs, index, N, K, F);
+    const Head hd{H, P};
+#define AC_FORWARD(HV) \
+    actor_critic_forward<HV>(in, actions, index, N, WT, w, hd, logp, value, real, mean, weights, pooled, c1, mask)
+    DISPATCH(AC_FORWARD)
+}
+
+// Acting (no gradients): the actions (mean + exp(log_std) noise) m of the N agents of obs
+// [N, K, F], given noise [N, K], written to actions [N, K], with their logp and value [N].
+extern "C" int actor_critic_sample(const float *obs, const float *noise, long N, long K, long F, long H,
+                                   const float *WT, const float *w, const float *P, float *actions, float *logp,
+                                   float *value) {
+    if (F > MAX_F) return 1;
+    const Rows in(obs, nullptr, N, K, F);
+    const Head hd{H, P};
+    std::vector<float> real(N), mean(N * K), weights(N * K), mask(N * K), pooled(N * H), c1(N * H);
+#define AC_SAMPLE(HV)                                                                                         \
+    actor_critic_forward<HV>(in, nullptr, nullptr, N, WT, w, hd, logp, value, real.data(), mean.data(),     \
+                             weights.data(), pooled.data(), c1.data(), mask.data(), noise, actions)
+    DISPATCH(AC_SAMPLE)
+}
+
+// Gradients of sum(glogp * logp + gvalue * value): writes dWT [F, H], dw [H] and dP (Head's layout).
+extern "C" int actor_critic_backward(const float *obs, const long *index, const float *actions, long N, long K,
+                                     long F, long H, const float *WT, const float *w, const float *P,
+                                     const float *mean, const float *weights, const float *mask,
+                                     const float *pooled, const float *c1,
+                                     const float *glogp, const float *gvalue, float *dWT, float *dw, float *dP) {
+    if (F > MAX_F) return 1;
+    const Rows in(obs, index, N, K, F);
+    const Head hd{H, P};
+#define AC_BACKWARD(HV) \
+    actor_critic_backward<HV>(in, actions, index, N, WT, w, hd, mean, weights, mask, pooled, c1, glogp, gvalue, dWT, dw, \
+                              dP)
+    DISPATCH(AC_BACKWARD)
 }

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from marl_net.policies import fused_layer
+from marl_net.policies import fused_actor_critic, fused_layer
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -177,6 +177,20 @@ class SynapsePolicy(nn.Module):
         log_std = self.log_std.expand_as(mean)
         value = self.critic(pooled).squeeze(-1)
         return mean, log_std, value
+
+    def log_prob_entropy_value(self, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor):
+        """What PPO's loss needs for the agents ``index [n]`` of ``obs [S, K, F]`` that took
+        ``actions [S, K]``: the log-density of their actions, the entropy and the value, each
+        ``[n]``. A one-layer synapse network on the CPU runs as one fused kernel that reads the
+        rows by index (``fused_actor_critic``); otherwise the rows are gathered and run through
+        :meth:`forward`."""
+        if fused_actor_critic.applies(self, obs):
+            logp, value, real = fused_actor_critic.log_prob_and_value(self, obs, actions, index)
+            return logp, real * (0.5 + _LOG_SQRT_2PI + self.log_std), value
+        obs, actions = obs.index_select(0, index), actions.index_select(0, index)
+        mean, log_std, value = self(obs)
+        mask = obs[..., -1]
+        return masked_log_prob(actions, mean, log_std, mask), masked_entropy(log_std, mask), value
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         _, pooled, _ = self.encode(obs)

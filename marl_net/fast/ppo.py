@@ -45,7 +45,8 @@ from torch import nn
 from marl_net.config import EnvConfig
 from marl_net.fast.rollout import Rollout, gae
 from marl_net.fast.vector_env import VectorNetworkEnv
-from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_entropy, masked_log_prob
+from marl_net.policies import fused_actor_critic
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 from marl_net.seeding import seed_from
 
 # Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.
@@ -142,6 +143,13 @@ def _is_rllib_setting(key: str) -> bool:
     return True
 
 
+def _ranks(perm: torch.Tensor) -> torch.Tensor:
+    """``ranks[i]`` = the position of ``i`` in the permutation ``perm``."""
+    ranks = torch.empty_like(perm)
+    ranks[perm] = torch.arange(len(perm), device=perm.device)
+    return ranks
+
+
 def build_policy(env: VectorNetworkEnv, policy_kwargs: Mapping[str, Any], seed: int) -> SynapsePolicy:
     """The shared policy for ``env``'s observations, initialized from ``seed`` alone."""
     kwargs = dict(policy_kwargs)
@@ -221,6 +229,33 @@ class FastPPO:
             value[:, b.start : b.stop] = v.view(copies, n)
         return mean.view(-1, k), log_std.view(-1, k), value.view(-1)
 
+    def _sample(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Act for every row of ``obs [E * A, K, F + 1]``: actions ``[E * A, K]`` drawn from the
+        policy's Gaussian (zero on padding), their log-densities and the values ``[E * A]``; the
+        trimmed observations and actions go to the rollout's step ``t``."""
+        env, buf = self.env, self.buffer
+        noise = torch.randn((env.num_rows, env.max_fan), generator=self.action_gen, device=self.device)
+        if not fused_actor_critic.applies(self.policy, obs):
+            mean, log_std, value = self._act(obs, store=t)
+            mask = obs[..., -1]
+            action = (mean + torch.exp(log_std) * noise) * mask
+            grid = action.view(env.copies, env.num_agents, -1)
+            for i, b in enumerate(env.blocks):
+                buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
+            return action, masked_log_prob(action, mean, log_std, mask), value
+        # one fused kernel per ownership block, on its trimmed rows (same draws, same arithmetic)
+        a, k = env.num_agents, env.max_fan
+        grid, noise = obs.view(env.copies, a, k, -1), noise.view(env.copies, a, k)
+        action, logp, value = obs.new_zeros(env.copies, a, k), obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
+        for i, b in enumerate(env.blocks):
+            n, rows = b.stop - b.start, slice(b.start, b.stop)
+            x = buf.obs[i][t]
+            x.view(env.copies, n, b.fan, -1).copy_(grid[:, rows, : b.fan])
+            lp, v = fused_actor_critic.sample(self.policy, x, noise[:, rows, : b.fan].reshape(-1, b.fan), buf.actions[i][t])
+            action[:, rows, : b.fan] = buf.actions[i][t].view(env.copies, n, b.fan)
+            logp[:, rows], value[:, rows] = lp.view(env.copies, n), v.view(env.copies, n)
+        return action.view(-1, k), logp.view(-1), value.view(-1)
+
     def _split_by_block(self, adv: torch.Tensor, returns: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The rollout's samples grouped by ownership block, padding trimmed (observations and
         actions are stored that way; the per-agent values are sliced out): per block, ``obs [S_b, fan, F + 1]``, ``actions [S_b, fan]``, ``logp``, ``adv``,
@@ -245,12 +280,9 @@ class FastPPO:
         for g, idx in zip(groups, picks):
             if idx.numel() == 0:
                 continue
-            obs = g["obs"].index_select(0, idx)
-            mean, log_std, value = self.policy(obs)
-            mask = obs[..., -1]
-            take = {k: g[k].index_select(0, idx) for k in ("actions", "logp", "adv", "returns")}
-            logratio = masked_log_prob(take["actions"], mean, log_std, mask) - take["logp"]
-            parts.append((logratio, masked_entropy(log_std, mask), value, take["adv"], take["returns"]))
+            logp, entropy, value = self.policy.log_prob_entropy_value(g["obs"], g["actions"], idx)
+            take = {k: g[k].index_select(0, idx) for k in ("logp", "adv", "returns")}
+            parts.append((logp - take["logp"], entropy, value, take["adv"], take["returns"]))
         return tuple(torch.cat(p) for p in zip(*parts))
 
     # ---------------------------------------------------------------- one iteration
@@ -279,15 +311,8 @@ class FastPPO:
         buf, env = self.buffer, self.env
         ended_episodes = 0
         for t in range(self.steps):
-            obs = self.obs
-            mean, log_std, value = self._act(obs, store=t)
-            mask = obs[..., -1]
-            noise = torch.randn(mean.shape, generator=self.action_gen, device=self.device)
-            action = (mean + torch.exp(log_std) * noise) * mask
-            grid = action.view(env.copies, env.num_agents, -1)
-            for i, b in enumerate(env.blocks):
-                buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
-            buf.logp[t].copy_(masked_log_prob(action, mean, log_std, mask))
+            action, logp, value = self._sample(self.obs, t)
+            buf.logp[t].copy_(logp)
             buf.values[t].copy_(value)
             self.obs, rewards, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))
             ends = terminated | truncated
@@ -324,10 +349,12 @@ class FastPPO:
         batches = max(1, math.ceil(n / cfg.minibatch_size))
         clipfracs, stats = [], {}
         for _ in range(cfg.num_epochs):
-            perms = [torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device) for g in groups]
+            # minibatch j of a block: the samples at positions [j L / B, (j + 1) L / B) of a random
+            # permutation, read in storage order (memory touched front to back), found by rank
+            ranks = [_ranks(torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device)) for g in groups]
             for j in range(batches):
-                # each minibatch read in storage order: the same sum, memory touched front to back
-                picks = [p[j * len(p) // batches : (j + 1) * len(p) // batches].sort().values for p in perms]
+                picks = [torch.nonzero((r >= j * len(r) // batches) & (r < (j + 1) * len(r) // batches)).flatten()
+                         for r in ranks]
                 logratio, entropy, value, mb_adv, mb_returns = self._minibatch(groups, picks)
                 ratio = logratio.exp()
                 with torch.no_grad():

@@ -1,0 +1,92 @@
+"""The whole one-layer policy for PPO's loss as one fused CPU kernel (``actor_critic_*`` in
+``synapse_kernel.cpp``).
+
+PPO's learner needs, per agent of a minibatch, the log-density of the action it took and the
+value. On the torch path that is a gather of the minibatch's observations, the synapse layer, then
+a dozen elementwise passes over ``[agents, synapses]`` tensors (the Gaussian's mean, ``z``, its
+square, the masked sum, and their backward). For a one-layer synapse network on the CPU the
+kernel reads the minibatch's rows straight from the rollout by index and goes from observations
+to ``logp`` and ``value`` in one pass, and back to every parameter's gradient in one more; torch
+sees three ``[agents]`` vectors. ``SynapsePolicy.log_prob_entropy_value`` chooses it where
+:func:`applies` and runs the torch path otherwise; ``tests/test_fused_actor_critic.py`` holds the
+two equal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from marl_net.policies import fused_layer
+
+
+def applies(policy, obs: torch.Tensor) -> bool:
+    """Whether :func:`log_prob_and_value` can run ``policy`` on ``obs`` (else use the torch path)."""
+    return policy.config.depth == 1 and fused_layer.applies(obs, policy.config.hidden, policy.log_std.dtype)
+
+
+def head_parameters(policy) -> torch.Tensor:
+    """The policy's parameters after the synapse layer as the kernel's flat array (``Head`` in the
+    source): the actor head's per-agent weights and bias, the critic's two layers, the log-std."""
+    h = policy.config.hidden
+    critic_in, critic_out = policy.critic[0], policy.critic[2]
+    return torch.cat([policy.actor_head.weight[0, h:], policy.actor_head.bias, critic_in.weight.reshape(-1),
+                      critic_in.bias, critic_out.weight.reshape(-1), critic_out.bias, policy.log_std.reshape(1)])
+
+
+class _ActorCritic(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, obs, index, actions, wt, w, head):
+        n, (k, f), h = index.numel(), obs.shape[1:], wt.shape[1]
+        wt, w, head = (t.detach().contiguous() for t in (wt, w, head))
+        logp, value, real = (obs.new_empty(n) for _ in range(3))
+        mean, weights, mask = (obs.new_empty(n, k) for _ in range(3))
+        pooled, c1 = obs.new_empty(n, h), obs.new_empty(n, h)
+        fused_layer._call("actor_critic_forward", obs, index, actions, n, k, f, h, wt, w, head, logp, value, real,
+                          mean, weights, mask, pooled, c1)
+        ctx.save_for_backward(obs, index, actions, wt, w, head, mean, weights, mask, pooled, c1)
+        ctx.mark_non_differentiable(real)
+        return logp, value, real
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_value, _):
+        obs, index, actions, wt, w, head, mean, weights, mask, pooled, c1 = ctx.saved_tensors
+        n, (k, f), h = index.numel(), obs.shape[1:], wt.shape[1]
+        grad_logp = torch.zeros_like(mean[:, 0]) if grad_logp is None else grad_logp.contiguous()
+        grad_value = torch.zeros_like(mean[:, 0]) if grad_value is None else grad_value.contiguous()
+        grad_wt, grad_w, grad_head = torch.empty_like(wt), torch.empty_like(w), torch.empty_like(head)
+        fused_layer._call("actor_critic_backward", obs, index, actions, n, k, f, h, wt, w, head, mean, weights,
+                          mask, pooled, c1, grad_logp, grad_value, grad_wt, grad_w, grad_head)
+        return None, None, None, grad_wt, grad_w, grad_head
+
+
+def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor):
+    """For the agents ``index [n]`` of ``obs [S, K, F]`` and ``actions [S, K]``: the log-density of
+    their actions under ``policy``, their values and their numbers of real synapses, each ``[n]``;
+    gradients flow to the policy's parameters. Check :func:`applies` first."""
+    if obs.dim() != 3 or actions.shape != obs.shape[:2]:
+        raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
+    index = index.to(torch.long).contiguous()
+    if index.numel() and not (0 <= int(index.min()) and int(index.max()) < obs.shape[0]):
+        raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
+    h = policy.config.hidden
+    w_synapse = policy.actor_head.weight[0, :h]
+    return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), policy.first_layer_weight().T, w_synapse,
+                              head_parameters(policy))
+
+
+@torch.no_grad()
+def sample(policy, obs: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Acting: for the agents of ``obs [N, K, F]``, write the actions
+    ``(mean + exp(log_std) * noise) * mask`` into ``actions [N, K]`` (contiguous) and return their
+    log-densities and values ``[N]``. ``noise [N, K]``: standard normal draws. Check
+    :func:`applies` first."""
+    n, k, f = obs.shape
+    if noise.shape != (n, k) or actions.shape != (n, k) or not actions.is_contiguous():
+        raise ValueError(f"noise {tuple(noise.shape)} and actions {tuple(actions.shape)} (contiguous) must be "
+                         f"[{n}, {k}] for obs {tuple(obs.shape)}")
+    h = policy.config.hidden
+    logp, value = obs.new_empty(n), obs.new_empty(n)
+    fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h,
+                      policy.first_layer_weight().T.contiguous(), policy.actor_head.weight[0, :h].contiguous(),
+                      head_parameters(policy), actions, logp, value)
+    return logp, value
