@@ -98,13 +98,15 @@ void forward(const Rows &in, const float *WT, const float *w, const float *weigh
     vf wv[HV], h[G][HV];
     const float *x[G];
     for (int j = 0; j < HV; j++) wv[j] = load(w + j * V);
+    long agent = 0, slot = 0;  // of row s (kept by counting: an integer division per row costs more than the row)
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
         hidden<HV>(x, WT, F, h);
         for (int g = 0; g < G && s0 + g < S; g++) {
             const long s = s0 + g;
             vf acc = (vf){};
-            float *pool = pooled + (s / K) * H;
+            float *pool = pooled + agent * H;
+            if (++slot == K) slot = 0, ++agent;
             const vf wt = splat(weights[s]);
             for (int j = 0; j < HV; j++) {
                 acc += h[g][j] * wv[j];
@@ -122,6 +124,7 @@ void backward(const Rows &in, const float *WT, const float *w, const float *weig
     vf wv[HV], dwv[HV], h[G][HV];
     const float *x[G];
     for (int j = 0; j < HV; j++) wv[j] = load(w + j * V), dwv[j] = (vf){};
+    long agent = 0, slot = 0;  // of row s
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
         hidden<HV>(x, WT, F, h);
@@ -132,7 +135,8 @@ void backward(const Rows &in, const float *WT, const float *w, const float *weig
                 continue;
             }
             const vf gs = splat(grad_synapse[s]), wt = splat(weights[s]);
-            const float *gp = grad_pooled + (s / K) * H;
+            const float *gp = grad_pooled + agent * H;
+            if (++slot == K) slot = 0, ++agent;
             for (int j = 0; j < HV; j++) {
                 dwv[j] += gs * h[g][j];
                 h[g][j] = (gs * wv[j] + wt * load(gp + j * V)) * (1.0f - h[g][j] * h[g][j]);
