@@ -12,7 +12,9 @@ must be asked for by name.
 
 A feature is a function ``fn(ctx, layer) -> tensor`` broadcastable to the layer's weight-space
 shape ``[E, rows, cols]`` (see ``marl_net.context.StepContext``). Register your own with
-:func:`register_feature`.
+:func:`register_feature`; pass ``global_signal=True`` for a value that does not depend on the layer
+(one scalar per copy, ``[E, 1, 1]``), which :func:`observe` then computes once per step, not once
+per layer.
 """
 
 from __future__ import annotations
@@ -33,18 +35,20 @@ class Feature:
     description: str
     fn: Callable[[StepContext, int], torch.Tensor]
     privileged: bool = False
+    global_signal: bool = False  # the same value for every layer: computed once per observation
 
 
 FEATURES: dict[str, Feature] = {}
 
 
-def register_feature(name: str, description: str, privileged: bool = False):
-    """Decorator: register ``fn(ctx, layer)`` as observation feature ``name``."""
+def register_feature(name: str, description: str, privileged: bool = False, global_signal: bool = False):
+    """Decorator: register ``fn(ctx, layer)`` as observation feature ``name`` (``global_signal``:
+    its value does not depend on ``layer``)."""
 
     def deco(fn):
         if name in FEATURES:
             raise ValueError(f"observation feature {name!r} is already registered")
-        FEATURES[name] = Feature(name, description, fn, privileged)
+        FEATURES[name] = Feature(name, description, fn, privileged, global_signal)
         return fn
 
     return deco
@@ -64,52 +68,70 @@ def _prev_delta(ctx, l):
     return ctx.delta[l] / ctx.action_scale
 
 
+def _activity_stats(ctx: StepContext, l: int, side: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Minibatch statistics of ``ctx.pre(l)`` (``side="pre"``) or ``ctx.post(l)`` (``"post"``):
+    the mean ``[E, n]``, the centered activity ``[E, B, n]`` and the standard deviation ``[E, n]``.
+
+    Cached per activity tensor: without biases ``post(l)`` and ``pre(l + 1)`` are the same tensor
+    and share one entry, so the activity and correlation features compute each statistic once."""
+    if side == "post":
+        key = f"activity_stats/{l + 1}"
+    else:
+        key = f"activity_stats/pre{l}" if ctx.spec.bias else f"activity_stats/{l}"
+
+    def compute():
+        x = ctx.pre(l) if side == "pre" else ctx.post(l)
+        mean = x.mean(1)
+        centered = x - mean.unsqueeze(1)
+        return mean, centered, centered.pow(2).mean(1).sqrt_()
+
+    return ctx.cached(key, compute)
+
+
 @register_feature("pre_activity", "presynaptic activity, mean over the minibatch")
 def _pre_activity(ctx, l):
-    return ctx.pre(l).mean(1).unsqueeze(1)
+    return _activity_stats(ctx, l, "pre")[0].unsqueeze(1)
 
 
 @register_feature("post_activity", "postsynaptic activity, mean over the minibatch")
 def _post_activity(ctx, l):
-    return ctx.post(l).mean(1).unsqueeze(2)
+    return _activity_stats(ctx, l, "post")[0].unsqueeze(2)
 
 
 @register_feature("pre_post_corr", "correlation of pre- and postsynaptic activity over the minibatch")
 def _pre_post_corr(ctx, l):
     def compute():
-        x = ctx.pre(l)
-        y = ctx.post(l)
-        xc = x - x.mean(1, keepdim=True)
-        yc = y - y.mean(1, keepdim=True)
-        cov = torch.matmul(yc.transpose(1, 2), xc) / x.shape[1]
-        sx = xc.pow(2).mean(1).sqrt().unsqueeze(1)
-        sy = yc.pow(2).mean(1).sqrt().unsqueeze(2)
-        return cov / (sx * sy + 1e-6)
+        _, xc, sx = _activity_stats(ctx, l, "pre")
+        _, yc, sy = _activity_stats(ctx, l, "post")
+        cov = torch.matmul(yc.transpose(1, 2), xc).div_(xc.shape[1])
+        return cov.div_((sx.unsqueeze(1) * sy.unsqueeze(2)).add_(1e-6))
 
     return ctx.cached(f"pre_post_corr/{l}", compute)
 
 
-@register_feature("loss", "the current inner loss on the minibatch (global signal)")
+@register_feature("loss", "the current inner loss on the minibatch (global signal)", global_signal=True)
 def _loss(ctx, l):
     return _scalar(ctx.loss)
 
 
-@register_feature("loss_change", "the loss minus the loss before the last step (global signal)")
+@register_feature("loss_change", "the loss minus the loss before the last step (global signal)", global_signal=True)
 def _loss_change(ctx, l):
     return _scalar(ctx.loss - ctx.prev_loss)
 
 
-@register_feature("rel_loss", "the current inner loss / the loss at the episode's start (global signal)")
+@register_feature("rel_loss", "the current inner loss / the loss at the episode's start (global signal)",
+                  global_signal=True)
 def _rel_loss(ctx, l):
     return _scalar(ctx.loss / ctx.initial_loss.clamp(min=1e-8))
 
 
-@register_feature("rel_loss_change", "(loss - loss before the last step) / the loss at the episode's start (global)")
+@register_feature("rel_loss_change", "(loss - loss before the last step) / the loss at the episode's start (global)",
+                  global_signal=True)
 def _rel_loss_change(ctx, l):
     return _scalar((ctx.loss - ctx.prev_loss) / ctx.initial_loss.clamp(min=1e-8))
 
 
-@register_feature("step_fraction", "steps taken / max_cycles (global signal)")
+@register_feature("step_fraction", "steps taken / max_cycles (global signal)", global_signal=True)
 def _step_fraction(ctx, l):
     return _scalar(ctx.t.to(ctx.loss.dtype) / ctx.max_cycles)
 
@@ -161,18 +183,32 @@ def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
     written once, straight into its agents' slots of one table; only the padding slots are zeroed.
     On a network of MNIST size this is about twice as fast as stacking, scattering and masking
     copies; sanitizing before the broadcast touches each global signal once per copy, not once per
-    synapse slot, and the padded table is never filled or swept as a whole."""
+    synapse slot, and the padded table is never filled or swept as a whole. Global signals
+    (``global_signal=True``) are computed and sanitized once, not once per layer."""
     own, f = ctx.ownership, len(names)
     out = ctx.loss.new_empty(ctx.copies, own.num_agents, own.max_fan, f + 1)
+    global_signals: dict[str, torch.Tensor] = {}
     for b in own.blocks:
         shape = (ctx.copies, *own.weight_space_shape(b.layer))
         dst = out[:, b.start : b.stop, : b.fan]  # [E, agents of the block, fan, F + 1]
         for i, name in enumerate(names):
-            x = sanitize(FEATURES[name].fn(ctx, b.layer)).expand(shape)  # weight space [E, rows, cols]
+            x = _sanitized_feature(ctx, name, b.layer, global_signals).expand(shape)  # weight space [E, rows, cols]
             dst[..., i] = own.block_layout(x)
         dst[..., f] = 1.0  # the padding mask: 1 on real synapses
-        out[:, b.start : b.stop, b.fan :] = 0.0  # padding slots (features and mask)
+        if b.fan < own.max_fan:
+            out[:, b.start : b.stop, b.fan :] = 0.0  # padding slots (features and mask)
     return out
+
+
+def _sanitized_feature(ctx: StepContext, name: str, layer: int, global_signals: dict[str, torch.Tensor]):
+    """Feature ``name`` of ``layer``, sanitized; a global signal is computed once and kept in
+    ``global_signals`` for the other layers."""
+    feature = FEATURES[name]
+    if not feature.global_signal:
+        return sanitize(feature.fn(ctx, layer))
+    if name not in global_signals:
+        global_signals[name] = sanitize(feature.fn(ctx, layer))
+    return global_signals[name]
 
 
 import marl_net.perturbation_features  # noqa: E402,F401  (registers the hand-rule features: NP, WP, Weight Max)

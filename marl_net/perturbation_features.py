@@ -59,7 +59,7 @@ def _register(rule: str, sigma: float, suffix: str) -> tuple[str, str]:
                      privileged=False)(lambda ctx, l: module.signal(ctx, sigma).eligibility[l])
     register_feature(error, f"E - E_{'N' if rule == 'np' else 'W'}: clean minus {rule.upper()}-perturbed minibatch "
                      f"loss (global signal; variance sigma={sigma:g})",
-                     privileged=False)(lambda ctx, l: _global(module.signal(ctx, sigma).error))
+                     privileged=False, global_signal=True)(lambda ctx, l: _global(module.signal(ctx, sigma).error))
     register_feature(update, f"{rule.upper()}'s update direction, (E - E_{'N' if rule == 'np' else 'W'}) times the "
                      f"eligibility (variance sigma={sigma:g}; local)",
                      privileged=False)(lambda ctx, l: _update(module.signal(ctx, sigma), l))
