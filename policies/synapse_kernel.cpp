@@ -67,9 +67,14 @@ struct Rows {
     }
     const float *row(long s) const { return table.empty() ? obs + s * F : table[s]; }
 
-    // Synapse rows s0 .. s0 + G - 1 (those past S read as all-zero rows).
+    // Synapse rows s0 .. s0 + G - 1 (those past S read as all-zero rows). Gathered rows are
+    // scattered over the rollout, beyond the hardware prefetcher's guess: ask for those PREFETCH
+    // rows ahead.
+    static constexpr long PREFETCH = 4 * G;
     void get(long s0, const float *x[G]) const {
         for (int g = 0; g < G; g++) x[g] = s0 + g < S ? row(s0 + g) : ZERO_ROW;
+        if (!table.empty())
+            for (long s = s0 + PREFETCH; s < s0 + PREFETCH + G && s < S; s++) __builtin_prefetch(table[s]);
     }
 };
 
