@@ -155,11 +155,15 @@ class NetworkWeightsCore:
         return actions.clamp(-1.0, 1.0) * mask
 
     def _diverged(self, loss: torch.Tensor) -> torch.Tensor:
+        """``[E]`` bool: the copy's loss or any of its weights is NaN, infinite or beyond
+        ``divergence_threshold`` in absolute value. ``|x| <= limit`` is False for NaN and infinities,
+        so one comparison per tensor tells all three (``limit`` is at most the dtype's largest finite
+        value, for thresholds that would round to infinity)."""
         thr = self.config.divergence_threshold
-        bad = ~torch.isfinite(loss) | (loss.abs() > thr)
+        within = loss.abs() <= min(thr, torch.finfo(loss.dtype).max)
         for p in self.params:
-            bad |= ~torch.isfinite(p).flatten(1).all(1) | (p.abs().flatten(1).amax(1) > thr)
-        return bad
+            within &= (p.abs() <= min(thr, torch.finfo(p.dtype).max)).flatten(1).all(1)
+        return ~within
 
     def _evaluate(self, sel: torch.Tensor | None, prev_loss: torch.Tensor | None) -> StepContext:
         """Draw a minibatch, run the forward pass and build the step's context, for every copy or
