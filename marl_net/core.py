@@ -99,7 +99,8 @@ class NetworkWeightsCore:
             self.loss, self.initial_loss = ctx.loss, ctx.loss.clone()
             self.last_obs = observe(ctx, self.config.observations)
             return self.last_obs
-        sel = torch.as_tensor(idx, device=self.device)
+        everyone = len(idx) == self.copies  # then plain copies, no indexing (the same values)
+        sel = slice(None) if everyone else torch.as_tensor(idx, device=self.device)
         self.inputs[sel], self.targets[sel] = inputs, targets
         for p, d, new in zip(self.params, self.delta, params):
             p[sel] = new
@@ -107,7 +108,7 @@ class NetworkWeightsCore:
         self.t[sel] = 0
         for i, t in zip(idx, task_ids):
             self.task_ids[i] = t
-        ctx = self._evaluate(sel, prev_loss=None)
+        ctx = self._evaluate(None if everyone else sel, prev_loss=None)
         self.loss[sel] = ctx.loss
         self.initial_loss[sel] = ctx.loss
         self.last_obs[sel] = observe(ctx, self.config.observations)
