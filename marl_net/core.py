@@ -173,7 +173,7 @@ class NetworkWeightsCore:
         idx = None if sel is None else sel.tolist()
         pick = (lambda gens: gens) if sel is None else (lambda gens: [gens[i] for i in idx])
         params, delta = [take(p) for p in self.params], [take(d) for d in self.delta]
-        x, y = self._draw_minibatch(idx)
+        x, y = seeding.draw_minibatch(pick(self.data_gens), self.inputs, self.targets, self.config.batch_size, idx)
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
         fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
@@ -196,21 +196,6 @@ class NetworkWeightsCore:
             action_scale=self.config.action_scale,
             noise_generators=noise_gens,
         )
-
-    def _draw_minibatch(self, idx: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A minibatch of every copy (or of the copies ``idx``): what ``seeding.draw_minibatch`` draws
-        from the copies' data generators and data sets, without gathering the selected copies' data
-        sets first. Each copy's draws land straight in its row of one index tensor."""
-        n, b = self.inputs.shape[1], self.config.batch_size
-        gens = self.data_gens if idx is None else [self.data_gens[i] for i in idx]
-        draws = torch.empty(len(gens), b, dtype=torch.long)
-        for row, g in zip(draws, gens):
-            row.random_(0, n, generator=g)  # what torch.randint(n, (b,), generator=g) draws
-        copies = torch.arange(self.copies) if idx is None else torch.tensor(idx)
-        rows = draws.add_(copies.unsqueeze(1) * n).reshape(-1).to(self.device)
-        x = self.inputs.reshape(self.copies * n, -1).index_select(0, rows).view(len(gens), b, -1)
-        y = self.targets.reshape(self.copies * n, -1).index_select(0, rows).view(len(gens), b, *self.targets.shape[2:])
-        return x, y
 
 
 def sample_task_id_torch(gen: torch.Generator, split: str) -> int:

@@ -30,35 +30,42 @@ def seed_from(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) & 0xFFFF_FFFF for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
+def _per_copy(gens: Sequence[torch.Generator], shape: Sequence[int], dtype, device, draw) -> torch.Tensor:
+    """``[E, *shape]`` with row e filled by ``draw(row, gens[e])`` in place: each copy's draws land
+    straight in its row, no stacking (the in-place fills draw what ``torch.randn`` / ``rand`` /
+    ``randint`` draw from the same generator)."""
+    out = torch.empty((len(gens), *shape), dtype=dtype, device=gens[0].device)
+    for row, g in zip(out, gens):
+        draw(row, g)
+    return out.to(device or gens[0].device)
+
+
 def randn(gens: Sequence[torch.Generator], shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
     """Standard normal draws ``[E, *shape]``, copy e from ``gens[e]``."""
-    return torch.stack([torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype) for g in gens]).to(
-        device or gens[0].device
-    )
+    return _per_copy(gens, shape, dtype, device, lambda row, g: row.normal_(generator=g))
 
 
 def rand(gens: Sequence[torch.Generator], shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
     """Uniform [0, 1) draws ``[E, *shape]``, copy e from ``gens[e]``."""
-    return torch.stack([torch.rand(tuple(shape), generator=g, device=g.device, dtype=dtype) for g in gens]).to(
-        device or gens[0].device
-    )
+    return _per_copy(gens, shape, dtype, device, lambda row, g: row.uniform_(generator=g))
 
 
 def randint(gens: Sequence[torch.Generator], high: int, shape: Sequence[int], device=None) -> torch.Tensor:
     """Integers in [0, high) ``[E, *shape]`` (int64), copy e from ``gens[e]``."""
-    return torch.stack([torch.randint(high, tuple(shape), generator=g, device=g.device) for g in gens]).to(
-        device or gens[0].device
-    )
+    return _per_copy(gens, shape, torch.long, device, lambda row, g: row.random_(0, high, generator=g))
 
 
-def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
+def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                   copies: Sequence[int] | None = None):
     """A minibatch per copy: ``batch_size`` rows of copy e's ``inputs [E, n, d]`` and ``targets``
-    (``[E, n, out]`` or class labels ``[E, n]``), drawn with replacement from ``gens[e]``.
-    One ``index_select`` over the flattened copies (``torch.gather`` with a broadcast index is
-    several times slower on CPU)."""
-    copies, n = inputs.shape[0], inputs.shape[1]
+    (``[E, n, out]`` or class labels ``[E, n]``), drawn with replacement from ``gens[e]``; with
+    ``copies``, only for those copies (``gens[i]`` is copy ``copies[i]``'s), without gathering
+    their data sets first. One ``index_select`` over the flattened copies (``torch.gather`` with a
+    broadcast index is several times slower on CPU)."""
+    total, n = inputs.shape[0], inputs.shape[1]
     idx = randint(gens, n, (batch_size,), device=inputs.device)
-    rows = (idx + torch.arange(copies, device=inputs.device).unsqueeze(1) * n).reshape(-1)
-    x = inputs.reshape(copies * n, -1).index_select(0, rows).view(copies, batch_size, -1)
-    y = targets.reshape(copies * n, -1).index_select(0, rows).view(copies, batch_size, *targets.shape[2:])
+    offsets = torch.arange(total) if copies is None else torch.as_tensor(list(copies), dtype=torch.long)
+    rows = (idx + offsets.to(inputs.device).unsqueeze(1) * n).reshape(-1)
+    x = inputs.reshape(total * n, -1).index_select(0, rows).view(len(gens), batch_size, -1)
+    y = targets.reshape(total * n, -1).index_select(0, rows).view(len(gens), batch_size, *targets.shape[2:])
     return x, y
