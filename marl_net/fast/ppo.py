@@ -76,7 +76,8 @@ class FastPPOConfig:
     train_batch_size: int | None = None  # agent-steps per iteration; sets rollout_steps when given
     device: str = "cpu"  # torch device of the policy and the network core ("cuda" on a GPU machine)
     torch_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
-    collect_chunk: int = 0  # rows per policy forward while collecting (0: all rows at once); bounds memory
+    collect_chunk: int = 0  # rows per torch-path policy forward while collecting (0: all at once); bounds memory
+    # (the fused one-layer kernel keeps nothing per hidden unit and always takes all rows)
 
     def __post_init__(self):
         positive = ("lr", "num_epochs", "minibatch_size", "copies")
