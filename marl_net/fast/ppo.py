@@ -244,15 +244,18 @@ class FastPPO:
             for i, b in enumerate(env.blocks):
                 buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
             return action, masked_log_prob(action, mean, log_std, mask), value
-        # one fused kernel per ownership block, on its trimmed rows (same draws, same arithmetic)
+        # one fused kernel per ownership block, on its trimmed rows (the same draws; equal to the
+        # torch path to float rounding)
         a, k = env.num_agents, env.max_fan
         grid, noise = obs.view(env.copies, a, k, -1), noise.view(env.copies, a, k)
-        action, logp, value = obs.new_zeros(env.copies, a, k), obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
+        action = obs.new_zeros(env.copies, a, k)
+        logp, value = obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
         for i, b in enumerate(env.blocks):
             n, rows = b.stop - b.start, slice(b.start, b.stop)
             x = buf.obs[i][t]
             x.view(env.copies, n, b.fan, -1).copy_(grid[:, rows, : b.fan])
-            lp, v = fused_actor_critic.sample(self.policy, x, noise[:, rows, : b.fan].reshape(-1, b.fan), buf.actions[i][t])
+            block_noise = noise[:, rows, : b.fan].reshape(-1, b.fan)
+            lp, v = fused_actor_critic.sample(self.policy, x, block_noise, buf.actions[i][t])
             action[:, rows, : b.fan] = buf.actions[i][t].view(env.copies, n, b.fan)
             logp[:, rows], value[:, rows] = lp.view(env.copies, n), v.view(env.copies, n)
         return action.view(-1, k), logp.view(-1), value.view(-1)
