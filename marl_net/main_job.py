@@ -256,7 +256,7 @@ def learned_rule_curves(policy, setting: EnvConfig, seeds: list[int], budget: Bu
     rules' step sizes are tuned (:data:`TUNING_METRIC` over ``budget.tune_seeds`` networks; a value
     under which a network diverges is out), then run it on the held-out ``seeds``."""
     from marl_net.evaluation import rollout_losses
-    from marl_net.rules.tuning import score
+    from marl_net.rules.tuning import lowest, score
 
     scores = []
     for factor in LEARNED_SCALE_GRID:
@@ -264,7 +264,7 @@ def learned_rule_curves(policy, setting: EnvConfig, seeds: list[int], budget: Bu
         curves = rollout_losses(policy, trial, episodes=budget.tune_seeds, seed=seed, device=device)
         diverged = bool((~torch.isfinite(curves) | (curves.abs() > trial.divergence_threshold)).any())
         scores.append(float("inf") if diverged else float(score(curves, TUNING_METRIC).mean()))
-    best = setting.action_scale * LEARNED_SCALE_GRID[min(range(len(scores)), key=scores.__getitem__)]
+    best = setting.action_scale * lowest(LEARNED_SCALE_GRID, scores)
     held_out = rollout_losses(policy, setting.replace(action_scale=best), episodes=len(seeds),
                               seed=eval_base_seed(seed), device=device)
     return best, held_out

@@ -49,6 +49,12 @@ def default_grid(name: str, task: str, points: int = 6, param: str = "lr") -> li
     return [hyper[param] * 3.0 ** k for k in range(-(points // 2), points - points // 2)]
 
 
+def lowest(grid: Sequence[float], scores: Sequence[float]) -> float:
+    """The value of ``grid`` with the lowest score (the first one on ties; ``inf`` marks a value
+    under which a network diverged)."""
+    return grid[min(range(len(grid)), key=lambda i: scores[i])]
+
+
 @dataclass
 class TuneResult:
     rule: str
@@ -62,7 +68,7 @@ class TuneResult:
     @property
     def best(self) -> float:
         """The grid value with the lowest score."""
-        return self.grid[min(range(len(self.grid)), key=lambda i: self.scores[i])]
+        return lowest(self.grid, self.scores)
 
     best_lr = best
 
