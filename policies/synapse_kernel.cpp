@@ -103,21 +103,26 @@ void forward(const Rows &in, const float *WT, const float *w, const float *weigh
     vf wv[HV], h[G][HV];
     const float *x[G];
     for (int j = 0; j < HV; j++) wv[j] = load(w + j * V);
-    long agent = 0, slot = 0;  // of row s (kept by counting: an integer division per row costs more than the row)
+    // the agent of row s, kept by counting (an integer division per row costs more than the row),
+    // and its pooled summary, summed in registers and written once its K rows are done
+    long agent = 0, slot = 0;
+    vf pool[HV] = {};
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
         hidden<HV>(x, WT, F, h);
         for (int g = 0; g < G && s0 + g < S; g++) {
             const long s = s0 + g;
             vf acc = (vf){};
-            float *pool = pooled + agent * H;
-            if (++slot == K) slot = 0, ++agent;
             const vf wt = splat(weights[s]);
             for (int j = 0; j < HV; j++) {
                 acc += h[g][j] * wv[j];
-                store(pool + j * V, load(pool + j * V) + wt * h[g][j]);
+                pool[j] += wt * h[g][j];
             }
             per_synapse[s] = hsum(acc);
+            if (++slot == K) {
+                for (int j = 0; j < HV; j++) store(pooled + agent * H + j * V, pool[j]), pool[j] = (vf){};
+                slot = 0, ++agent;
+            }
         }
     }
 }
