@@ -1,5 +1,5 @@
-"""The whole one-layer policy for PPO's loss as one fused CPU kernel (``actor_critic_*`` in
-``synapse_kernel.cpp``).
+"""The whole one-layer policy for PPO, learning and acting, as one fused CPU kernel
+(``actor_critic_*`` in ``synapse_kernel.cpp``).
 
 PPO's learner needs, per agent of a minibatch, the log-density of the action it took and the
 value. On the torch path that is a gather of the minibatch's observations, the synapse layer, then
@@ -8,8 +8,9 @@ square, the masked sum, and their backward). For a one-layer synapse network on 
 kernel reads the minibatch's rows straight from the rollout by index and goes from observations
 to ``logp`` and ``value`` in one pass, and back to every parameter's gradient in one more; torch
 sees three ``[agents]`` vectors. ``SynapsePolicy.log_prob_entropy_value`` chooses it where
-:func:`applies` and runs the torch path otherwise; ``tests/test_fused_actor_critic.py`` holds the
-two equal.
+:func:`applies` and runs the torch path otherwise; fast PPO's collection acts through
+:func:`sample` (the same code, drawing the actions). ``tests/test_fused_actor_critic.py`` holds
+both equal to the torch path.
 """
 
 from __future__ import annotations
