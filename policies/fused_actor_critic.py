@@ -67,12 +67,12 @@ def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: 
     if obs.dim() != 3 or actions.shape != obs.shape[:2]:
         raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
     index = index.to(torch.long).contiguous()
-    if index.numel() and not (0 <= int(index.min()) and int(index.max()) < obs.shape[0]):
-        raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
-    h = policy.config.hidden
-    w_synapse = policy.actor_head.weight[0, :h]
-    return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), policy.first_layer_weight().T, w_synapse,
-                              head_parameters(policy))
+    if index.numel():
+        low, high = (int(v) for v in torch.aminmax(index))
+        if low < 0 or high >= obs.shape[0]:
+            raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
+    return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), policy.first_layer_weight().T,
+                              policy.synapse_readout_weight(), head_parameters(policy))
 
 
 @torch.no_grad()
@@ -88,6 +88,6 @@ def sample(policy, obs: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor
     h = policy.config.hidden
     logp, value = obs.new_empty(n), obs.new_empty(n)
     fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h,
-                      policy.first_layer_weight().T.contiguous(), policy.actor_head.weight[0, :h].contiguous(),
+                      policy.first_layer_weight().T.contiguous(), policy.synapse_readout_weight().contiguous(),
                       head_parameters(policy), actions, logp, value)
     return logp, value

@@ -149,6 +149,11 @@ class SynapsePolicy(nn.Module):
         first = self.synapse_net[0]
         return torch.cat([first.weight * self.feature_scale, first.bias.unsqueeze(1)], 1)
 
+    def synapse_readout_weight(self) -> torch.Tensor:
+        """The actor head's weights ``[H]`` on a synapse's own hidden units (each synapse's share of
+        the action mean; the head's other half reads the pooled summary)."""
+        return self.actor_head.weight[0, : self.config.hidden]
+
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> each synapse's share of the action mean ``[N, K]`` (before the per-agent term), the
         masked mean of the per-synapse hidden over the agent's synapses ``pooled [N, H]``, and the
@@ -158,7 +163,7 @@ class SynapsePolicy(nn.Module):
         weights = mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
         # actor_head on concat(h, pooled) is split into its per-synapse and per-agent products, so
         # the concatenation [N, K, 2H] is never built
-        w_synapse = self.actor_head.weight[0, : self.config.hidden]
+        w_synapse = self.synapse_readout_weight()
         if self.config.depth == 1 and fused_layer.applies(obs, self.config.hidden, w_synapse.dtype):  # one CPU kernel
             per_synapse, pooled = fused_layer.synapse_layer(obs, self.first_layer_weight().T, w_synapse, weights)
             return per_synapse, pooled, mask

@@ -244,8 +244,9 @@ class FastPPO:
             for i, b in enumerate(env.blocks):
                 buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
             return action, masked_log_prob(action, mean, log_std, mask), value
-        # one fused kernel per ownership block, on its trimmed rows (the same draws; equal to the
-        # torch path to float rounding)
+        # One fused kernel per ownership block, on its trimmed rows (the same draws; equal to the
+        # torch path to float rounding). The torch path above keeps its padded arithmetic: a
+        # per-block sum would round differently and move every recorded result of deeper policies.
         a, k = env.num_agents, env.max_fan
         grid, noise = obs.view(env.copies, a, k, -1), noise.view(env.copies, a, k)
         action = obs.new_zeros(env.copies, a, k)
