@@ -1,11 +1,10 @@
-"""The whole one-layer policy for PPO, learning and acting, as one fused CPU kernel
-(``actor_critic_*`` in ``synapse_kernel.cpp``).
+"""The whole policy for PPO, learning and acting, as one fused CPU kernel (``actor_critic_*`` in
+``synapse_kernel.cpp``; synapse networks of 1 to ``fused_layer.MAX_DEPTH`` layers).
 
 PPO's learner needs, per agent of a minibatch, the log-density of the action it took and the
 value. On the torch path that is a gather of the minibatch's observations, the synapse layer, then
 a dozen elementwise passes over ``[agents, synapses]`` tensors (the Gaussian's mean, ``z``, its
-square, the masked sum, and their backward). For a one-layer synapse network on the CPU the
-kernel reads the minibatch's rows straight from the rollout by index and goes from observations
+square, the masked sum, and their backward). On the CPU the kernel reads the minibatch's rows straight from the rollout by index and goes from observations
 to ``logp`` and ``value`` in one pass, and back to every parameter's gradient in one more; torch
 sees three ``[agents]`` vectors. ``SynapsePolicy.log_prob_entropy_value`` chooses it where
 :func:`applies` and runs the torch path otherwise; fast PPO's collection acts through
@@ -22,7 +21,7 @@ from marl_net.policies import fused_layer
 
 def applies(policy, obs: torch.Tensor) -> bool:
     """Whether :func:`log_prob_and_value` can run ``policy`` on ``obs`` (else use the torch path)."""
-    return policy.config.depth == 1 and fused_layer.applies(obs, policy.config.hidden, policy.log_std.dtype)
+    return fused_layer.applies(obs, policy.config.hidden, policy.log_std.dtype, policy.config.depth)
 
 
 def head_parameters(policy) -> torch.Tensor:
@@ -36,28 +35,31 @@ def head_parameters(policy) -> torch.Tensor:
 
 class _ActorCritic(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, obs, index, actions, wt, w, head):
+    def forward(ctx, obs, index, actions, wt, w, head, deep_w, deep_b):
         n, (k, f), h = index.numel(), obs.shape[1:], wt.shape[1]
-        wt, w, head = (t.detach().contiguous() for t in (wt, w, head))
+        wt, w, head, deep_w, deep_b = (t.detach().contiguous() for t in (wt, w, head, deep_w, deep_b))
         logp, value, real = (obs.new_empty(n) for _ in range(3))
         mean, weights, mask = (obs.new_empty(n, k) for _ in range(3))
         pooled, c1 = obs.new_empty(n, h), obs.new_empty(n, h)
-        fused_layer._call("actor_critic_forward", obs, index, actions, n, k, f, h, wt, w, head, logp, value, real,
-                          mean, weights, mask, pooled, c1)
-        ctx.save_for_backward(obs, index, actions, wt, w, head, mean, weights, mask, pooled, c1)
+        fused_layer._call("actor_critic_forward", obs, index, actions, n, k, f, h,
+                          *fused_layer.net_args(wt, deep_w, deep_b), w, head, logp, value, real, mean, weights, mask,
+                          pooled, c1)
+        ctx.save_for_backward(obs, index, actions, wt, w, head, deep_w, deep_b, mean, weights, mask, pooled, c1)
         ctx.mark_non_differentiable(real)
         return logp, value, real
 
     @staticmethod
     def backward(ctx, grad_logp, grad_value, _):
-        obs, index, actions, wt, w, head, mean, weights, mask, pooled, c1 = ctx.saved_tensors
+        obs, index, actions, wt, w, head, deep_w, deep_b, mean, weights, mask, pooled, c1 = ctx.saved_tensors
         n, (k, f), h = index.numel(), obs.shape[1:], wt.shape[1]
         grad_logp = torch.zeros_like(mean[:, 0]) if grad_logp is None else grad_logp.contiguous()
         grad_value = torch.zeros_like(mean[:, 0]) if grad_value is None else grad_value.contiguous()
-        grad_wt, grad_w, grad_head = torch.empty_like(wt), torch.empty_like(w), torch.empty_like(head)
-        fused_layer._call("actor_critic_backward", obs, index, actions, n, k, f, h, wt, w, head, mean, weights,
-                          mask, pooled, c1, grad_logp, grad_value, grad_wt, grad_w, grad_head)
-        return None, None, None, grad_wt, grad_w, grad_head
+        grad_wt, grad_w, grad_deep_w, grad_deep_b, grad_head = (torch.empty_like(t)
+                                                                for t in (wt, w, deep_w, deep_b, head))
+        fused_layer._call("actor_critic_backward", obs, index, actions, n, k, f, h,
+                          *fused_layer.net_args(wt, deep_w, deep_b), w, head, mean, weights, mask, pooled, c1,
+                          grad_logp, grad_value, grad_wt, grad_w, grad_deep_w, grad_deep_b, grad_head)
+        return None, None, None, grad_wt, grad_w, grad_head, grad_deep_w, grad_deep_b
 
 
 def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor):
@@ -72,7 +74,7 @@ def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: 
         if low < 0 or high >= obs.shape[0]:
             raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
     return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), policy.first_layer_weight().T,
-                              policy.synapse_readout_weight(), head_parameters(policy))
+                              policy.synapse_readout_weight(), head_parameters(policy), *policy.deep_layers())
 
 
 @torch.no_grad()
@@ -87,7 +89,7 @@ def sample(policy, obs: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor
                          f"[{n}, {k}] for obs {tuple(obs.shape)}")
     h = policy.config.hidden
     logp, value = obs.new_empty(n), obs.new_empty(n)
-    fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h,
-                      policy.first_layer_weight().T.contiguous(), policy.synapse_readout_weight().contiguous(),
-                      head_parameters(policy), actions, logp, value)
+    net = fused_layer.net_args(policy.first_layer_weight().T.contiguous(), *policy.deep_layers())
+    fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h, *net,
+                      policy.synapse_readout_weight().contiguous(), head_parameters(policy), actions, logp, value)
     return logp, value

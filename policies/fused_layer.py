@@ -1,18 +1,19 @@
-"""The policy's per-synapse layer as one fused CPU kernel (``synapse_kernel.cpp``).
+"""The policy's per-synapse network as one fused CPU kernel (``synapse_kernel.cpp``).
 
-For a one-layer synapse network, :class:`SynapsePolicy` spends nearly all its time on tensors of
-shape ``[synapses, hidden]``: the first layer's output, its tanh, the two reads of it (each
-synapse's share of the action mean and the pooled summary) and, in the backward, as many again.
-Each is a pass over memory. The kernel computes ``h`` for a few synapse rows at a time in
-registers and never writes it: the forward returns only ``per_synapse [N, K]`` and
-``pooled [N, H]``; the backward recomputes ``h`` and returns the weight gradients.
+:class:`SynapsePolicy` spends nearly all its time on tensors of shape ``[synapses, hidden]``:
+each layer's output, its tanh, the two reads of the last one (each synapse's share of the action
+mean and the pooled summary) and, in the backward, as many again. Each is a pass over memory.
+The kernel runs the whole synapse network (1 to ``MAX_DEPTH`` layers) for a few synapse rows at
+a time in registers and never writes a hidden layer: the forward returns only ``per_synapse
+[N, K]`` and ``pooled [N, H]``; the backward recomputes the layers and returns the weight
+gradients.
 
 The kernel is compiled on first use with the system's C++ compiler (``g++``, or ``$CXX``) for the
 machine it runs on and cached under ``$MARL_NET_KERNEL_CACHE`` (default
 ``~/.cache/marl_net/kernels``), keyed by source, compiler, flags and host; each Ray node builds its
-own. Where it does not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, no compiler,
-``MARL_NET_FUSED=0``) the policy runs its plain torch path; the two agree to float rounding
-(``tests/test_fused_layer.py``).
+own. Where it does not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, more than
+``MAX_DEPTH`` layers, no compiler, ``MARL_NET_FUSED=0``) the policy runs its plain torch path;
+the two agree to float rounding (``tests/test_fused_layer.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17",
          *(["-mrecip=all"] if platform.machine() in ("x86_64", "AMD64", "i686") else [])]
 HIDDEN_SIZES = (16, 32, 48, 64)
+MAX_DEPTH = 3  # layers of the synapse network the kernel takes (DISPATCH_D in the source)
 MAX_FEATURES = 256  # columns of an observation row the kernel takes (MAX_F in the source)
 
 _lib: ctypes.CDLL | None = None
@@ -83,11 +85,12 @@ def library() -> ctypes.CDLL | None:
             _load_failed = True
             return None
         ptr, n = ctypes.c_void_p, ctypes.c_long
-        lib.synapse_forward.argtypes = [ptr] * 4 + [n] * 4 + [ptr] * 2
-        lib.synapse_backward.argtypes = [ptr] * 6 + [n] * 4 + [ptr] * 2
-        lib.actor_critic_forward.argtypes = [ptr] * 3 + [n] * 4 + [ptr] * 11
-        lib.actor_critic_backward.argtypes = [ptr] * 3 + [n] * 4 + [ptr] * 13
-        lib.actor_critic_sample.argtypes = [ptr] * 2 + [n] * 4 + [ptr] * 6
+        net = [ptr, n, ptr, ptr, ptr]  # the synapse network: WT, depth, W, WdT, b (net_args)
+        lib.synapse_forward.argtypes = [ptr, *net] + [ptr] * 2 + [n] * 4 + [ptr] * 2
+        lib.synapse_backward.argtypes = [ptr, *net] + [ptr] * 4 + [n] * 4 + [ptr] * 4
+        lib.actor_critic_forward.argtypes = [ptr] * 3 + [n] * 4 + net + [ptr] * 10
+        lib.actor_critic_backward.argtypes = [ptr] * 3 + [n] * 4 + net + [ptr] * 14
+        lib.actor_critic_sample.argtypes = [ptr] * 2 + [n] * 4 + net + [ptr] * 5
         for fn in (lib.synapse_forward, lib.synapse_backward, lib.actor_critic_forward, lib.actor_critic_backward,
                    lib.actor_critic_sample):
             fn.restype = ctypes.c_int
@@ -95,32 +98,41 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
-def applies(obs: torch.Tensor, hidden: int, param_dtype: torch.dtype = torch.float32) -> bool:
+def applies(obs: torch.Tensor, hidden: int, param_dtype: torch.dtype = torch.float32, depth: int = 1) -> bool:
     """Whether :func:`synapse_layer` can take observations ``obs`` for a policy with ``hidden``
-    units and parameters of ``param_dtype`` (otherwise use the torch path)."""
+    units, ``depth`` synapse layers and parameters of ``param_dtype`` (otherwise use the torch path)."""
     return (enabled() and obs.device.type == "cpu" and obs.dtype == param_dtype == torch.float32
-            and hidden in HIDDEN_SIZES and obs.dim() == 3 and obs.shape[-1] <= MAX_FEATURES
-            and not obs.requires_grad and library() is not None)
+            and hidden in HIDDEN_SIZES and 1 <= depth <= MAX_DEPTH and obs.dim() == 3
+            and obs.shape[-1] <= MAX_FEATURES and not obs.requires_grad and library() is not None)
+
+
+def net_args(wt: torch.Tensor, deep_w: torch.Tensor, deep_b: torch.Tensor) -> tuple:
+    """The synapse network as the kernel takes it (``Net`` in the source): the first layer
+    ``wt [F, H]``, the depth, then the deeper layers' weights ``deep_w [D - 1, H, H]`` in torch's
+    layout and transposed, and their biases ``deep_b [D - 1, H]``."""
+    return wt, deep_w.shape[0] + 1, deep_w, deep_w.transpose(1, 2).contiguous(), deep_b
 
 
 class _SynapseLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, obs, wt, w, weights):
+    def forward(ctx, obs, wt, w, weights, deep_w, deep_b):
         n, k = weights.shape
-        obs, wt, w, weights = (t.detach().contiguous() for t in (obs, wt, w, weights))
+        obs, wt, w, weights, deep_w, deep_b = (t.detach().contiguous() for t in (obs, wt, w, weights, deep_w, deep_b))
         per_synapse, pooled = obs.new_empty(n, k), obs.new_empty(n, wt.shape[1])
-        _call("synapse_forward", obs, wt, w, weights, n, k, obs.shape[2], wt.shape[1], per_synapse, pooled)
-        ctx.save_for_backward(obs, wt, w, weights)
+        _call("synapse_forward", obs, *net_args(wt, deep_w, deep_b), w, weights, n, k, obs.shape[2], wt.shape[1],
+              per_synapse, pooled)
+        ctx.save_for_backward(obs, wt, w, weights, deep_w, deep_b)
         return per_synapse, pooled
 
     @staticmethod
     def backward(ctx, grad_synapse, grad_pooled):
-        obs, wt, w, weights = ctx.saved_tensors
+        obs, wt, w, weights, deep_w, deep_b = ctx.saved_tensors
         n, k = weights.shape
-        grad_wt, grad_w = torch.empty_like(wt), torch.empty_like(w)
-        _call("synapse_backward", obs, wt, w, weights, grad_synapse.contiguous(), grad_pooled.contiguous(),
-              n, k, obs.shape[2], wt.shape[1], grad_wt, grad_w)
-        return None, grad_wt, grad_w, None
+        grads = [torch.empty_like(t) for t in (wt, w, deep_w, deep_b)]
+        _call("synapse_backward", obs, *net_args(wt, deep_w, deep_b), w, weights, grad_synapse.contiguous(),
+              grad_pooled.contiguous(), n, k, obs.shape[2], wt.shape[1], *grads)
+        grad_wt, grad_w, grad_deep_w, grad_deep_b = grads
+        return None, grad_wt, grad_w, None, grad_deep_w, grad_deep_b
 
 
 def _call(name: str, *args) -> None:
@@ -130,10 +142,13 @@ def _call(name: str, *args) -> None:
         raise ValueError(f"{name}: shapes {shapes} are not covered by the fused kernel; check applies() first")
 
 
-def synapse_layer(obs: torch.Tensor, wt: torch.Tensor, w: torch.Tensor, weights: torch.Tensor):
-    """``h = tanh(x @ wt)`` for every synapse row ``x`` of ``obs``, read twice:
+def synapse_layer(obs: torch.Tensor, wt: torch.Tensor, w: torch.Tensor, weights: torch.Tensor,
+                  deep_w: torch.Tensor, deep_b: torch.Tensor):
+    """The synapse network on every synapse row ``x`` of ``obs``, ``h = tanh(x @ wt)`` then
+    ``h = tanh(h @ deep_w[d].T + deep_b[d])`` for each deeper layer, read twice:
     ``(h @ w [N, K], sum_k weights * h [N, H])``.
 
-    ``obs [N, K, F]`` (no gradient), ``wt [F, H]``, ``w [H]``, ``weights [N, K]``; gradients flow
-    to ``wt`` and ``w``. Check :func:`applies` first."""
-    return _SynapseLayer.apply(obs, wt, w, weights)
+    ``obs [N, K, F]`` (no gradient), ``wt [F, H]``, ``w [H]``, ``weights [N, K]``, ``deep_w
+    [D - 1, H, H]``, ``deep_b [D - 1, H]`` (empty for one layer); gradients flow to ``wt``, ``w``,
+    ``deep_w`` and ``deep_b``. Check :func:`applies` first."""
+    return _SynapseLayer.apply(obs, wt, w, weights, deep_w, deep_b)

@@ -7,7 +7,7 @@
 //     pooled[n]   += weights[s] * h             weights: [S], mask / (real synapses of the agent)
 // Rows are S = N * K synapses of N agents, K each, row-major. The backward recomputes h rather
 // than storing it, and returns dL/dWT and dL/dw. The actor_critic_* functions below add the rest
-// of a one-layer policy (actor head, Gaussian log-density, critic) for PPO's learner and acting,
+// of the policy (actor head, Gaussian log-density, critic) for PPO's learner and acting,
 // reading the agents' rows by index (marl_net.policies.fused_actor_critic).
 //
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
@@ -80,29 +80,55 @@ struct Rows {
     }
 };
 
-// h[g] = tanh(x[g] @ WT) for G rows at once.
+// The per-synapse network: a first layer over the whole observation row, WT [F, H] (the feature
+// scales and the bias folded in: the bias is the weight of the mask column), then D - 1 layers
+// H -> H, layer d's weight in torch's layout W_d [H out, H in] (for the backward and its
+// gradient), transposed, WT_d [H in, H out] (for the forward), and its bias b_d [H]; tanh after
+// every layer. D is a template parameter, so all of a row's activations can stay in registers.
+struct Net {
+    const float *WT;
+    long F;
+    const float *W, *WdT, *b;  // layers 1 .. D - 1: blocks of H * H, H * H and H floats (null when D = 1)
+};
+
+// out[g] = tanh(x[g] @ WT + bias) for G rows at once (no bias when bias is null).
 template <int HV>
-inline void hidden(const float *const x[G], const float *WT, long F, vf h[G][HV]) {
+inline void layer(const float *const x[G], const float *WT, long F, const float *bias, vf out[G][HV]) {
     for (int g = 0; g < G; g++)
-        for (int j = 0; j < HV; j++) h[g][j] = (vf){};
+        for (int j = 0; j < HV; j++) out[g][j] = bias ? load(bias + j * V) : (vf){};
     for (long f = 0; f < F; f++) {
         vf wf[HV];
         for (int j = 0; j < HV; j++) wf[j] = load(WT + (f * HV + j) * V);
         for (int g = 0; g < G; g++) {
             const vf xf = splat(x[g][f]);
-            for (int j = 0; j < HV; j++) h[g][j] += xf * wf[j];
+            for (int j = 0; j < HV; j++) out[g][j] += xf * wf[j];
         }
     }
     for (int g = 0; g < G; g++)
-        for (int j = 0; j < HV; j++) h[g][j] = vtanh(h[g][j]);
+        for (int j = 0; j < HV; j++) out[g][j] = vtanh(out[g][j]);
 }
 
-template <int HV>
-void forward(const Rows &in, const float *WT, const float *w, const float *weights, long N, float *per_synapse,
+// Every layer's activations h[d] of G rows; scratch holds a layer's output as numbers for the next.
+template <int HV, int D>
+inline void synapse_net(const float *const x[G], const Net &net, vf h[D][G][HV], float scratch[G][HV * V]) {
+    constexpr long H = HV * V;
+    layer<HV>(x, net.WT, net.F, nullptr, h[0]);
+    const float *xs[G];
+    for (int g = 0; g < G; g++) xs[g] = scratch[g];
+    for (int d = 1; d < D; d++) {
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < HV; j++) store(scratch[g] + j * V, h[d - 1][g][j]);
+        layer<HV>(xs, net.WdT + (d - 1) * H * H, H, net.b + (d - 1) * H, h[d]);
+    }
+}
+
+template <int HV, int D>
+void forward(const Rows &in, const Net &net, const float *w, const float *weights, long N, float *per_synapse,
              float *pooled) {
-    const long S = in.S, K = in.K, F = in.F, H = HV * V;
+    const long S = in.S, K = in.K, H = HV * V;
     std::memset(pooled, 0, sizeof(float) * N * H);
-    vf wv[HV], h[G][HV];
+    vf wv[HV], h[D][G][HV];
+    float scratch[G][HV * V];
     const float *x[G];
     for (int j = 0; j < HV; j++) wv[j] = load(w + j * V);
     // the agent of row s, kept by counting (an integer division per row costs more than the row),
@@ -111,14 +137,15 @@ void forward(const Rows &in, const float *WT, const float *w, const float *weigh
     vf pool[HV] = {};
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
-        hidden<HV>(x, WT, F, h);
+        synapse_net<HV, D>(x, net, h, scratch);
+        const auto &top = h[D - 1];
         for (int g = 0; g < G && s0 + g < S; g++) {
             const long s = s0 + g;
             vf acc = (vf){};
             const vf wt = splat(weights[s]);
             for (int j = 0; j < HV; j++) {
-                acc += h[g][j] * wv[j];
-                pool[j] += wt * h[g][j];
+                acc += top[g][j] * wv[j];
+                pool[j] += wt * top[g][j];
             }
             per_synapse[s] = hsum(acc);
             if (++slot == K) {
@@ -129,35 +156,66 @@ void forward(const Rows &in, const float *WT, const float *w, const float *weigh
     }
 }
 
-template <int HV>
-void backward(const Rows &in, const float *WT, const float *w, const float *weights, const float *grad_synapse,
-              const float *grad_pooled, float *dWT, float *dw) {
+// Writes dWT [F, H], dw [H] and the deeper layers' dW [D - 1, H, H] (torch's layout) and db [D - 1, H].
+template <int HV, int D>
+void backward(const Rows &in, const Net &net, const float *w, const float *weights, const float *grad_synapse,
+              const float *grad_pooled, float *dWT, float *dw, float *dW, float *db) {
     const long S = in.S, K = in.K, F = in.F, H = HV * V;
-    vf wv[HV], dwv[HV], h[G][HV];
+    std::memset(dWT, 0, sizeof(float) * F * H);
+    if (D > 1) std::memset(dW, 0, sizeof(float) * (D - 1) * H * H), std::memset(db, 0, sizeof(float) * (D - 1) * H);
+    vf wv[HV], dwv[HV], h[D][G][HV], dh[G][HV];
+    float scratch[G][HV * V];
     const float *x[G];
     for (int j = 0; j < HV; j++) wv[j] = load(w + j * V), dwv[j] = (vf){};
     long agent = 0, slot = 0;  // of row s
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
-        hidden<HV>(x, WT, F, h);
-        for (int g = 0; g < G; g++) {  // h[g] becomes dL/d(pre-activation) of row g
+        synapse_net<HV, D>(x, net, h, scratch);
+        for (int g = 0; g < G; g++) {  // dh[g]: dL/d(top layer's output) of row g
             const long s = s0 + g;
             if (s >= S) {
-                for (int j = 0; j < HV; j++) h[g][j] = (vf){};
+                for (int j = 0; j < HV; j++) dh[g][j] = (vf){};
                 continue;
             }
             const vf gs = splat(grad_synapse[s]), wt = splat(weights[s]);
             const float *gp = grad_pooled + agent * H;
             if (++slot == K) slot = 0, ++agent;
             for (int j = 0; j < HV; j++) {
-                dwv[j] += gs * h[g][j];
-                h[g][j] = (gs * wv[j] + wt * load(gp + j * V)) * (1.0f - h[g][j] * h[g][j]);
+                dwv[j] += gs * h[D - 1][g][j];
+                dh[g][j] = gs * wv[j] + wt * load(gp + j * V);
             }
         }
+        for (int d = D - 1; d >= 1; d--) {  // through layer d: dh becomes dL/d(layer d - 1's output)
+            float *dWd = dW + (d - 1) * H * H, *dbd = db + (d - 1) * H;
+            const float *Wd = net.W + (d - 1) * H * H;
+            vf dprev[G][HV] = {};
+            for (int j = 0; j < HV; j++) {
+                vf bias_acc = load(dbd + j * V);
+                for (int g = 0; g < G; g++) {
+                    dh[g][j] *= 1.0f - h[d][g][j] * h[d][g][j];  // dL/d(pre-activation)
+                    bias_acc += dh[g][j];
+                    store(scratch[g] + j * V, dh[g][j]);
+                }
+                store(dbd + j * V, bias_acc);
+            }
+            for (long o = 0; o < H; o++) {  // output unit o: dW_d[o] += dpre_o h_{d-1}; dprev += dpre_o W_d[o]
+                vf wo[HV], acc[HV];
+                for (int i = 0; i < HV; i++) wo[i] = load(Wd + o * H + i * V), acc[i] = load(dWd + o * H + i * V);
+                for (int g = 0; g < G; g++) {
+                    const vf dpo = splat(scratch[g][o]);
+                    for (int i = 0; i < HV; i++) acc[i] += dpo * h[d - 1][g][i], dprev[g][i] += dpo * wo[i];
+                }
+                for (int i = 0; i < HV; i++) store(dWd + o * H + i * V, acc[i]);
+            }
+            for (int g = 0; g < G; g++)
+                for (int j = 0; j < HV; j++) dh[g][j] = dprev[g][j];
+        }
+        for (int g = 0; g < G; g++)  // the first layer's pre-activation
+            for (int j = 0; j < HV; j++) dh[g][j] *= 1.0f - h[0][g][j] * h[0][g][j];
         for (long f = 0; f < F; f++)
             for (int j = 0; j < HV; j++) {
                 vf acc = load(dWT + f * H + j * V);
-                for (int g = 0; g < G; g++) acc += splat(x[g][f]) * h[g][j];
+                for (int g = 0; g < G; g++) acc += splat(x[g][f]) * dh[g][j];
                 store(dWT + f * H + j * V, acc);
             }
     }
@@ -165,7 +223,7 @@ void backward(const Rows &in, const float *WT, const float *w, const float *weig
 }
 
 // ---------------------------------------------------------------- the whole policy, for PPO
-// The rest of SynapsePolicy.forward for a one-layer synapse network, per agent, plus the
+// The rest of SynapsePolicy.forward after the synapse network, per agent, plus the
 // log-density of the agent's action (masked_log_prob) and the value: everything the PPO loss
 // needs from the policy, one pass, nothing of size [synapses, hidden] stored. With K slots and
 // the mask column m_k of each synapse row:
@@ -235,14 +293,14 @@ inline float log_prob(long K, const float *__restrict a, const float *__restrict
     return lp;
 }
 
-template <int HV>
-void actor_critic_forward(const Rows &in, const float *actions, const long *index, long N, const float *WT,
+template <int HV, int D>
+void actor_critic_forward(const Rows &in, const float *actions, const long *index, long N, const Net &net,
                           const float *w, const Head &hd, float *logp, float *value, float *real, float *mean,
                           float *weights, float *pooled, float *c1, float *mask, const float *noise = nullptr,
                           float *sampled = nullptr) {
     const long K = in.K, H = HV * V;
     pool_weights(in, N, mask, real, weights);
-    forward<HV>(in, WT, w, weights, N, mean, pooled);  // mean holds the per-synapse terms for now
+    forward<HV, D>(in, net, w, weights, N, mean, pooled);  // mean holds the per-synapse terms for now
     const HeadV<HV> hv(hd);
     const float ls = hd.log_std(), inv_std = std::exp(-ls), std_ = std::exp(ls);
     for (long n0 = 0; n0 < N; n0 += AG) {
@@ -283,11 +341,11 @@ void actor_critic_forward(const Rows &in, const float *actions, const long *inde
     }
 }
 
-template <int HV>
-void actor_critic_backward(const Rows &in, const float *actions, const long *index, long N, const float *WT,
+template <int HV, int D>
+void actor_critic_backward(const Rows &in, const float *actions, const long *index, long N, const Net &net,
                            const float *w, const Head &hd, const float *mean, const float *weights,
                            const float *mask, const float *pooled, const float *c1, const float *glogp,
-                           const float *gvalue, float *dWT, float *dw, float *dP) {
+                           const float *gvalue, float *dWT, float *dw, float *dW, float *db, float *dP) {
     const long K = in.K, H = HV * V;
     const HeadV<HV> hv(hd);
     std::vector<float> dps(N * K), dpooled(N * H);
@@ -341,84 +399,92 @@ void actor_critic_backward(const Rows &in, const float *actions, const long *ind
     for (long i = 0; i < H; i++)
         for (long j = 0; j < H; j++) dWc_[j * H + i] = dWcT[i][j / V][j % V];
     dP[H] = float(dba), dP[3 * H + 1 + H * H] = float(dbc2), dP[3 * H + 2 + H * H] = float(dls);
-    std::memset(dWT, 0, sizeof(float) * in.F * H);
-    backward<HV>(in, WT, w, weights, dps.data(), dpooled.data(), dWT, dw);
+    backward<HV, D>(in, net, w, weights, dps.data(), dpooled.data(), dWT, dw, dW, db);
 }
 
 }  // namespace
 
-// Both return 0 on success, 1 for shapes the kernel does not cover (the caller uses torch).
-// obs: [N, K, F]; weights, per_synapse, grad_synapse: [N, K]; pooled, grad_pooled: [N, H].
-#define DISPATCH(CALL)                  \
-    switch (H) {                        \
-        case 16: CALL(1); return 0;     \
-        case 32: CALL(2); return 0;     \
-        case 48: CALL(3); return 0;     \
-        case 64: CALL(4); return 0;     \
-        default: return 1;              \
+// Every entry point returns 0 on success, 1 for shapes the kernel does not cover (the caller then
+// uses torch). The synapse network (Net): WT [F, H]; for depth D > 1 also W, WdT [D - 1, H, H]
+// and b [D - 1, H] (null when D = 1). obs: [N, K, F]; weights, per_synapse, grad_synapse:
+// [N, K]; pooled, grad_pooled: [N, H].
+#define DISPATCH_D(CALL, HV)                    \
+    switch (D) {                                \
+        case 1: CALL(HV, 1); return 0;          \
+        case 2: CALL(HV, 2); return 0;          \
+        case 3: CALL(HV, 3); return 0;          \
+        default: return 1;                      \
     }
+#define DISPATCH(CALL)                          \
+    if (F > MAX_F) return 1;                    \
+    switch (H) {                                \
+        case 16: DISPATCH_D(CALL, 1)            \
+        case 32: DISPATCH_D(CALL, 2)            \
+        case 48: DISPATCH_D(CALL, 3)            \
+        case 64: DISPATCH_D(CALL, 4)            \
+        default: return 1;                      \
+    }
+#define NET_ARGS const float *WT, long D, const float *W, const float *WdT, const float *b
 
-extern "C" int synapse_forward(const float *obs, const float *WT, const float *w,
-                               const float *weights, long N, long K, long F, long H, float *per_synapse,
-                               float *pooled) {
-    if (F > MAX_F) return 1;
+extern "C" int synapse_forward(const float *obs, NET_ARGS, const float *w, const float *weights, long N, long K, long F,
+                               long H, float *per_synapse, float *pooled) {
     const Rows in(obs, nullptr, N, K, F);
-#define FORWARD(HV) forward<HV>(in, WT, w, weights, N, per_synapse, pooled)
+    const Net net{WT, F, W, WdT, b};
+#define FORWARD(HV, D_) forward<HV, D_>(in, net, w, weights, N, per_synapse, pooled)
     DISPATCH(FORWARD)
 }
 
-// Writes (not accumulates) dWT [F, H] and dw [H].
-extern "C" int synapse_backward(const float *obs, const float *WT, const float *w,
-                                const float *weights, const float *grad_synapse, const float *grad_pooled, long N,
-                                long K, long F, long H, float *dWT, float *dw) {
-    if (F > MAX_F) return 1;
-    std::memset(dWT, 0, sizeof(float) * F * H);
+// Writes (not accumulates) dWT [F, H], dw [H], dW [D - 1, H, H] and db [D - 1, H].
+extern "C" int synapse_backward(const float *obs, NET_ARGS, const float *w, const float *weights,
+                                const float *grad_synapse, const float *grad_pooled, long N, long K, long F, long H,
+                                float *dWT, float *dw, float *dW, float *db) {
     const Rows in(obs, nullptr, N, K, F);
-#define BACKWARD(HV) backward<HV>(in, WT, w, weights, grad_synapse, grad_pooled, dWT, dw)
+    const Net net{WT, F, W, WdT, b};
+#define BACKWARD(HV, D_) backward<HV, D_>(in, net, w, weights, grad_synapse, grad_pooled, dWT, dw, dW, db)
     DISPATCH(BACKWARD)
 }
 
-// The whole one-layer policy for PPO (see actor_critic_forward): obs [*, K, F] and actions [*, K]
-// read at the N agents index[N] (null: the first N); writes logp, value, real [N] and, for the
-// backward, mean, weights, mask [N, K], pooled, c1 [N, H]. P: the head's flat parameters (Head).
+// The whole policy for PPO (see actor_critic_forward): obs [*, K, F] and actions [*, K] read at
+// the N agents index[N] (null: the first N); writes logp, value, real [N] and, for the backward,
+// mean, weights, mask [N, K], pooled, c1 [N, H]. P: the head's flat parameters (Head).
 extern "C" int actor_critic_forward(const float *obs, const long *index, const float *actions, long N, long K,
-                                    long F, long H, const float *WT, const float *w, const float *P, float *logp,
+                                    long F, long H, NET_ARGS, const float *w, const float *P, float *logp,
                                     float *value, float *real, float *mean, float *weights, float *mask,
                                     float *pooled, float *c1) {
-    if (F > MAX_F) return 1;
     const Rows in(obs, index, N, K, F);
+    const Net net{WT, F, W, WdT, b};
     const Head hd{H, P};
-#define AC_FORWARD(HV) \
-    actor_critic_forward<HV>(in, actions, index, N, WT, w, hd, logp, value, real, mean, weights, pooled, c1, mask)
+#define AC_FORWARD(HV, D_) \
+    actor_critic_forward<HV, D_>(in, actions, index, N, net, w, hd, logp, value, real, mean, weights, pooled, c1, mask)
     DISPATCH(AC_FORWARD)
 }
 
 // Acting (no gradients): the actions (mean + exp(log_std) noise) m of the N agents of obs
 // [N, K, F], given noise [N, K], written to actions [N, K], with their logp and value [N].
-extern "C" int actor_critic_sample(const float *obs, const float *noise, long N, long K, long F, long H,
-                                   const float *WT, const float *w, const float *P, float *actions, float *logp,
-                                   float *value) {
-    if (F > MAX_F) return 1;
+extern "C" int actor_critic_sample(const float *obs, const float *noise, long N, long K, long F, long H, NET_ARGS,
+                                   const float *w, const float *P, float *actions, float *logp, float *value) {
     const Rows in(obs, nullptr, N, K, F);
+    const Net net{WT, F, W, WdT, b};
     const Head hd{H, P};
     std::vector<float> real(N), mean(N * K), weights(N * K), mask(N * K), pooled(N * H), c1(N * H);
-#define AC_SAMPLE(HV)                                                                                         \
-    actor_critic_forward<HV>(in, nullptr, nullptr, N, WT, w, hd, logp, value, real.data(), mean.data(),     \
-                             weights.data(), pooled.data(), c1.data(), mask.data(), noise, actions)
+#define AC_SAMPLE(HV, D_)                                                                                        \
+    actor_critic_forward<HV, D_>(in, nullptr, nullptr, N, net, w, hd, logp, value, real.data(), mean.data(),   \
+                                 weights.data(), pooled.data(), c1.data(), mask.data(), noise, actions)
     DISPATCH(AC_SAMPLE)
 }
 
-// Gradients of sum(glogp * logp + gvalue * value): writes dWT [F, H], dw [H] and dP (Head's layout).
+// Gradients of sum(glogp * logp + gvalue * value): writes dWT [F, H], dw [H], dW [D - 1, H, H],
+// db [D - 1, H] and dP (Head's layout).
 extern "C" int actor_critic_backward(const float *obs, const long *index, const float *actions, long N, long K,
-                                     long F, long H, const float *WT, const float *w, const float *P,
+                                     long F, long H, NET_ARGS, const float *w, const float *P,
                                      const float *mean, const float *weights, const float *mask,
-                                     const float *pooled, const float *c1,
-                                     const float *glogp, const float *gvalue, float *dWT, float *dw, float *dP) {
-    if (F > MAX_F) return 1;
+                                     const float *pooled, const float *c1, const float *glogp, const float *gvalue,
+                                     float *dWT, float *dw, float *dW, float *db, float *dP) {
     const Rows in(obs, index, N, K, F);
+    const Net net{WT, F, W, WdT, b};
     const Head hd{H, P};
-#define AC_BACKWARD(HV) \
-    actor_critic_backward<HV>(in, actions, index, N, WT, w, hd, mean, weights, mask, pooled, c1, glogp, gvalue, dWT, dw, \
-                              dP)
+#define AC_BACKWARD(HV, D_)                                                                                   \
+    actor_critic_backward<HV, D_>(in, actions, index, N, net, w, hd, mean, weights, mask, pooled, c1, glogp,  \
+                                  gvalue, dWT, dw, dW, db, dP)
     DISPATCH(AC_BACKWARD)
 }

@@ -149,6 +149,16 @@ class SynapsePolicy(nn.Module):
         first = self.synapse_net[0]
         return torch.cat([first.weight * self.feature_scale, first.bias.unsqueeze(1)], 1)
 
+    def deep_layers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The synapse network's layers after the first, stacked: weights ``[depth - 1, H, H]``
+        (torch's ``(out, in)`` layout) and biases ``[depth - 1, H]`` (both empty for one layer)."""
+        linears = list(self.synapse_net)[2::2]
+        if not linears:
+            first = self.synapse_net[0].weight
+            h = self.config.hidden
+            return first.new_empty(0, h, h), first.new_empty(0, h)
+        return torch.stack([m.weight for m in linears]), torch.stack([m.bias for m in linears])
+
     def synapse_readout_weight(self) -> torch.Tensor:
         """The actor head's weights ``[H]`` on a synapse's own hidden units (each synapse's share of
         the action mean; the head's other half reads the pooled summary)."""
@@ -164,8 +174,9 @@ class SynapsePolicy(nn.Module):
         # actor_head on concat(h, pooled) is split into its per-synapse and per-agent products, so
         # the concatenation [N, K, 2H] is never built
         w_synapse = self.synapse_readout_weight()
-        if self.config.depth == 1 and fused_layer.applies(obs, self.config.hidden, w_synapse.dtype):  # one CPU kernel
-            per_synapse, pooled = fused_layer.synapse_layer(obs, self.first_layer_weight().T, w_synapse, weights)
+        if fused_layer.applies(obs, self.config.hidden, w_synapse.dtype, self.config.depth):  # one CPU kernel
+            per_synapse, pooled = fused_layer.synapse_layer(obs, self.first_layer_weight().T, w_synapse, weights,
+                                                            *self.deep_layers())
             return per_synapse, pooled, mask
         h = torch.tanh(torch.matmul(obs, self.first_layer_weight().T))  # [N, K, H]
         for layer in list(self.synapse_net)[2:]:
@@ -186,9 +197,9 @@ class SynapsePolicy(nn.Module):
     def log_prob_entropy_value(self, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor):
         """What PPO's loss needs for the agents ``index [n]`` of ``obs [S, K, F]`` that took
         ``actions [S, K]``: the log-density of their actions, the entropy and the value, each
-        ``[n]``. A one-layer synapse network on the CPU runs as one fused kernel that reads the
-        rows by index (``fused_actor_critic``); otherwise the rows are gathered and run through
-        :meth:`forward`."""
+        ``[n]``. On the CPU the policy runs as one fused kernel that reads the rows by index
+        (``fused_actor_critic``, where it applies); otherwise the rows are gathered and run
+        through :meth:`forward`."""
         if fused_actor_critic.applies(self, obs):
             logp, value, real = fused_actor_critic.log_prob_and_value(self, obs, actions, index)
             return logp, real * (0.5 + _LOG_SQRT_2PI + self.log_std), value

@@ -1,5 +1,5 @@
-"""The fused actor-critic kernel (PPO's learner and acting, one-layer synapse networks on the CPU)
-equals the policy's torch path: log-densities, entropies, values, every parameter's gradient, and
+"""The fused actor-critic kernel (PPO's learner and acting, synapse networks of one to three layers
+on the CPU) equals the policy's torch path: log-densities, entropies, values, every parameter's gradient, and
 the sampled actions; a fast-PPO iteration through it lands where the torch path's does."""
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from marl_net.policies import fused_actor_critic
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 
 
-def _policy(hidden: int, f: int = 6, seed: int = 0) -> SynapsePolicy:
+def _policy(hidden: int, f: int = 6, seed: int = 0, depth: int = 1) -> SynapsePolicy:
     torch.manual_seed(seed)
-    policy = SynapsePolicy(PolicyConfig(num_features=f, hidden=hidden, depth=1, action_gain=1.0, init_log_std=-0.7))
+    policy = SynapsePolicy(PolicyConfig(num_features=f, hidden=hidden, depth=depth, action_gain=1.0,
+                                        init_log_std=-0.7))
     with torch.no_grad():
         policy.feature_scale.uniform_(0.5, 2.0)
+        for deeper in list(policy.synapse_net)[2::2]:
+            deeper.bias.uniform_(-0.5, 0.5)  # padding rows then reach the readout as tanh(bias), not 0
     return policy
 
 
@@ -38,10 +41,11 @@ def _loss_terms(policy, obs, actions, index):
     return [t.detach() for t in (logp, entropy, value)], {n: p.grad.clone() for n, p in policy.named_parameters()}
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("hidden", [16, 32, 64])
 @pytest.mark.parametrize("s,k,n", [(40, 5, 13), (300, 16, 257), (7, 1, 7)])  # agents not a multiple of 8 included
-def test_fused_log_prob_entropy_value_and_gradients_equal_the_torch_path(monkeypatch, hidden, s, k, n):
-    policy, obs = _policy(hidden), _obs(s, k, 6)
+def test_fused_log_prob_entropy_value_and_gradients_equal_the_torch_path(monkeypatch, depth, hidden, s, k, n):
+    policy, obs = _policy(hidden, depth=depth), _obs(s, k, 6)
     actions = torch.randn(s, k) * obs[..., -1]
     index = torch.randint(0, s, (n,), generator=torch.Generator().manual_seed(3))  # unsorted, repeats
     assert fused_actor_critic.applies(policy, obs)
@@ -58,8 +62,9 @@ def test_fused_log_prob_entropy_value_and_gradients_equal_the_torch_path(monkeyp
                                    msg=lambda m: f"gradient of {name}: {m}")
 
 
-def test_fused_sampling_draws_the_torch_paths_actions():
-    policy, obs = _policy(16), _obs(50, 16, 6)
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fused_sampling_draws_the_torch_paths_actions(depth):
+    policy, obs = _policy(16, depth=depth), _obs(50, 16, 6)
     noise = torch.randn(50, 16)
     actions = torch.empty(50, 16)
     logp, value = fused_actor_critic.sample(policy, obs, noise, actions)
@@ -86,25 +91,27 @@ def test_bad_index_and_shapes_are_refused():
         fused_actor_critic.sample(policy, obs, torch.zeros(10, 3), actions)
 
 
-def test_only_one_layer_cpu_float32_policies_take_the_kernel():
+def test_only_cpu_float32_policies_of_covered_sizes_take_the_kernel():
     obs = _obs(4, 3, 6)
-    assert not fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=16, depth=2)), obs)
+    assert fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=16, depth=3)), obs)
+    assert not fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=16, depth=4)), obs)
     assert not fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=24, depth=1)), obs)
     assert not fused_actor_critic.applies(_policy(16), obs.double())
 
 
-def _one_iteration(monkeypatch, fused: bool) -> FastPPO:
+def _one_iteration(monkeypatch, fused: bool, depth: int) -> FastPPO:
     monkeypatch.setenv("MARL_NET_FUSED", "1" if fused else "0")
     env = {"layers": (5, 9, 3), "max_cycles": 4, "batch_size": 8, "reward": "difference"}
-    trainer = FastPPO(env, {"hidden": 16, "depth": 1}, FastPPOConfig(copies=4, rollout_steps=6, minibatch_size=64,
-                                                                      num_epochs=2, lr=3e-3), seed=0)
+    ppo = FastPPOConfig(copies=4, rollout_steps=6, minibatch_size=64, num_epochs=2, lr=3e-3)
+    trainer = FastPPO(env, {"hidden": 16, "depth": depth}, ppo, seed=0)
     assert fused_actor_critic.applies(trainer.policy, trainer.obs) == fused
     trainer.train()
     return trainer
 
 
-def test_a_fast_ppo_iteration_through_the_kernel_lands_where_the_torch_path_does(monkeypatch):
-    fused, plain = _one_iteration(monkeypatch, True), _one_iteration(monkeypatch, False)
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_fast_ppo_iteration_through_the_kernel_lands_where_the_torch_path_does(monkeypatch, depth):
+    fused, plain = _one_iteration(monkeypatch, True, depth), _one_iteration(monkeypatch, False, depth)
     # same draws, arithmetic equal to float rounding: the same rollout and nearly the same update
     for a, b in zip(fused.buffer.actions, plain.buffer.actions):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

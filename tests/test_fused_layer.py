@@ -1,4 +1,5 @@
-"""The fused per-synapse kernel equals the policy's torch path: outputs and every gradient."""
+"""The fused per-synapse kernel equals the policy's torch path: outputs and every gradient, for
+synapse networks of one to three layers."""
 
 import pytest
 import torch
@@ -28,19 +29,22 @@ def test_the_kernel_builds_here():
     assert fused_layer.library() is not None, "g++ is on this machine: the kernel must build"
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("hidden", [16, 32, 48, 64])
 @pytest.mark.parametrize("n,k", [(1, 1), (13, 5), (64, 16)])  # rows not a multiple of the kernel's 8 included
-def test_fused_equals_torch_path(monkeypatch, hidden, n, k):
+def test_fused_equals_torch_path(monkeypatch, depth, hidden, n, k):
     torch.manual_seed(hidden)
-    policy = SynapsePolicy(PolicyConfig(num_features=10, hidden=hidden, depth=1, action_gain=1.0))
+    policy = SynapsePolicy(PolicyConfig(num_features=10, hidden=hidden, depth=depth, action_gain=1.0))
     with torch.no_grad():
         policy.feature_scale.uniform_(0.5, 2.0)
+        for deeper in list(policy.synapse_net)[2::2]:
+            deeper.bias.uniform_(-0.5, 0.5)  # padding rows then reach the readout as tanh(bias), not 0
     obs = _obs(n, k, 10)
     actions = torch.randn(n, k)
-    assert fused_layer.applies(obs, hidden)
+    assert fused_layer.applies(obs, hidden, depth=depth)
     fused_out, fused_grads = _outputs_and_grads(policy, obs, actions)
     monkeypatch.setenv("MARL_NET_FUSED", "0")
-    assert not fused_layer.applies(obs, hidden)
+    assert not fused_layer.applies(obs, hidden, depth=depth)
     torch_out, torch_grads = _outputs_and_grads(policy, obs, actions)
     for a, b in zip(fused_out, torch_out):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -51,8 +55,9 @@ def test_fused_equals_torch_path(monkeypatch, hidden, n, k):
                                    msg=lambda m: f"gradient of {name}: {m}")
 
 
-def test_padding_slots_have_zero_mean_and_no_pull_on_the_pool():
-    policy = SynapsePolicy(PolicyConfig(num_features=4, hidden=16, depth=1, action_gain=1.0))
+@pytest.mark.parametrize("depth", [1, 2])
+def test_padding_slots_have_zero_mean_and_no_pull_on_the_pool(depth):
+    policy = SynapsePolicy(PolicyConfig(num_features=4, hidden=16, depth=depth, action_gain=1.0))
     obs = _obs(1, 6, 4)
     obs[0, 3:] = 0.0
     mean, _, value = policy(obs)
@@ -69,6 +74,7 @@ def test_where_the_kernel_does_not_apply_the_torch_path_runs():
     assert not fused_layer.applies(obs, 24)  # hidden not a multiple of 16
     assert not fused_layer.applies(obs, 16, torch.float64)  # a float64 policy
     assert not fused_layer.applies(torch.zeros(2, 2, fused_layer.MAX_FEATURES + 1), 16)  # too many features
+    assert not fused_layer.applies(obs, 16, depth=fused_layer.MAX_DEPTH + 1)  # too deep
     assert not fused_layer.applies(obs.requires_grad_(), 16)  # gradients wanted for the observations
     policy = SynapsePolicy(PolicyConfig(num_features=5, hidden=24, depth=1))
     mean, _, value = policy(_obs(4, 3, 5))
@@ -78,7 +84,8 @@ def test_where_the_kernel_does_not_apply_the_torch_path_runs():
 def test_shapes_the_kernel_refuses_raise_a_value_error():
     obs = _obs(2, 2, 4)
     with pytest.raises(ValueError, match="not covered by the fused kernel"):
-        fused_layer.synapse_layer(obs, torch.zeros(4, 24), torch.zeros(24), torch.ones(2, 2))
+        fused_layer.synapse_layer(obs, torch.zeros(4, 24), torch.zeros(24), torch.ones(2, 2), torch.zeros(0, 24, 24),
+                                  torch.zeros(0, 24))
 
 
 def test_the_build_is_cached_per_source(tmp_path, monkeypatch):

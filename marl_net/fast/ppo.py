@@ -77,7 +77,7 @@ class FastPPOConfig:
     device: str = "cpu"  # torch device of the policy and the network core ("cuda" on a GPU machine)
     torch_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
     collect_chunk: int = 0  # rows per torch-path policy forward while collecting (0: all at once); bounds memory
-    # (the fused one-layer kernel keeps nothing per hidden unit and always takes all rows)
+    # (the fused CPU kernel keeps nothing per hidden unit and always takes all rows)
 
     def __post_init__(self):
         positive = ("lr", "num_epochs", "minibatch_size", "copies")
@@ -206,25 +206,18 @@ class FastPPO:
         outs = [self.policy(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
         return outs[0] if len(outs) == 1 else tuple(torch.cat(parts) for parts in zip(*outs))
 
-    def _act(self, obs: torch.Tensor, store: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Policy outputs for whole copies ``obs [E' * A, K, F + 1]`` (no autograd): mean and
-        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``. With ``store = t`` the
-        trimmed per-block observations are written to the rollout's step t and read from there."""
+        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``."""
         a, k = self.env.num_agents, self.env.max_fan
         grid = obs.view(-1, a, k, obs.shape[-1])
         copies = grid.shape[0]
         mean = obs.new_zeros(copies, a, k)
         log_std = obs.new_zeros(copies, a, k)
         value = obs.new_zeros(copies, a)
-        for i, b in enumerate(self.env.blocks):
+        for b in self.env.blocks:
             n = b.stop - b.start
-            rows = grid[:, b.start : b.stop, : b.fan]
-            if store is None:
-                x = rows.reshape(copies * n, b.fan, -1)
-            else:
-                x = self.buffer.obs[i][store]
-                x.view(copies, n, b.fan, -1).copy_(rows)
-            m, ls, v = self._chunks(x)
+            m, ls, v = self._chunks(grid[:, b.start : b.stop, : b.fan].reshape(copies * n, b.fan, -1))
             mean[:, b.start : b.stop, : b.fan] = m.view(copies, n, b.fan)
             log_std[:, b.start : b.stop, : b.fan] = ls.view(copies, n, b.fan)
             value[:, b.start : b.stop] = v.view(copies, n)
@@ -233,31 +226,29 @@ class FastPPO:
     def _sample(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Act for every row of ``obs [E * A, K, F + 1]``: actions ``[E * A, K]`` drawn from the
         policy's Gaussian (zero on padding), their log-densities and the values ``[E * A]``; the
-        trimmed observations and actions go to the rollout's step ``t``."""
+        trimmed observations and actions go to the rollout's step ``t``. Block by block, on the
+        CPU through the fused kernel (``fused_actor_critic.sample``), elsewhere through torch: the
+        same draws, equal to float rounding."""
         env, buf = self.env, self.buffer
         noise = torch.randn((env.num_rows, env.max_fan), generator=self.action_gen, device=self.device)
-        if not fused_actor_critic.applies(self.policy, obs):
-            mean, log_std, value = self._act(obs, store=t)
-            mask = obs[..., -1]
-            action = (mean + torch.exp(log_std) * noise) * mask
-            grid = action.view(env.copies, env.num_agents, -1)
-            for i, b in enumerate(env.blocks):
-                buf.actions[i][t].view(env.copies, b.stop - b.start, b.fan).copy_(grid[:, b.start : b.stop, : b.fan])
-            return action, masked_log_prob(action, mean, log_std, mask), value
-        # One fused kernel per ownership block, on its trimmed rows (the same draws; equal to the
-        # torch path to float rounding). The torch path above keeps its padded arithmetic: a
-        # per-block sum would round differently and move every recorded result of deeper policies.
+        fused = fused_actor_critic.applies(self.policy, obs)
         a, k = env.num_agents, env.max_fan
         grid, noise = obs.view(env.copies, a, k, -1), noise.view(env.copies, a, k)
         action = obs.new_zeros(env.copies, a, k)
         logp, value = obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
         for i, b in enumerate(env.blocks):
             n, rows = b.stop - b.start, slice(b.start, b.stop)
-            x = buf.obs[i][t]
+            x, out = buf.obs[i][t], buf.actions[i][t]
             x.view(env.copies, n, b.fan, -1).copy_(grid[:, rows, : b.fan])
             block_noise = noise[:, rows, : b.fan].reshape(-1, b.fan)
-            lp, v = fused_actor_critic.sample(self.policy, x, block_noise, buf.actions[i][t])
-            action[:, rows, : b.fan] = buf.actions[i][t].view(env.copies, n, b.fan)
+            if fused:
+                lp, v = fused_actor_critic.sample(self.policy, x, block_noise, out)
+            else:
+                mean, log_std, v = self._chunks(x)
+                mask = x[..., -1]
+                out.copy_((mean + torch.exp(log_std) * block_noise) * mask)
+                lp = masked_log_prob(out, mean, log_std, mask)
+            action[:, rows, : b.fan] = out.view(env.copies, n, b.fan)
             logp[:, rows], value[:, rows] = lp.view(env.copies, n), v.view(env.copies, n)
         return action.view(-1, k), logp.view(-1), value.view(-1)
 
