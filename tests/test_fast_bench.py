@@ -25,3 +25,5 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     scale_keys = [k for k in result["peak_memory_mb"] if k.startswith("fast_ppo_")]
     assert len(scale_keys) == 2 and all(result["peak_memory_mb"][k] > 0 for k in scale_keys)
     assert set(result["config"]["targets_met"]) == set(bench.TARGETS)
+    deep = result["config"]["deep_policy_fast_ppo"]  # the shipped policy, fused kernel and torch side by side
+    assert set(deep) == {"fused", "torch"} and all(d["agent_steps_per_s"] > 0 for d in deep.values())

@@ -14,7 +14,9 @@ Then, at large batch (a wide policy over many copies, so the learner
 is matmul-bound), the fast path's achieved matmul FLOP/s (counted as ``marl_net.fast.flops``
 describes) against a torch matmul rate measured in the same run; and the peak memory of fast PPO
 on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at two copy counts,
-each in a child process of its own, so the two peaks are separate.
+each in a child process of its own, so the two peaks are separate. Last, (d) once more with the
+policy every shipped config uses (hidden 32, depth 2), through the fused CPU kernel and through
+torch (``MARL_NET_FUSED=0``) in alternating rounds: what the kernel gives the runs people make.
 
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
 of RLlib PPO, and at least 25% of the matmul rate at large batch. ``--quick`` shrinks everything
@@ -27,6 +29,7 @@ setting, the targets and whether each was met).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -61,6 +64,9 @@ FULL = {
                     "minibatch_size": 8192, "iterations": 2},
     "scale": {"layers": [784, 1000, 10], "copies": [4, 16], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 2048, "collect_chunk": 4096},
+    # (d) again with the policy every shipped config uses, through the fused kernel and through torch
+    "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 64, "rollout_steps": 20, "minibatch_size": 8192,
+                    "rounds": 3},
 }
 QUICK = {
     "rounds": 1,
@@ -72,6 +78,8 @@ QUICK = {
                     "minibatch_size": 512, "iterations": 1},
     "scale": {"layers": [32, 64, 10], "copies": [1, 2], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 1024, "collect_chunk": 0},
+    "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 4, "rollout_steps": 5, "minibatch_size": 256,
+                    "rounds": 1},
 }
 
 
@@ -241,6 +249,35 @@ def large_batch_run(s: dict[str, Any], device: str) -> dict[str, float]:
     return run.summary()
 
 
+@contextlib.contextmanager
+def _fused_kernel(on: bool):
+    """Run the policy through the fused CPU kernel (``on``) or its torch path (``MARL_NET_FUSED=0``)."""
+    before = os.environ.get("MARL_NET_FUSED")
+    os.environ["MARL_NET_FUSED"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MARL_NET_FUSED")
+        else:
+            os.environ["MARL_NET_FUSED"] = before
+
+
+def deep_policy_rates(s: dict[str, Any], device: str) -> dict[str, dict[str, float]]:
+    """Fast PPO as in (d) with the shipped configs' policy (hidden 32, depth 2), through the fused
+    kernel and through torch, in alternating rounds (on a GPU only the torch path exists)."""
+    kinds = ("fused", "torch") if device == "cpu" else ("torch",)
+    runs = {}
+    for kind in kinds:
+        with _fused_kernel(kind == "fused"):
+            runs[kind] = FastPPORun(s["policy"], {k: v for k, v in s.items() if k != "rounds"}, device)
+    for _ in range(s["rounds"]):
+        for kind, run in runs.items():
+            with _fused_kernel(kind == "fused"):
+                run.run()
+    return {kind: run.summary() for kind, run in runs.items()}
+
+
 def scale_peak_memory(settings: dict[str, Any], device: str) -> dict[str, Any]:
     """Peak memory of one fast-PPO iteration on the big network, at each copy count, each in a
     fresh child process (peak RSS, or peak CUDA memory on a GPU)."""
@@ -323,6 +360,7 @@ def run_throughput(quick: bool, device: str) -> dict[str, Any]:
     size = 1024 if quick else 2048
     matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
     large = large_batch_run(s["large_batch"], device)
+    deep = deep_policy_rates(s["deep_policy"], device)
     matmul = statistics.median([matmul_before, matmul_flops_per_s(device, size=size)])
     scale = scale_peak_memory(s["scale"], device)
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
@@ -344,6 +382,7 @@ def run_throughput(quick: bool, device: str) -> dict[str, Any]:
         "config": {
             "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
             "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
+            "deep_policy_fast_ppo": deep,
             "scale": {str(c): r for c, r in scale.items()},
             "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
                              "see marl_net/fast/flops.py",
@@ -364,6 +403,16 @@ def print_table(r: dict[str, Any]) -> None:
     fast = cfg["fast_ppo_throughput"]
     print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
           f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs)")
+    deep = cfg["deep_policy_fast_ppo"]
+    policy = cfg["settings"]["deep_policy"]["policy"]
+    print(f"\n(d) with the shipped policy (hidden {policy['hidden']}, depth {policy['depth']}), agent-steps/s:")
+    for kind, label in (("fused", "fused CPU kernel"), ("torch", "torch path (MARL_NET_FUSED=0)")):
+        if kind in deep:
+            d = deep[kind]
+            print(f"  {label:30s}{d['agent_steps_per_s']:12,.0f}   (collection {d['collect_us_per_agent_step']:.2f} us"
+                  f" + learning {d['learn_us_per_agent_step']:.2f} us per agent-step)")
+    if "fused" in deep:
+        print(f"  fused / torch: {deep['fused']['agent_steps_per_s'] / deep['torch']['agent_steps_per_s']:.2f}x")
     print(f"\ntorch matmul rate:           {r['matmul_flops_per_s'] / 1e9:8.1f} GFLOP/s")
     print(f"fast PPO at large batch:     {r['fast_ppo_flops_per_s'] / 1e9:8.1f} GFLOP/s = "
           f"{cfg['fast_ppo_flops_fraction_of_matmul']:.0%} of matmul   target >= {TARGETS['fast_ppo_flops/matmul']:.0%}"
