@@ -1,19 +1,21 @@
-// The shared policy's per-synapse layer, fused: forward and backward in one pass over the
+// The shared policy's per-synapse network, fused: forward and backward in one pass over the
 // synapse rows, with nothing of size [synapses, hidden] ever written to memory.
 //
 // For synapse row x (F numbers: the features, then the mask column that carries the bias),
 //     h            = tanh(x @ WT)               WT: [F, H], the first layer (scales and bias folded in)
+//     h            = tanh(W_d h + b_d)          d = 1 .. D - 1: the deeper layers (Net), D = 1, 2 or 3
 //     per_synapse  = h . w                      w: [H], the actor head's per-synapse weights
 //     pooled[n]   += weights[s] * h             weights: [S], mask / (real synapses of the agent)
-// Rows are S = N * K synapses of N agents, K each, row-major. The backward recomputes h rather
-// than storing it, and returns dL/dWT and dL/dw. The actor_critic_* functions below add the rest
-// of the policy (actor head, Gaussian log-density, critic) for PPO's learner and acting,
-// reading the agents' rows by index (marl_net.policies.fused_actor_critic).
+// Rows are S = N * K synapses of N agents, K each, row-major. The backward recomputes the layers
+// rather than storing them, and returns every weight's gradient. The actor_critic_* functions
+// below add the rest of the policy (actor head, Gaussian log-density, critic) for PPO's learner
+// and acting, reading the agents' rows by index (marl_net.policies.fused_actor_critic).
 //
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
-// forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use by marl_net.policies.fused_layer (g++ -O3 -march=native
-// -ffast-math -mrecip=all) and called through ctypes. GCC vector extensions: one vector is 16
-// floats (one AVX-512 register, two AVX2 ones); H is 16, 32, 48 or 64.
+// forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use
+// by marl_net.policies.fused_layer (g++ -O3 -march=native -ffast-math -mrecip=all) and called
+// through ctypes. GCC vector extensions: one vector is 16 floats (one AVX-512 register, two AVX2
+// ones); H is 16, 32, 48 or 64.
 #include <cmath>
 #include <cstring>
 #include <vector>
