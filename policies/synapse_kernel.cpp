@@ -124,11 +124,30 @@ inline void synapse_net(const float *const x[G], const Net &net, vf h[D][G][HV],
     }
 }
 
+// The pooling weights of agent n's rows: mask[n, k], the mask column of each synapse row;
+// real[n] = sum_k mask[n, k]; weights[n, k] = mask[n, k] / max(1, real[n]) (SynapsePolicy.encode's).
+struct Pooling {
+    float *mask, *real, *weights;
+
+    void derive(const Rows &in, long n) const {
+        const long K = in.K, F = in.F;
+        float *m = mask + n * K, r = 0;
+        for (long k = 0; k < K; k++) m[k] = in.row(n * K + k)[F - 1], r += m[k];
+        real[n] = r;
+        const float inv = 1.0f / (r > 1.0f ? r : 1.0f);
+        for (long k = 0; k < K; k++) weights[n * K + k] = m[k] * inv;
+    }
+};
+
+// per_synapse [N, K] and pooled [N, H]. The pooling weights are given (weights), or, with derive,
+// derived from the rows agent by agent as the pass reaches them (into derive's arrays; weights
+// unused): no separate pass over the rows.
 template <int HV, int D>
 void forward(const Rows &in, const Net &net, const float *w, const float *weights, long N, float *per_synapse,
-             float *pooled) {
+             float *pooled, const Pooling *derive = nullptr) {
     const long S = in.S, K = in.K, H = HV * V;
     std::memset(pooled, 0, sizeof(float) * N * H);
+    if (derive) weights = derive->weights;
     vf wv[HV], h[D][G][HV];
     float scratch[G][HV * V];
     const float *x[G];
@@ -143,6 +162,7 @@ void forward(const Rows &in, const Net &net, const float *w, const float *weight
         const auto &top = h[D - 1];
         for (int g = 0; g < G && s0 + g < S; g++) {
             const long s = s0 + g;
+            if (slot == 0 && derive) derive->derive(in, agent);
             vf acc = (vf){};
             const vf wt = splat(weights[s]);
             for (int j = 0; j < HV; j++) {
@@ -249,21 +269,6 @@ struct Head {
 
 constexpr float LOG_SQRT_2PI = 0.918938533204672742f;
 
-// mask[n, k]: the mask column of each synapse row; real[n] = sum_k mask[n, k]; the pooled
-// summary's weights[n, k] = mask[n, k] / max(1, real[n]).
-void pool_weights(const Rows &in, long N, float *mask, float *real, float *weights) {
-    const long K = in.K;
-    for (long s = 0; s < N * K; s++) mask[s] = in.row(s)[in.F - 1];
-    for (long n = 0; n < N; n++) {
-        const float *m = mask + n * K;
-        float r = 0;
-        for (long k = 0; k < K; k++) r += m[k];
-        real[n] = r;
-        const float inv = 1.0f / (r > 1.0f ? r : 1.0f);
-        for (long k = 0; k < K; k++) weights[n * K + k] = m[k] * inv;
-    }
-}
-
 // The head's vectors (H = HV * V) loaded once per call; the critic's first layer both ways round.
 template <int HV>
 struct HeadV {
@@ -301,8 +306,8 @@ void actor_critic_forward(const Rows &in, const float *actions, const long *inde
                           float *weights, float *pooled, float *c1, float *mask, const float *noise = nullptr,
                           float *sampled = nullptr) {
     const long K = in.K, H = HV * V;
-    pool_weights(in, N, mask, real, weights);
-    forward<HV, D>(in, net, w, weights, N, mean, pooled);  // mean holds the per-synapse terms for now
+    const Pooling pooling{mask, real, weights};
+    forward<HV, D>(in, net, w, nullptr, N, mean, pooled, &pooling);  // mean: the per-synapse terms for now
     const HeadV<HV> hv(hd);
     const float ls = hd.log_std(), inv_std = std::exp(-ls), std_ = std::exp(ls);
     for (long n0 = 0; n0 < N; n0 += AG) {

@@ -47,7 +47,8 @@ TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25}
 
 ENV = {"task": "teacher_student", "layers": [8, 16, 4], "ownership": "outgoing", "reward": "global_loss", "max_cycles": 20}
 # The launch both PPO paths run: same env, same policy, same PPO objective and epochs. The fast
-# path steps `copies` networks at once and so learns from larger batches (its point).
+# path steps `copies` networks at once and so learns from larger batches (its point); it runs
+# as many copies as (c) and, as CleanRL does, four minibatches per epoch.
 THROUGHPUT = {
     "env": ENV,
     "policy": {"hidden": 16, "depth": 1},
@@ -57,7 +58,7 @@ THROUGHPUT = {
 FULL = {
     "rounds": 5,  # alternating rounds of the paired measurements: (a) with (c), (b) with (d)
     "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1},
-    "fast_ppo": {"copies": 64, "rollout_steps": 20, "minibatch_size": 8192, "iterations": 2},  # per round
+    "fast_ppo": {"copies": 256, "rollout_steps": 20, "minibatch_size": 30720, "iterations": 2},  # per round
     "pettingzoo_env": {"steps": 100},
     "fast_env": {"copies": 256, "steps": 10},
     "large_batch": {"policy": {"hidden": 256, "depth": 2}, "copies": 32, "rollout_steps": 20, "num_epochs": 1,
@@ -65,8 +66,8 @@ FULL = {
     "scale": {"layers": [784, 1000, 10], "copies": [4, 16], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 2048, "collect_chunk": 4096},
     # (d) again with the policy every shipped config uses, through the fused kernel and through torch
-    "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 64, "rollout_steps": 20, "minibatch_size": 8192,
-                    "rounds": 3},
+    "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 256, "rollout_steps": 20,
+                    "minibatch_size": 30720, "rounds": 3},
 }
 QUICK = {
     "rounds": 1,
