@@ -1,6 +1,6 @@
 """``marl-net bench throughput``: agent-steps per second of the four ways to run the env.
 
-    marl-net bench throughput                 # the full benchmark, about 5 minutes on 2 cores
+    marl-net bench throughput                 # the full benchmark, about 1.5 minutes on 2 cores
     marl-net bench throughput --quick         # a smoke run in about a minute (figures not meaningful)
     marl-net bench throughput --json out.json --device cuda --threads 1
 
