@@ -77,6 +77,55 @@ def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: 
                               policy.synapse_readout_weight(), head_parameters(policy), *policy.deep_layers())
 
 
+class _PPOMinibatch(torch.autograd.Function):
+    """The kernel's ``ppo_minibatch``: its forward computes the gradient of PPO's minibatch loss
+    (clipped surrogate plus value loss) and returns a zero "anchor" with the agents' log-densities,
+    values and real synapse counts; the anchor's backward hands the gradient to the parameters."""
+
+    @staticmethod
+    def forward(ctx, obs, index, actions, old_logp, adv, returns, coef, wt, w, head, deep_w, deep_b):
+        n, (k, f), h = index.numel(), obs.shape[1:], wt.shape[1]
+        wt, w, head, deep_w, deep_b = (t.detach().contiguous() for t in (wt, w, head, deep_w, deep_b))
+        logp, value, real = (obs.new_empty(n) for _ in range(3))
+        grads = [torch.empty_like(t) for t in (wt, w, deep_w, deep_b, head)]
+        fused_layer._call("ppo_minibatch", obs, index, actions, n, k, f, h, *fused_layer.net_args(wt, deep_w, deep_b),
+                          w, head, old_logp, adv, returns, *coef, logp, value, real, *grads)
+        ctx.save_for_backward(*grads)
+        ctx.mark_non_differentiable(logp, value, real)
+        return obs.new_zeros(()), logp, value, real
+
+    @staticmethod
+    def backward(ctx, grad_anchor, *_):
+        grad_wt, grad_w, grad_deep_w, grad_deep_b, grad_head = (grad_anchor * g for g in ctx.saved_tensors)
+        return None, None, None, None, None, None, None, grad_wt, grad_w, grad_head, grad_deep_w, grad_deep_b
+
+
+def ppo_minibatch(policy, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor, old_logp: torch.Tensor,
+                  adv: torch.Tensor, returns: torch.Tensor, clip: float, vf_coef: float, scale: float):
+    """PPO's minibatch loss for the agents ``index [n]`` of one block (``obs [S, K, F]``, ``actions
+    [S, K]``), in one pass: ``scale * sum_n [max(-A r, -A clip(r, 1 - clip, 1 + clip)) + vf_coef
+    (v - R)^2 / 2]`` with ``r = exp(logp - old_logp)``, ``A = adv`` (already normalized) and ``R =
+    returns`` (all ``[n]``, in the order of ``index``). Returns ``(anchor, logp, value, real)``:
+    ``anchor`` is a zero scalar whose gradient is that loss's (PPO's loss is ``anchor`` plus the
+    entropy term, which depends on log_std alone); the rest ``[n]``, without gradients. Check
+    :func:`applies` first; ``tests/test_fused_actor_critic.py`` holds the gradient equal to
+    autograd's through :func:`log_prob_and_value`."""
+    if obs.dim() != 3 or actions.shape != obs.shape[:2]:
+        raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
+    index = index.to(torch.long).contiguous()
+    n = index.numel()
+    if any(t.shape != (n,) for t in (old_logp, adv, returns)):
+        raise ValueError(f"old_logp, adv and returns must be [{n}] like index")
+    if n:
+        low, high = (int(v) for v in torch.aminmax(index))
+        if low < 0 or high >= obs.shape[0]:
+            raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
+    vectors = (t.detach().to(obs.dtype).contiguous() for t in (old_logp, adv, returns))
+    return _PPOMinibatch.apply(obs.contiguous(), index, actions.contiguous(), *vectors,
+                               (float(clip), float(vf_coef), float(scale)), policy.first_layer_weight().T,
+                               policy.synapse_readout_weight(), head_parameters(policy), *policy.deep_layers())
+
+
 @torch.no_grad()
 def sample(policy, obs: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Acting: for the agents of ``obs [N, K, F]``, write the actions

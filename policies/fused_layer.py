@@ -91,8 +91,9 @@ def library() -> ctypes.CDLL | None:
         lib.actor_critic_forward.argtypes = [ptr] * 3 + [n] * 4 + net + [ptr] * 10
         lib.actor_critic_backward.argtypes = [ptr] * 3 + [n] * 4 + net + [ptr] * 14
         lib.actor_critic_sample.argtypes = [ptr] * 2 + [n] * 4 + net + [ptr] * 5
+        lib.ppo_minibatch.argtypes = [ptr] * 3 + [n] * 4 + net + [ptr] * 5 + [ctypes.c_float] * 3 + [ptr] * 8
         for fn in (lib.synapse_forward, lib.synapse_backward, lib.actor_critic_forward, lib.actor_critic_backward,
-                   lib.actor_critic_sample):
+                   lib.actor_critic_sample, lib.ppo_minibatch):
             fn.restype = ctypes.c_int
         _lib = lib
     return _lib

@@ -124,6 +124,22 @@ inline void synapse_net(const float *const x[G], const Net &net, vf h[D][G][HV],
     }
 }
 
+// Every layer's activations of a group of rows, kept between a forward and its backward (rows
+// past the last, `rows` of them are real, read back as zeros): D * H numbers per row.
+template <int HV, int D>
+inline void store_layers(const vf h[D][G][HV], float *to, long rows) {
+    for (int g = 0; g < G && g < rows; g++)
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < HV; j++) store(to + (g * D + d) * HV * V + j * V, h[d][g][j]);
+}
+
+template <int HV, int D>
+inline void load_layers(vf h[D][G][HV], const float *from, long rows) {
+    for (int g = 0; g < G; g++)
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < HV; j++) h[d][g][j] = g < rows ? load(from + (g * D + d) * HV * V + j * V) : (vf){};
+}
+
 // The pooling weights of agent n's rows: mask[n, k], the mask column of each synapse row;
 // real[n] = sum_k mask[n, k]; weights[n, k] = mask[n, k] / max(1, real[n]) (SynapsePolicy.encode's).
 struct Pooling {
@@ -144,7 +160,7 @@ struct Pooling {
 // unused): no separate pass over the rows.
 template <int HV, int D>
 void forward(const Rows &in, const Net &net, const float *w, const float *weights, long N, float *per_synapse,
-             float *pooled, const Pooling *derive = nullptr) {
+             float *pooled, const Pooling *derive = nullptr, float *keep = nullptr) {
     const long S = in.S, K = in.K, H = HV * V;
     std::memset(pooled, 0, sizeof(float) * N * H);
     if (derive) weights = derive->weights;
@@ -159,6 +175,7 @@ void forward(const Rows &in, const Net &net, const float *w, const float *weight
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
         synapse_net<HV, D>(x, net, h, scratch);
+        if (keep) store_layers<HV, D>(h, keep + s0 * D * H, S - s0);
         const auto &top = h[D - 1];
         for (int g = 0; g < G && s0 + g < S; g++) {
             const long s = s0 + g;
@@ -181,7 +198,7 @@ void forward(const Rows &in, const Net &net, const float *w, const float *weight
 // Writes dWT [F, H], dw [H] and the deeper layers' dW [D - 1, H, H] (torch's layout) and db [D - 1, H].
 template <int HV, int D>
 void backward(const Rows &in, const Net &net, const float *w, const float *weights, const float *grad_synapse,
-              const float *grad_pooled, float *dWT, float *dw, float *dW, float *db) {
+              const float *grad_pooled, float *dWT, float *dw, float *dW, float *db, const float *kept = nullptr) {
     const long S = in.S, K = in.K, F = in.F, H = HV * V;
     std::memset(dWT, 0, sizeof(float) * F * H);
     if (D > 1) std::memset(dW, 0, sizeof(float) * (D - 1) * H * H), std::memset(db, 0, sizeof(float) * (D - 1) * H);
@@ -192,7 +209,10 @@ void backward(const Rows &in, const Net &net, const float *w, const float *weigh
     long agent = 0, slot = 0;  // of row s
     for (long s0 = 0; s0 < S; s0 += G) {
         in.get(s0, x);
-        synapse_net<HV, D>(x, net, h, scratch);
+        if (kept)
+            load_layers<HV, D>(h, kept + s0 * D * H, S - s0);
+        else
+            synapse_net<HV, D>(x, net, h, scratch);
         for (int g = 0; g < G; g++) {  // dh[g]: dL/d(top layer's output) of row g
             const long s = s0 + g;
             if (s >= S) {
@@ -304,10 +324,10 @@ template <int HV, int D>
 void actor_critic_forward(const Rows &in, const float *actions, const long *index, long N, const Net &net,
                           const float *w, const Head &hd, float *logp, float *value, float *real, float *mean,
                           float *weights, float *pooled, float *c1, float *mask, const float *noise = nullptr,
-                          float *sampled = nullptr) {
+                          float *sampled = nullptr, float *keep = nullptr) {
     const long K = in.K, H = HV * V;
     const Pooling pooling{mask, real, weights};
-    forward<HV, D>(in, net, w, nullptr, N, mean, pooled, &pooling);  // mean: the per-synapse terms for now
+    forward<HV, D>(in, net, w, nullptr, N, mean, pooled, &pooling, keep);  // mean: the per-synapse terms for now
     const HeadV<HV> hv(hd);
     const float ls = hd.log_std(), inv_std = std::exp(-ls), std_ = std::exp(ls);
     for (long n0 = 0; n0 < N; n0 += AG) {
@@ -352,7 +372,8 @@ template <int HV, int D>
 void actor_critic_backward(const Rows &in, const float *actions, const long *index, long N, const Net &net,
                            const float *w, const Head &hd, const float *mean, const float *weights,
                            const float *mask, const float *pooled, const float *c1, const float *glogp,
-                           const float *gvalue, float *dWT, float *dw, float *dW, float *db, float *dP) {
+                           const float *gvalue, float *dWT, float *dw, float *dW, float *db, float *dP,
+                           const float *kept = nullptr) {
     const long K = in.K, H = HV * V;
     const HeadV<HV> hv(hd);
     std::vector<float> dps(N * K), dpooled(N * H);
@@ -406,7 +427,60 @@ void actor_critic_backward(const Rows &in, const float *actions, const long *ind
     for (long i = 0; i < H; i++)
         for (long j = 0; j < H; j++) dWc_[j * H + i] = dWcT[i][j / V][j % V];
     dP[H] = float(dba), dP[3 * H + 1 + H * H] = float(dbc2), dP[3 * H + 2 + H * H] = float(dls);
-    backward<HV, D>(in, net, w, weights, dps.data(), dpooled.data(), dWT, dw, dW, db);
+    backward<HV, D>(in, net, w, weights, dps.data(), dpooled.data(), dWT, dw, dW, db, kept);
+}
+
+// ---------------------------------------------------------------- a PPO minibatch, one pass
+// The gradient of PPO's minibatch loss (clipped surrogate plus value loss; the entropy term
+// depends on log_std alone and stays in torch) for N agents of one ownership block:
+//     L = scale * sum_n [ max(-A_n r_n, -A_n clip(r_n, 1 - c, 1 + c)) + vf_coef (v_n - R_n)^2 / 2 ]
+// with r_n = exp(logp_n - old_logp_n) and A_n the advantage as normalized over the minibatch.
+// Agents go a chunk at a time through the forward, the loss's gradient and the backward: the
+// forward keeps every layer's activations for the backward (nothing recomputed), and the backward
+// reads rows the forward has just brought into cache (one trip through the rollout, not two). dL/dlogp_n = -scale A_n r_n where the unclipped term is the larger or r_n is inside the
+// clip range (torch.max passes the gradient to the larger term and splits ties), else 0.
+struct PPOLoss {
+    float clip, vf_coef, scale;  // scale: 1 / (agents in the whole minibatch, every block)
+};
+
+constexpr long CHUNK_ROWS = 1024;  // synapse rows per chunk: their layers (D * H numbers each) stay in L2
+
+template <int HV, int D>
+void ppo_minibatch(const Rows &in, const float *actions, const long *index, long N, const Net &net, const float *w,
+                   const Head &hd, const float *old_logp, const float *adv, const float *returns, PPOLoss loss,
+                   float *logp, float *value, float *real, float *dWT, float *dw, float *dW, float *db, float *dP) {
+    const long K = in.K, F = in.F, H = HV * V, nP = Head::size(H), nW = (D - 1) * H * H, nb = (D - 1) * H;
+    const long CHUNK = K < CHUNK_ROWS ? CHUNK_ROWS / K : 1;  // agents per chunk
+    std::memset(dWT, 0, sizeof(float) * F * H), std::memset(dw, 0, sizeof(float) * H);
+    std::memset(dP, 0, sizeof(float) * nP);
+    if (D > 1) std::memset(dW, 0, sizeof(float) * nW), std::memset(db, 0, sizeof(float) * nb);
+    std::vector<float> mean(CHUNK * K), weights(CHUNK * K), mask(CHUNK * K), pooled(CHUNK * H), c1(CHUNK * H),
+        glogp(CHUNK), gvalue(CHUNK), cWT(F * H), cw(H), cW(nW + 1), cb(nb + 1), cP(nP), layers(CHUNK * K * D * H);
+    auto add = [](float *to, const float *from, long n) {
+        for (long i = 0; i < n; i++) to[i] += from[i];
+    };
+    for (long n0 = 0; n0 < N; n0 += CHUNK) {
+        const long nc = N - n0 < CHUNK ? N - n0 : CHUNK;
+        const Rows chunk(index ? in.obs : in.obs + n0 * K * F, index ? index + n0 : nullptr, nc, K, F);
+        const float *acts = index ? actions : actions + n0 * K;
+        const long *idx = index ? index + n0 : nullptr;
+        actor_critic_forward<HV, D>(chunk, acts, idx, nc, net, w, hd, logp + n0, value + n0, real + n0, mean.data(),
+                                    weights.data(), pooled.data(), c1.data(), mask.data(), nullptr, nullptr,
+                                    layers.data());
+        for (long i = 0; i < nc; i++) {
+            const long n = n0 + i;
+            const float A = adv[n], r = std::exp(logp[n] - old_logp[n]);
+            const float lo = 1.0f - loss.clip, hi = 1.0f + loss.clip, rc = r < lo ? lo : (r > hi ? hi : r);
+            const bool through = (r >= lo && r <= hi) || -A * r > -A * rc;
+            glogp[i] = through ? -loss.scale * A * r : 0.0f;
+            gvalue[i] = loss.scale * loss.vf_coef * (value[n] - returns[n]);
+        }
+        actor_critic_backward<HV, D>(chunk, acts, idx, nc, net, w, hd, mean.data(), weights.data(), mask.data(),
+                                     pooled.data(), c1.data(), glogp.data(), gvalue.data(), cWT.data(), cw.data(),
+                                     cW.data(), cb.data(), cP.data(), layers.data());
+        add(dWT, cWT.data(), F * H), add(dw, cw.data(), H), add(dP, cP.data(), nP);
+        if (D > 1) add(dW, cW.data(), nW), add(db, cb.data(), nb);
+    }
 }
 
 }  // namespace
@@ -494,4 +568,21 @@ extern "C" int actor_critic_backward(const float *obs, const long *index, const 
     actor_critic_backward<HV, D_>(in, actions, index, N, net, w, hd, mean, weights, mask, pooled, c1, glogp,  \
                                   gvalue, dWT, dw, dW, db, dP)
     DISPATCH(AC_BACKWARD)
+}
+
+// The gradient of PPO's minibatch loss (ppo_minibatch) for the N agents index[N] of obs [*, K, F]
+// and actions [*, K]; old_logp, adv (normalized), returns: [N], in the order of index. Writes
+// logp, value, real [N] and the gradients as actor_critic_backward does.
+extern "C" int ppo_minibatch(const float *obs, const long *index, const float *actions, long N, long K, long F, long H,
+                             NET_ARGS, const float *w, const float *P, const float *old_logp, const float *adv,
+                             const float *returns, float clip, float vf_coef, float scale, float *logp, float *value,
+                             float *real, float *dWT, float *dw, float *dW, float *db, float *dP) {
+    const Rows in(obs, index, N, K, F);
+    const Net net{WT, F, W, WdT, b};
+    const Head hd{H, P};
+    const PPOLoss loss{clip, vf_coef, scale};
+#define PPO_MINIBATCH(HV, D_)                                                                                    \
+    ppo_minibatch<HV, D_>(in, actions, index, N, net, w, hd, old_logp, adv, returns, loss, logp, value, real, dWT, \
+                          dw, dW, db, dP)
+    DISPATCH(PPO_MINIBATCH)
 }

@@ -202,11 +202,16 @@ class SynapsePolicy(nn.Module):
         through :meth:`forward`."""
         if fused_actor_critic.applies(self, obs):
             logp, value, real = fused_actor_critic.log_prob_and_value(self, obs, actions, index)
-            return logp, real * (0.5 + _LOG_SQRT_2PI + self.log_std), value
+            return logp, self.entropy(real), value
         obs, actions = obs.index_select(0, index), actions.index_select(0, index)
         mean, log_std, value = self(obs)
         mask = obs[..., -1]
         return masked_log_prob(actions, mean, log_std, mask), masked_entropy(log_std, mask), value
+
+    def entropy(self, real: torch.Tensor) -> torch.Tensor:
+        """The action distribution's entropy for agents with ``real [n]`` real synapses
+        (:func:`masked_entropy` summed over them: one log-std for every synapse)."""
+        return real * (0.5 + _LOG_SQRT_2PI + self.log_std)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         _, pooled, _ = self.encode(obs)

@@ -1,6 +1,7 @@
 """The fused actor-critic kernel (PPO's learner and acting, synapse networks of one to three layers
 on the CPU) equals the policy's torch path: log-densities, entropies, values, every parameter's gradient, and
-the sampled actions; a fast-PPO iteration through it lands where the torch path's does."""
+the sampled actions; its one-pass PPO minibatch gives autograd's gradient of PPO's loss; a fast-PPO
+iteration through it lands where the torch path's does."""
 
 from __future__ import annotations
 
@@ -97,6 +98,49 @@ def test_only_cpu_float32_policies_of_covered_sizes_take_the_kernel():
     assert not fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=16, depth=4)), obs)
     assert not fused_actor_critic.applies(SynapsePolicy(PolicyConfig(num_features=6, hidden=24, depth=1)), obs)
     assert not fused_actor_critic.applies(_policy(16), obs.double())
+
+
+def _ppo_loss(logp, value, old_logp, adv, returns, clip=0.2, vf_coef=0.5):
+    """PPO's minibatch loss as fast PPO writes it in torch (its gradient through autograd)."""
+    ratio = (logp - old_logp).exp()
+    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    return pg + vf_coef * 0.5 * (value - returns).pow(2).mean()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("hidden", [16, 64])
+@pytest.mark.parametrize("s,k,n", [(40, 5, 13), (400, 16, 300), (1200, 1, 1100)])  # 16: several chunks of rows
+def test_the_fused_ppo_minibatch_gradient_equals_autograd_through_the_loss(depth, hidden, s, k, n):
+    policy, obs = _policy(hidden, depth=depth), _obs(s, k, 6)
+    actions = torch.randn(s, k) * obs[..., -1]
+    g = torch.Generator().manual_seed(4)
+    index = torch.randperm(s, generator=g)[:n]
+    with torch.no_grad():
+        logp, value, _ = fused_actor_critic.log_prob_and_value(policy, obs, actions, index)
+    old_logp = logp + 0.4 * torch.randn(n, generator=g)  # ratios inside and outside the clip range
+    adv, returns = torch.randn(n, generator=g), value + torch.randn(n, generator=g)
+    policy.zero_grad()
+    logp, value, _ = fused_actor_critic.log_prob_and_value(policy, obs, actions, index)
+    _ppo_loss(logp, value, old_logp, adv, returns).backward()
+    want = {name: p.grad.clone() for name, p in policy.named_parameters()}
+    assert ((logp - old_logp).exp() - 1).abs().gt(0.2).any() and ((logp - old_logp).exp() - 1).abs().lt(0.2).any()
+    policy.zero_grad()
+    # two blocks of one minibatch: each scaled by the whole minibatch's size, gradients summed
+    half = n // 2
+    anchor = sum(fused_actor_critic.ppo_minibatch(policy, obs, actions, index[part], old_logp[part], adv[part],
+                                                  returns[part], 0.2, 0.5, 1.0 / n)[0]
+                 for part in (slice(0, half), slice(half, n)))
+    anchor.backward()
+    for name, p in policy.named_parameters():
+        got = torch.zeros_like(p) if p.grad is None else p.grad
+        scale = want[name].abs().max().clamp(min=1e-3)
+        torch.testing.assert_close(got / scale, want[name] / scale, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"{name}: {m}")
+    out = fused_actor_critic.ppo_minibatch(policy, obs, actions, index, old_logp, adv, returns, 0.2, 0.5, 1.0 / n)
+    torch.testing.assert_close(out[1], logp.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[2], value.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="like index"):
+        fused_actor_critic.ppo_minibatch(policy, obs, actions, index, old_logp[1:], adv, returns, 0.2, 0.5, 1.0)
 
 
 def _one_iteration(monkeypatch, fused: bool, depth: int) -> FastPPO:

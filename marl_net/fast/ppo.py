@@ -270,16 +270,33 @@ class FastPPO:
         return groups
 
     def _minibatch(self, groups: list[dict[str, torch.Tensor]], picks: list[torch.Tensor]):
-        """Policy outputs (with gradients) for the samples ``picks[b]`` of every block ``b``:
-        log-ratio to the behaviour policy, entropy, value, advantage and return, concatenated."""
-        parts = []
-        for g, idx in zip(groups, picks):
-            if idx.numel() == 0:
-                continue
-            logp, entropy, value = self.policy.log_prob_entropy_value(g["obs"], g["actions"], idx)
-            take = {k: g[k].index_select(0, idx) for k in ("logp", "adv", "returns")}
-            parts.append((logp - take["logp"], entropy, value, take["adv"], take["returns"]))
-        return tuple(torch.cat(p) for p in zip(*parts))
+        """The minibatch of the samples ``picks[b]`` of every block ``b``, concatenated: log-ratio to
+        the behaviour policy, entropy, value, advantage (normalized over the minibatch when
+        configured) and return, and the loss's part that needs the policy's gradient. That part
+        is, on the torch path, ``None`` (the caller builds the loss from the outputs, which carry
+        gradients); through the fused kernel (:func:`fused_actor_critic.ppo_minibatch`, on the
+        CPU) a zero scalar whose gradient is the clipped surrogate's plus the value loss's, computed
+        block by block in one pass over the rows (the outputs then carry no gradient)."""
+        cfg = self.config
+        blocks = [(g, idx) for g, idx in zip(groups, picks) if idx.numel()]
+        take = [{k: g[k].index_select(0, idx) for k in ("logp", "adv", "returns")} for g, idx in blocks]
+        mb_adv = torch.cat([t["adv"] for t in take])
+        if cfg.normalize_advantages and mb_adv.numel() > 1:
+            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+        advs = mb_adv.split([t["adv"].numel() for t in take])
+        fused = fused_actor_critic.applies(self.policy, blocks[0][0]["obs"])
+        parts, anchor = [], None
+        for (g, idx), t, adv in zip(blocks, take, advs):
+            if fused:
+                part, logp, value, real = fused_actor_critic.ppo_minibatch(
+                    self.policy, g["obs"], g["actions"], idx, t["logp"], adv, t["returns"], cfg.clip_param,
+                    cfg.vf_loss_coeff, 1.0 / mb_adv.numel())
+                anchor = part if anchor is None else anchor + part
+                entropy = self.policy.entropy(real)
+            else:
+                logp, entropy, value = self.policy.log_prob_entropy_value(g["obs"], g["actions"], idx)
+            parts.append((logp - t["logp"], entropy, value, adv, t["returns"]))
+        return (*(torch.cat(p) for p in zip(*parts)), anchor)
 
     # ---------------------------------------------------------------- one iteration
     def train(self) -> dict[str, Any]:
@@ -351,18 +368,19 @@ class FastPPO:
             for j in range(batches):
                 picks = [torch.nonzero((r >= j * len(r) // batches) & (r < (j + 1) * len(r) // batches)).flatten()
                          for r in ranks]
-                logratio, entropy, value, mb_adv, mb_returns = self._minibatch(groups, picks)
+                logratio, entropy, value, mb_adv, mb_returns, fused_part = self._minibatch(groups, picks)
                 ratio = logratio.exp()
                 with torch.no_grad():
                     old_approx_kl = (-logratio).mean()
                     approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_param).float().mean())
-                if cfg.normalize_advantages and mb_adv.numel() > 1:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param)).mean()
                 v_loss = 0.5 * (value - mb_returns).pow(2).mean()
                 entropy = entropy.mean()
-                loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
+                if fused_part is None:
+                    loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
+                else:  # the kernel's gradient of pg_loss + vf_loss_coeff * v_loss
+                    loss = fused_part - cfg.entropy_coeff * entropy
                 self.optimizer.zero_grad()
                 loss.backward()
                 if cfg.grad_clip is not None:
