@@ -6,10 +6,12 @@ value. On the torch path that is a gather of the minibatch's observations, the s
 a dozen elementwise passes over ``[agents, synapses]`` tensors (the Gaussian's mean, ``z``, its
 square, the masked sum, and their backward). On the CPU the kernel reads the minibatch's rows
 straight from the rollout by index and goes from observations to ``logp`` and ``value`` in one
-pass, and back to every parameter's gradient in one more; torch sees three ``[agents]`` vectors. ``SynapsePolicy.log_prob_entropy_value`` chooses it where
-:func:`applies` and runs the torch path otherwise; fast PPO's collection acts through
-:func:`sample` (the same code, drawing the actions). ``tests/test_fused_actor_critic.py`` holds
-both equal to the torch path.
+pass, and back to every parameter's gradient in one more; torch sees three ``[agents]`` vectors.
+``SynapsePolicy.log_prob_entropy_value`` chooses it where :func:`applies` and runs the torch path
+otherwise; fast PPO's learner goes one step further with :func:`ppo_minibatch` (forward, the PPO
+loss's gradient and backward in one pass, every layer kept rather than recomputed), and its
+collection acts through :func:`sample` (the same code, drawing the actions).
+``tests/test_fused_actor_critic.py`` holds all three equal to the torch path.
 """
 
 from __future__ import annotations

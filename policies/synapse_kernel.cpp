@@ -7,9 +7,11 @@
 //     per_synapse  = h . w                      w: [H], the actor head's per-synapse weights
 //     pooled[n]   += weights[s] * h             weights: [S], mask / (real synapses of the agent)
 // Rows are S = N * K synapses of N agents, K each, row-major. The backward recomputes the layers
-// rather than storing them, and returns every weight's gradient. The actor_critic_* functions
-// below add the rest of the policy (actor head, Gaussian log-density, critic) for PPO's learner
-// and acting, reading the agents' rows by index (marl_net.policies.fused_actor_critic).
+// (or reads them where its forward kept them), and returns every weight's gradient. The
+// actor_critic_* functions below add the rest of the policy (actor head, Gaussian log-density,
+// critic) for PPO's learner and acting, reading the agents' rows by index; ppo_minibatch runs a
+// whole PPO minibatch, forward, the loss's gradient and backward, a chunk of agents at a time
+// (marl_net.policies.fused_actor_critic).
 //
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
 // forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use
