@@ -439,8 +439,9 @@ void actor_critic_backward(const Rows &in, const float *actions, const long *ind
 // with r_n = exp(logp_n - old_logp_n) and A_n the advantage as normalized over the minibatch.
 // Agents go a chunk at a time through the forward, the loss's gradient and the backward: the
 // forward keeps every layer's activations for the backward (nothing recomputed), and the backward
-// reads rows the forward has just brought into cache (one trip through the rollout, not two). dL/dlogp_n = -scale A_n r_n where the unclipped term is the larger or r_n is inside the
-// clip range (torch.max passes the gradient to the larger term and splits ties), else 0.
+// reads rows the forward has just brought into cache (one trip through the rollout, not two).
+// dL/dlogp_n = -scale A_n r_n where the unclipped term is the larger or r_n is inside the clip
+// range (torch.max passes the gradient to the larger term and splits ties), else 0.
 struct PPOLoss {
     float clip, vf_coef, scale;  // scale: 1 / (agents in the whole minibatch, every block)
 };
