@@ -91,8 +91,13 @@ class NetworkWeightsCore:
         task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
         inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
         params = join_bias(*init_weights(self.spec, gens, device=self.device))
+        # the minibatch indices of the whole episode, drawn now in one call per copy: the values,
+        # and generator states, that a draw at every step would give (integer draws are serial)
+        batch_index = seeding.randint(gens, inputs.shape[1], (self.config.max_cycles + 1, self.config.batch_size),
+                                      device=self.device)
         if copies is None:
             self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
+            self.batch_index = batch_index
             self.delta = [torch.zeros_like(p) for p in params]
             self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
             ctx = self._evaluate(None, prev_loss=None)
@@ -101,7 +106,7 @@ class NetworkWeightsCore:
             return self.last_obs
         everyone = len(idx) == self.copies  # then plain copies, no indexing (the same values)
         sel = slice(None) if everyone else torch.as_tensor(idx, device=self.device)
-        self.inputs[sel], self.targets[sel] = inputs, targets
+        self.inputs[sel], self.targets[sel], self.batch_index[sel] = inputs, targets, batch_index
         for p, d, new in zip(self.params, self.delta, params):
             p[sel] = new
             d[sel] = 0.0
@@ -167,13 +172,13 @@ class NetworkWeightsCore:
         return ~within
 
     def _evaluate(self, sel: torch.Tensor | None, prev_loss: torch.Tensor | None) -> StepContext:
-        """Draw a minibatch, run the forward pass and build the step's context, for every copy or
-        for the copies indexed by ``sel``."""
+        """Take each copy's minibatch, run the forward pass and build the step's context, for every
+        copy or for the copies indexed by ``sel``."""
         take = (lambda x: x) if sel is None else (lambda x: x[sel])
         idx = None if sel is None else sel.tolist()
         pick = (lambda gens: gens) if sel is None else (lambda gens: [gens[i] for i in idx])
         params, delta = [take(p) for p in self.params], [take(d) for d in self.delta]
-        x, y = seeding.draw_minibatch(pick(self.data_gens), self.inputs, self.targets, self.config.batch_size, idx)
+        x, y = seeding.take_minibatch(self.inputs, self.targets, self._batch_rows(sel, pick), idx)
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
         fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
@@ -196,6 +201,21 @@ class NetworkWeightsCore:
             action_scale=self.config.action_scale,
             noise_generators=noise_gens,
         )
+
+    def _batch_rows(self, sel: torch.Tensor | None, pick) -> torch.Tensor:
+        """``[E', batch_size]``: the minibatch indices of every copy (or of the copies ``sel``) at its
+        current step, from the table its reset drew; a copy stepped past ``max_cycles`` draws them
+        now, continuing its stream as the table would have."""
+        t = self.t if sel is None else self.t[sel]
+        table = self.batch_index if sel is None else self.batch_index[sel]
+        last = table.shape[1] - 1
+        rows = table[torch.arange(len(t), device=t.device), t.clamp(max=last)]
+        beyond = t > last
+        if bool(beyond.any()):
+            gens = pick(self.data_gens)
+            late = [gens[i] for i in torch.nonzero(beyond).flatten().tolist()]
+            rows[beyond] = seeding.randint(late, self.inputs.shape[1], (self.config.batch_size,), device=rows.device)
+        return rows
 
 
 def sample_task_id_torch(gen: torch.Generator, split: str) -> int:

@@ -59,13 +59,20 @@ def draw_minibatch(gens: Sequence[torch.Generator], inputs: torch.Tensor, target
                    copies: Sequence[int] | None = None):
     """A minibatch per copy: ``batch_size`` rows of copy e's ``inputs [E, n, d]`` and ``targets``
     (``[E, n, out]`` or class labels ``[E, n]``), drawn with replacement from ``gens[e]``; with
-    ``copies``, only for those copies (``gens[i]`` is copy ``copies[i]``'s), without gathering
+    ``copies``, only for those copies (``gens[i]`` is copy ``copies[i]``'s)."""
+    idx = randint(gens, inputs.shape[1], (batch_size,), device=inputs.device)
+    return take_minibatch(inputs, targets, idx, copies)
+
+
+def take_minibatch(inputs: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
+                   copies: Sequence[int] | torch.Tensor | None = None):
+    """Rows ``idx [E', B]`` of each copy's ``inputs [E, n, d]`` and ``targets`` (``[E, n, out]`` or
+    class labels ``[E, n]``): of every copy, or with ``copies`` of those copies, without gathering
     their data sets first. One ``index_select`` over the flattened copies (``torch.gather`` with a
     broadcast index is several times slower on CPU)."""
     total, n = inputs.shape[0], inputs.shape[1]
-    idx = randint(gens, n, (batch_size,), device=inputs.device)
-    offsets = torch.arange(total) if copies is None else torch.as_tensor(list(copies), dtype=torch.long)
+    offsets = torch.arange(total) if copies is None else torch.as_tensor(copies, dtype=torch.long)
     rows = (idx + offsets.to(inputs.device).unsqueeze(1) * n).reshape(-1)
-    x = inputs.reshape(total * n, -1).index_select(0, rows).view(len(gens), batch_size, -1)
-    y = targets.reshape(total * n, -1).index_select(0, rows).view(len(gens), batch_size, *targets.shape[2:])
+    x = inputs.reshape(total * n, -1).index_select(0, rows).view(*idx.shape, -1)
+    y = targets.reshape(total * n, -1).index_select(0, rows).view(*idx.shape, *targets.shape[2:])
     return x, y

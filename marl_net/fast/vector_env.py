@@ -42,7 +42,7 @@ from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
 
 # Core attributes that make up an episode in flight (see NetworkWeightsCore.reset and step).
-_TENSOR_STATE = ("inputs", "targets", "t", "loss", "initial_loss", "last_obs")
+_TENSOR_STATE = ("inputs", "targets", "batch_index", "t", "loss", "initial_loss", "last_obs")
 _LIST_STATE = ("params", "delta")
 
 
