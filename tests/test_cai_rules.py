@@ -229,6 +229,23 @@ def test_policy_on_the_batched_core_equals_the_batched_trainer(name):
     torch.testing.assert_close(losses, run.curves, rtol=0, atol=1e-6)
 
 
+def test_a_core_stepped_past_max_cycles_keeps_the_trainers_minibatches():
+    """The core draws an episode's minibatch indices at reset (max_cycles + 1 rows per copy) and
+    per step beyond it; the trainer draws them per step: the same numbers either way."""
+    from marl_net.core import NetworkWeightsCore
+    from marl_net.policies.hand_rules import run_on_core
+
+    hyper, extra = CASES["np"]
+    config = EnvConfig.from_kwargs(**env_kwargs("np", action_scale=0.25, max_cycles=4, **extra))
+    seeds, steps = [2, 9], 9
+    core = NetworkWeightsCore(config, copies=2)
+    losses = run_on_core(core, make_policy("np", config, **hyper), seeds, steps=steps)
+    run = train(make_rule("np", **hyper), config, seeds, steps=steps)
+    torch.testing.assert_close(losses, run.curves, rtol=0, atol=1e-6)
+    for core_p, trainer_p in zip(core.params, run.params):
+        torch.testing.assert_close(core_p, trainer_p, rtol=0, atol=1e-6)
+
+
 def test_trainer_copies_equal_single_copy_runs():
     config = EnvConfig(task="teacher_student", max_cycles=10)
     both = run_rule("wp", config, [3, 4])
