@@ -37,6 +37,11 @@ class StepResult:
     diverged: torch.Tensor  # [E] bool
 
 
+# Steps of minibatch indices a copy draws at its reset (longer episodes draw the rest step by step):
+# memory stays at most BATCH_TABLE_STEPS x batch_size indices per copy.
+BATCH_TABLE_STEPS = 256
+
+
 class EnvCrash(RuntimeError):
     """Raised on purpose by ``crash_probability`` (fault-tolerance tests)."""
 
@@ -91,10 +96,11 @@ class NetworkWeightsCore:
         task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
         inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
         params = join_bias(*init_weights(self.spec, gens, device=self.device))
-        # the minibatch indices of the whole episode, drawn now in one call per copy: the values,
-        # and generator states, that a draw at every step would give (integer draws are serial)
-        batch_index = seeding.randint(gens, inputs.shape[1], (self.config.max_cycles + 1, self.config.batch_size),
-                                      device=self.device)
+        # the minibatch indices of the episode (its first BATCH_TABLE_STEPS steps), drawn now in one
+        # call per copy: the values, and generator states, that a draw at every step would give
+        # (integer draws are serial)
+        steps = min(self.config.max_cycles + 1, BATCH_TABLE_STEPS)
+        batch_index = seeding.randint(gens, inputs.shape[1], (steps, self.config.batch_size), device=self.device)
         if copies is None:
             self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
             self.batch_index = batch_index
@@ -204,8 +210,8 @@ class NetworkWeightsCore:
 
     def _batch_rows(self, sel: torch.Tensor | None, pick) -> torch.Tensor:
         """``[E', batch_size]``: the minibatch indices of every copy (or of the copies ``sel``) at its
-        current step, from the table its reset drew; a copy stepped past ``max_cycles`` draws them
-        now, continuing its stream as the table would have."""
+        current step, from the table its reset drew; a copy stepped past the table (``max_cycles``,
+        or ``BATCH_TABLE_STEPS`` for longer episodes) draws them now, continuing its stream."""
         t = self.t if sel is None else self.t[sel]
         table = self.batch_index if sel is None else self.batch_index[sel]
         last = table.shape[1] - 1

@@ -229,12 +229,16 @@ def test_policy_on_the_batched_core_equals_the_batched_trainer(name):
     torch.testing.assert_close(losses, run.curves, rtol=0, atol=1e-6)
 
 
-def test_a_core_stepped_past_max_cycles_keeps_the_trainers_minibatches():
-    """The core draws an episode's minibatch indices at reset (max_cycles + 1 rows per copy) and
-    per step beyond it; the trainer draws them per step: the same numbers either way."""
+@pytest.mark.parametrize("table_steps", [256, 3])  # the default, and a table shorter than an episode
+def test_a_core_stepped_past_max_cycles_keeps_the_trainers_minibatches(monkeypatch, table_steps):
+    """The core draws an episode's minibatch indices at reset (max_cycles + 1 rows per copy, at most
+    BATCH_TABLE_STEPS) and per step beyond them; the trainer draws them per step: the same numbers
+    either way."""
+    from marl_net import core as core_module
     from marl_net.core import NetworkWeightsCore
     from marl_net.policies.hand_rules import run_on_core
 
+    monkeypatch.setattr(core_module, "BATCH_TABLE_STEPS", table_steps)
     hyper, extra = CASES["np"]
     config = EnvConfig.from_kwargs(**env_kwargs("np", action_scale=0.25, max_cycles=4, **extra))
     seeds, steps = [2, 9], 9
