@@ -95,6 +95,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         assert all(torch.equal(x[k], y[k]) for k in x)
     assert torch.equal(uninterrupted.obs, resumed.obs)
     assert torch.equal(uninterrupted.env.core.params[0], resumed.env.core.params[0])
+    older = {k: v for k, v in resumed.env.state_dict().items() if k != "batch_index"}  # saved before the table
+    with pytest.raises(ValueError, match="earlier marl_net"):
+        resumed.env.load_state_dict(older)
 
 
 def test_gae_bootstraps_truncation_and_not_termination():

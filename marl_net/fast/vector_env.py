@@ -168,6 +168,9 @@ class VectorNetworkEnv:
                 f"the saved env state has {len(state['data_gens'])} copies, this env {self.copies}: "
                 "restore into an env built with the same copies"
             )
+        if "task_ids" in state and "batch_index" not in state:
+            raise ValueError("this env state was saved by an earlier marl_net, before each copy kept its episode's "
+                             "minibatch indices: resume it with that version, or start the run afresh")
         core.seed(list(range(self.copies)))  # creates the generators; their states are set next
         for g, s in zip(core.data_gens, state["data_gens"]):
             g.set_state(s)
