@@ -13,7 +13,7 @@ HELP = "meta-learn a local learning rule and compare it with SGD, NP and WP (the
 
 def add_arguments(parser) -> None:
     parser.add_argument("--budget", default="default",
-                        help="'default' (about 4 minutes on a quiet 2-core machine), 'quick' "
+                        help="'default' (about 3 minutes on a quiet 2-core machine), 'quick' "
                              "(a smoke check, under a minute), or a factor scaling the default's meta-training, "
                              "e.g. 0.5 or 3")
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
