@@ -580,7 +580,7 @@ extern "C" int ppo_minibatch(const float *obs, const long *index, const float *a
                              NET_ARGS, const float *w, const float *P, const float *old_logp, const float *adv,
                              const float *returns, float clip, float vf_coef, float scale, float *logp, float *value,
                              float *real, float *dWT, float *dw, float *dW, float *db, float *dP) {
-    const Rows in(obs, index, N, K, F);
+    const Rows in(obs, nullptr, N, K, F);  // the shape only: each chunk gathers its own rows by index
     const Net net{WT, F, W, WdT, b};
     const Head hd{H, P};
     const PPOLoss loss{clip, vf_coef, scale};
