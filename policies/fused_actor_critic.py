@@ -35,6 +35,27 @@ def head_parameters(policy) -> torch.Tensor:
                       critic_in.bias, critic_out.weight.reshape(-1), critic_out.bias, policy.log_std.reshape(1)])
 
 
+def _parameters(policy) -> tuple:
+    """The policy's parameters as the kernel's learner takes them, in the order of the autograd
+    functions' inputs: the first layer ``[F, H]``, the per-synapse readout, the head, the deeper
+    layers' weights and biases."""
+    return (policy.first_layer_weight().T, policy.synapse_readout_weight(), head_parameters(policy),
+            *policy.deep_layers())
+
+
+def _checked_index(obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``index`` as contiguous int64, after checking ``obs [S, K, F]``, ``actions [S, K]`` and that
+    every index names one of the S agents."""
+    if obs.dim() != 3 or actions.shape != obs.shape[:2]:
+        raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
+    index = index.to(torch.long).contiguous()
+    if index.numel():
+        low, high = (int(v) for v in torch.aminmax(index))
+        if low < 0 or high >= obs.shape[0]:
+            raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
+    return index
+
+
 class _ActorCritic(torch.autograd.Function):
     @staticmethod
     def forward(ctx, obs, index, actions, wt, w, head, deep_w, deep_b):
@@ -68,15 +89,8 @@ def log_prob_and_value(policy, obs: torch.Tensor, actions: torch.Tensor, index: 
     """For the agents ``index [n]`` of ``obs [S, K, F]`` and ``actions [S, K]``: the log-density of
     their actions under ``policy``, their values and their numbers of real synapses, each ``[n]``;
     gradients flow to the policy's parameters. Check :func:`applies` first."""
-    if obs.dim() != 3 or actions.shape != obs.shape[:2]:
-        raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
-    index = index.to(torch.long).contiguous()
-    if index.numel():
-        low, high = (int(v) for v in torch.aminmax(index))
-        if low < 0 or high >= obs.shape[0]:
-            raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
-    return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), policy.first_layer_weight().T,
-                              policy.synapse_readout_weight(), head_parameters(policy), *policy.deep_layers())
+    index = _checked_index(obs, actions, index)
+    return _ActorCritic.apply(obs.contiguous(), index, actions.contiguous(), *_parameters(policy))
 
 
 class _PPOMinibatch(torch.autograd.Function):
@@ -112,20 +126,13 @@ def ppo_minibatch(policy, obs: torch.Tensor, actions: torch.Tensor, index: torch
     entropy term, which depends on log_std alone); the rest ``[n]``, without gradients. Check
     :func:`applies` first; ``tests/test_fused_actor_critic.py`` holds the gradient equal to
     autograd's through :func:`log_prob_and_value`."""
-    if obs.dim() != 3 or actions.shape != obs.shape[:2]:
-        raise ValueError(f"obs {tuple(obs.shape)} and actions {tuple(actions.shape)}: want [S, K, F] and [S, K]")
-    index = index.to(torch.long).contiguous()
     n = index.numel()
     if any(t.shape != (n,) for t in (old_logp, adv, returns)):
         raise ValueError(f"old_logp, adv and returns must be [{n}] like index")
-    if n:
-        low, high = (int(v) for v in torch.aminmax(index))
-        if low < 0 or high >= obs.shape[0]:
-            raise ValueError(f"index out of range for {obs.shape[0]} agents: pass indices in [0, {obs.shape[0]})")
+    index = _checked_index(obs, actions, index)
     vectors = (t.detach().to(obs.dtype).contiguous() for t in (old_logp, adv, returns))
     return _PPOMinibatch.apply(obs.contiguous(), index, actions.contiguous(), *vectors,
-                               (float(clip), float(vf_coef), float(scale)), policy.first_layer_weight().T,
-                               policy.synapse_readout_weight(), head_parameters(policy), *policy.deep_layers())
+                               (float(clip), float(vf_coef), float(scale)), *_parameters(policy))
 
 
 @torch.no_grad()

@@ -41,7 +41,12 @@ def masked_log_prob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Te
 
 def masked_entropy(log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Entropy ``[N]`` of the Gaussian over the real synapse slots."""
-    return ((0.5 + _LOG_SQRT_2PI + log_std) * mask).sum(-1)
+    return (_slot_entropy(log_std) * mask).sum(-1)
+
+
+def _slot_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """The entropy of one synapse slot's Gaussian."""
+    return 0.5 + _LOG_SQRT_2PI + log_std
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,7 @@ class SynapsePolicy(nn.Module):
     def entropy(self, real: torch.Tensor) -> torch.Tensor:
         """The action distribution's entropy for agents with ``real [n]`` real synapses
         (:func:`masked_entropy` summed over them: one log-std for every synapse)."""
-        return real * (0.5 + _LOG_SQRT_2PI + self.log_std)
+        return real * _slot_entropy(self.log_std)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         _, pooled, _ = self.encode(obs)
