@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from marl_net.config import EnvConfig
-from marl_net.fast.ppo import FastPPO, FastPPOConfig
+from marl_net.fast.ppo import FastPPO, FastPPOConfig, minibatch_picks
 from marl_net.fast.rollout import gae
 from marl_net.policies.synapse_policy import masked_entropy, masked_log_prob
 
@@ -109,6 +109,15 @@ def test_gae_bootstraps_truncation_and_not_termination():
     assert adv[0].tolist() == [1.0 + 0.5 * 10.0, 1.0]  # the end cuts the trace: step 1 does not leak back
     assert adv[1].tolist() == [1.0 + 0.5 * 5.0, 1.0 + 0.5 * 5.0]
     assert torch.equal(ret, adv + values)
+
+
+@pytest.mark.parametrize("size,batches", [(7, 1), (7, 3), (3, 4), (1001, 4), (40960, 4), (5000, 300)])
+def test_minibatches_are_the_permutations_slices_in_storage_order(size, batches):
+    perm = torch.randperm(size, generator=torch.Generator().manual_seed(size + batches))
+    picks = minibatch_picks(perm, batches)
+    assert len(picks) == batches
+    for j, pick in enumerate(picks):  # 300 minibatches: int32 labels; 3 samples in 4: an empty one
+        assert torch.equal(pick, perm[j * size // batches : (j + 1) * size // batches].sort().values)
 
 
 def test_config_refuses_misspellings_and_ignores_rllib_settings():

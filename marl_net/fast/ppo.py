@@ -144,11 +144,19 @@ def _is_rllib_setting(key: str) -> bool:
     return True
 
 
-def _ranks(perm: torch.Tensor) -> torch.Tensor:
-    """``ranks[i]`` = the position of ``i`` in the permutation ``perm``."""
-    ranks = torch.empty_like(perm)
-    ranks[perm] = torch.arange(len(perm), device=perm.device)
-    return ranks
+def minibatch_picks(perm: torch.Tensor, batches: int) -> list[torch.Tensor]:
+    """A random permutation ``perm`` of ``L`` samples split into ``batches`` minibatches:
+    minibatch ``j`` holds the samples at positions ``[j L // batches, (j + 1) L // batches)`` of
+    ``perm``, in ascending order (memory touched front to back). Each sample is labelled with its
+    minibatch, then one stable sort of the labels lists every minibatch's samples in order."""
+    size = len(perm)
+    bounds = [j * size // batches for j in range(batches + 1)]
+    counts = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
+    label_type = torch.uint8 if batches <= 256 else torch.int32
+    labels = torch.empty(size, dtype=label_type, device=perm.device)
+    labels[perm] = torch.repeat_interleave(torch.arange(batches, dtype=label_type, device=perm.device),
+                                           torch.tensor(counts, device=perm.device), output_size=size)
+    return list(torch.argsort(labels, stable=True).split(counts))
 
 
 def build_policy(env: VectorNetworkEnv, policy_kwargs: Mapping[str, Any], seed: int) -> SynapsePolicy:
@@ -363,12 +371,11 @@ class FastPPO:
         clipfracs, stats = [], {}
         for _ in range(cfg.num_epochs):
             # minibatch j of a block: the samples at positions [j L / B, (j + 1) L / B) of a random
-            # permutation, read in storage order (memory touched front to back), found by rank
-            ranks = [_ranks(torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device)) for g in groups]
+            # permutation, read in storage order
+            picks = [minibatch_picks(torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device), batches)
+                     for g in groups]
             for j in range(batches):
-                picks = [torch.nonzero((r >= j * len(r) // batches) & (r < (j + 1) * len(r) // batches)).flatten()
-                         for r in ranks]
-                logratio, entropy, value, mb_adv, mb_returns, fused_part = self._minibatch(groups, picks)
+                logratio, entropy, value, mb_adv, mb_returns, fused_part = self._minibatch(groups, [p[j] for p in picks])
                 ratio = logratio.exp()
                 with torch.no_grad():
                     old_approx_kl = (-logratio).mean()
