@@ -8,27 +8,23 @@ a time in registers and never writes a hidden layer: the forward returns only ``
 [N, K]`` and ``pooled [N, H]``; the backward recomputes the layers and returns the weight
 gradients.
 
-The kernel is compiled on first use with the system's C++ compiler (``g++``, or ``$CXX``) for the
-machine it runs on and cached under ``$MARL_NET_KERNEL_CACHE`` (default
-``~/.cache/marl_net/kernels``), keyed by source, compiler, flags and host; each Ray node builds its
-own. Where it does not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, more than
-``MAX_DEPTH`` layers, no compiler, ``MARL_NET_FUSED=0``) the policy runs its plain torch path;
-the two agree to float rounding (``tests/test_fused_layer.py``).
+The kernel is compiled on first use for the machine it runs on and cached (``marl_net.native``:
+one build per source, compiler, flags and host under ``$MARL_NET_KERNEL_CACHE``). Where it does
+not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, more than ``MAX_DEPTH``
+layers, no compiler, ``MARL_NET_FUSED=0``) the policy runs its plain torch path; the two agree
+to float rounding (``tests/test_fused_layer.py``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
 from pathlib import Path
 
 import torch
+
+from marl_net import native
+from marl_net.native import enabled  # MARL_NET_FUSED=0 turns the kernel off
 
 SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
 # -mrecip=all (x86 only): tanh's division as a reciprocal estimate and one Newton step, ~1.5x faster
@@ -39,50 +35,19 @@ MAX_DEPTH = 3  # layers of the synapse network the kernel takes (DISPATCH_D in t
 MAX_FEATURES = 256  # columns of an observation row the kernel takes (MAX_F in the source)
 
 _lib: ctypes.CDLL | None = None
-_load_failed = False
-
-
-def enabled() -> bool:
-    """``MARL_NET_FUSED=0`` turns the kernel off (the policy then runs its torch path)."""
-    return os.environ.get("MARL_NET_FUSED", "1") != "0"
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MARL_NET_KERNEL_CACHE", Path.home() / ".cache" / "marl_net" / "kernels"))
-
-
-def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
 def build() -> Path:
     """Compile the kernel (once per source, compiler, flags and host) and return the library's path."""
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cxx, version, *FLAGS, platform.node(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"synapse_kernel-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then move: safe under races
-            out = Path(tmp) / target.name
-            subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True, check=True)
-            os.replace(out, target)
-    return target
+    return native.build(SOURCE, FLAGS)
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel, or None (with one warning) when it cannot be built here."""
-    global _lib, _load_failed
-    if _lib is None and not _load_failed:
-        try:
-            lib = ctypes.CDLL(str(build()))
-        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
-            detail = getattr(err, "stderr", "") or err
-            warnings.warn(f"the fused synapse kernel could not be built ({detail}); the policy runs its torch path")
-            _load_failed = True
+    global _lib
+    if _lib is None:
+        lib = native.load(SOURCE, FLAGS, "the policy runs its torch path")
+        if lib is None:
             return None
         ptr, n = ctypes.c_void_p, ctypes.c_long
         net = [ptr, n, ptr, ptr, ptr]  # the synapse network: WT, depth, W, WdT, b (net_args)

@@ -145,6 +145,36 @@ def test_nan_weights_never_reach_observations():
     assert torch.isfinite(result.obs).all() and torch.isfinite(result.rewards).all()
 
 
+@pytest.mark.parametrize("ownership,bias", [("outgoing", False), ("incoming", True), ("incoming", False)])
+def test_observation_rows_written_natively_equal_torchs(monkeypatch, ownership, bias):
+    from marl_net.observations import FEATURES
+
+    cfg = EnvConfig(layers=(4, 6, 3), ownership=ownership, bias=bias, batch_size=7,
+                    observations=tuple(n for n in FEATURES if n != "gradient") + ("gradient",))
+    tables = []
+    for fused in ("1", "0"):  # the C++ row writer, then torch's per-feature writes
+        monkeypatch.setenv("MARL_NET_FUSED", fused)
+        core = NetworkWeightsCore(cfg, copies=3)
+        core.seed([0, 1, 2])
+        tables.append([core.reset().clone()])
+        core.params[0][1, 0, 0] = float("nan")  # a NaN reaches the features of copy 1
+        for step in range(3):
+            tables[-1].append(core.step(torch.rand(3, *core.ownership.mask.shape, generator=torch.Generator()
+                                                   .manual_seed(step)) * 2 - 1).obs)
+    for native, torch_written in zip(*tables):
+        assert torch.equal(native, torch_written) and torch.isfinite(native).all()
+
+
+def test_observation_rows_refuse_columns_of_the_wrong_shape():
+    from marl_net.observation_rows import write_block
+
+    dst = torch.empty(2, 3, 4, 3)
+    write_block(dst, [torch.ones(2, 3, 2), torch.arange(3.0).view(1, 3, 1).expand(2, 3, 2)], fan=2)
+    assert dst[1, 2, :2].tolist() == [[1.0, 2.0, 1.0]] * 2 and not dst[:, :, 2:].any()
+    with pytest.raises(ValueError, match="columns of shape"):
+        write_block(dst, [torch.ones(2, 3, 2), torch.ones(2, 1, 2)], fan=2)
+
+
 def test_user_defined_scheme_is_usable_by_name():
     from marl_net.rewards import REWARDS, register_reward
 

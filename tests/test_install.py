@@ -18,6 +18,7 @@ def test_plain_wheel_install_imports_envs_and_policies(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "marl_net/envs/network_weights_v0.py" in names
     assert "marl_net/policies/synapse_policy.py" in names
+    assert {"marl_net/observation_rows.cpp", "marl_net/policies/synapse_kernel.cpp"} <= set(names)  # C++ sources
     assert not any(n.startswith(("envs/", "policies/", "tests/")) for n in names)  # no generic top-level names
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
