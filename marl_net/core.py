@@ -159,7 +159,7 @@ class NetworkWeightsCore:
         if not actions.is_floating_point():
             raise ValueError(f"actions have dtype {actions.dtype}; pass floats (torch.float32)")
         actions = actions.to(self.device, torch.float32)
-        if not torch.isfinite(actions).all():
+        if not bool(_max_abs(actions, dims=None) <= torch.finfo(actions.dtype).max):  # NaN or inf somewhere
             raise ValueError("actions contain NaN or inf; every action must be a finite number in [-1, 1]")
         mask = self.ownership.mask.to(self.device)
         if not self.config.clip_actions and (actions.abs() * mask > 1.0).any():
@@ -169,12 +169,12 @@ class NetworkWeightsCore:
     def _diverged(self, loss: torch.Tensor) -> torch.Tensor:
         """``[E]`` bool: the copy's loss or any of its weights is NaN, infinite or beyond
         ``divergence_threshold`` in absolute value. ``|x| <= limit`` is False for NaN and infinities,
-        so one comparison per tensor tells all three (``limit`` is at most the dtype's largest finite
-        value, for thresholds that would round to infinity)."""
+        so one comparison per copy and tensor tells all three (``limit`` is at most the dtype's
+        largest finite value, for thresholds that would round to infinity)."""
         thr = self.config.divergence_threshold
         within = loss.abs() <= min(thr, torch.finfo(loss.dtype).max)
         for p in self.params:
-            within &= (p.abs() <= min(thr, torch.finfo(p.dtype).max)).flatten(1).all(1)
+            within &= _max_abs(p, dims=tuple(range(1, p.dim()))) <= min(thr, torch.finfo(p.dtype).max)
         return ~within
 
     def _evaluate(self, sel: torch.Tensor | None, prev_loss: torch.Tensor | None) -> StepContext:
@@ -222,6 +222,13 @@ class NetworkWeightsCore:
             late = [gens[i] for i in torch.nonzero(beyond).flatten().tolist()]
             rows[beyond] = seeding.randint(late, self.inputs.shape[1], (self.config.batch_size,), device=rows.device)
         return rows
+
+
+def _max_abs(x: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor:
+    """``max |x|`` over ``dims`` (all of them for None), NaN wherever a NaN is among them (``amax``
+    propagates NaN): one vectorized reduction where ``isfinite(x).all()`` or a comparison followed
+    by ``all`` take several passes over bools."""
+    return x.abs().amax() if dims is None else x.abs().amax(dim=dims)
 
 
 def sample_task_id_torch(gen: torch.Generator, split: str) -> int:

@@ -375,16 +375,14 @@ class FastPPO:
             picks = [minibatch_picks(torch.randperm(len(g["adv"]), generator=self.shuffle_gen).to(self.device), batches)
                      for g in groups]
             for j in range(batches):
-                logratio, entropy, value, mb_adv, mb_returns, fused_part = self._minibatch(groups, [p[j] for p in picks])
+                logratio, entropy, value, mb_adv, mb_returns, fused_part = self._minibatch(
+                    groups, [p[j] for p in picks])
                 ratio = logratio.exp()
                 with torch.no_grad():
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_param).float().mean())
-                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_param, 1 + cfg.clip_param)).mean()
-                v_loss = 0.5 * (value - mb_returns).pow(2).mean()
                 entropy = entropy.mean()
                 if fused_part is None:
+                    pg_loss, v_loss = self._losses(ratio, value, mb_adv, mb_returns)
                     loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
                 else:  # the kernel's gradient of pg_loss + vf_loss_coeff * v_loss
                     loss = fused_part - cfg.entropy_coeff * entropy
@@ -393,6 +391,10 @@ class FastPPO:
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+        with torch.no_grad():  # the statistics of the last minibatch (clipfrac: of every minibatch)
+            pg_loss, v_loss = self._losses(ratio, value, mb_adv, mb_returns)
+            old_approx_kl = (-logratio).mean()
+            approx_kl = ((ratio - 1) - logratio).mean()
         var_y = b_returns.var()
         explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
         stats.update(
@@ -401,6 +403,12 @@ class FastPPO:
             clipfrac=float(torch.stack(clipfracs).mean()), explained_variance=explained_var,
         )
         return stats
+
+    def _losses(self, ratio, value, adv, returns) -> tuple[torch.Tensor, torch.Tensor]:
+        """PPO's clipped surrogate and value loss over a minibatch (the kernel's gradient is theirs)."""
+        clip = self.config.clip_param
+        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+        return pg_loss, 0.5 * (value - returns).pow(2).mean()
 
     # ---------------------------------------------------------------- metrics
     def _metrics(self, stats: dict[str, float], sps: float, elapsed: float, ended_episodes: int) -> dict[str, Any]:
