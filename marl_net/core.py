@@ -101,7 +101,7 @@ class NetworkWeightsCore:
         # (integer draws are serial)
         steps = min(self.config.max_cycles + 1, BATCH_TABLE_STEPS)
         batch_index = seeding.randint(gens, inputs.shape[1], (steps, self.config.batch_size), device=self.device)
-        if copies is None:
+        if len(idx) == self.copies:  # every copy: fresh tensors, nothing to index
             self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
             self.batch_index = batch_index
             self.delta = [torch.zeros_like(p) for p in params]
@@ -110,8 +110,7 @@ class NetworkWeightsCore:
             self.loss, self.initial_loss = ctx.loss, ctx.loss.clone()
             self.last_obs = observe(ctx, self.config.observations)
             return self.last_obs
-        everyone = len(idx) == self.copies  # then plain copies, no indexing (the same values)
-        sel = slice(None) if everyone else torch.as_tensor(idx, device=self.device)
+        sel = torch.as_tensor(idx, device=self.device)
         self.inputs[sel], self.targets[sel], self.batch_index[sel] = inputs, targets, batch_index
         for p, d, new in zip(self.params, self.delta, params):
             p[sel] = new
@@ -119,7 +118,7 @@ class NetworkWeightsCore:
         self.t[sel] = 0
         for i, t in zip(idx, task_ids):
             self.task_ids[i] = t
-        ctx = self._evaluate(None if everyone else sel, prev_loss=None)
+        ctx = self._evaluate(sel, prev_loss=None)
         self.loss[sel] = ctx.loss
         self.initial_loss[sel] = ctx.loss
         self.last_obs[sel] = observe(ctx, self.config.observations)

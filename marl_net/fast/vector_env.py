@@ -128,7 +128,7 @@ class VectorNetworkEnv:
             info["final_obs"] = self._rows(obs.clone())
             info["final_loss"] = result.loss.clone()
             info["initial_loss"] = self.core.initial_loss.clone()  # the ended episodes' loss at reset
-            obs = self.core.reset(ended)  # resets the ended copies in place
+            obs = self.core.reset(ended)  # resets the ended copies
         return (
             self._rows(obs),
             result.rewards.reshape(self.num_rows),
