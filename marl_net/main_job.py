@@ -199,11 +199,12 @@ def select_restart(policies: Sequence[torch.nn.Module], train: EnvConfig, budget
     """Index of the policy with the lowest mean final loss on ``budget.eval_episodes`` train-split
     networks (never the held-out ones), and every policy's figure."""
     from marl_net.evaluation import rollout_losses
+    from marl_net.rules.tuning import lowest
 
     with torch.no_grad():
         finals = [float(rollout_losses(p, train.replace(split="train"), episodes=budget.eval_episodes, seed=seed,
                                        device=device)[:, -1].mean()) for p in policies]
-    return min(range(len(finals)), key=finals.__getitem__), finals
+    return lowest(range(len(finals)), finals), finals
 
 
 def meta_train(budget: Budget, seed: int, out: Path, device: str = "cpu", progress: bool = True,

@@ -147,7 +147,7 @@ def sample(policy, obs: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor
                          f"[{n}, {k}] for obs {tuple(obs.shape)}")
     h = policy.config.hidden
     logp, value = obs.new_empty(n), obs.new_empty(n)
-    net = fused_layer.net_args(policy.first_layer_weight().T.contiguous(), *policy.deep_layers())
-    fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h, *net,
-                      policy.synapse_readout_weight().contiguous(), head_parameters(policy), actions, logp, value)
+    wt, w, head, deep_w, deep_b = _parameters(policy)
+    fused_layer._call("actor_critic_sample", obs.contiguous(), noise.contiguous(), n, k, f, h,
+                      *fused_layer.net_args(wt.contiguous(), deep_w, deep_b), w.contiguous(), head, actions, logp, value)
     return logp, value
