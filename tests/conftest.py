@@ -13,6 +13,18 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def single_threaded_torch():
+    """Every test runs torch on one thread. With two, MKL splits a batched matmul's reduction
+    across threads differently for different batch sizes on some CPUs (seen on AMD EPYC: a copy of
+    a 2-copy run differed from the 1-copy run by 4e-9), so the bit-exact promises the tests check
+    (a batched run equals single-copy runs; the env equals the trainer) hold at one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module of tiny per-step tensors: fastest, and two threads on a busy
