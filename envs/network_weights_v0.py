@@ -35,7 +35,12 @@ Observation space
     with ``obs.reshape(K, F + 1)``): one row per synapse slot, one column per enabled feature (``observations=``, default all local features: weight, prev_delta, pre_activity,
     post_activity, pre_post_corr, rel_loss, rel_loss_change, step_fraction, layer_position), then the
     padding mask (1 for a real synapse). Privileged, non-local features (``gradient``) are
-    available by name. ``marl-net schemes`` lists them all. Observations are always finite.
+    available by name. Local three-factor signals of the hand rules are too: node / weight
+    perturbation's (``np_eligibility``, ``np_error``, ``wp_perturbation``, ``wp_error``, ...) and
+    feedback alignment's (``teaching_signal``, ``feedback_error``, ``feedback_eligibility``: the output
+    error reaching each unit through fixed random feedback matrices, drawn per episode;
+    ``feedback="dfa"`` or ``"fa"`` picks the pathway; see ``marl_net.feedback_alignment``).
+    ``marl-net schemes`` lists them all. Observations are always finite.
 
 Rewards
     Chosen by name with ``reward=`` (``global_loss``, ``loss_improvement``, ``weight_max`` (needs
@@ -53,7 +58,7 @@ Arguments
     ``{"data_dir": ...}`` for mnist), split ("train" | "heldout"), layers (sizes including input
     and output), ownership, reward, local_ratio, reward_unit, max_cycles, batch_size, action_scale,
     clip_actions, hidden_activation, output_activation, bias, init_gain, observations,
-    divergence_threshold, divergence_penalty, crash_probability (fault-injection for tests).
+    feedback ("dfa" | "fa": the feedback features' pathway), divergence_threshold, divergence_penalty, crash_probability (fault-injection for tests).
     Misspelled arguments raise ValueError with the closest valid name.
 
 Version history

@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from marl_net.feedback_alignment import FEEDBACK_FEATURES, check_computable, check_mode, uses_feedback
 from marl_net.network import NetworkSpec
 from marl_net.observations import DEFAULT_FEATURES, check_features
 from marl_net.ownership import OWNERSHIPS
@@ -38,6 +39,7 @@ class EnvConfig:
     bias: bool = False
     init_gain: float = 1.0
     observations: tuple[str, ...] = DEFAULT_FEATURES
+    feedback: str = "dfa"  # the feedback features' pathway: "dfa" (direct) or "fa" (layer by layer); marl_net.feedback_alignment
     split: str = "train"
     task_kwargs: Mapping[str, Any] = field(default_factory=dict)
     divergence_threshold: float = 1.0e4  # |loss| or |w| beyond it ends the episode
@@ -71,7 +73,11 @@ class EnvConfig:
             raise ValueError("observations include 'gradient', but backprop through sampled Bernoulli units is "
                              "undefined: drop 'gradient', or observe 'bernoulli_eligibility' / 'output_gradient'")
         check_split(self.split)
-        self.network_spec()  # validates activations, init_gain
+        spec = self.network_spec()  # validates activations, init_gain
+        check_mode(self.feedback)
+        if uses_feedback(self.observations):
+            enabled = [n for n in self.observations if n in FEEDBACK_FEATURES]
+            check_computable(spec, getattr(TASKS[self.task], "loss", None), what=f"observations {enabled}")
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(self.layers, self.hidden_activation, self.output_activation, self.bias, self.init_gain)

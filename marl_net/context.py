@@ -34,6 +34,7 @@ class StepContext:
     max_cycles: int
     action_scale: float
     noise_generators: list[torch.Generator]
+    feedback: Any = None  # marl_net.feedback_alignment.Feedback: the copies' fixed feedback matrices, when drawn
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -23,6 +23,7 @@ import torch
 from marl_net import losses, seeding
 from marl_net.config import EnvConfig
 from marl_net.context import StepContext
+from marl_net.feedback_alignment import draw_feedback, uses_feedback
 from marl_net.network import forward, init_weights, join_bias, split_bias
 from marl_net.observations import observe
 from marl_net.ownership import Ownership
@@ -65,6 +66,9 @@ class NetworkWeightsCore:
         self.data_gens: list[torch.Generator] | None = None
         self.noise_gens: list[torch.Generator] | None = None
         self.params: list[torch.Tensor] | None = None
+        # feedback matrices (FA/DFA features), drawn at each reset only when such a feature is enabled
+        self.feedback_mode = config.feedback if uses_feedback(config.observations) else None
+        self.feedback = None  # marl_net.feedback_alignment.Feedback over all copies
         self._crash_rng = None
 
     # ---------------------------------------------------------------- seeding and reset
@@ -104,8 +108,12 @@ class NetworkWeightsCore:
         # (integer draws are serial)
         steps = min(self.config.max_cycles + 1, BATCH_TABLE_STEPS)
         batch_index = seeding.randint(gens, inputs.shape[1], (steps, self.config.batch_size), device=self.device)
+        feedback = None
+        if self.feedback_mode is not None:  # from the noise generators, before the reset's forward pass
+            feedback = draw_feedback(self.spec, self.feedback_mode, [self.noise_gens[i] for i in idx], self.device)
         if len(idx) == self.copies:  # every copy: fresh tensors, nothing to index
             self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
+            self.feedback = feedback
             self.batch_index = batch_index
             self.delta = [torch.zeros_like(p) for p in params]
             self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
@@ -118,6 +126,9 @@ class NetworkWeightsCore:
         for p, d, new in zip(self.params, self.delta, params):
             p[sel] = new
             d[sel] = 0.0
+        if feedback is not None:
+            for b, new in zip(self.feedback.matrices, feedback.matrices):
+                b[sel] = new
         self.t[sel] = 0
         for i, t in zip(idx, task_ids):
             self.task_ids[i] = t
@@ -208,6 +219,7 @@ class NetworkWeightsCore:
             max_cycles=self.config.max_cycles,
             action_scale=self.config.action_scale,
             noise_generators=noise_gens,
+            feedback=None if self.feedback is None else self.feedback.select(sel),
         )
 
     def _batch_rows(self, sel: torch.Tensor | None, pick) -> torch.Tensor:

@@ -16,6 +16,10 @@ policy            observations it needs                       env settings      
                   ``output_gradient``                         reward="weight_max",
                                                               hidden_activation=
                                                               "bernoulli"
+``fa``            ``feedback_eligibility``                    feedback="fa",             -
+                                                              differentiable units
+``dfa``           ``feedback_eligibility``                    feedback="dfa",            -
+                                                              differentiable units
 ================  ==========================================  =========================  ==========
 
 :func:`env_kwargs` returns those settings. Actions are clipped to [-1, 1] by the env, so pick an
@@ -42,6 +46,7 @@ import numpy as np
 import torch
 
 from marl_net.config import EnvConfig
+from marl_net.feedback_alignment import check_computable
 from marl_net.ownership import Ownership
 from marl_net.perturbation_features import feature_names
 from marl_net.rules.common import PerCopy, check_deterministic, coefficient, perturbation_update
@@ -188,11 +193,38 @@ class WeightMaxPolicy(HandRulePolicy):
         return out
 
 
-POLICIES = {p.name: p for p in (SGDPolicy, NodePerturbationPolicy, WeightPerturbationPolicy, WeightMaxPolicy)}
+class FeedbackAlignmentPolicy(HandRulePolicy):
+    """FA / DFA: ``change = -lr * feedback_eligibility``, in an env whose ``feedback`` is the rule's own
+    (the env draws and keeps the fixed feedback matrices; ``marl_net.feedback_alignment``)."""
+
+    features = ("feedback_eligibility",)
+
+    def __init__(self, config: EnvConfig, lr: float = 1.0, strict: bool = True):
+        check_computable(config.network_spec(), what=f"policy {self.name!r}")
+        if config.feedback != self.name:
+            raise ValueError(f"policy {self.name!r} acts on the env's feedback pathway: build the env with "
+                             f"feedback={self.name!r} (it has feedback={config.feedback!r})")
+        super().__init__(config, strict)
+        self.lr = PerCopy("lr", lr)
+
+    def change(self, obs):
+        return sgd_update(self.feature(obs, "feedback_eligibility"), self.lr.tensor(obs.shape[0]).to(obs.device))
+
+
+class FeedbackAlignmentFAPolicy(FeedbackAlignmentPolicy):
+    name = "fa"
+
+
+class DirectFeedbackAlignmentPolicy(FeedbackAlignmentPolicy):
+    name = "dfa"
+
+
+POLICIES = {p.name: p for p in (SGDPolicy, NodePerturbationPolicy, WeightPerturbationPolicy, WeightMaxPolicy,
+                                FeedbackAlignmentFAPolicy, DirectFeedbackAlignmentPolicy)}
 
 
 def make_policy(name: str, config: EnvConfig, **hyper) -> HandRulePolicy:
-    """Policy ``name`` (sgd | np | wp | weight_max) for an env built with ``config``."""
+    """Policy ``name`` (sgd | np | wp | weight_max | fa | dfa) for an env built with ``config``."""
     if name not in POLICIES:
         raise ValueError(f"hand-rule policy {name!r} is unknown; choose one of {sorted(POLICIES)}")
     return POLICIES[name](config, **hyper)
@@ -205,6 +237,8 @@ def env_kwargs(name: str, sigma: float = DEFAULT_SIGMA, **kwargs) -> dict:
         base = {"observations": feature_names(name, sigma)}
     elif name == "sgd":
         base = {"observations": ("gradient",)}
+    elif name in ("fa", "dfa"):
+        base = {"observations": FeedbackAlignmentPolicy.features, "feedback": name}
     elif name == "weight_max":
         base = {"observations": WeightMaxPolicy.features, "ownership": "incoming", "reward": "weight_max",
                 "hidden_activation": "bernoulli"}

@@ -40,6 +40,7 @@ import torch
 
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
+from marl_net.feedback_alignment import Feedback
 
 # Core attributes that make up an episode in flight (see NetworkWeightsCore.reset and step).
 _TENSOR_STATE = ("inputs", "targets", "batch_index", "t", "loss", "initial_loss", "last_obs")
@@ -157,6 +158,8 @@ class VectorNetworkEnv:
                 state[name] = getattr(core, name).detach().cpu().clone()
             for name in _LIST_STATE:
                 state[name] = [x.detach().cpu().clone() for x in getattr(core, name)]
+            if core.feedback is not None:  # the episodes' fixed feedback matrices (feedback features enabled)
+                state["feedback"] = [b.detach().cpu().clone() for b in core.feedback.matrices]
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -186,3 +189,8 @@ class VectorNetworkEnv:
                 setattr(core, name, state[name].to(self.device).clone())
             for name in _LIST_STATE:
                 setattr(core, name, [x.to(self.device).clone() for x in state[name]])
+            if (core.feedback_mode is not None) != ("feedback" in state):
+                raise ValueError("the saved env state and this env disagree on feedback features (one draws feedback "
+                                 "matrices, the other not): restore into an env built with the same observations")
+            if core.feedback_mode is not None:
+                core.feedback = Feedback(core.feedback_mode, [b.to(self.device).clone() for b in state["feedback"]])

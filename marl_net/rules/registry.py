@@ -9,6 +9,9 @@ name            rule                                                    needs
 ``weight_max``  pipelined Weight Max on minibatches (Chung eq. 4, 13)   ownership="incoming",
                                                                         hidden_activation=
                                                                         "bernoulli"
+``fa``          feedback alignment: ``dW = -eta feedback_eligibility``    differentiable units
+                (Lillicrap et al. 2016)
+``dfa``         direct feedback alignment (Nokland 2016)                differentiable units
 ==============  ======================================================  =========================
 
 Chung's RL-actor versions of REINFORCE / Weight Max / STE live in ``marl_net.rules.reinforce``,
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from marl_net.config import EnvConfig
+from marl_net.rules.feedback_alignment import dfa, fa
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA, NodePerturbation
 from marl_net.rules.sgd import SGD
 from marl_net.rules.trainer import Rule, RunResult, train
@@ -63,6 +67,10 @@ RULES: dict[str, RuleSpec] = {
     "weight_max": RuleSpec("weight_max", "pipelined Weight Max on minibatches: Bernoulli hidden units paid "
                            "v . dv (the env's weight_max reward), delta-rule output (Chung)",
                            WeightMaxEnv, ("lr", "hidden_lr")),
+    "fa": RuleSpec("fa", "feedback alignment: dW = -eta x delta f'(z), hidden errors back through fixed random B "
+                   "in place of W^T (Lillicrap et al.)", fa, ("lr",)),
+    "dfa": RuleSpec("dfa", "direct feedback alignment: dW = -eta x delta f'(z), the output error straight to each "
+                    "hidden layer through fixed random B (Nokland)", dfa, ("lr",)),
 }
 
 _TEACHER_STUDENT = {
@@ -70,12 +78,16 @@ _TEACHER_STUDENT = {
     "np": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "weight_max": {"lr": 0.5, "hidden_lr": 1000.0},
+    "fa": {"lr": 1.0},
+    "dfa": {"lr": 1.0},
 }
 _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/WP at 1/30 of teacher-student
     "sgd": {"lr": 0.3},
     "np": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
     "weight_max": {"lr": 0.1, "hidden_lr": 1.0e5},
+    "fa": {"lr": 0.3},
+    "dfa": {"lr": 0.3},
 }
 DEFAULT_HYPER: dict[str, dict[str, dict[str, float]]] = {
     "teacher_student": _TEACHER_STUDENT,

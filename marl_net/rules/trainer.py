@@ -5,8 +5,10 @@ It follows the environment's random streams and order exactly (``marl_net.core``
 
 - data generator ``seed_from(s, 0)``: the task id, then the initial weights, then one minibatch
   (``randint`` indices into the instance's samples) per step;
-- noise generator ``seed_from(s, 1)``: Bernoulli units' draws in each forward pass, then the
-  rule's perturbations (NP / WP), in that order.
+- noise generator ``seed_from(s, 1)``: a feedback rule's (FA / DFA) fixed feedback matrices once,
+  before the first forward pass (as the env draws them at reset when a feedback feature is enabled;
+  ``marl_net.feedback_alignment``), then Bernoulli units' draws in each forward pass, then the rule's
+  perturbations (NP / WP), in that order.
 
 Step t (t = 0..steps): draw minibatch b_t, forward ``params_t`` on it, record its loss ``curve[:, t]``
 (exactly the loss the env reports: the step's minibatch loss); for t < steps the rule computes its
@@ -19,7 +21,9 @@ A copy diverges as the env's does (non-finite loss or weights, or beyond
 ``config.divergence_threshold``): it stops changing and its curve holds the threshold from then on.
 
 A rule is any object with ``name``, ``start(config, copies)`` and ``update(ctx) -> [change per layer]``
-(weight space, see ``marl_net.ownership``); see ``marl_net.rules.registry`` for the built-in ones.
+(weight space, see ``marl_net.ownership``); see ``marl_net.rules.registry`` for the built-in ones. A
+rule with a ``feedback`` attribute (``"fa"`` or ``"dfa"``) gets its copies' feedback matrices in
+``ctx.feedback``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from marl_net import losses, seeding
 from marl_net.config import EnvConfig
 from marl_net.context import StepContext
 from marl_net.core import sample_task_id_torch
+from marl_net.feedback_alignment import draw_feedback
 from marl_net.network import forward, init_weights, join_bias, split_bias
 from marl_net.ownership import Ownership
 from marl_net.tasks import make_task
@@ -87,6 +92,8 @@ def train(rule: Rule, config: EnvConfig, seeds: Sequence[int], steps: int | None
     targets = torch.stack([d.targets for d in data]).to(device)
     params = join_bias(*init_weights(spec, data_gens, device=device))
     delta = [torch.zeros_like(p) for p in params]
+    mode = getattr(rule, "feedback", None)
+    feedback = None if mode is None else draw_feedback(spec, mode, noise_gens, device)
 
     thr = config.divergence_threshold
     curves = torch.empty(e, steps + 1, device=device)
@@ -112,7 +119,7 @@ def train(rule: Rule, config: EnvConfig, seeds: Sequence[int], steps: int | None
                           prev_loss=loss if prev_loss is None else prev_loss, initial_loss=initial_loss,
                           t=torch.full((e,), t, dtype=torch.long, device=device), max_cycles=steps,
                           action_scale=config.action_scale,
-                          noise_generators=noise_gens)
+                          noise_generators=noise_gens, feedback=feedback)
         delta = [torch.where(diverged.view(-1, 1, 1), torch.zeros_like(d), d) for d in rule.update(ctx)]
         params = [p + d for p, d in zip(params, delta)]
         prev_loss = loss
