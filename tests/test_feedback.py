@@ -245,11 +245,6 @@ def test_pettingzoo_api_tests_pass_with_feedback_features(ownership, feedback):
         api_test(parallel_to_aec(network_weights_v0.parallel_env(**kwargs)), num_cycles=10)
 
 
-def test_classification_task_gives_the_cross_entropy_teaching_signal():
-    config = EnvConfig(task="digits", layers=(10, 6, 10), task_kwargs={"pca": 10}, observations=FEEDBACK_FEATURES)
-    assert run_rule("dfa", config, [0], steps=20).curves[0, -1] < run_rule("dfa", config, [0], steps=0).curves[0, 0]
-
-
 def test_bad_input_raises_with_the_choices_named():
     with pytest.raises(ValueError, match=r"feedback='bp' is unknown; choose one of \['dfa', 'fa'\]"):
         EnvConfig(feedback="bp")
