@@ -3,6 +3,7 @@
     marl-net compare --task teacher_student --rules sgd,np,wp --steps 1000 --seeds 5 --out runs/ts
     marl-net compare --task digits --rules sgd,np,wp --steps 2000 --seeds 3 --out runs/digits
     marl-net compare --task mnist --data-dir ~/data/mnist --rules sgd,np,wp --steps 2000 --out runs/mnist
+    marl-net compare --task teacher_student --rules sgd,np,wp,fa,dfa --steps 50 --seeds 16 --tune
 
 Writes ``DIR/results.json`` (format: ``marl_net.results``), ``DIR/config.json`` (every setting,
 step sizes included), ``DIR/loss_curves.png`` (mean loss over seeds with a +-1 std band, log
@@ -33,7 +34,7 @@ PCA_TASKS = ("digits", "mnist")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="teacher_student", help="teacher_student | digits | mnist | multiplexer")
-    parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, np, wp, weight_max)")
+    parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, np, wp, weight_max, fa, dfa)")
     parser.add_argument("--steps", type=int, default=1000, help="weight updates per run (default 1000)")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds, run as one batch (default 5)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")

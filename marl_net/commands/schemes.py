@@ -8,6 +8,7 @@ HELP = "list reward schemes, observation features and tasks"
 
 
 def registries() -> dict[str, list[dict]]:
+    import marl_net.feedback_alignment  # noqa: F401  (registers the FA/DFA features; config imports it too)
     from marl_net.observations import DEFAULT_FEATURES, FEATURES
     from marl_net.rewards import REWARDS
     from marl_net.tasks import TASKS
