@@ -25,11 +25,6 @@ from marl_net.rules.trainer import train
 from marl_net.rules.tuning import tune_lr
 from marl_net.rules.weight_max_env import bernoulli_eligibility, output_gradient
 
-# One torch thread: with two, MKL's sgemm may split a reduction differently for a 1-copy (env) and a
-# 2-copy (trainer) batch depending on memory alignment, so "in-env == trainer, bit for bit" held or not
-# by allocation luck (np_digits differed by 4e-9 in a plain script; MKL_CBWR=AVX2,STRICT made it exact).
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 # ---------------------------------------------------------------- a 2-3-2 network written out by hand
 W0 = [[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]]  # [3, 2]
 W1 = [[0.7, -0.4, 0.3], [-0.2, 0.5, 0.9]]  # [2, 3]

@@ -27,8 +27,6 @@ from marl_net.rules.registry import make_rule, run_rule
 from marl_net.rules.trainer import train
 from marl_net.rules.weight_max_env import output_gradient
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # bit-exact env == trainer across batch sizes (MKL)
-
 # ---------------------------------------------------------------- a 2-3-2-2 network written out by hand
 W0 = [[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]]  # [3, 2]
 W1 = [[0.7, -0.4, 0.3], [-0.2, 0.5, 0.9]]  # [2, 3]
