@@ -39,7 +39,7 @@ class EnvConfig:
     bias: bool = False
     init_gain: float = 1.0
     observations: tuple[str, ...] = DEFAULT_FEATURES
-    feedback: str = "dfa"  # the feedback features' pathway: "dfa" (direct) or "fa" (layer by layer); marl_net.feedback_alignment
+    feedback: str = "dfa"  # feedback features' pathway: "dfa" | "fa" (marl_net.feedback_alignment)
     split: str = "train"
     task_kwargs: Mapping[str, Any] = field(default_factory=dict)
     divergence_threshold: float = 1.0e4  # |loss| or |w| beyond it ends the episode
@@ -77,7 +77,7 @@ class EnvConfig:
         check_mode(self.feedback)
         if uses_feedback(self.observations):
             enabled = [n for n in self.observations if n in FEEDBACK_FEATURES]
-            check_computable(spec, getattr(TASKS[self.task], "loss", None), what=f"observations {enabled}")
+            check_computable(spec, getattr(TASKS[self.task][0], "loss", None), what=f"observations {enabled}")
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(self.layers, self.hidden_activation, self.output_activation, self.bias, self.init_gain)

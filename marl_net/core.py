@@ -6,9 +6,10 @@ divergence check -> observations. Both views call this and only this: the Pettin
 (tensors ``[E * A, ...]``). Nothing here loops over agents.
 
 Randomness: copy e has two generators, one for data (task sampling, weight init, minibatches)
-and one for noise (perturbations, stochastic units), both seeded from the copy's seed. A batched
-run seeded ``[s_0, ..., s_{E-1}]`` therefore equals E single-copy runs seeded ``s_e``: bit for bit
-at one torch thread (``torch.set_num_threads(1)``); with more, MKL may split a batched matmul's
+and one for noise (perturbations, stochastic units, and the fixed feedback matrices of the
+feedback-alignment features, drawn at reset only when such a feature is enabled), both seeded
+from the copy's seed. A batched run seeded ``[s_0, ..., s_{E-1}]`` therefore equals E single-copy
+runs seeded ``s_e``: bit for bit at one torch thread (``torch.set_num_threads(1)``); with more, MKL may split a batched matmul's
 reduction across threads differently for different batch sizes (seen on AMD EPYC), and the copies
 then agree to float rounding only.
 """

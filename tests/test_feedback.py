@@ -19,7 +19,7 @@ from marl_net.config import EnvConfig
 from marl_net.context import StepContext
 from marl_net.core import NetworkWeightsCore
 from marl_net.envs import network_weights_v0
-from marl_net.feedback_alignment import FEEDBACK_FEATURES, Feedback, draw_feedback, signals
+from marl_net.feedback_alignment import FEEDBACK_FEATURES, Feedback, check_computable, draw_feedback, signals
 from marl_net.network import NetworkSpec, forward, split_bias
 from marl_net.ownership import Ownership
 from marl_net.policies.hand_rules import env_kwargs, make_policy, run_episode, run_on_core
@@ -76,7 +76,8 @@ def make_ctx(spec, params, x, y, loss_name="mse", feedback=None):
 def random_ctx(spec, feedback_mode=None, loss_name="mse", copies=3, seed=0):
     gens = seeding.make_generators([seed + i for i in range(copies)])
     torch.manual_seed(seed)
-    params = [torch.randn(copies, n_out, n_in + spec.bias) * 0.7 for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]
+    params = [torch.randn(copies, n_out, n_in + spec.bias) * 0.7
+              for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]
     x = torch.randn(copies, 5, spec.layers[0])
     y = torch.randn(copies, 5, spec.layers[-1]) if loss_name == "mse" else torch.randint(spec.layers[-1], (copies, 5))
     fb = None if feedback_mode is None else draw_feedback(spec, feedback_mode, gens)
@@ -250,6 +251,8 @@ def test_bad_input_raises_with_the_choices_named():
         EnvConfig(hidden_activation="bernoulli", observations=("feedback_eligibility",))
     with pytest.raises(ValueError, match="activation derivative"):
         make_rule("dfa").start(EnvConfig(hidden_activation="bernoulli"), 1)
+    with pytest.raises(ValueError, match=r"has none: use a task with one of the losses \['cross_entropy', 'mse'\]"):
+        check_computable(SPEC, "negative_reward")  # a loss without a teaching signal (e.g. an RL task's)
     with pytest.raises(ValueError, match="feedback='fa'"):
         make_policy("fa", EnvConfig.from_kwargs(**env_kwargs("dfa")))
     with pytest.raises(ValueError, match="observation features"):

@@ -27,6 +27,7 @@ from marl_net.context import StepContext
 from marl_net.feedback_alignment import check_computable, check_mode, eligibility
 from marl_net.rules.common import PerCopy
 from marl_net.rules.sgd import sgd_update
+from marl_net.tasks import TASKS
 
 
 class FeedbackAlignment:
@@ -38,7 +39,8 @@ class FeedbackAlignment:
         self.lr = PerCopy("lr", lr, positive=True)
 
     def start(self, config, copies: int) -> None:
-        check_computable(config.network_spec(), what=f"rule {self.name!r}")
+        loss = getattr(TASKS[config.task][0], "loss", None)
+        check_computable(config.network_spec(), loss, what=f"rule {self.name!r}")
         self.lr_t = self.lr.tensor(copies)
 
     def update(self, ctx: StepContext) -> list[torch.Tensor]:
