@@ -77,12 +77,22 @@ def test_check_fails_when_sgd_is_crippled(tmp_path, capsys):
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
-    assert main(["compare", "--rules", "sgd,adam", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "adam" in capsys.readouterr().err
+    assert main(["compare", "--rules", "sgd,adamw", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'adamw' is unknown" in err and "'adam'" in err  # the valid choices are named
     assert main(["compare", "--rules", "sgd", "--lr", "np=0.1", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "not in --rules" in capsys.readouterr().err
     assert main(["compare", "--task", "mnist", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_compare_runs_sgd_adam_np_wp(tmp_path):
+    code = main(["compare", "--rules", "sgd,adam,np,wp", "--steps", "30", "--seeds", "2", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 0
+    rules = read_results(tmp_path)["rules"]
+    assert list(rules) == ["sgd", "adam", "np", "wp"]
+    assert rules["adam"]["final_loss_mean"] < 0.5 * rules["adam"]["initial_loss_mean"]
 
 
 def test_results_reader_and_auc(tmp_path):

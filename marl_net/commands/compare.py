@@ -34,7 +34,7 @@ PCA_TASKS = ("digits", "mnist")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="teacher_student", help="teacher_student | digits | mnist | multiplexer")
-    parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, np, wp, weight_max, fa, dfa)")
+    parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, adam, np, wp, weight_max, fa, dfa)")
     parser.add_argument("--steps", type=int, default=1000, help="weight updates per run (default 1000)")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds, run as one batch (default 5)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")

@@ -4,6 +4,7 @@
 name            rule                                                    needs
 ==============  ======================================================  =========================
 ``sgd``         backprop SGD, ``dW = -eta dE/dW``                         deterministic units
+``adam``        Adam on the backprop gradient (``torch.optim.Adam``'s math)  deterministic units
 ``np``          node perturbation (Cai & Cheng sec. 4)                  deterministic units
 ``wp``          weight perturbation (Cai & Cheng sec. 4)                deterministic units
 ``weight_max``  pipelined Weight Max on minibatches (Chung eq. 4, 13)   ownership="incoming",
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from marl_net.config import EnvConfig
+from marl_net.rules.adam import Adam
 from marl_net.rules.feedback_alignment import dfa, fa
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA, NodePerturbation
 from marl_net.rules.sgd import SGD
@@ -64,6 +66,7 @@ class RuleSpec:
 
 RULES: dict[str, RuleSpec] = {
     "sgd": RuleSpec("sgd", "backprop SGD: dW = -eta dE/dW", SGD, ("lr",)),
+    "adam": RuleSpec("adam", "Adam on the backprop gradient (torch.optim.Adam, betas 0.9, 0.999)", Adam, ("lr",)),
     "np": RuleSpec("np", "node perturbation: dW = eta/sigma (E - E_N) sum_b xi x^T (Cai & Cheng)",
                    NodePerturbation, ("lr", "sigma")),
     "wp": RuleSpec("wp", "weight perturbation: dW = eta/sigma (E - E_W) Xi (Cai & Cheng)",
@@ -79,6 +82,7 @@ RULES: dict[str, RuleSpec] = {
 
 _TEACHER_STUDENT = {
     "sgd": {"lr": 1.0},
+    "adam": {"lr": 0.03},
     "np": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 0.03, "sigma": DEFAULT_SIGMA},
     "weight_max": {"lr": 0.5, "hidden_lr": 1000.0},
@@ -87,6 +91,7 @@ _TEACHER_STUDENT = {
 }
 _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/WP at 1/30 of teacher-student
     "sgd": {"lr": 0.3},
+    "adam": {"lr": 0.003},
     "np": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
     "wp": {"lr": 1.0e-3, "sigma": DEFAULT_SIGMA},
     "weight_max": {"lr": 0.1, "hidden_lr": 1.0e5},
