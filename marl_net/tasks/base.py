@@ -4,8 +4,13 @@ A *task* is a family of supervised problems. Sampling an instance means sampling
 split and a seed: ``Task.instance(task_id, split)`` returns the instance's data set, from which the
 environment draws minibatches. Task ids of the ``"train"`` split lie in ``[0, 2**31)`` and those of
 the ``"heldout"`` split in ``[2**31, 2**32)``: meta-train and held-out instances are disjoint by
-construction. Data tasks (digits, MNIST) also split their samples, so no held-out sample is ever
-seen in meta-training.
+construction. Data tasks (digits, MNIST, MNIST-1D) also split their samples, so no held-out sample
+is ever seen in meta-training.
+
+Classification tasks (``loss == "cross_entropy"``) also have a *test split* per instance:
+``Task.test_data(task_id)`` holds samples of the same problem that no update of that instance sees
+(its minibatches come from ``instance(task_id)`` only). ``marl_net.accuracy.test_accuracy`` scores
+trained networks on it.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class Task(ABC):
         stacking :meth:`instance` gives; a task may build them batched)."""
         data = [self.instance(t) for t in task_ids]
         return torch.stack([d.inputs for d in data]), torch.stack([d.targets for d in data])
+
+    def test_data(self, task_id: int) -> TaskData:
+        """Samples of instance ``task_id``'s problem that its training data ``instance(task_id)`` does
+        not hold: what its test accuracy is measured on. Classification tasks define it."""
+        raise ValueError(f"task {self.name!r} ({self.loss} loss) has no test split: test accuracy is defined for "
+                         "classification tasks (digits, mnist, mnist1d, multiplexer)")
 
     def check_network(self, n_in: int, n_out: int) -> None:
         if (n_in, n_out) != (self.input_dim, self.output_dim):

@@ -2,7 +2,9 @@
 
 Features are standardized (and optionally projected on their first ``pca`` principal components,
 then standardized again) with statistics fitted on the train pool only. Instance ``task_id``
-is a random subset of ``num_samples`` samples of its split's pool, drawn with seed ``task_id``.
+is a random subset of ``num_samples`` samples of its split's pool, drawn with seed ``task_id``; its
+test split (:meth:`PooledClassification.test_data`) is the rest of that pool (at most
+``MAX_TEST_SAMPLES`` of it, in the same random order): samples no update of the instance sees.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 
 from marl_net.tasks.base import Task, TaskData, split_of
+
+MAX_TEST_SAMPLES = 2048  # a test split larger than this is cut (MNIST's 10,000-image pool)
 
 
 def _standardize(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,10 +53,24 @@ class PooledClassification(Task):
     def pool(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self._pools[split]
 
-    def instance(self, task_id: int) -> TaskData:
+    def _order(self, task_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = self._pools[split_of(task_id)]
         g = torch.Generator().manual_seed(task_id)
-        idx = torch.randperm(len(x), generator=g)[: self.num_samples]
+        return x, y, torch.randperm(len(x), generator=g)
+
+    def instance(self, task_id: int) -> TaskData:
+        x, y, order = self._order(task_id)
+        idx = order[: self.num_samples]
+        return TaskData(inputs=x[idx], targets=y[idx], task_id=task_id)
+
+    def test_data(self, task_id: int) -> TaskData:
+        """The samples of instance ``task_id``'s pool that ``instance(task_id)`` leaves out (at most
+        ``MAX_TEST_SAMPLES``). A split's pool must hold more than ``num_samples`` samples."""
+        x, y, order = self._order(task_id)
+        idx = order[self.num_samples: self.num_samples + MAX_TEST_SAMPLES]
+        if len(idx) == 0:
+            raise ValueError(f"task {self.name!r}: num_samples={self.num_samples} uses the whole {split_of(task_id)} "
+                             f"pool of {len(x)} samples, leaving no test split; pass a smaller num_samples")
         return TaskData(inputs=x[idx], targets=y[idx], task_id=task_id)
 
 

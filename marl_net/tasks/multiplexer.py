@@ -2,7 +2,10 @@
 ``2**address_bits`` data bits; the label is the selected bit (2 classes, cross-entropy).
 
 Inputs are +-1 (20 bits by default: 4 address + 16 data). The function is fixed; instances differ
-by their samples (drawn with seed ``task_id``).
+by their samples (drawn with seed ``task_id``). An instance's test split is ``num_samples`` fresh
+draws with seed ``task_id + 2**32`` (no instance's seed: task ids lie below ``2**32``); with 2**20
+possible inputs, a test input coincides with one of the instance's 4,096 training inputs with
+probability below 0.4%.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from marl_net.tasks.base import Task, TaskData, register_task
+
+TEST_SEED_OFFSET = 2**32  # test draws are seeded task_id + 2**32, beyond every task id
 
 
 def multiplexer_labels(bits: torch.Tensor, address_bits: int) -> torch.Tensor:
@@ -35,7 +40,13 @@ class Multiplexer(Task):
         self.check_network(int(input_dim or self.input_dim), int(output_dim or 2))
         self.num_samples = int(num_samples)
 
-    def instance(self, task_id: int) -> TaskData:
-        g = torch.Generator().manual_seed(task_id)
+    def _draw(self, task_id: int, seed: int) -> TaskData:
+        g = torch.Generator().manual_seed(seed)
         bits = torch.randint(0, 2, (self.num_samples, self.input_dim), generator=g).float() * 2 - 1
         return TaskData(inputs=bits, targets=multiplexer_labels(bits, self.address_bits), task_id=task_id)
+
+    def instance(self, task_id: int) -> TaskData:
+        return self._draw(task_id, task_id)
+
+    def test_data(self, task_id: int) -> TaskData:
+        return self._draw(task_id, task_id + TEST_SEED_OFFSET)
