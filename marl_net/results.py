@@ -15,7 +15,12 @@ Other tools (the main job, plots, later comparisons) read this file, so the form
                                        #   trapezoidal area with unit spacing / steps, i.e. the
                                        #   time-averaged loss (for steps = 0: the initial loss)
           "curve_mean": [...],         # steps + 1 values: mean over seeds of the loss after t updates
-          "curve_std": [...]           # steps + 1 values: std over seeds (ddof=0)
+          "curve_std": [...],          # steps + 1 values: std over seeds (ddof=0)
+          "test_accuracy_mean": 0.81,  # classification tasks only (digits, mnist, mnist1d,
+          "test_accuracy_std": 0.02    #   multiplexer): the final network's accuracy on its
+                                       #   instance's test split, which no update saw
+                                       #   (marl_net.accuracy.test_accuracy), mean / std (ddof=0)
+                                       #   over seeds
         },
         "np": {...}, "wp": {...}
       }
@@ -38,6 +43,7 @@ from typing import Mapping, Sequence
 import torch
 
 RULE_KEYS = ("final_loss_mean", "final_loss_std", "initial_loss_mean", "auc_mean", "curve_mean", "curve_std")
+ACCURACY_KEYS = ("test_accuracy_mean", "test_accuracy_std")  # present for classification tasks only
 TOP_KEYS = ("task", "steps", "seeds", "rules")
 
 
@@ -49,12 +55,13 @@ def auc(curves: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curves.double(), dim=-1).to(curves.dtype) / steps
 
 
-def summarize(curves: torch.Tensor) -> dict:
-    """The per-rule entry of results.json from loss curves ``[seeds, steps + 1]``."""
+def summarize(curves: torch.Tensor, accuracy: torch.Tensor | None = None) -> dict:
+    """The per-rule entry of results.json from loss curves ``[seeds, steps + 1]`` and, for a
+    classification task, the test accuracies ``[seeds]``."""
     if curves.dim() != 2 or curves.shape[1] < 1:
         raise ValueError(f"curves have shape {tuple(curves.shape)}; pass [seeds, steps + 1]")
     c = curves.double()
-    return {
+    entry = {
         "final_loss_mean": float(c[:, -1].mean()),
         "final_loss_std": float(c[:, -1].std(unbiased=False)),
         "initial_loss_mean": float(c[:, 0].mean()),
@@ -62,15 +69,26 @@ def summarize(curves: torch.Tensor) -> dict:
         "curve_mean": c.mean(0).tolist(),
         "curve_std": c.std(0, unbiased=False).tolist(),
     }
+    if accuracy is not None:
+        if tuple(accuracy.shape) != (curves.shape[0],):
+            raise ValueError(f"accuracy has shape {tuple(accuracy.shape)}; pass one value per seed, ({curves.shape[0]},)")
+        a = accuracy.double()
+        entry.update(test_accuracy_mean=float(a.mean()), test_accuracy_std=float(a.std(unbiased=False)))
+    return entry
 
 
-def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[str, torch.Tensor]) -> dict:
-    """results.json's content from ``{rule: curves [seeds, steps + 1]}``."""
+def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[str, torch.Tensor],
+                  accuracy: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """results.json's content from ``{rule: curves [seeds, steps + 1]}`` and, for a classification
+    task, ``{rule: test accuracy [seeds]}`` (every rule, or none)."""
     for rule, c in curves.items():
         if tuple(c.shape) != (len(seeds), steps + 1):
             raise ValueError(f"rule {rule!r}: curves have shape {tuple(c.shape)}; expected ({len(seeds)}, {steps + 1})")
+    accuracy = dict(accuracy or {})
+    if accuracy and set(accuracy) != set(curves):
+        raise ValueError(f"accuracy is given for {sorted(accuracy)} but curves for {sorted(curves)}: give both for every rule")
     return {"task": task, "steps": int(steps), "seeds": [int(s) for s in seeds],
-            "rules": {rule: summarize(c) for rule, c in curves.items()}}
+            "rules": {rule: summarize(c, accuracy.get(rule)) for rule, c in curves.items()}}
 
 
 def check_results(results: dict) -> dict:
@@ -88,6 +106,11 @@ def check_results(results: dict) -> dict:
                 raise ValueError(f"results.json rule {rule!r}: {k} has {len(entry[k])} points, expected steps + 1 = {n}")
         if not all(math.isfinite(float(entry[k])) for k in RULE_KEYS[:4]):
             raise ValueError(f"results.json rule {rule!r} holds a non-finite summary value")
+        present = [k for k in ACCURACY_KEYS if k in entry]
+        if present and len(present) != len(ACCURACY_KEYS):
+            raise ValueError(f"results.json rule {rule!r} has {present} without the rest of {list(ACCURACY_KEYS)}")
+        if present and not all(0.0 <= float(entry[k]) <= 1.0 for k in ACCURACY_KEYS):
+            raise ValueError(f"results.json rule {rule!r}: test accuracy values must lie in [0, 1]")
     return results
 
 

@@ -5,7 +5,8 @@
     marl-net compare --task mnist --data-dir ~/data/mnist --rules sgd,np,wp --steps 2000 --out runs/mnist
     marl-net compare --task teacher_student --rules sgd,np,wp,fa,dfa --steps 50 --seeds 16 --tune
 
-Writes ``DIR/results.json`` (format: ``marl_net.results``), ``DIR/config.json`` (every setting,
+Writes ``DIR/results.json`` (format: ``marl_net.results``; on classification tasks with every rule's
+test accuracy, ``marl_net.accuracy.test_accuracy``), ``DIR/config.json`` (every setting,
 step sizes included), ``DIR/loss_curves.png`` (mean loss over seeds with a +-1 std band, log
 scale) and TensorBoard logs under ``DIR/tb/<rule>`` (``loss/mean``, ``loss/std`` per step); prints a
 summary table. ``weight_max`` runs with Bernoulli hidden units under incoming ownership. Digits and MNIST default to Cai & Cheng's setting: 10 principal components, one
@@ -117,6 +118,8 @@ def compare(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from marl_net.accuracy import classification_task, test_accuracy
+    from marl_net.tasks import TASKS
     from marl_net.results import build_results, plot_curves, write_results, write_tensorboard
     from marl_net.rules.registry import check_rule, default_hyper, run_rule
     from marl_net.rules.tuning import tune_lr
@@ -156,7 +159,8 @@ def compare(args) -> int:
                 hyper[r][param] = res.best
                 tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best}
 
-    curves, diverged, seconds = {}, {}, {}
+    task = classification_task(config) if TASKS[config.task][0].loss == "cross_entropy" else None
+    curves, diverged, seconds, accuracy = {}, {}, {}, {}
     bar = tqdm(total=len(rules) * (args.steps + 1), desc="compare", unit="step", disable=args.no_progress,
                file=sys.stderr)
     for r in rules:
@@ -166,9 +170,11 @@ def compare(args) -> int:
                        **hyper[r])
         seconds[r] = time.perf_counter() - t0
         curves[r], diverged[r] = run.curves, int(run.diverged.sum())
+        if task is not None:
+            accuracy[r] = test_accuracy(rule_config(config, r), run.task_ids, run.params, task=task)
     bar.close()
 
-    results = build_results(args.task, args.steps, seeds, curves)
+    results = build_results(args.task, args.steps, seeds, curves, accuracy)
     write_results(out / "results.json", results)
     settings = {"config": config.to_dict(), "hyperparameters": hyper, "tuning": tuning, "diverged": diverged,
                 "seconds": seconds, "threads": args.threads, "device": args.device}
@@ -177,11 +183,14 @@ def compare(args) -> int:
     write_tensorboard(out / "tb", results)
 
     print(f"{args.task}, layers {config.layers}, {args.steps} steps, seeds {seeds[0]}..{seeds[-1]}, split {args.split}")
-    print(f"{'rule':<11}{'hyperparameters':<30}{'initial':>9}{'final (std)':>20}{'time-avg':>10}{'diverged':>9}{'s':>7}")
+    acc_head = f"{'test acc (std)':>17}" if accuracy else ""
+    print(f"{'rule':<11}{'hyperparameters':<30}{'initial':>9}{'final (std)':>20}{'time-avg':>10}{acc_head}"
+          f"{'diverged':>9}{'s':>7}")
     for r, e in results["rules"].items():
         hp = ", ".join(f"{k}={v:g}" for k, v in hyper[r].items())
+        acc = f"{e['test_accuracy_mean']:9.4f} ({e['test_accuracy_std']:.4f})" if accuracy else ""
         print(f"{r:<11}{hp:<30}{e['initial_loss_mean']:9.4f}{e['final_loss_mean']:11.4f} ({e['final_loss_std']:.4f})"
-              f"{e['auc_mean']:10.4f}{diverged[r]:9d}{seconds[r]:7.1f}")
+              f"{e['auc_mean']:10.4f}{acc}{diverged[r]:9d}{seconds[r]:7.1f}")
     print(f"wrote {out / 'results.json'}, {out / 'loss_curves.png'}, {out / 'tb'}")
     if args.check:
         failures = check_expectations(results)

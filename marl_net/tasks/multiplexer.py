@@ -3,18 +3,19 @@
 
 Inputs are +-1 (20 bits by default: 4 address + 16 data). The function is fixed; instances differ
 by their samples (drawn with seed ``task_id``). An instance's test split is ``num_samples`` fresh
-draws with seed ``task_id + 2**32`` (no instance's seed: task ids lie below ``2**32``); with 2**20
-possible inputs, a test input coincides with one of the instance's 4,096 training inputs with
-probability below 0.4%.
+draws seeded ``seed_from(task_id, TEST_STREAM)`` (a hash: torch's CPU generator keeps only a seed's
+low 32 bits, so ``task_id + 2**32`` would repeat the training draws); with 2**20 possible inputs, a
+test input coincides with one of the instance's 4,096 training inputs with probability below 0.4%.
 """
 
 from __future__ import annotations
 
 import torch
 
+from marl_net.seeding import seed_from
 from marl_net.tasks.base import Task, TaskData, register_task
 
-TEST_SEED_OFFSET = 2**32  # test draws are seeded task_id + 2**32, beyond every task id
+TEST_STREAM = 3  # test draws are seeded seed_from(task_id, TEST_STREAM)
 
 
 def multiplexer_labels(bits: torch.Tensor, address_bits: int) -> torch.Tensor:
@@ -49,4 +50,4 @@ class Multiplexer(Task):
         return self._draw(task_id, task_id)
 
     def test_data(self, task_id: int) -> TaskData:
-        return self._draw(task_id, task_id + TEST_SEED_OFFSET)
+        return self._draw(task_id, seed_from(task_id, TEST_STREAM))
