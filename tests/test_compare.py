@@ -95,6 +95,42 @@ def test_compare_runs_sgd_adam_np_wp(tmp_path):
     assert rules["adam"]["final_loss_mean"] < 0.5 * rules["adam"]["initial_loss_mean"]
 
 
+def parse(*argv):
+    from marl_net.cli import build_parser
+    from marl_net.commands.compare import apply_preset, build_config
+
+    args = build_parser().parse_args(["compare", *argv])
+    apply_preset(args)
+    return args, build_config(args, ["sgd"])
+
+
+def test_presets_set_cai_cheng_wide_networks_and_tune():
+    args, config = parse("--preset", "digits_wide")
+    assert args.tune and config.task == "digits" and config.layers == (10, 1000, 10)
+    assert config.task_kwargs == {"pca": 10}
+    args, config = parse("--preset", "digits_wide", "--task", "digits", "--layers", "10,1000,10", "--pca", "10")
+    assert config.layers == (10, 1000, 10)  # restating the preset is fine
+    args, config = parse()  # no preset: the old defaults, no tuning
+    assert not args.tune and config.task == "teacher_student" and config.layers == (8, 16, 4)
+    args, config = parse("--task", "mnist1d")
+    assert config.layers == (40, 128, 10) and config.task_kwargs == {}
+    args, config = parse("--task", "digits")
+    assert config.task_kwargs == {"pca": 10} and not args.tune
+
+
+def test_preset_errors_name_the_fix(tmp_path, capsys):
+    for argv, expected in [
+        (["--preset", "mnist_wide"], "--preset mnist_wide needs --data-dir"),
+        (["--preset", "digits_huge"], "choose one of ['digits_wide', 'mnist_wide']"),
+        (["--preset", "digits_wide", "--layers", "10,100,10"], "drop --layers (10, 100, 10) or drop --preset"),
+        (["--preset", "digits_wide", "--task", "mnist1d"], "drop --task mnist1d"),
+        (["--preset", "mnist_wide", "--data-dir", str(tmp_path)], "not found in"),
+    ]:
+        assert main(["compare", *argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, (argv, err)
+
+
 def test_results_reader_and_auc(tmp_path):
     curves = torch.tensor([[1.0, 0.5, 0.0], [3.0, 1.5, 1.0]])
     assert auc(curves).tolist() == [0.5, 1.75]  # trapezoid with unit spacing / steps: (0.75 + 0.25) / 2, (2.25 + 1.25) / 2

@@ -4,6 +4,14 @@
     marl-net compare --task digits --rules sgd,np,wp --steps 2000 --seeds 3 --out runs/digits
     marl-net compare --task mnist --data-dir ~/data/mnist --rules sgd,np,wp --steps 2000 --out runs/mnist
     marl-net compare --task teacher_student --rules sgd,np,wp,fa,dfa --steps 50 --seeds 16 --tune
+    marl-net compare --task mnist1d --rules sgd,adam,np,wp --steps 500 --seeds 8 --tune   # 40-128-10
+    marl-net compare --preset digits_wide --rules sgd,adam,np,wp --steps 500
+    marl-net compare --preset mnist_wide --data-dir ~/data/mnist --rules sgd,adam,np,wp --steps 500
+
+Presets (``PRESETS``): ``digits_wide`` (digits, 10 principal components, layers 10-1000-10) and
+``mnist_wide`` (the same on MNIST from ``--data-dir``), Cai & Cheng's wide setting; a preset always
+tunes every rule's step sizes on the train split first (``--tune``), since Cai & Cheng report that
+MNIST needed a 100x smaller step size than their other tasks.
 
 Writes ``DIR/results.json`` (format: ``marl_net.results``; on classification tasks with every rule's
 test accuracy, ``marl_net.accuracy.test_accuracy``), ``DIR/config.json`` (every setting,
@@ -24,17 +32,63 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HELP = "run hand-designed rules on a task and write results.json, plots, TensorBoard logs"
 
 DEFAULT_LAYERS = {"teacher_student": (8, 16, 4), "digits": (10, 1000, 10), "mnist": (10, 1000, 10),
-                  "multiplexer": (20, 64, 2)}
+                  "mnist1d": (40, 128, 10), "multiplexer": (20, 64, 2)}
 PCA_TASKS = ("digits", "mnist")
+DEFAULT_PCA = 10
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named setting of ``marl-net compare``: task, network and principal components fixed, step
+    sizes always tuned on the train split (``--tune``) rather than copied from a paper."""
+
+    task: str
+    layers: tuple[int, ...]
+    pca: int
+    description: str
+
+
+PRESETS = {
+    "digits_wide": Preset("digits", (10, 1000, 10), 10,
+                          "Cai & Cheng's wide setting on scikit-learn's digits: 10 principal components, 10-1000-10"),
+    "mnist_wide": Preset("mnist", (10, 1000, 10), 10,
+                         "Cai & Cheng's wide setting on MNIST from your IDX files (--data-dir): 10 principal "
+                         "components, 10-1000-10 (they needed a 100x smaller step size: tuned here, not copied)"),
+}
+
+
+def apply_preset(args) -> None:
+    """Fill ``args`` from ``args.preset`` (task, layers, pca; ``tune`` on). An explicit ``--task``,
+    ``--layers`` or ``--pca`` that contradicts the preset is refused; then the defaults are filled."""
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ValueError(f"--preset {args.preset!r} is unknown; choose one of {sorted(PRESETS)}")
+        preset = PRESETS[args.preset]
+        given = {"--task": (args.task, preset.task), "--pca": (args.pca, preset.pca),
+                 "--layers": (None if args.layers is None else tuple(int(n) for n in args.layers.split(",")),
+                              preset.layers)}
+        clash = [f"{flag} {mine}" for flag, (mine, theirs) in given.items() if mine is not None and mine != theirs]
+        if clash:
+            raise ValueError(f"--preset {args.preset} sets task {preset.task}, layers {','.join(map(str, preset.layers))}, "
+                             f"pca {preset.pca}; drop {', '.join(clash)} or drop --preset")
+        args.task, args.pca, args.tune = preset.task, preset.pca, True
+        args.layers = ",".join(map(str, preset.layers))
+    args.task = "teacher_student" if args.task is None else args.task
+    args.pca = DEFAULT_PCA if args.pca is None else args.pca
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="teacher_student", help="teacher_student | digits | mnist | multiplexer")
+    parser.add_argument("--task", default=None,
+                        help="teacher_student (default) | digits | mnist | mnist1d | multiplexer")
+    parser.add_argument("--preset", default=None,
+                        help="a named setting: " + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items())
+                        + " (step sizes tuned on the train split)")
     parser.add_argument("--rules", default="sgd,np,wp", help="comma-separated rule names (sgd, adam, np, wp, weight_max, fa, dfa)")
     parser.add_argument("--steps", type=int, default=1000, help="weight updates per run (default 1000)")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds, run as one batch (default 5)")
@@ -47,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     parser.add_argument("--hidden-activation", default=None, help="tanh (default), relu or sigmoid; weight_max always runs Bernoulli units")
     parser.add_argument("--split", default="heldout", help="task split to compare on: heldout (default) or train")
-    parser.add_argument("--pca", type=int, default=10, help="digits/mnist: principal components (default 10)")
+    parser.add_argument("--pca", type=int, default=None, help="digits/mnist: principal components (default 10)")
     parser.add_argument("--data-dir", default=None, help="mnist: folder with the four IDX files")
     parser.add_argument("--tune", action="store_true", help="pick each rule's step sizes (lr; weight_max also hidden_lr) on the train split first")
     parser.add_argument("--tune-steps", type=int, default=None, help="steps per tuning run (default --steps)")
@@ -87,7 +141,10 @@ def build_config(args, rules: list[str]):
         task_kwargs["pca"] = args.pca
     if args.task == "mnist":
         if args.data_dir is None:
-            raise ValueError("--task mnist needs --data-dir: the folder holding the MNIST IDX files")
+            which = f"--preset {args.preset}" if getattr(args, "preset", None) else "--task mnist"
+            raise ValueError(f"{which} needs --data-dir: the folder holding the four MNIST IDX files "
+                             "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                             "t10k-labels-idx1-ubyte, or their .gz)")
         task_kwargs["data_dir"] = args.data_dir
     return EnvConfig(task=args.task, layers=layers, batch_size=args.batch_size, split=args.split,
                      task_kwargs=task_kwargs, max_cycles=max(args.steps, 1),
@@ -124,6 +181,7 @@ def compare(args) -> int:
     from marl_net.rules.registry import check_rule, default_hyper, run_rule
     from marl_net.rules.tuning import tune_lr
 
+    apply_preset(args)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
         check_rule(r)
@@ -135,7 +193,7 @@ def compare(args) -> int:
     config = build_config(args, rules)
     lrs = parse_per_rule(args.lr, rules, "lr")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    out = Path(args.out or f"results/compare/{args.task}")
+    out = Path(args.out or f"results/compare/{args.preset or args.task}")
     out.mkdir(parents=True, exist_ok=True)
 
     hyper = {}
