@@ -36,6 +36,9 @@ class StepContext:
     noise_generators: list[torch.Generator]
     feedback: Any = None  # marl_net.feedback_alignment.Feedback: the copies' fixed feedback matrices, when drawn
     cache: dict[str, Any] = field(default_factory=dict)
+    # accumulator features' values after this evaluation's update, {name: [E, rows, cols] per layer}
+    # (``marl_net.accumulators``; set by the core when such features are enabled)
+    accumulators: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def copies(self) -> int:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from marl_net import losses, seeding
+from marl_net import accumulators, losses, seeding
 from marl_net.config import EnvConfig
 from marl_net.context import StepContext
 from marl_net.feedback_alignment import draw_feedback, uses_feedback
@@ -64,6 +64,10 @@ class NetworkWeightsCore:
         self.task.check_network(self.spec.layers[0], self.spec.layers[-1])
         self.scheme = REWARDS[config.reward]
         self.num_features = len(config.observations) + 1
+        # accumulator features (ema<decay>[<signal>]): their state, {name: [E, rows, cols] per layer},
+        # zero at each copy's reset and updated once per evaluation; empty when none is enabled
+        self.accumulator_specs = accumulators.accumulators_of(config.observations)
+        self.accumulators: dict[str, list[torch.Tensor]] = {}
         self.data_gens: list[torch.Generator] | None = None
         self.noise_gens: list[torch.Generator] | None = None
         self.params: list[torch.Tensor] | None = None
@@ -120,6 +124,8 @@ class NetworkWeightsCore:
             self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
             ctx = self._evaluate(None, prev_loss=None)
             self.loss, self.initial_loss = ctx.loss, ctx.loss.clone()
+            if self.accumulator_specs:
+                self.accumulators = accumulators.update(self.accumulator_specs, ctx, None)
             self.last_obs = observe(ctx, self.config.observations)
             return self.last_obs
         sel = torch.as_tensor(idx, device=self.device)
@@ -136,6 +142,10 @@ class NetworkWeightsCore:
         ctx = self._evaluate(sel, prev_loss=None)
         self.loss[sel] = ctx.loss
         self.initial_loss[sel] = ctx.loss
+        if self.accumulator_specs:
+            for name, layers in accumulators.update(self.accumulator_specs, ctx, None).items():
+                for state, fresh in zip(self.accumulators[name], layers):
+                    state[sel] = fresh
         self.last_obs[sel] = observe(ctx, self.config.observations)
         return self.last_obs
 
@@ -158,6 +168,8 @@ class NetworkWeightsCore:
         penalty = torch.full_like(rewards, -self.config.divergence_penalty)
         rewards = torch.where(diverged.unsqueeze(1), penalty, torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0))
         self.loss = ctx.loss
+        if self.accumulator_specs:
+            self.accumulators = accumulators.update(self.accumulator_specs, ctx, self.accumulators)
         obs = observe(ctx, self.config.observations)
         self.last_obs = obs
         truncated = (self.t >= self.config.max_cycles) & ~diverged

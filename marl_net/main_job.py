@@ -119,9 +119,9 @@ def parse_observations(text: str) -> tuple[str, ...]:
 
 def privileged_features(observations: Sequence[str]) -> list[str]:
     """The names among ``observations`` that the feature registry marks privileged (not local)."""
-    from marl_net.observations import FEATURES
+    from marl_net.observations import is_privileged
 
-    return [n for n in observations if n in FEATURES and FEATURES[n].privileged]
+    return [n for n in observations if is_privileged(n)]
 
 
 SECTIONS = {"env": TRAIN_ENV, "policy": POLICY, "ppo": PPO}

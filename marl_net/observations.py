@@ -40,6 +40,11 @@ class Feature:
 
 
 FEATURES: dict[str, Feature] = {}
+# Feature families: resolvers ``fn(name) -> bool`` that register a parametrized feature (such as
+# ``ema0.9[gradient]``, ``marl_net.accumulators``) the first time its name is asked for, in any
+# process, and return True; or return False for a name not theirs; or raise ValueError naming the fix
+# for a malformed name of theirs.
+FEATURE_FAMILIES: list[Callable[[str], bool]] = []
 
 
 def register_feature(name: str, description: str, privileged: bool = False, global_signal: bool = False):
@@ -53,6 +58,21 @@ def register_feature(name: str, description: str, privileged: bool = False, glob
         return fn
 
     return deco
+
+
+def resolve_feature(name: str) -> Feature | None:
+    """The feature registered as ``name``, registering it through its family if needed; None if unknown."""
+    if name not in FEATURES:
+        for resolver in FEATURE_FAMILIES:
+            if resolver(name):
+                break
+    return FEATURES.get(name)
+
+
+def is_privileged(name: str) -> bool:
+    """Whether feature ``name`` is privileged (not local); False for unknown names."""
+    feature = resolve_feature(name)
+    return feature is not None and feature.privileged
 
 
 def _scalar(x: torch.Tensor) -> torch.Tensor:
@@ -164,9 +184,10 @@ def check_features(names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     if not names:
         raise ValueError(f"observations=(): enable at least one feature, e.g. {list(DEFAULT_FEATURES)}")
-    unknown = [n for n in names if n not in FEATURES]
+    unknown = [n for n in names if resolve_feature(n) is None]
     if unknown:
-        raise ValueError(f"unknown observation features {unknown}; choose from {sorted(FEATURES)}")
+        raise ValueError(f"unknown observation features {unknown}; choose from {sorted(FEATURES)} "
+                         "or an accumulator such as 'ema0.9[gradient]'")
     if len(set(names)) != len(names):
         raise ValueError(f"observations={list(names)} lists a feature twice")
     return names
@@ -199,7 +220,7 @@ def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
 def _sanitized_feature(ctx: StepContext, name: str, layer: int, global_signals: dict[str, torch.Tensor]):
     """Feature ``name`` of ``layer``, sanitized; a global signal is computed once and kept in
     ``global_signals`` for the other layers."""
-    feature = FEATURES[name]
+    feature = resolve_feature(name)
     if not feature.global_signal:
         return sanitize(feature.fn(ctx, layer))
     if name not in global_signals:
@@ -208,3 +229,4 @@ def _sanitized_feature(ctx: StepContext, name: str, layer: int, global_signals: 
 
 
 import marl_net.perturbation_features  # noqa: E402,F401  (registers the hand-rule features: NP, WP, Weight Max)
+import marl_net.accumulators  # noqa: E402,F401  (registers the ema<decay>[<signal>] family)

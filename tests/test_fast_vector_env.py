@@ -22,7 +22,20 @@ def _stack(d: dict, agents) -> np.ndarray:
 
 @pytest.mark.parametrize("reward,ownership", CASES)
 def test_vector_env_equals_pettingzoo_env_over_full_episodes(reward, ownership):
-    kwargs = dict(layers=(5, 7, 3), ownership=ownership, reward=reward, max_cycles=4, batch_size=8)
+    check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, reward=reward, max_cycles=4,
+                                            batch_size=8))
+
+
+@pytest.mark.parametrize("ownership", ["outgoing", "incoming"])
+def test_vector_env_equals_pettingzoo_env_with_accumulator_features(ownership):
+    """Accumulators (marl_net.accumulators) of a privileged and of a local, noise-drawing signal, over
+    three episodes with two autoresets: their state is the core's, so the two views agree."""
+    observations = ("weight", "gradient", "ema0.5[gradient]", "ema0.9[gradient]", "np_update", "ema0.99[np_update]")
+    check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, max_cycles=4, batch_size=8,
+                                            observations=observations, bias=ownership == "incoming"))
+
+
+def check_vector_env_equals_pettingzoo(kwargs):
     venv = VectorNetworkEnv(EnvConfig(**kwargs), copies=COPIES)
     envs = [network_weights_v0.parallel_env(**kwargs) for _ in range(COPIES)]
     obs, _ = venv.reset(seed=SEED)

@@ -160,6 +160,8 @@ class VectorNetworkEnv:
                 state[name] = [x.detach().cpu().clone() for x in getattr(core, name)]
             if core.feedback is not None:  # the episodes' fixed feedback matrices (feedback features enabled)
                 state["feedback"] = [b.detach().cpu().clone() for b in core.feedback.matrices]
+            if core.accumulators:  # accumulator features' state (marl_net.accumulators); absent when none is on
+                state["accumulators"] = {k: [x.detach().cpu().clone() for x in v] for k, v in core.accumulators.items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -194,3 +196,9 @@ class VectorNetworkEnv:
                                  "matrices, the other not): restore into an env built with the same observations")
             if core.feedback_mode is not None:
                 core.feedback = Feedback(core.feedback_mode, [b.to(self.device).clone() for b in state["feedback"]])
+            saved = state.get("accumulators", {})
+            wanted = [a.name for a in core.accumulator_specs]
+            if sorted(saved) != sorted(wanted):
+                raise ValueError(f"the saved env state holds accumulators {sorted(saved)}, this env's observations "
+                                 f"need {sorted(wanted)}: restore into an env built with the same observations")
+            core.accumulators = {k: [x.to(self.device).clone() for x in saved[k]] for k in wanted}

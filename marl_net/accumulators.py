@@ -1,0 +1,133 @@
+"""Accumulator observation features ("cheap memory"): per-synapse exponential moving averages.
+
+``ema<decay>[<signal>]`` (e.g. ``ema0.9[gradient]``, ``ema0.99[np_update]``,
+``ema0.5[feedback_eligibility]``) is the exponential moving average, at ``decay``, of the
+per-synapse observation feature ``signal``: momentum at several time scales, the accumulators
+learned optimizers feed their rule (Metz et al.: 0.5, 0.9, 0.99). Within an inner episode, with
+``s_t`` the signal as it is observed (sanitized: NaN -> 0, clipped to +-OBS_LIMIT) at the reset
+(t = 0) and after each step t:
+
+    a_{-1} = 0,      a_t = decay * a_{t-1} + (1 - decay) * s_t
+
+and the observation at t shows ``a_t``. The state lives in the core
+(``NetworkWeightsCore.accumulators``: ``{name: [E, rows, cols] per layer}``), is zero at every
+reset of a copy (the fast path's partial autoresets included), is updated once per evaluation,
+and is part of the fast path's env state (``marl_net.fast.vector_env.VectorNetworkEnv.state_dict``). Both views
+call the core, so the PettingZoo env and the batched env see the same values. With no accumulator
+feature enabled, the core keeps no state and computes nothing.
+
+``signal`` may be any registered per-synapse feature (not a global signal, not itself an
+accumulator); the accumulator is privileged iff its signal is. Names are resolved on first use in
+any process (the ``ema`` feature family in ``marl_net.observations``), so nothing needs to be
+registered before a config is built; :func:`ema_feature_names` lists (and registers) a set::
+
+    from marl_net.accumulators import ema_feature_names
+    names = ema_feature_names("gradient")        # ('ema0.5[gradient]', 'ema0.9[gradient]', 'ema0.99[gradient]')
+    EnvConfig(observations=DEFAULT_FEATURES + names)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from marl_net.context import StepContext
+from marl_net.observations import FEATURE_FAMILIES, FEATURES, register_feature, resolve_feature, sanitize
+
+DEFAULT_DECAYS = (0.5, 0.9, 0.99)
+_NAME = re.compile(r"^ema(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    name: str
+    signal: str
+    decay: float
+
+
+ACCUMULATORS: dict[str, Accumulator] = {}
+
+
+def ema_name(signal: str, decay: float) -> str:
+    return f"ema{float(decay)!r}[{signal}]"
+
+
+def signal_choices() -> list[str]:
+    """The features an accumulator can average: registered, per synapse, not accumulators."""
+    return sorted(n for n, f in FEATURES.items() if not f.global_signal and n not in ACCUMULATORS)
+
+
+def _check(signal: str, decay: float, name: str) -> None:
+    if not (math.isfinite(decay) and 0.0 < decay < 1.0):
+        raise ValueError(f"observation feature {name!r}: decay {decay!r} must lie strictly between 0 and 1, "
+                         f"e.g. {ema_name(signal, 0.9)!r}; the usual set is {list(DEFAULT_DECAYS)}")
+    feature = None if signal in ACCUMULATORS or _NAME.match(signal) else resolve_feature(signal)
+    if feature is None or feature.global_signal:
+        raise ValueError(f"observation feature {name!r}: {signal!r} is not a per-synapse signal; average one of "
+                         f"{signal_choices()}")
+
+
+def _register(name: str, signal: str, decay: float) -> None:
+    _check(signal, decay, name)
+    source = FEATURES[signal]
+    ACCUMULATORS[name] = Accumulator(name, signal, decay)
+    register_feature(name, f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, "
+                     f"zero at reset ({'privileged' if source.privileged else 'local'}, as its signal)",
+                     privileged=source.privileged)(lambda ctx, l: ctx.accumulators[name][l])
+
+
+def _resolve(name: str) -> bool:
+    """The ``ema`` feature family: register ``name`` if it is ``ema<decay>[<signal>]``."""
+    if not name.startswith("ema"):
+        return False
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>], e.g. "
+                         f"{ema_name('gradient', 0.9)!r}")
+    try:
+        decay = float(match["decay"])
+    except ValueError:
+        raise ValueError(f"observation feature {name!r}: decay {match['decay']!r} is not a number; write e.g. "
+                         f"{ema_name(match['signal'] or 'gradient', 0.9)!r}") from None
+    _register(name, match["signal"], decay)
+    return True
+
+
+FEATURE_FAMILIES.append(_resolve)
+
+
+def ema_feature_names(signal: str, decays: Sequence[float] = DEFAULT_DECAYS) -> tuple[str, ...]:
+    """The accumulator feature names of ``signal`` at ``decays``, registered in this process."""
+    if not decays:
+        raise ValueError(f"decays=(): give at least one decay, e.g. {list(DEFAULT_DECAYS)}")
+    names = tuple(ema_name(signal, d) for d in decays)
+    for n in names:
+        resolve_feature(n)
+    return names
+
+
+def accumulators_of(observations: Sequence[str]) -> list[Accumulator]:
+    """The accumulators among ``observations``, in order (resolving their names)."""
+    return [ACCUMULATORS[n] for n in observations if resolve_feature(n) is not None and n in ACCUMULATORS]
+
+
+def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, list[torch.Tensor]] | None
+           ) -> dict[str, list[torch.Tensor]]:
+    """One update of every accumulator from this evaluation's signals: ``decay * previous + (1 - decay)
+    * signal``, per layer ``[E', rows, cols]`` for the copies ``ctx`` holds; ``previous=None``: from zero
+    (a reset). Also stores the result in ``ctx.accumulators`` for the features to read."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for a in accs:
+        layers = []
+        for l in range(ctx.spec.num_layers):
+            shape = (ctx.copies, *ctx.ownership.weight_space_shape(l))
+            s = sanitize(FEATURES[a.signal].fn(ctx, l)).expand(shape)
+            fresh = (1.0 - a.decay) * s
+            layers.append(fresh if previous is None else a.decay * previous[a.name][l] + fresh)
+        out[a.name] = layers
+    ctx.accumulators = out
+    return out
