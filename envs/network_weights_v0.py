@@ -40,7 +40,10 @@ Observation space
     feedback alignment's (``teaching_signal``, ``feedback_error``, ``feedback_eligibility``: the output
     error reaching each unit through fixed random feedback matrices, drawn per episode;
     ``feedback="dfa"`` or ``"fa"`` picks the pathway; see ``marl_net.feedback_alignment``).
-    ``marl-net schemes`` lists them all. Observations are always finite.
+    ``marl-net schemes`` lists them all. Accumulators ``ema<decay>[<signal>]`` (e.g.
+    ``ema0.9[gradient]``, ``ema0.99[feedback_eligibility]``) carry a per-synapse exponential moving
+    average of a per-synapse feature through the episode, zero at reset (``marl_net.accumulators``).
+    Observations are always finite.
 
 Rewards
     Chosen by name with ``reward=`` (``global_loss``, ``loss_improvement``, ``weight_max`` (needs
