@@ -115,6 +115,13 @@ def accumulators_of(observations: Sequence[str]) -> list[Accumulator]:
     return [ACCUMULATORS[n] for n in observations if resolve_feature(n) is not None and n in ACCUMULATORS]
 
 
+def signals_of(observations: Sequence[str]) -> tuple[str, ...]:
+    """``observations`` with every accumulator replaced by the signal it averages (resolving names), so
+    checks that depend on which signals an env computes (gradient, feedback matrices) see them."""
+    return tuple(ACCUMULATORS[n].signal if resolve_feature(n) is not None and n in ACCUMULATORS else n
+                 for n in observations)
+
+
 def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, list[torch.Tensor]] | None
            ) -> dict[str, list[torch.Tensor]]:
     """One update of every accumulator from this evaluation's signals: ``decay * previous + (1 - decay)

@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from marl_net.accumulators import signals_of
 from marl_net.feedback_alignment import FEEDBACK_FEATURES, check_computable, check_mode, uses_feedback
 from marl_net.network import NetworkSpec
 from marl_net.observations import DEFAULT_FEATURES, check_features
@@ -69,14 +70,16 @@ class EnvConfig:
         if not 0.0 <= self.crash_probability <= 1.0:
             raise ValueError(f"crash_probability={self.crash_probability!r} must be in [0, 1]")
         check_features(self.observations)
-        if "gradient" in self.observations and "bernoulli" in (self.hidden_activation, self.output_activation):
-            raise ValueError("observations include 'gradient', but backprop through sampled Bernoulli units is "
-                             "undefined: drop 'gradient', or observe 'bernoulli_eligibility' / 'output_gradient'")
+        signals = signals_of(self.observations)  # an accumulator ema0.9[x] counts as its signal x
+        if "gradient" in signals and "bernoulli" in (self.hidden_activation, self.output_activation):
+            raise ValueError("observations include 'gradient' (or an accumulator of it), but backprop through sampled "
+                             "Bernoulli units is undefined: drop it, or observe 'bernoulli_eligibility' / "
+                             "'output_gradient'")
         check_split(self.split)
         spec = self.network_spec()  # validates activations, init_gain
         check_mode(self.feedback)
-        if uses_feedback(self.observations):
-            enabled = [n for n in self.observations if n in FEEDBACK_FEATURES]
+        if uses_feedback(signals):
+            enabled = [n for n, s in zip(self.observations, signals) if s in FEEDBACK_FEATURES]
             check_computable(spec, getattr(TASKS[self.task][0], "loss", None), what=f"observations {enabled}")
 
     def network_spec(self) -> NetworkSpec:

@@ -72,7 +72,7 @@ class NetworkWeightsCore:
         self.noise_gens: list[torch.Generator] | None = None
         self.params: list[torch.Tensor] | None = None
         # feedback matrices (FA/DFA features), drawn at each reset only when such a feature is enabled
-        self.feedback_mode = config.feedback if uses_feedback(config.observations) else None
+        self.feedback_mode = config.feedback if uses_feedback(accumulators.signals_of(config.observations)) else None
         self.feedback = None  # marl_net.feedback_alignment.Feedback over all copies
         self._crash_rng = None
 

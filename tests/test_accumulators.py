@@ -117,3 +117,9 @@ def test_bad_accumulator_names_name_the_choices(name, message):
     if "per-synapse" in message:
         assert "'gradient'" in str(info.value) and "'np_update'" in str(info.value)
     assert name not in FEATURES
+
+
+def test_an_accumulated_gradient_is_refused_where_the_gradient_is():
+    with pytest.raises(ValueError, match="an accumulator of it"):
+        EnvConfig(ownership="incoming", hidden_activation="bernoulli", reward="weight_max",
+                  observations=("weight", "ema0.9[gradient]"))
