@@ -34,7 +34,8 @@ def columns(obs):
     return obs[..., 1][mask], [obs[..., 2 + i][mask] for i in range(len(DECAYS))]
 
 
-@pytest.mark.parametrize("signal,ownership", [("gradient", "outgoing"), ("np_update", "incoming")])
+@pytest.mark.parametrize("signal,ownership", [("gradient", "outgoing"), ("np_update", "incoming"),
+                                              ("feedback_eligibility", "outgoing")])
 def test_ema_values_follow_the_recurrence_by_hand(signal, ownership):
     """a_t = d a_{t-1} + (1 - d) s_t from a_{-1} = 0, with s_t the signal's own observation column."""
     core = make_core(signal, ownership=ownership)
@@ -123,3 +124,18 @@ def test_an_accumulated_gradient_is_refused_where_the_gradient_is():
     with pytest.raises(ValueError, match="an accumulator of it"):
         EnvConfig(ownership="incoming", hidden_activation="bernoulli", reward="weight_max",
                   observations=("weight", "ema0.9[gradient]"))
+
+
+def test_an_accumulator_of_a_feedback_signal_alone_draws_the_feedback_matrices():
+    """ema0.9[feedback_eligibility] without feedback_eligibility itself: the core still draws the
+    episode's feedback matrices (it would fail to compute the signal otherwise), and the network
+    checks of the feedback features apply to it."""
+    config = EnvConfig(layers=(3, 4, 2), observations=("weight", "ema0.9[feedback_eligibility]"))
+    core = NetworkWeightsCore(config, copies=1)
+    core.seed([0])
+    obs = core.reset()
+    assert core.feedback is not None and obs[..., 1].abs().max() > 0
+    assert not FEATURES["ema0.9[feedback_eligibility]"].privileged
+    with pytest.raises(ValueError, match="feedback_eligibility"):
+        EnvConfig(ownership="incoming", hidden_activation="bernoulli", reward="weight_max",
+                  observations=("weight", "ema0.9[feedback_eligibility]"))

@@ -186,17 +186,6 @@ def test_perturbation_update_is_sgd_in_expectation(rule):
 
 
 # ---------------------------------------------------------------- in-env policy == standalone trainer
-@pytest.fixture
-def one_thread():
-    """Bit-equality of a one-copy env and a two-copy batched trainer holds for one torch thread: with
-    two, the BLAS kernel may split the batched matmul differently from the single one (seen on
-    np_digits: 4e-9 apart after 25 steps, depending on the process's allocations)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CASES = {
     "sgd": ({"lr": 0.5}, {}),
     "np": ({"lr": 0.03}, {}),
@@ -207,7 +196,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_policy_in_env_ends_with_the_trainers_weights(case, one_thread):
+def test_policy_in_env_ends_with_the_trainers_weights(case):
     name = case.split("_digits")[0]
     hyper, extra = CASES[case]
     steps, seed = 25, 7

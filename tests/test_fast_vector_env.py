@@ -30,7 +30,8 @@ def test_vector_env_equals_pettingzoo_env_over_full_episodes(reward, ownership):
 def test_vector_env_equals_pettingzoo_env_with_accumulator_features(ownership):
     """Accumulators (marl_net.accumulators) of a privileged and of a local, noise-drawing signal, over
     three episodes with two autoresets: their state is the core's, so the two views agree."""
-    observations = ("weight", "gradient", "ema0.5[gradient]", "ema0.9[gradient]", "np_update", "ema0.99[np_update]")
+    observations = ("weight", "gradient", "ema0.5[gradient]", "ema0.9[gradient]", "np_update", "ema0.99[np_update]",
+                    "ema0.9[feedback_eligibility]")
     check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, max_cycles=4, batch_size=8,
                                             observations=observations, bias=ownership == "incoming"))
 
