@@ -3,6 +3,12 @@
 Each subcommand lives in its own module under ``marl_net.commands`` and exposes
 ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported
 only when their subcommand runs, so ``marl-net schemes`` does not pay for importing Ray.
+
+Bad input is answered with one line on stderr, ``marl-net COMMAND: <what is wrong and the fix>``,
+and exit status 2 (as argparse answers a malformed command line): every subcommand's
+ValueError, KeyError or FileNotFoundError is taken as bad input (the library raises them, naming
+the fix, for bad settings, files and checkpoints). ``--debug`` (before or after the subcommand)
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train neural networks as societies of agents: every neuron is a PettingZoo agent that "
         "controls its outgoing weights, and one policy shared by all neurons is a learned learning rule.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_line) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_line, description=help_line)
         p.set_defaults(_module=module)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error instead of one line")
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:  # a subcommand not built in this checkout
@@ -53,7 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"marl-net {args.command}: not available in this build", file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).main(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except BAD_INPUT as exc:
+        if args.debug:
+            raise
+        print(f"marl-net {args.command}: {error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+# What the library raises, naming the fix, for bad settings, files and checkpoints.
+BAD_INPUT = (ValueError, KeyError, FileNotFoundError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a KeyError's without the quotes ``str`` adds; a missing
+    file's with its name), ending with a pointer to ``--debug``."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = str(exc.args[0])
+    elif isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in str(exc):
+        text = f"{exc.strerror or exc}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split()) + " (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

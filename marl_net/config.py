@@ -1,7 +1,8 @@
 """The environment's configuration: one typed object, validated at construction.
 
 Misspelled keyword arguments are caught with a suggestion (as VMAS does), and every invalid value
-raises ValueError listing the valid choices.
+raises ValueError listing the valid choices. Types are checked first (``marl_net.validation``):
+sizes are integers, flags booleans, scales and penalties finite numbers, never strings.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from marl_net.ownership import OWNERSHIPS
 from marl_net.rewards import REWARD_UNITS, check_scheme
 from marl_net.tasks import TASKS
 from marl_net.tasks.base import check_split
+from marl_net.validation import check_field_types
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,8 @@ class EnvConfig:
     crash_probability: float = 0.0  # for fault-tolerance tests: step() raises with this probability
 
     def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
-        set_("layers", tuple(int(n) for n in self.layers))
-        set_("observations", tuple(self.observations))
-        set_("task_kwargs", dict(self.task_kwargs or {}))
+        check_field_types(self)  # types first: no string, float or bool passes for a size or a flag
+        object.__setattr__(self, "task_kwargs", dict(self.task_kwargs or {}))  # frozen dataclass
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is unknown; choose one of {sorted(TASKS)}")
         if len(self.layers) < 2 or any(n < 1 for n in self.layers):
@@ -62,11 +62,14 @@ class EnvConfig:
             raise ValueError(f"reward_unit={self.reward_unit!r} is unknown; choose one of {list(REWARD_UNITS)}")
         check_scheme(self.reward, self.ownership, (self.hidden_activation, self.output_activation), self.local_ratio)
         for name in ("max_cycles", "batch_size"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        for name in ("action_scale", "divergence_threshold"):
-            if not float(getattr(self, name)) > 0:
+        for name in ("action_scale", "divergence_threshold"):  # finite: check_field_types
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
+        if self.divergence_penalty < 0:
+            raise ValueError(f"divergence_penalty={self.divergence_penalty!r} must not be negative: diverging "
+                             "would pay; use 0 for no penalty")
         if not 0.0 <= self.crash_probability <= 1.0:
             raise ValueError(f"crash_probability={self.crash_probability!r} must be in [0, 1]")
         check_features(self.observations)

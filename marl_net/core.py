@@ -163,10 +163,12 @@ class NetworkWeightsCore:
         self.t = self.t + 1
         prev_loss = self.loss
         ctx = self._evaluate(None, prev_loss=prev_loss)
-        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio, self.config.reward_unit)
         diverged = self._diverged(ctx.loss)
+        # the scheme's rewards are checked finite on the copies that did not diverge; a diverged
+        # copy's (NaN or inf, the network's doing) are replaced by the penalty
+        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio, self.config.reward_unit, diverged)
         penalty = torch.full_like(rewards, -self.config.divergence_penalty)
-        rewards = torch.where(diverged.unsqueeze(1), penalty, torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0))
+        rewards = torch.where(diverged.unsqueeze(1), penalty, rewards)
         self.loss = ctx.loss
         if self.accumulator_specs:
             self.accumulators = accumulators.update(self.accumulator_specs, ctx, self.accumulators)

@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
+from marl_net import yaml_numbers
 
 PATHS = ("rllib", "fast")
 SECTIONS = ("path", "env", "policy", "ppo", "stop", "run")
@@ -79,7 +79,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ValueError(f"--set {item!r}: the key {key!r} has an empty part; write section.name=value")
-    return parts, yaml.safe_load(raw)
+    return parts, yaml_numbers.load(raw)
 
 
 def apply_overrides(launch: dict, overrides: Iterable[str]) -> dict:
@@ -105,8 +105,9 @@ def validate_launch(launch: Mapping[str, Any]) -> dict:
     """Check a launch dict and return it with defaults filled in (``run`` completed).
 
     Raises ValueError naming the fix for unknown top-level keys, an unknown ``path``, sections
-    that are not mappings, malformed grids, unknown ``run`` keys, and (for every combination of
-    grid values) env, policy or PPO settings that the chosen path refuses.
+    that are not mappings, malformed grids, and (for every combination of grid values) a name or
+    a value of any section that the chosen path refuses: env, policy and PPO settings, stop
+    criteria (numbers; misspelled metric names), run settings. Nothing is left for Tune to find.
     """
     if not isinstance(launch, Mapping):
         raise ValueError(f"a launch config is a mapping with keys {list(SECTIONS)}, got {type(launch).__name__}")
@@ -128,16 +129,83 @@ def validate_launch(launch: Mapping[str, Any]) -> dict:
             raise _unknown("run setting", key, RUN_KEYS)
     out["run"] = {**DEFAULT_RUN, **out["run"]}
     _check_env_and_policy(out)
-    if path == "rllib":
-        from marl_net.rllib.algo import check_ppo_keys
-
-        check_ppo_keys(out["ppo"])
-    else:  # refuse a misspelled or out-of-range fast-path setting here, not inside every trial
-        from marl_net.fast.ppo import FastPPOConfig
-
-        for combo in _combinations(out["ppo"]):
-            FastPPOConfig.from_kwargs(**combo)
+    _check_ppo(out)
+    _check_stop(out["stop"])
+    for combo in _combinations(out["run"]):
+        check_run(combo)
     return out
+
+
+# Result keys Tune fills in for every trainable (a stop criterion may name them on either path).
+TUNE_RESULT_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore",
+                    "iterations_since_restore", "timesteps_total", "timesteps_since_restore")
+# Stop keys, beyond those, that each path reports (a misspelling of one of them is refused).
+PATH_STOP_KEYS = {
+    "fast": ("episode_return_mean", "inner_loss_final", "inner_loss_improvement", "inner_diverged",
+             "num_agent_steps_sampled_lifetime", "env_runners/episode_return_mean", "env_runners/inner_loss_final",
+             "env_runners/inner_loss_improvement"),
+    "rllib": ("num_env_steps_sampled_lifetime", "num_agent_steps_sampled_lifetime", "env_runners/episode_return_mean",
+              "env_runners/inner_loss_final", "env_runners/inner_loss_improvement"),
+}
+
+
+def _section_error(section: str, exc: Exception) -> ValueError:
+    return ValueError(f"{section} section: {exc.args[0] if exc.args else exc}")
+
+
+def _check_ppo(launch: Mapping[str, Any]) -> None:
+    """The ``ppo`` section's names and values, for every combination of grid values."""
+    try:
+        if launch["path"] == "rllib":
+            from marl_net.rllib.algo import check_ppo_keys, check_ppo_values
+
+            check_ppo_keys(launch["ppo"])
+            for combo in _combinations(launch["ppo"]):
+                check_ppo_values(combo)
+        else:  # refuse a misspelled or out-of-range fast-path setting here, not inside every trial
+            from marl_net.fast.ppo import FastPPOConfig
+
+            for combo in _combinations(launch["ppo"]):
+                FastPPOConfig.from_kwargs(**combo)
+    except (ValueError, TypeError) as exc:
+        raise _section_error("ppo", exc) from exc
+
+
+def _check_stop(stop: Mapping[str, Any]) -> None:
+    """Tune's stop criteria: metric names (misspellings of known ones refused) and numeric limits."""
+    known = TUNE_RESULT_KEYS + tuple(k for keys in PATH_STOP_KEYS.values() for k in keys)
+    for key, value in stop.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"stop section: {key!r} is not a metric name; write e.g. stop: {{training_iteration: 10}}")
+        if key not in known and difflib.get_close_matches(key, known, n=1, cutoff=0.85):
+            raise _unknown("stop criterion", key, known)
+        for choice in value["grid_search"] if is_grid(value) else [value]:
+            if isinstance(choice, bool) or not isinstance(choice, (int, float)) or choice != choice:
+                raise ValueError(f"stop.{key}={choice!r} must be a number (unquoted), e.g. stop.{key}: 10")
+            if key in ("training_iteration", "timesteps_total") and (not isinstance(choice, int) or choice < 1):
+                raise ValueError(f"stop.{key}={choice!r} must be a positive integer, e.g. stop.{key}: 10")
+
+
+def check_run(run: Mapping[str, Any]) -> None:
+    """Values of a completed ``run`` section (no grids left), ValueError naming the fix."""
+    from marl_net.validation import check_value
+
+    if run["name"] is not None and (not isinstance(run["name"], str) or not run["name"] or "/" in run["name"]):
+        raise ValueError(f"run.name={run['name']!r} must be a non-empty name without '/', e.g. run.name: my_experiment")
+    if not isinstance(run["storage_path"], str) or not run["storage_path"]:
+        raise ValueError(f"run.storage_path={run['storage_path']!r} must be a folder, e.g. ~/marl_net_results")
+    for key in ("checkpoint_at_end", "calibrate_features"):
+        check_value(f"run.{key}", run[key], bool)
+    for key, low in (("checkpoint_frequency", 0), ("max_failures", -1), ("num_samples", 1), ("seed", 0)):
+        if run[key] is None and key in ("checkpoint_frequency", "seed"):
+            continue  # no checkpoints; no fixed seed
+        check_value(f"run.{key}", run[key], int)
+        if run[key] < low:
+            raise ValueError(f"run.{key}={run[key]!r} must be at least {low}"
+                             + (" (-1: retry without limit)" if key == "max_failures" else ""))
+    keep = run["keep_checkpoints_num"]
+    if keep is not None and (check_value("run.keep_checkpoints_num", keep, int) < 1):
+        raise ValueError(f"run.keep_checkpoints_num={keep!r} must be a positive integer, or null to keep all")
 
 
 def _combinations(section: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -156,20 +224,30 @@ def _check_env_and_policy(launch: Mapping[str, Any]) -> None:
         try:
             EnvConfig.from_kwargs(**env)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"env section: {exc}") from exc
+            raise _section_error("env", exc) from exc
     names = [f.name for f in dataclasses.fields(PolicyConfig) if f.name != "num_features"]
     for key in launch["policy"]:
         if key not in names:
             raise _unknown("policy setting (num_features follows from the env)", key, names)
+    for policy in _combinations(launch["policy"]):
+        try:
+            PolicyConfig(num_features=2, **policy)  # num_features follows from the env: any valid one here
+        except (ValueError, TypeError) as exc:
+            raise _section_error("policy", exc) from exc
 
 
 def load_launch(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
-    """Read a YAML launch config, apply ``--set`` overrides and validate it."""
+    """Read a YAML launch config (numbers as numbers: ``marl_net.yaml_numbers``), apply ``--set``
+    overrides and validate it."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"launch config {str(file)!r} does not exist; see experiments/configs/ for examples")
+        raise FileNotFoundError(f"launch config {str(file)!r} does not exist; pass a YAML file, e.g. "
+                                "experiments/configs/fast_quick.yaml")
     with open(file) as fh:
-        launch = yaml.safe_load(fh) or {}
+        try:
+            launch = yaml_numbers.load(fh) or {}
+        except yaml_numbers.yaml.YAMLError as exc:
+            raise ValueError(f"{file} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(launch, dict):
         raise ValueError(f"{file}: a launch config is a YAML mapping with keys {list(SECTIONS)}")
     launch = apply_overrides(launch, overrides)

@@ -41,6 +41,7 @@ with TASK in ``teacher_student``, ``teacher_student_wide``, ``digits`` and RULE 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -77,7 +78,7 @@ class Budget:
 
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:
-            raise ValueError(f"--budget {factor!r}: a scale factor must be positive")
+            raise ValueError(f"--budget {factor!r}: a scale factor must be positive, e.g. 0.5 or 3 (or 'quick')")
         return replace(self, name=f"{factor:g}x", iterations=max(1, round(self.iterations * factor)))
 
 
@@ -95,6 +96,8 @@ def parse_budget(text: str) -> Budget:
         factor = float(text)
     except ValueError:
         raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
+    if not math.isfinite(factor):
+        raise ValueError(f"--budget {text!r}: a scale factor must be a finite positive number like 0.5 or 3")
     return BUDGETS["default"].scaled(factor)
 
 
@@ -144,10 +147,13 @@ def check_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
     from marl_net.policies.synapse_policy import PolicyConfig, check_policy_settings
 
     settings = job_settings(overrides)
-    EnvConfig.from_kwargs(**settings["env"])
-    FastPPOConfig.from_kwargs(**settings["ppo"])
-    check_policy_settings(settings["policy"])
-    PolicyConfig(num_features=2, **settings["policy"])
+    checks = {"env": lambda s: EnvConfig.from_kwargs(**s), "ppo": lambda s: FastPPOConfig.from_kwargs(**s),
+              "policy": lambda s: (check_policy_settings(s), PolicyConfig(num_features=2, **s))}
+    for section, check in checks.items():
+        try:
+            check(settings[section])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{section} setting: {exc.args[0] if exc.args else exc}") from exc
 
 
 def ppo_settings(budget: Budget, overrides: Mapping[str, Mapping[str, Any]] | None = None,

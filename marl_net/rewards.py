@@ -153,10 +153,30 @@ def difference(ctx: StepContext) -> torch.Tensor:
 
 
 def compute_rewards(ctx: StepContext, scheme: RewardScheme, local_ratio: float | None,
-                    unit: str = "loss") -> torch.Tensor:
+                    unit: str = "loss", diverged: torch.Tensor | None = None) -> torch.Tensor:
     """The scheme's rewards ``[E, A]``, mixed with ``-E_t`` by ``local_ratio`` when given, in
-    ``unit`` ("loss", or "percent" of the episode's initial loss)."""
+    ``unit`` ("loss", or "percent" of the episode's initial loss).
+
+    The scheme's output is checked: a tensor of shape ``[copies, agents]``, finite on every copy
+    that did not diverge (``diverged [E]`` bool; on a diverged copy NaN or infinity is the
+    network's doing, and the core pays the divergence penalty there instead). A scheme that breaks
+    this raises ValueError naming it, rather than paying some agents or silently paying zero."""
     r = scheme.fn(ctx)
+    expected = (int(ctx.loss.shape[0]), ctx.ownership.num_agents)
+    if not isinstance(r, torch.Tensor) or tuple(r.shape) != expected:
+        got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
+        raise ValueError(f"reward scheme {scheme.name!r} returned {got}; a scheme returns a tensor of shape "
+                         f"[copies, agents] = {list(expected)}, one reward per copy and agent")
+    if not r.is_floating_point():
+        raise ValueError(f"reward scheme {scheme.name!r} returned dtype {r.dtype}; return floats (e.g. .float())")
+    within = r.abs().amax(1) <= torch.finfo(r.dtype).max  # False for NaN and infinities (amax propagates NaN)
+    if diverged is not None:
+        within = within | diverged
+    if not bool(within.all()):
+        copies = torch.nonzero(~within).flatten().tolist()
+        raise ValueError(f"reward scheme {scheme.name!r} returned NaN or inf rewards for copies {copies}, whose "
+                         "networks did not diverge: return finite rewards (diverged copies are paid "
+                         "-divergence_penalty by the core)")
     if local_ratio is not None and scheme.name != "global_loss":
         r = local_ratio * r + (1.0 - local_ratio) * global_loss(ctx)
     if unit == "percent":

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from marl_net.policies import fused_actor_critic, fused_layer
+from marl_net.validation import check_field_types
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -58,6 +59,7 @@ class PolicyConfig:
     action_gain: float = 0.01  # scale of the actor head at init: small weight changes at first
 
     def __post_init__(self):
+        check_field_types(self)
         if self.num_features < 2:
             raise ValueError(f"num_features={self.num_features!r}: need at least one feature plus the mask column")
         if self.hidden < 1 or self.depth < 1:

@@ -63,7 +63,7 @@ def test_bad_overrides_and_files_raise_clear_errors(tmp_path):
         apply_overrides({}, ["env.reward"])
     with pytest.raises(ValueError, match="unknown top-level key in --set 'evn'"):
         apply_overrides({}, ["evn.reward=x"])
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_launch(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")

@@ -48,6 +48,7 @@ from marl_net.fast.vector_env import VectorNetworkEnv
 from marl_net.policies import fused_actor_critic
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 from marl_net.seeding import seed_from
+from marl_net.validation import check_field_types
 
 # Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.
 RLLIB_ONLY_KEYS = frozenset(
@@ -80,6 +81,7 @@ class FastPPOConfig:
     # (the fused CPU kernel keeps nothing per hidden unit and always takes all rows)
 
     def __post_init__(self):
+        check_field_types(self)  # numbers are numbers (not strings), integers integers, flags booleans
         positive = ("lr", "num_epochs", "minibatch_size", "copies")
         for name in positive:
             if not getattr(self, name) > 0:

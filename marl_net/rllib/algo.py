@@ -85,6 +85,26 @@ def check_ppo_keys(ppo: Mapping[str, Any]) -> None:
                              f"(settings of PPOConfig.{', .'.join(PPO_SECTIONS)} are accepted)")
 
 
+def check_ppo_values(ppo: Mapping[str, Any]) -> None:
+    """Values of a ``ppo`` section (no grids left) for the RLlib path, ValueError naming the fix: a
+    setting whose PPOConfig default is a boolean takes a boolean, one whose default is a number
+    takes a number (or null, or a list: RLlib's schedules), and the settings the fast path shares
+    (``lr``, ``gamma``, ``lambda_``, ``num_epochs``, ``minibatch_size``, ...) obey its ranges
+    (:class:`marl_net.fast.ppo.FastPPOConfig`)."""
+    from marl_net.fast.ppo import FastPPOConfig
+    from marl_net.validation import check_value
+
+    defaults = PPOConfig()
+    for key, value in ppo.items():
+        default = getattr(defaults, key, None)
+        if isinstance(default, bool):
+            check_value(key, value, bool)
+        elif isinstance(default, (int, float)) and value is not None and not isinstance(value, (list, tuple)):
+            check_value(key, value, float)
+    shared = {f for f in FastPPOConfig.__dataclass_fields__ if f not in ("device", "copies")}
+    FastPPOConfig(**{k: v for k, v in ppo.items() if k in shared and v is not None and not isinstance(v, (list, tuple))})
+
+
 def build_ppo_config(launch: Mapping[str, Any]) -> PPOConfig:
     """The PPOConfig of a launch dict (sections ``env``, ``policy``, ``ppo``, ``run``; all optional)."""
     env = first_values(launch.get("env"))

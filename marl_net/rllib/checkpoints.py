@@ -23,7 +23,8 @@ def module_dir(path: str | Path) -> Path:
     """The shared module's directory inside a trial dir, an algorithm checkpoint or a module dir."""
     path = Path(path).expanduser().absolute()
     if not path.exists():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist: pass a Tune trial directory or a "
+                                "checkpoint_NNNNNN directory in it")
     if (path / "module_state.pkl").exists() and (path / "class_and_ctor_args.pkl").exists() and path.name == SHARED_MODULE_ID:
         return path
     if (path / MODULE_SUBDIR).exists():
