@@ -48,7 +48,8 @@ def check_policy_fits(policy: torch.nn.Module, config: EnvConfig) -> None:
     if got != expected:
         raise ValueError(
             f"the policy reads {got} columns per synapse but the env config gives {expected} "
-            f"({len(config.observations)} features + mask): evaluate with the observations it was trained on")
+            f"(observations {list(config.observations)} + mask): the policy and env configurations differ in "
+            "'observations'; evaluate with the observations it was trained on")
 
 
 def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, episodes: int, seed: int = 0,

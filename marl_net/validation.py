@@ -89,3 +89,30 @@ def _kind(hint: Any) -> str:
 
 def _example(name: str, hint: Any) -> str:
     return {int: "[8, 16, 4]", float: "[0.1, 0.2]", str: "[weight, gradient]"}.get(hint, "[...]")
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       defaults: Mapping[str, Any] | None = None, ignore: Sequence[str] = ()) -> list[str]:
+    """``"key: saved -> current"`` for every key whose value differs between a saved configuration
+    and the current one (lists and tuples compare equal; a key one side lacks takes its value from
+    ``defaults``, e.g. a field added since the checkpoint was written). Keys in ``ignore`` are
+    skipped."""
+    defaults = defaults or {}
+    missing = object()
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in ignore:
+            continue
+        a, b = (_plain(side.get(key, defaults.get(key, missing))) for side in (saved, current))
+        if a != b:
+            show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
+            out.append(f"{key}: {show(a)} -> {show(b)}")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

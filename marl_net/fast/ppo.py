@@ -48,7 +48,7 @@ from marl_net.fast.vector_env import VectorNetworkEnv
 from marl_net.policies import fused_actor_critic
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 from marl_net.seeding import seed_from
-from marl_net.validation import check_field_types
+from marl_net.validation import check_field_types, config_differences
 
 # Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.
 RLLIB_ONLY_KEYS = frozenset(
@@ -472,9 +472,36 @@ class FastPPO:
             "agent_steps": self.agent_steps,
             "seed": self.seed,
             "ppo_config": dataclasses.asdict(self.config),
+            "env_config": self.env.config.to_dict(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    # PPO settings that say how a run computes, not what: a checkpoint may resume with others.
+    RUNTIME_SETTINGS = ("device", "torch_threads", "collect_chunk")
+
+    def check_compatible(self, state: Mapping[str, Any], where: str = "the checkpoint") -> None:
+        """Raise ValueError, naming the keys, when ``state`` was saved by a run whose env, policy or
+        PPO configuration differs from this trainer's (but for ``RUNTIME_SETTINGS``)."""
+        if "env_config" not in state:
+            raise ValueError(f"{where} was saved by an earlier marl_net, without its env config: resume it with "
+                             "that version, or start the run afresh")
+        sections = (
+            ("env", state["env_config"], self.env.config.to_dict(), EnvConfig, ()),
+            ("policy", state["policy_config"], self.policy.config.to_dict(), PolicyConfig, ()),
+            ("ppo", state["ppo_config"], dataclasses.asdict(self.config), FastPPOConfig, self.RUNTIME_SETTINGS),
+        )
+        problems = []
+        for name, saved, current, cls, ignore in sections:
+            defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+            diffs = config_differences(saved, current, defaults, ignore)
+            if diffs:
+                problems.append(f"{name} ({'; '.join(diffs)})")
+        if problems:
+            raise ValueError(f"{where} was trained with a different configuration, saved -> here: "
+                             f"{', '.join(problems)}; build the trainer with the checkpoint's settings to resume it")
+
+    def load_state_dict(self, state: Mapping[str, Any], where: str = "the saved state") -> None:
+        """Continue from ``state`` (:meth:`state_dict`); ValueError if it is another configuration's."""
+        self.check_compatible(state, where)
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env.load_state_dict(state["env"])
@@ -500,4 +527,4 @@ class FastPPO:
         path = os.path.join(directory, self.CHECKPOINT_FILE)
         if not os.path.exists(path):
             raise ValueError(f"no fast-path checkpoint at {path!r}: pass a directory written by FastPPO.save")
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False), where=f"the checkpoint {path!r}")
