@@ -114,6 +114,23 @@ CONFIG_CASES = {
                                      "backprop through sampled Bernoulli units is undefined"),
     "bad split": (dict(split="test"), "split='test' is unknown"),
     "non-positive horizon": (dict(max_cycles=0), "max_cycles=0 must be a positive integer"),
+    # nothing silently accepted: types first
+    "layers as a string": (dict(layers="84"), "layers='84' must be a list of integers"),
+    "fractional layer size": (dict(layers=(8.7, 16, 4)), r"layers\[0\]=8.7 must be an integer"),
+    "boolean layer size": (dict(layers=(4, True, 3)), r"layers\[1\]=True must be an integer"),
+    "string for a boolean": (dict(clip_actions="no"), "clip_actions='no' must be a boolean"),
+    "number for a boolean": (dict(bias=1, ownership="incoming"), "bias=1 must be a boolean"),
+    "negative penalty": (dict(divergence_penalty=-1.0), "divergence_penalty=-1.0 must not be negative"),
+    "NaN penalty": (dict(divergence_penalty=float("nan")), "divergence_penalty=nan must be a finite number"),
+    "infinite action scale": (dict(action_scale=float("inf")), "action_scale=inf must be a finite number"),
+    "zero action scale": (dict(action_scale=0.0), "action_scale=0.0 must be positive"),
+    "string action scale": (dict(action_scale="0.1"), "action_scale='0.1' must be a number"),
+    "infinite threshold": (dict(divergence_threshold=float("inf")), "divergence_threshold=inf must be a finite number"),
+    "negative threshold": (dict(divergence_threshold=-5.0), "divergence_threshold=-5.0 must be positive"),
+    "fractional horizon": (dict(max_cycles=2.5), "max_cycles=2.5 must be an integer"),
+    "string horizon": (dict(batch_size="32"), "batch_size='32' must be an integer"),
+    "features as a string": (dict(observations="weight"), "observations='weight' must be a list of names"),
+    "task kwargs not a mapping": (dict(task_kwargs=[1]), "task_kwargs=\\[1\\] must be a mapping"),
 }
 
 
@@ -123,6 +140,138 @@ def test_bad_configs_fail_at_construction_listing_valid_choices(case):
     kwargs = {"layers": LAYERS, **kwargs}
     with pytest.raises(ValueError, match=message):
         network_weights_v0.parallel_env(**kwargs)
+
+
+def test_valid_values_of_other_types_are_normalized_not_refused():
+    config = EnvConfig(layers=[np.int64(4), 5, 3], observations=["weight", "gradient"], action_scale=1,
+                       clip_actions=np.bool_(False))
+    assert config.layers == (4, 5, 3) and all(type(n) is int for n in config.layers)
+    assert config.observations == ("weight", "gradient") and config.clip_actions is False
+
+
+@pytest.fixture
+def user_scheme():
+    """Register a reward scheme under a fresh name for one test (removed afterwards)."""
+    from marl_net.rewards import REWARDS, register_reward
+
+    names = []
+
+    def register(name, fn):
+        register_reward(name, "a test scheme")(fn)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        REWARDS.pop(name)
+
+
+def test_a_scheme_returning_nan_is_named_unless_the_network_diverged(user_scheme):
+    name = user_scheme("nan_scheme", lambda ctx: torch.full((ctx.loss.shape[0], ctx.ownership.num_agents), float("nan")))
+    env = fresh_env(reward=name)
+    with pytest.raises(ValueError, match="reward scheme 'nan_scheme' returned NaN or inf rewards for copies \\[0\\]"):
+        env.step(good_actions(env))
+    # a diverging network: its rewards may be NaN (the network's doing); the penalty is paid instead
+    diverging = network_weights_v0.parallel_env(layers=LAYERS, reward=name, action_scale=1e5, divergence_penalty=7.0)
+    diverging.reset(seed=0)
+    _, rewards, terminated, _, _ = diverging.step(good_actions(diverging, 1.0))
+    assert set(rewards.values()) == {-7.0} and all(terminated.values())
+
+
+def test_a_scheme_returning_the_wrong_shape_or_dtype_is_named(user_scheme):
+    per_copy = user_scheme("per_copy_scheme", lambda ctx: -ctx.loss)  # [E]: would pay only some agents
+    with pytest.raises(ValueError, match=r"reward scheme 'per_copy_scheme' returned \(1,\); .*\[copies, agents\] = \[1, 9\]"):
+        fresh_env(reward=per_copy).step(good_actions(fresh_env()))
+    ints = user_scheme("int_scheme", lambda ctx: torch.zeros(ctx.loss.shape[0], ctx.ownership.num_agents, dtype=torch.long))
+    with pytest.raises(ValueError, match="reward scheme 'int_scheme' returned dtype torch.int64"):
+        fresh_env(reward=ints).step(good_actions(fresh_env()))
+    listed = user_scheme("list_scheme", lambda ctx: [[0.0] * ctx.ownership.num_agents])
+    with pytest.raises(ValueError, match="reward scheme 'list_scheme' returned list"):
+        fresh_env(reward=listed).step(good_actions(fresh_env()))
+
+
+def test_yaml_numbers_are_numbers():
+    from marl_net.experiment import parse_override
+    from marl_net.yaml_numbers import load
+
+    assert load("lr: 1e-3\nscale: -2E5\nx: 3.0e-4\nn: 10\nname: 1e\n") == {
+        "lr": 0.001, "scale": -200000.0, "x": 0.0003, "n": 10, "name": "1e"}
+    assert parse_override("ppo.lr=1e-3") == (["ppo", "lr"], 0.001)
+    assert parse_override("ppo.lr={grid_search: [1e-3, 3e-4]}")[1] == {"grid_search": [0.001, 0.0003]}
+
+
+def test_yaml_launch_config_numbers_are_numbers(tmp_path):
+    from marl_net.experiment import load_launch
+
+    file = tmp_path / "launch.yaml"
+    file.write_text("path: fast\nppo: {lr: 1e-3, entropy_coeff: 1e-2}\nstop: {training_iteration: 2}\n")
+    launch = load_launch(file, ["env.action_scale=5e-2"])
+    assert launch["ppo"] == {"lr": 0.001, "entropy_coeff": 0.01}
+    assert launch["env"]["action_scale"] == 0.05
+
+
+LAUNCH_CASES = {  # every section of a launch, names and values, refused before Tune starts
+    "env value": ({"env": {"layers": "84"}}, "env section: layers='84' must be a list of integers"),
+    "env name": ({"env": {"layer": [4, 5, 3]}}, "env section: unknown argument 'layer'; did you mean 'layers'"),
+    "env grid value": ({"env": {"clip_actions": {"grid_search": [True, "no"]}}},
+                       "env section: clip_actions='no' must be a boolean"),
+    "policy name": ({"policy": {"hiden": 32}}, "unknown policy setting .*'hiden'; did you mean 'hidden'"),
+    "policy value": ({"policy": {"hidden": "32"}}, "policy section: hidden='32' must be an integer"),
+    "policy grid value": ({"policy": {"depth": {"grid_search": [1, 2.5]}}}, "policy section: depth=2.5 must be an integer"),
+    "ppo name": ({"ppo": {"lrr": 0.1}}, "ppo section: unknown ppo key 'lrr'; did you mean 'lr'"),
+    "ppo string number": ({"ppo": {"lr": "1e-3x"}}, "ppo section: lr='1e-3x' must be a number"),
+    "ppo range": ({"ppo": {"gamma": 1.5}}, "ppo section: gamma=1.5 must be in \\[0, 1\\]"),
+    "ppo boolean": ({"ppo": {"normalize_advantages": "yes"}}, "normalize_advantages='yes' must be a boolean"),
+    "stop name": ({"stop": {"training_iterations": 3}}, "unknown stop criterion 'training_iterations'; did you mean "
+                                                         "'training_iteration'"),
+    "stop value": ({"stop": {"training_iteration": "ten"}}, "stop.training_iteration='ten' must be a number"),
+    "stop iterations": ({"stop": {"training_iteration": 2.5}}, "stop.training_iteration=2.5 must be a positive integer"),
+    "stop NaN": ({"stop": {"inner_loss_final": float("nan")}}, "stop.inner_loss_final=nan must be a number"),
+    "run name": ({"run": {"nme": "x"}}, "unknown run setting 'nme'; did you mean 'name'"),
+    "run boolean": ({"run": {"checkpoint_at_end": "maybe"}}, "run.checkpoint_at_end='maybe' must be a boolean"),
+    "run samples": ({"run": {"num_samples": 0}}, "run.num_samples=0 must be at least 1"),
+    "run seed": ({"run": {"seed": 1.5}}, "run.seed=1.5 must be an integer"),
+    "run seed grid": ({"run": {"seed": {"grid_search": [0, "one"]}}}, "run.seed='one' must be an integer"),
+    "run storage": ({"run": {"storage_path": 3}}, "run.storage_path=3 must be a folder"),
+    "run keep": ({"run": {"keep_checkpoints_num": 0}}, "run.keep_checkpoints_num=0 must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+def test_every_launch_section_is_validated_names_and_values(case):
+    from marl_net.experiment import validate_launch
+
+    section, message = LAUNCH_CASES[case]
+    with pytest.raises(ValueError, match=message):
+        validate_launch({"path": "fast", "env": {"layers": [4, 5, 3]}, **section})
+
+
+def test_rllib_launch_ppo_values_are_validated():
+    pytest.importorskip("ray.rllib")
+    from marl_net.experiment import validate_launch
+
+    for ppo, message in (({"lr": "banana"}, "ppo section: lr='banana' must be a number"),
+                         ({"num_epochs": 2.5}, "ppo section: num_epochs=2.5 must be an integer"),
+                         ({"gamma": -0.1}, r"ppo section: gamma=-0.1 must be in \[0, 1\]"),
+                         ({"use_kl_loss": "no"}, "ppo section: use_kl_loss='no' must be a boolean")):
+        with pytest.raises(ValueError, match=message):
+            validate_launch({"path": "rllib", "ppo": ppo})
+    validate_launch({"path": "rllib", "ppo": {"lr": [[0, 1e-3], [1000, 0.0]], "use_kl_loss": False,
+                                              "num_cpus_per_env_runner": 0.5}})  # schedules, fractional CPUs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr="1e-3"), "lr='1e-3' must be a number"),
+    (dict(num_epochs=4.0), "num_epochs=4.0 must be an integer"),
+    (dict(lr=float("inf")), "lr=inf must be a finite number"),
+    (dict(normalize_advantages="yes"), "normalize_advantages='yes' must be a boolean"),
+    (dict(copies=True), "copies=True must be an integer"),
+])
+def test_fast_ppo_config_types(kwargs, message):
+    from marl_net.fast.ppo import FastPPOConfig
+
+    with pytest.raises(ValueError, match=message):
+        FastPPOConfig(**kwargs)
 
 
 def test_core_refuses_wrong_tensor_shapes_and_unseeded_reset():

@@ -215,3 +215,78 @@ def test_restores_survive_injected_crashes_instead_of_replaying_them(tmp_path):
             trainer = make()
             trainer.restore(str(tmp_path))
     assert crashes > 0  # the injection did fire, and training got past every crash
+
+
+def _assert_same_state(a, b, where="state"):
+    """Every tensor, number and RNG state in two nested state dicts is equal (NaN equal to NaN)."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{tuple(a.shape)} != {b.dtype}{tuple(b.shape)}"
+        assert torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                     and torch.equal(a.nan_to_num(), b.nan_to_num())), f"{where} differs"
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), f"{where}: nan != {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_resume_on_the_fused_kernel_path_with_the_shipped_policy(tmp_path):
+    """The path every shipped config uses: the main job's env and policy (hidden 32, depth 2), which
+    the fused CPU kernel runs. The restored trainer's whole state (every parameter and buffer,
+    the optimizer's moments and step counts, the action, shuffle and per-copy env generators, the
+    networks in flight) equals the uninterrupted run's, and training on continues identically."""
+    import copy
+
+    from marl_net import main_job
+    from marl_net.policies import fused_actor_critic, fused_layer
+
+    if fused_layer.library() is None:
+        pytest.skip("the fused kernel cannot be built here (no C++ compiler, or MARL_NET_FUSED=0)")
+    env = {**main_job.TRAIN_ENV, "max_cycles": 5}
+    policy = dict(main_job.POLICY)
+    assert (policy["hidden"], policy["depth"]) == (32, 2)
+    config = FastPPOConfig(copies=4, rollout_steps=3, minibatch_size=64, num_epochs=2, lr=1e-3, lr_anneal_iterations=8)
+    uninterrupted = FastPPO(env, policy, config, seed=3)
+    assert fused_actor_critic.applies(uninterrupted.policy, uninterrupted.obs)  # the fused path, not torch
+    for _ in range(2):
+        uninterrupted.train()
+    at_save = copy.deepcopy(uninterrupted.state_dict())
+    expected = [uninterrupted.train() for _ in range(2)]
+
+    first_half = FastPPO(env, policy, config, seed=3)
+    for _ in range(2):
+        first_half.train()
+    first_half.save(str(tmp_path))
+    del first_half
+    resumed = FastPPO(env, policy, config, seed=77)  # everything comes from the checkpoint
+    resumed.restore(str(tmp_path))
+    restored = resumed.state_dict()
+    assert restored["optimizer"]["state"] and len(restored["env"]["data_gens"]) == 4  # the compared parts exist
+    _assert_same_state(at_save, restored)
+    got = [resumed.train() for _ in range(2)]
+    assert all(_same_metrics(x, y) for x, y in zip(expected, got))
+    _assert_same_state(uninterrupted.state_dict(), resumed.state_dict())
+
+
+def test_restore_refuses_another_configuration_naming_the_keys(tmp_path):
+    FastPPO(TINY_ENV, {"hidden": 8}, FastPPOConfig(**TINY_PPO), seed=0).save(str(tmp_path))
+    other = FastPPO({**TINY_ENV, "max_cycles": 6}, {"hidden": 8, "depth": 1},
+                    FastPPOConfig(**{**TINY_PPO, "num_epochs": 3}), seed=0)
+    with pytest.raises(ValueError, match=r"different configuration, saved -> here: env \(max_cycles: 5 -> 6\), "
+                                         r"policy \(depth: 2 -> 1\), ppo \(num_epochs: 2 -> 3\)"):
+        other.restore(str(tmp_path))
+    # how a run computes (device, threads, collection chunks) may change on resume
+    FastPPO(TINY_ENV, {"hidden": 8}, FastPPOConfig(**TINY_PPO, torch_threads=1, collect_chunk=5), seed=0).restore(
+        str(tmp_path))
+    state = torch.load(tmp_path / FastPPO.CHECKPOINT_FILE, weights_only=False)
+    del state["env_config"]
+    with pytest.raises(ValueError, match="earlier marl_net, without its env config"):
+        other.load_state_dict(state)

@@ -513,6 +513,7 @@ class FastPPO:
         self.episodes = collections.deque(state["episodes"], maxlen=100)
         self.iteration = int(state["iteration"])
         self.agent_steps = int(state["agent_steps"])
+        self.seed = int(state["seed"])  # the run's seed (a later save records it, not the constructor's)
 
     CHECKPOINT_FILE = "fast_ppo.pt"
 
