@@ -144,3 +144,14 @@ def test_run_quick_through_the_command_line(tmp_path):
     table = (out / "table.md").read_text()
     assert table.strip() and table.strip() in proc.stdout  # the table it wrote is the one it printed
     assert (out / "policy.pt").stat().st_size > 0
+
+
+def test_check_compare_and_reproduce_answer_bad_input_the_same_way(tmp_path, capsys):
+    _one_line_exit_2(capsys, ["check", str(tmp_path)], "marl-net check: .*results.json does not exist; run `marl-net run")
+    (tmp_path / "results.json").write_text("{not json")
+    _one_line_exit_2(capsys, ["check", str(tmp_path)], "marl-net check: .*results.json is not JSON")
+    _one_line_exit_2(capsys, ["compare", "--layers", "8,x,4", "--out", str(tmp_path)],
+                     "marl-net compare: --layers '8,x,4': give comma-separated integer sizes")
+    _one_line_exit_2(capsys, ["reproduce", "chung", "--threads", "0"], "marl-net reproduce: --threads 0: give at least 1")
+    with pytest.raises(ValueError, match="give comma-separated integer sizes"):
+        main(["compare", "--layers", "8,x,4", "--debug"])

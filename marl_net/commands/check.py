@@ -23,11 +23,14 @@ def main(args) -> int:
     path = Path(args.results)
     if path.is_dir():
         path = path / "results.json"
-    if not path.is_file():
-        raise SystemExit(f"marl-net check: {path} does not exist; run `marl-net run --out DIR` first")
-    results = json.loads(path.read_text())
-    if "heldout" not in results:
-        raise SystemExit(f"marl-net check: {path} is not a `marl-net run` results.json (no 'heldout' key)")
+    if not path.is_file():  # bad input: one line and exit status 2 (marl_net.cli)
+        raise FileNotFoundError(f"{path} does not exist; run `marl-net run --out DIR` first")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); pass a `marl-net run` output folder") from None
+    if not isinstance(results, dict) or "heldout" not in results:
+        raise ValueError(f"{path} is not a `marl-net run` results.json (no 'heldout' key)")
     privileged = privileged_features(results.get("train", {}).get("env", {}).get("observations", []))
     if privileged:
         print(f"note: the learned rule observed features the registry marks privileged: {privileged}")

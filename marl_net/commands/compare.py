@@ -135,7 +135,10 @@ def parse_per_rule(text: str | None, rules: list[str], what: str) -> dict[str, f
 def build_config(args, rules: list[str]):
     from marl_net.config import EnvConfig
 
-    layers = tuple(int(n) for n in args.layers.split(",")) if args.layers else DEFAULT_LAYERS.get(args.task, (8, 16, 4))
+    try:
+        layers = tuple(int(n) for n in args.layers.split(",")) if args.layers else DEFAULT_LAYERS.get(args.task, (8, 16, 4))
+    except ValueError:
+        raise ValueError(f"--layers {args.layers!r}: give comma-separated integer sizes, e.g. --layers 8,16,4") from None
     task_kwargs = {}
     if args.task in PCA_TASKS:
         task_kwargs["pca"] = args.pca
@@ -163,10 +166,7 @@ def main(args) -> int:
 
     threads = torch.get_num_threads()
     try:
-        return compare(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"marl-net compare: error: {exc}", file=sys.stderr)
-        return 2
+        return compare(args)  # bad input raises ValueError/FileNotFoundError: one line, exit 2 (marl_net.cli)
     finally:
         torch.set_num_threads(threads)  # callers in the same process (tests, notebooks) keep theirs
 

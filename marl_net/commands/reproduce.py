@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
         opts = RuleOptions(gamma=task.gamma, lam=task.trace_lambda, norm_p=args.norm_p,
                            weight_decay=args.weight_decay, explore_prob=args.explore_prob)
     except ValueError as exc:
+        if getattr(args, "debug", False):
+            raise
         print(f"marl-net reproduce: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
@@ -112,6 +114,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             row = chung.run_method(task, method, seeds, episodes, opts, device=args.device, on_progress=progress)
         except ValueError as exc:
+            if getattr(args, "debug", False):
+                raise
             print(f"marl-net reproduce: {exc}", file=sys.stderr)
             return 2
         finally:
