@@ -144,3 +144,28 @@ def test_results_reader_and_auc(tmp_path):
     with pytest.raises(ValueError, match="auc_mean"):
         write_results(tmp_path / "results.json", results)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_check_holds_feedback_alignment_to_its_bounds_and_lets_adam_beat_sgd():
+    from marl_net.commands.compare import check_expectations
+
+    def results(**finals):  # straight curves from 1.0 to each rule's final loss over 2 steps
+        curves = {name: torch.tensor([[1.0, (1.0 + f) / 2, f]] * 2) for name, f in finals.items()}
+        return build_results("teacher_student", 2, [0, 1], curves)
+
+    assert check_expectations(results(sgd=0.010, adam=0.005, np=0.150, wp=0.170, dfa=0.019, fa=0.019)) == []
+    failures = check_expectations(results(sgd=0.010, np=0.150, dfa=0.021))
+    assert failures == ["dfa's final loss 0.021 is above 2x sgd's 0.01"]
+    failures = check_expectations(results(sgd=0.010, np=0.050, fa=0.016))
+    assert failures == ["fa's final loss 0.016 is not below 0.3x np's 0.05"]
+    failures = check_expectations(results(sgd=0.010, wp=0.008))
+    assert failures == ["sgd is not the fastest: ['wp'] reach a lower time-averaged loss"]
+
+
+def test_feedback_alignment_passes_the_check_on_heldout_teacher_student(tmp_path):
+    """The issue's command at a smaller scale (default step sizes, 4 seeds): dfa within 2x SGD, below 0.3x NP."""
+    code = main(["compare", "--rules", "sgd,np,dfa", "--steps", "50", "--seeds", "4", "--out", str(tmp_path),
+                 "--no-progress", "--check"])
+    assert code == 0
+    rules = read_results(tmp_path)["rules"]
+    assert rules["dfa"]["final_loss_mean"] < 0.3 * rules["np"]["final_loss_mean"]

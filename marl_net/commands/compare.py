@@ -23,7 +23,8 @@ hidden layer of 1000 units, ``layers=(10, 1000, 10)``, learning rates / 100.
 Step sizes: ``--lr 0.5`` for every rule or ``--lr sgd=1,np=0.03``; defaults per task in
 ``marl_net.rules.registry.DEFAULT_HYPER``. ``--tune`` first picks each rule's step size from a grid
 on the train split (``marl_net.rules.tuning``). ``--sigma`` is the NP/WP noise *variance*.
-``--check`` exits 1 unless every rule lowers the loss and SGD is fastest (Cai & Cheng's result).
+``--check`` exits 1 unless every rule lowers the loss, SGD is faster than NP, WP and Weight Max (Cai &
+Cheng's result), and FA/DFA end within 2x SGD's final loss and below 0.3x NP's (``check_expectations``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu or cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 unless every rule lowers the loss and sgd has the lowest time-averaged loss")
+                        help="exit 1 unless every rule lowers the loss, sgd has a lower time-averaged loss than np, wp "
+                             "and weight_max, and fa/dfa end within 2x sgd's final loss and below 0.3x np's")
 
 
 def parse_per_rule(text: str | None, rules: list[str], what: str) -> dict[str, float]:
@@ -257,9 +259,22 @@ def compare(args) -> int:
     return 0
 
 
+PERTURBATION_RULES = ("np", "wp", "weight_max")  # Cai & Cheng's rules that SGD must beat
+FEEDBACK_RULES = ("fa", "dfa")
+FEEDBACK_VS_SGD = 2.0  # fa/dfa final loss at most this times SGD's ...
+FEEDBACK_VS_NP = 0.3  # ... and below this times NP's (issue 16's bounds on held-out teacher-student)
+
+
 def check_expectations(results: dict) -> list[str]:
-    """Cai & Cheng's qualitative result: every rule lowers the loss (the last tenth of the curve below
-    the start) and SGD converges fastest (lowest time-averaged loss)."""
+    """The qualitative results ``--check`` gates on, each checked when the rules it names ran:
+
+    - every rule lowers the loss (the last tenth of the curve below the start);
+    - SGD converges fastest among Cai & Cheng's perturbation rules (np, wp, weight_max): lowest
+      time-averaged loss (``adam``, a stronger gradient rule, is not held to it);
+    - feedback alignment (fa, dfa) ends within ``FEEDBACK_VS_SGD`` x SGD's final loss and below
+      ``FEEDBACK_VS_NP`` x NP's: a random feedback pathway is nearly as good as backprop and far
+      better than one broadcast scalar error.
+    """
     failures = []
     rules = results["rules"]
     for name, e in rules.items():
@@ -267,7 +282,15 @@ def check_expectations(results: dict) -> list[str]:
         if not sum(tail) / len(tail) < e["initial_loss_mean"]:
             failures.append(f"{name} did not lower the loss")
     if "sgd" in rules:
-        slower = [n for n, e in rules.items() if n != "sgd" and e["auc_mean"] <= rules["sgd"]["auc_mean"]]
+        slower = [n for n in PERTURBATION_RULES if n in rules and rules[n]["auc_mean"] <= rules["sgd"]["auc_mean"]]
         if slower:
             failures.append(f"sgd is not the fastest: {slower} reach a lower time-averaged loss")
+    for name in (n for n in FEEDBACK_RULES if n in rules):
+        final = rules[name]["final_loss_mean"]
+        if "sgd" in rules and not final <= FEEDBACK_VS_SGD * rules["sgd"]["final_loss_mean"]:
+            failures.append(f"{name}'s final loss {final:.4g} is above {FEEDBACK_VS_SGD:g}x sgd's "
+                            f"{rules['sgd']['final_loss_mean']:.4g}")
+        if "np" in rules and not final < FEEDBACK_VS_NP * rules["np"]["final_loss_mean"]:
+            failures.append(f"{name}'s final loss {final:.4g} is not below {FEEDBACK_VS_NP:g}x np's "
+                            f"{rules['np']['final_loss_mean']:.4g}")
     return failures
