@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     import ray
     import torch
 
+    from marl_net import numerics
     from marl_net.config import EnvConfig
     from marl_net.evaluation import rollout_losses
     from marl_net.policies.rllib_module import SHARED_MODULE_ID
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
         "final_loss_trained_mean": float(after.mean()), "final_loss_trained_std": float(after.std()),
         "final_loss_shrink_rule_mean": float(shrink.mean()),
         "paired_drop_mean": float(diff.mean()), "paired_drop_se": se, "relative_drop": gain,
+        "numerics": numerics.describe("cpu"),  # this process's (the evaluation); env runners build the same kernels
     }
     print(json.dumps(figures, indent=1))
     if args.json:

@@ -25,13 +25,21 @@ tasks it never saw.
    (meta-training under ``tb/meta_train``, the held-out curves under ``tb/<task>/<rule>``) and the
    trained policy (``policy.pt``).
 
+The kernels' switch (``kernels=``, ``marl-net run --kernels on|off``; unset: ``MARL_NET_FUSED`` or
+on) and what ran are recorded in ``results.json["numerics"]`` (``marl_net.numerics.describe``: the
+policy's path, fused kernel or torch, the compiler and its flags, torch's version, the CPU model
+and the device). The two paths agree to float rounding; ``tests/test_main_job.py`` bounds how far
+that moves the quick budget's held-out figures.
+
 ``results.json``::
 
     {"budget": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ..., "env": {...},
                                 "final_inner_loss": ...},
      "tuned_lr": {"TASK": {"learned": <action_scale>, "sgd": ..., "np": ..., "wp": ...}},
      "heldout": {"TASK": {"RULE": {"final_loss_mean": ..., "final_loss_std": ..., "auc_mean": ...,
-                                   "initial_loss_mean": ..., "curve_mean": [...], "curve_std": [...]}}}}
+                                   "initial_loss_mean": ..., "curve_mean": [...], "curve_std": [...]}}},
+     "numerics": {"policy_path": "fused kernel" | "torch", "kernels": {...}, "kernel_builds": {...},
+                  "torch": ..., "cpu": ..., "device": ..., ...}}
 
 with TASK in ``teacher_student``, ``teacher_student_wide``, ``digits`` and RULE in ``learned``,
 ``sgd``, ``np``, ``wp``. ``marl-net check DIR`` tests the project's targets on it (see
@@ -336,11 +344,26 @@ def write_outputs(out: Path, results: dict, curves: dict, seeds: list[int]) -> l
 
 
 def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress: bool = True,
-        overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+        overrides: Mapping[str, Mapping[str, Any]] | None = None, kernels: bool | None = None) -> dict:
     """The whole main job; returns the results dict (also written to ``out/results.json``).
     ``overrides``: ``{"env" | "policy" | "ppo": {setting: value}}`` on top of the main job's
-    meta-training settings (see :func:`job_settings`)."""
-    out = Path(out)
+    meta-training settings (see :func:`job_settings`). ``kernels``: run the C++ kernels (True) or
+    torch only (False); None leaves ``marl_net.numerics``' setting. Recorded under ``numerics``."""
+    from marl_net import numerics
+
+    with numerics.kernels(kernels), numerics.recording() as ran:
+        results, curves = _run(budget, Path(out), seed, device, progress, overrides, ran)
+        results["numerics"] = numerics.describe(device, ran)
+    write_outputs(Path(out), results, curves, eval_seeds(seed, budget.eval_episodes))
+    return results
+
+
+def _run(budget: Budget, out: Path, seed: int, device: str, progress: bool,
+         overrides: Mapping[str, Mapping[str, Any]] | None, ran: set[str]) -> tuple[dict, dict]:
+    """:func:`run`'s work: the results dict (without ``numerics``) and the held-out curves; ``ran``
+    collects the kernels that ran (``policy.pt`` records those of meta-training)."""
+    from marl_net import numerics
+
     out.mkdir(parents=True, exist_ok=True)
     runs = [meta_train(budget, restart_seed(seed, k), out, device, progress, overrides,
                        log_name="meta_train" if k == 0 else f"meta_train_{k}") for k in range(budget.restarts)]
@@ -354,7 +377,7 @@ def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress:
                          "restarts": [{"seed": restart_seed(seed, k), "train_final_loss": f}
                                       for k, f in enumerate(finals)], "selected_restart": best}
     torch.save({"config": trainer.policy.config.to_dict(), "state_dict": trainer.policy.state_dict(),
-                "env": train_summary["env"]}, out / "policy.pt")
+                "env": train_summary["env"], "numerics": numerics.describe(device, ran)}, out / "policy.pt")
     policy = trainer.policy.eval()
     curves, tuned, settings = evaluate(policy, budget, seed, device, progress, overrides)
     results = {
@@ -365,8 +388,7 @@ def run(budget: Budget, out: Path, seed: int = 0, device: str = "cpu", progress:
         "tuned_lr": tuned,
         "heldout": summarize_heldout(curves),
     }
-    write_outputs(out, results, curves, eval_seeds(seed, budget.eval_episodes))
-    return results
+    return results, curves
 
 
 def check_targets(results: dict, ratio: float = 0.8) -> list[tuple[str, bool, str]]:

@@ -4,8 +4,14 @@ Two sources use it: the policy's fused synapse kernel (``marl_net.policies.fused
 observation table's row writer (``marl_net.observation_rows``). Each is built with the system's C++
 compiler (``g++``, or ``$CXX``) once per source, compiler, flags and host, under
 ``$MARL_NET_KERNEL_CACHE`` (default ``~/.cache/marl_net/kernels``); each Ray node builds its own.
-Where a kernel cannot be built (no compiler) or is turned off (``MARL_NET_FUSED=0``) its caller
-runs its torch path, which tests hold equal to the kernel.
+Where a kernel cannot be built (no compiler) or is turned off (``marl_net.numerics``' switch:
+``--kernels off``, ``MARL_NET_FUSED=0``) its caller runs its torch path, which tests hold equal to
+the kernel. Each kernel loaded is recorded with its compiler and flags (``numerics.describe``).
+
+Flags: never ``-ffast-math`` (it lets the compiler assume no NaN or infinity exists, so a NaN
+observation came out of the policy kernel as a finite action; ``tests/test_fused_layer.py``);
+``-march=native`` (the host's vector width: a portable ``-march=x86-64-v3`` build of the policy
+kernel ran 27x slower on an AVX-512 host, its 16-float vectors split badly), recorded with the CPU.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from marl_net import numerics
+
 _loaded: dict[Path, ctypes.CDLL | None] = {}
 
 
 def enabled() -> bool:
-    """``MARL_NET_FUSED=0`` turns every native kernel off (their callers then run torch)."""
-    return os.environ.get("MARL_NET_FUSED", "1") != "0"
+    """Whether native kernels may run: ``numerics``' switch (``set_kernels``, else ``MARL_NET_FUSED``)."""
+    return numerics.kernels_on()
 
 
 def cache_dir() -> Path:
@@ -37,13 +45,17 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
 
 
+def _compiler_version(cxx: str) -> str:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+
+
 def build(source: Path, flags: Sequence[str]) -> Path:
     """Compile ``source`` with ``flags`` (once per source, compiler, flags and host) and return the
     shared library's path."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+    version = _compiler_version(cxx)
     key = hashlib.sha256("\0".join([source.read_text(), cxx, version, *flags, platform.node(),
                                     platform.machine()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source.stem}-{key}.so"
@@ -62,6 +74,8 @@ def load(source: Path, flags: Sequence[str], fallback: str) -> ctypes.CDLL | Non
     if source not in _loaded:
         try:
             _loaded[source] = ctypes.CDLL(str(build(source, flags)))
+            cxx = _compiler()
+            numerics.record_build(source.stem, _compiler_version(cxx).splitlines()[0], [Path(cxx).name, *flags])
         except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or err
             warnings.warn(f"{source.name} could not be built ({detail}); {fallback}")

@@ -4,7 +4,7 @@ An observation row interleaves the features (``[K, F + 1]`` per agent), so torch
 feature as a strided pass over the whole table (every cache line of it, once per feature). On the
 CPU a small C++ kernel (``observation_rows.cpp``, built by ``marl_net.native``) writes each agent's
 row once instead; elsewhere (a GPU, a feature that is not float32, no compiler,
-``MARL_NET_FUSED=0``) torch writes it. A pure copy either way: ``tests/test_dynamics.py`` holds
+kernels switched off: ``marl_net.numerics``) torch writes it. A pure copy either way: ``tests/test_dynamics.py`` holds
 the two tables equal.
 """
 
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from marl_net import native
+from marl_net import native, numerics
 
 SOURCE = Path(__file__).with_name("observation_rows.cpp")
 FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c++17"]
@@ -37,6 +37,7 @@ def write_block(dst: torch.Tensor, columns: Sequence[torch.Tensor], fan: int) ->
         dst[..., :fan, width - 1] = 1.0
         dst[..., fan:, :] = 0.0
         return
+    numerics.record_ran(SOURCE.stem)
     pointers = (ctypes.c_void_p * len(columns))(*(c.data_ptr() for c in columns))
     strides = (ctypes.c_long * (3 * len(columns)))(*(s for c in columns for s in c.stride()))
     if lib.observation_block(dst.data_ptr(), copies, agents, max_fan, fan, width - 1, dst.stride(0), dst.stride(1),

@@ -23,8 +23,9 @@ Other tools (the main job, plots, later comparisons) read this file, so the form
                                        #   over seeds
         },
         "np": {...}, "wp": {...}
-      }
-    }
+      },
+      "numerics": {...}                # the arithmetic that ran: marl_net.numerics.describe
+    }                                  #   (kernel or torch, compiler flags, torch, CPU, device)
 
 Every loss is the one ``network_weights_v0`` reports: the task loss (MSE or cross-entropy, Cai &
 Cheng) of the current weights on the step's minibatch. A copy that diverged counts as the env's
@@ -78,9 +79,11 @@ def summarize(curves: torch.Tensor, accuracy: torch.Tensor | None = None) -> dic
 
 
 def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[str, torch.Tensor],
-                  accuracy: Mapping[str, torch.Tensor] | None = None) -> dict:
-    """results.json's content from ``{rule: curves [seeds, steps + 1]}`` and, for a classification
-    task, ``{rule: test accuracy [seeds]}`` (every rule, or none)."""
+                  accuracy: Mapping[str, torch.Tensor] | None = None, numerics: Mapping | None = None) -> dict:
+    """results.json's content from ``{rule: curves [seeds, steps + 1]}``, for a classification
+    task ``{rule: test accuracy [seeds]}`` (every rule, or none), and the numerics record
+    (``marl_net.numerics.describe``; left out only by callers that embed these results in a file
+    that records it, as the main job's per-task plots do)."""
     for rule, c in curves.items():
         if tuple(c.shape) != (len(seeds), steps + 1):
             raise ValueError(f"rule {rule!r}: curves have shape {tuple(c.shape)}; expected ({len(seeds)}, {steps + 1})")
@@ -88,7 +91,8 @@ def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[s
     if accuracy and set(accuracy) != set(curves):
         raise ValueError(f"accuracy is given for {sorted(accuracy)} but curves for {sorted(curves)}: give both for every rule")
     return {"task": task, "steps": int(steps), "seeds": [int(s) for s in seeds],
-            "rules": {rule: summarize(c, accuracy.get(rule)) for rule, c in curves.items()}}
+            "rules": {rule: summarize(c, accuracy.get(rule)) for rule, c in curves.items()},
+            **({"numerics": dict(numerics)} if numerics is not None else {})}
 
 
 def check_results(results: dict) -> dict:

@@ -11,25 +11,24 @@ gradients.
 The kernel is compiled on first use for the machine it runs on and cached (``marl_net.native``:
 one build per source, compiler, flags and host under ``$MARL_NET_KERNEL_CACHE``). Where it does
 not apply (a GPU tensor, float64, a hidden size not in 16/32/48/64, more than ``MAX_DEPTH``
-layers, no compiler, ``MARL_NET_FUSED=0``) the policy runs its plain torch path; the two agree
+layers, no compiler, kernels switched off: ``marl_net.numerics``) the policy runs its plain torch path; the two agree
 to float rounding (``tests/test_fused_layer.py``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import platform
 from pathlib import Path
 
 import torch
 
-from marl_net import native
-from marl_net.native import enabled  # MARL_NET_FUSED=0 turns the kernel off
+from marl_net import native, numerics
+from marl_net.native import enabled  # numerics' switch (--kernels off, MARL_NET_FUSED=0) turns the kernel off
 
 SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
-# -mrecip=all (x86 only): tanh's division as a reciprocal estimate and one Newton step, ~1.5x faster
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17",
-         *(["-mrecip=all"] if platform.machine() in ("x86_64", "AMD64", "i686") else [])]
+# IEEE arithmetic (no -ffast-math: a NaN stays a NaN, sums in the source's order), fused
+# multiply-add by name (-ffp-contract=fast, GCC's default for C++ anyway); see marl_net.native.
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-std=c++17"]
 HIDDEN_SIZES = (16, 32, 48, 64)
 MAX_DEPTH = 3  # layers of the synapse network the kernel takes (DISPATCH_D in the source)
 MAX_FEATURES = 256  # columns of an observation row the kernel takes (MAX_F in the source)
@@ -102,6 +101,7 @@ class _SynapseLayer(torch.autograd.Function):
 
 
 def _call(name: str, *args) -> None:
+    numerics.record_ran(numerics.POLICY_KERNEL)
     raw = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
     if getattr(library(), name)(*raw) != 0:
         shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]

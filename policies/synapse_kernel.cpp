@@ -15,7 +15,7 @@
 //
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
 // forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use
-// by marl_net.policies.fused_layer (g++ -O3 -march=native -ffast-math -mrecip=all) and called
+// by marl_net.policies.fused_layer (g++ -O3 -march=native -ffp-contract=fast: IEEE arithmetic, no fast-math) and called
 // through ctypes. GCC vector extensions: one vector is 16 floats (one AVX-512 register, two AVX2
 // ones); H is 16, 32, 48 or 64.
 #include <cmath>

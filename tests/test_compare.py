@@ -39,7 +39,8 @@ def test_all_rules_lower_the_loss_and_sgd_is_fastest(teacher_student):
 
 def test_results_json_is_in_the_documented_format(teacher_student):
     raw = json.loads((teacher_student / "results.json").read_text())
-    assert set(raw) == set(TOP_KEYS)
+    assert set(raw) == {*TOP_KEYS, "numerics"}  # plus the arithmetic that ran (marl_net.numerics.describe)
+    assert raw["numerics"]["torch"] == torch.__version__ and raw["numerics"]["policy_path"] == "torch"  # hand rules
     assert raw["task"] == "teacher_student" and raw["steps"] == 300 and raw["seeds"] == [0, 1, 2]
     for entry in raw["rules"].values():
         assert set(entry) == set(RULE_KEYS)

@@ -15,7 +15,8 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "matmul_flops_per_s",
-                           "fast_ppo_flops_per_s", "peak_memory_mb", "config"}
+                           "fast_ppo_flops_per_s", "peak_memory_mb", "config", "numerics"}
+    assert result["numerics"]["policy_path"] == "fused kernel" and result["numerics"]["kernels_ran"]
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo"}
     assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}
     assert all(v > 0 for v in result["agent_steps_per_s"].values())

@@ -37,7 +37,11 @@ def test_writes_results_table_curves_tensorboard_and_policy(tiny_run):
     assert "| teacher_student | learned |" in (out / "table.md").read_text()
     assert list((out / "tb" / "meta_train").glob("events.out.tfevents.*"))
     assert list((out / "tb" / "digits" / "np").glob("events.out.tfevents.*"))
+    numerics = on_disk["numerics"]  # the arithmetic that produced the figures (marl_net.numerics)
+    assert numerics["policy_path"] == "fused kernel" and numerics["torch"] == torch.__version__
+    assert "-ffast-math" not in numerics["kernel_builds"]["synapse_kernel"]["flags"] and numerics["cpu"]
     saved = torch.load(out / "policy.pt")
+    assert saved["numerics"]["policy_path"] == "fused kernel"
     assert not any(FEATURES[name].privileged for name in saved["env"]["observations"])  # local features only
 
 

@@ -16,20 +16,20 @@ describes) against a torch matmul rate measured in the same run; and the peak me
 on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at two copy counts,
 each in a child process of its own, so the two peaks are separate. Last, (d) once more with the
 policy every shipped config uses (hidden 32, depth 2), through the fused CPU kernel and through
-torch (``MARL_NET_FUSED=0``) in alternating rounds: what the kernel gives the runs people make.
+torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make.
 
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
 of RLlib PPO, and at least 25% of the matmul rate at large batch. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo},
 "ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}, "matmul_flops_per_s",
-"fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}}`` (``config`` holds every
-setting, the targets and whether each was met).
+"fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}, "numerics": {...}}`` (``config``
+holds every setting, the targets and whether each was met; ``numerics``, ``marl_net.numerics``'
+record: the policy's path, the kernels' compiler flags, torch, the CPU).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -250,31 +250,19 @@ def large_batch_run(s: dict[str, Any], device: str) -> dict[str, float]:
     return run.summary()
 
 
-@contextlib.contextmanager
-def _fused_kernel(on: bool):
-    """Run the policy through the fused CPU kernel (``on``) or its torch path (``MARL_NET_FUSED=0``)."""
-    before = os.environ.get("MARL_NET_FUSED")
-    os.environ["MARL_NET_FUSED"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MARL_NET_FUSED")
-        else:
-            os.environ["MARL_NET_FUSED"] = before
-
-
 def deep_policy_rates(s: dict[str, Any], device: str) -> dict[str, dict[str, float]]:
     """Fast PPO as in (d) with the shipped configs' policy (hidden 32, depth 2), through the fused
     kernel and through torch, in alternating rounds (on a GPU only the torch path exists)."""
+    from marl_net import numerics
+
     kinds = ("fused", "torch") if device == "cpu" else ("torch",)
     runs = {}
     for kind in kinds:
-        with _fused_kernel(kind == "fused"):
+        with numerics.kernels(kind == "fused"):
             runs[kind] = FastPPORun(s["policy"], {k: v for k, v in s.items() if k != "rounds"}, device)
     for _ in range(s["rounds"]):
         for kind, run in runs.items():
-            with _fused_kernel(kind == "fused"):
+            with numerics.kernels(kind == "fused"):
                 run.run()
     return {kind: run.summary() for kind, run in runs.items()}
 
@@ -332,12 +320,9 @@ def _peak_rss_mb() -> float:
 
 
 def machine_description() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from marl_net.numerics import cpu_model
+
+    model = cpu_model()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
@@ -352,6 +337,15 @@ def device_description(device: str) -> str:
 
 # ------------------------------------------------------------------------------ the command
 def run_throughput(quick: bool, device: str) -> dict[str, Any]:
+    from marl_net import numerics
+
+    with numerics.recording() as ran:
+        result = _throughput(quick, device)
+    # the record of (d) and the rest; deep_policy's torch rows ran with the kernels switched off
+    return {**result, "numerics": numerics.describe(device, ran)}
+
+
+def _throughput(quick: bool, device: str) -> dict[str, Any]:
     from marl_net.fast.flops import matmul_flops_per_s
 
     s = QUICK if quick else FULL
@@ -393,7 +387,10 @@ def run_throughput(quick: bool, device: str) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     rates, ratios, cfg = r["agent_steps_per_s"], r["ratios"], r["config"]
-    print(f"machine: {r['machine']}\ndevice:  {r['device']}\n")
+    n = r["numerics"]
+    flags = " ".join(n["kernel_builds"].get("synapse_kernel", {}).get("flags", ["(policy kernel not built)"]))
+    print(f"machine: {r['machine']}\ndevice:  {r['device']}\n"
+          f"numerics: {n['policy_path']}, torch {n['torch']}, kernel flags: {flags}\n")
     print(f"{'':28s}{'agent-steps/s':>16s}")
     for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, end to end"),
                        ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end")):
@@ -407,7 +404,7 @@ def print_table(r: dict[str, Any]) -> None:
     deep = cfg["deep_policy_fast_ppo"]
     policy = cfg["settings"]["deep_policy"]["policy"]
     print(f"\n(d) with the shipped policy (hidden {policy['hidden']}, depth {policy['depth']}), agent-steps/s:")
-    for kind, label in (("fused", "fused CPU kernel"), ("torch", "torch path (MARL_NET_FUSED=0)")):
+    for kind, label in (("fused", "fused CPU kernel"), ("torch", "torch path (kernels off)")):
         if kind in deep:
             d = deep[kind]
             print(f"  {label:30s}{d['agent_steps_per_s']:12,.0f}   (collection {d['collect_us_per_agent_step']:.2f} us"

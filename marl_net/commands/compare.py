@@ -177,6 +177,7 @@ def compare(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from marl_net import numerics
     from marl_net.accuracy import classification_task, test_accuracy
     from marl_net.tasks import TASKS
     from marl_net.results import build_results, plot_curves, write_results, write_tensorboard
@@ -220,21 +221,23 @@ def compare(args) -> int:
                 tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best}
 
     task = classification_task(config) if TASKS[config.task][0].loss == "cross_entropy" else None
-    curves, diverged, seconds, accuracy = {}, {}, {}, {}
-    bar = tqdm(total=len(rules) * (args.steps + 1), desc="compare", unit="step", disable=args.no_progress,
-               file=sys.stderr)
-    for r in rules:
-        bar.set_postfix_str(r)
-        t0 = time.perf_counter()
-        run = run_rule(r, rule_config(config, r), seeds, args.steps, device=args.device, on_step=lambda t, loss: bar.update(1),
-                       **hyper[r])
-        seconds[r] = time.perf_counter() - t0
-        curves[r], diverged[r] = run.curves, int(run.diverged.sum())
-        if task is not None:
-            accuracy[r] = test_accuracy(rule_config(config, r), run.task_ids, run.params, task=task)
-    bar.close()
+    with numerics.recording() as kernels_ran:  # what ran for the runs is the record
+        curves, diverged, seconds, accuracy = {}, {}, {}, {}
+        bar = tqdm(total=len(rules) * (args.steps + 1), desc="compare", unit="step", disable=args.no_progress,
+                   file=sys.stderr)
+        for r in rules:
+            bar.set_postfix_str(r)
+            t0 = time.perf_counter()
+            run = run_rule(r, rule_config(config, r), seeds, args.steps, device=args.device, on_step=lambda t, loss: bar.update(1),
+                           **hyper[r])
+            seconds[r] = time.perf_counter() - t0
+            curves[r], diverged[r] = run.curves, int(run.diverged.sum())
+            if task is not None:
+                accuracy[r] = test_accuracy(rule_config(config, r), run.task_ids, run.params, task=task)
+        bar.close()
 
-    results = build_results(args.task, args.steps, seeds, curves, accuracy)
+    results = build_results(args.task, args.steps, seeds, curves, accuracy,
+                            numerics=numerics.describe(args.device, kernels_ran))
     write_results(out / "results.json", results)
     settings = {"config": config.to_dict(), "hyperparameters": hyper, "tuning": tuning, "diverged": diverged,
                 "seconds": seconds, "threads": args.threads, "device": args.device}

@@ -30,6 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--restarts", type=int, default=1,
                         help="independent meta-trainings (each the budget's iterations, seeds derived from --seed); "
                              "the one with the lowest final loss on train-split networks is evaluated (default 1)")
+    parser.add_argument("--kernels", choices=("on", "off"), default=None,
+                        help="the C++ kernels (policy, observation rows) on, or off for torch only; default: on "
+                             "unless MARL_NET_FUSED=0. What ran is recorded in results.json['numerics']")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -68,11 +71,13 @@ def main(args) -> int:
     if privileged:
         print(f"the learned rule observes privileged features: {privileged}")
     results = main_job.run(budget, out, seed=args.seed, device=args.device, progress=not args.no_progress,
-                           overrides=overrides)
+                           overrides=overrides, kernels=None if args.kernels is None else args.kernels == "on")
     print()
     print((out / "table.md").read_text())
     t = results["train"]
     print(f"meta-training: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps in {t['seconds']} s")
+    n = results["numerics"]
+    print(f"numerics:    {n['policy_path']}, torch {n['torch']}, {n['device_name']}")
     print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}")
     print(f"curves:      {out}/curves_*.png\ntensorboard: tensorboard --logdir {out / 'tb'}\n"
           f"policy:      {out / 'policy.pt'}")

@@ -19,7 +19,7 @@ Usage::
                       FastPPOConfig(copies=16), seed=0, log_dir="runs/fast")
     for _ in range(10):
         metrics = trainer.train()          # one iteration; see FastPPO.train for the keys
-    trainer.save("ckpt/")                  # policy, optimizer, env, RNG states, counters
+    trainer.save("ckpt/")                  # policy, optimizer, env, RNG states, counters, numerics
 
 The launch script ``experiments/fast_ppo.py`` and the Tune trainable
 ``marl_net.fast.tune_trainable.train_fast`` drive this class. TensorBoard tags follow CleanRL:
@@ -42,6 +42,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from marl_net import numerics
 from marl_net.config import EnvConfig
 from marl_net.fast.rollout import Rollout, gae
 from marl_net.fast.vector_env import VectorNetworkEnv
@@ -201,6 +202,7 @@ class FastPPO:
         self.running_length = torch.zeros(self.env.copies, dtype=torch.long, device=self.device)
         # per copy-episode: (return per agent, length, final inner loss, initial inner loss, diverged)
         self.episodes = collections.deque(maxlen=100)
+        self.kernels_ran: set[str] = set()  # the C++ kernels this trainer's iterations ran (marl_net.numerics)
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -313,14 +315,16 @@ class FastPPO:
         """Collect one rollout and learn from it. Returns the iteration's metrics (flat keys, plus
         ``env_runners/episode_return_mean`` as RLlib names it, so one Tune metric fits both paths)."""
         start = time.perf_counter()
-        with torch.no_grad():
-            next_value, ended_episodes = self._collect()
-        collected = time.perf_counter()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr_at(self.iteration)
-        adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
-                           next_value, self.config.gamma, self.config.lambda_)
-        stats = self._learn(adv, returns)
+        with numerics.recording() as ran:
+            with torch.no_grad():
+                next_value, ended_episodes = self._collect()
+            collected = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr_at(self.iteration)
+            adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
+                               next_value, self.config.gamma, self.config.lambda_)
+            stats = self._learn(adv, returns)
+        self.kernels_ran |= ran
         elapsed = time.perf_counter() - start
         stats.update(collect_time_s=collected - start, learn_time_s=elapsed - (collected - start))
         batch = self.steps * self.env.num_rows
@@ -473,6 +477,7 @@ class FastPPO:
             "seed": self.seed,
             "ppo_config": dataclasses.asdict(self.config),
             "env_config": self.env.config.to_dict(),
+            "numerics": numerics.describe(str(self.device), self.kernels_ran),  # this process's; a record only
         }
 
     # PPO settings that say how a run computes, not what: a checkpoint may resume with others.
