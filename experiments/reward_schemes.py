@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from marl_net import numerics
 from marl_net.commands.tune import init_ray, run_launch
 from marl_net.config import EnvConfig
 from marl_net.evaluation import rollout_losses
@@ -64,7 +65,9 @@ def main(argv=None) -> int:
                      f"{e['final_loss_std']:.4f} | {e['auc_mean']:.4f} |")
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"launch": launch, "heldout": rows}, indent=1, default=str) + "\n")
+    (out / "results.json").write_text(json.dumps({"launch": launch, "heldout": rows,
+                                                   "numerics": numerics.describe("cpu")},  # the evaluation's
+                                                  indent=1, default=str) + "\n")
     print(table)
     return 0
 

@@ -61,6 +61,7 @@ def test_cli_quick_multiplexer_writes_outputs(tmp_path, capsys):
     assert rc == 0
     payload = json.loads((out / "results.json").read_text())
     assert payload["task"] == "multiplexer" and payload["seeds"] == [0, 1]
+    assert payload["numerics"]["torch"] and payload["numerics"]["cpu"]  # the arithmetic is recorded
     names = [r["method"] for r in payload["results"]]
     assert names == ["weight_max", "reinforce", "reinforce_thomas", "ste", "backprop"]
     for r in payload["results"]:

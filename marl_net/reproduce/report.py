@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from marl_net import numerics
+
 
 def block_means(returns: np.ndarray, max_points: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Episode index (block end) and per-seed means of consecutive blocks: ``[n]``, ``[E, n]``."""
@@ -99,7 +101,8 @@ def write_all(out: Path, meta: dict, rows: list[dict], window: int, tensorboard_
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "table": out / "table.md", "png": out / "learning_curves.png",
              "tb": out / "tb"}
-    payload = {**meta, "results": [summary_for_json(r) for r in rows]}
+    payload = {**meta, "results": [summary_for_json(r) for r in rows],
+               "numerics": numerics.describe(str(meta.get("device", "cpu")))}  # this process's arithmetic
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, paths["json"])
@@ -127,7 +130,8 @@ def merge(paths: list[str], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     table = table_markdown(task, rows)
     (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"task": task, "merged_from": list(paths), "results": rows}, indent=1))
+    (out / "results.json").write_text(json.dumps({"task": task, "merged_from": list(paths), "results": rows,
+                                                       "numerics": [p.get("numerics") for p in payloads]}, indent=1))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for r in rows:
         x, per_seed = np.array(r["curve"]["episode"]), np.array(r["curve"]["per_seed"])
