@@ -14,14 +14,20 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     args = build_parser().parse_args(["bench", "throughput", "--quick", "--json", str(out)])
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
-    assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "matmul_flops_per_s",
+    assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "like_for_like", "matmul_flops_per_s",
                            "fast_ppo_flops_per_s", "peak_memory_mb", "config", "numerics"}
-    assert result["numerics"]["policy_path"] == "fused kernel" and result["numerics"]["kernels_ran"]
-    assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo"}
-    assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}
+    assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
+                                                "rllib_ppo_default_objective"}
+    assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo",
+                                     "fast_ppo/rllib_ppo_default_objective"}
     assert all(v > 0 for v in result["agent_steps_per_s"].values())
-    rates = result["agent_steps_per_s"]
+    rates, like = result["agent_steps_per_s"], result["like_for_like"]
+    # (b) read back from RLlib's built config equals (d)'s settings, so the ratio is reported
+    assert like["differences"] == [] and like["fast_ppo"] == like["rllib_ppo"]
+    assert like["rllib_ppo"]["kl_coeff"] == 0.0 and like["rllib_ppo"]["minibatches_per_epoch"] == 4
+    assert like["rllib_ppo_default_objective"]["kl_coeff"] == 0.2  # the labelled second row keeps RLlib's
     assert result["ratios"]["fast_ppo/rllib_ppo"] == rates["fast_ppo"] / rates["rllib_ppo"]
+    assert result["numerics"]["policy_path"] == "fused kernel" and result["numerics"]["kernels_ran"]
     assert result["matmul_flops_per_s"] > 0 and result["fast_ppo_flops_per_s"] > 0
     scale_keys = [k for k in result["peak_memory_mb"] if k.startswith("fast_ppo_")]
     assert len(scale_keys) == 2 and all(result["peak_memory_mb"][k] > 0 for k in scale_keys)

@@ -7,9 +7,15 @@
 In one process, on the same network, task and policy (the ``THROUGHPUT`` launch below), it
 measures agent-steps per second of (a) the PettingZoo env stepped with random actions, (b) RLlib
 PPO end to end on the literal path (``marl_net.rllib.algo.build_ppo_config``, ``algo.train()``),
-(c) the batched fast-path env stepped with random actions and (d) fast-path PPO end to end
-(collection plus learning). The paired rates, (a) with (c) and (b) with (d), are measured in
-alternating rounds and reported as medians, so both sides of a ratio see the same machine load.
+configured like-for-like with (d): the same objective and the same optimizer steps per sample
+(``marl_net.ppo_objective``: no KL term, the same clipping, value-loss coefficient, no value
+clipping on either side, global-norm gradient clipping, epochs and minibatches per epoch), (c) the
+batched fast-path env stepped with random actions, (d) fast-path PPO end to end (collection plus
+learning), and (b') RLlib PPO with its own default objective (KL penalty, value clipping), labelled
+and without a target. The table prints both sides' settings, read back from the built configs;
+when (b) and (d) differ in any, no (d)/(b) ratio is reported and the target counts as missed. The
+paired rates, (a) with (c) and (b), (d), (b') together, are measured in alternating rounds and
+reported as medians (three rounds for PPO), so both sides of a ratio see the same machine load.
 Then, at large batch (a wide policy over many copies, so the learner
 is matmul-bound), the fast path's achieved matmul FLOP/s (counted as ``marl_net.fast.flops``
 describes) against a torch matmul rate measured in the same run; and the peak memory of fast PPO
@@ -21,8 +27,11 @@ torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the ker
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
 of RLlib PPO, and at least 25% of the matmul rate at large batch. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
-``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo},
-"ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo"}, "matmul_flops_per_s",
+``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
+rllib_ppo_default_objective}, "ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when
+the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective"}, "like_for_like": {"fast_ppo",
+"rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
+"differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
 "fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}, "numerics": {...}}`` (``config``
 holds every setting, the targets and whether each was met; ``numerics``, ``marl_net.numerics``'
 record: the policy's path, the kernels' compiler flags, torch, the CPU).
@@ -46,18 +55,28 @@ HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25}
 
 ENV = {"task": "teacher_student", "layers": [8, 16, 4], "ownership": "outgoing", "reward": "global_loss", "max_cycles": 20}
-# The launch both PPO paths run: same env, same policy, same PPO objective and epochs. The fast
-# path steps `copies` networks at once and so learns from larger batches (its point); it runs
-# as many copies as (c) and, as CleanRL does, four minibatches per epoch.
+# The launch both PPO paths run: same env, same policy, same PPO objective (no KL term, clipped
+# surrogate, value loss 0.5 * 0.5 (v - R)^2 unclipped, global-norm gradient clipping at 0.5), the
+# same epochs and the same number of minibatches per epoch (marl_net.ppo_objective maps it onto
+# RLlib's PPOConfig and checks both built configs agree). The fast path steps `copies` networks at
+# once and so learns from larger batches (its point); it runs as many copies as (c) and, as
+# CleanRL does, four minibatches per epoch; RLlib splits its own train batch into as many.
 THROUGHPUT = {
     "env": ENV,
     "policy": {"hidden": 16, "depth": 1},
-    "ppo": {"lr": 3.0e-4, "gamma": 0.99, "lambda_": 0.95, "clip_param": 0.2, "num_epochs": 4},
+    "ppo": {"lr": 3.0e-4, "gamma": 0.99, "lambda_": 0.95, "clip_param": 0.2, "num_epochs": 4, "vf_loss_coeff": 0.5,
+            "grad_clip": 0.5, "entropy_coeff": 0.0},
     "run": {"seed": 0},
 }
+# The second RLlib row, as this benchmark ran it before it was like-for-like: RLlib's default
+# objective (KL penalty 0.2, squared error clipped at 10, value coefficient 1.0, no gradient
+# clipping) with this launch's lr, gamma, lambda, clip and epochs, minibatches of 256.
+RLLIB_DEFAULT_OBJECTIVE = {"lr": 3.0e-4, "gamma": 0.99, "lambda_": 0.95, "clip_param": 0.2, "num_epochs": 4,
+                           "minibatch_size": 256}
 FULL = {
-    "rounds": 5,  # alternating rounds of the paired measurements: (a) with (c), (b) with (d)
-    "rllib_ppo": {"train_batch_size": 4800, "minibatch_size": 256, "num_env_runners": 1},
+    "rounds": 5,  # alternating rounds of (a) with (c)
+    "ppo_rounds": 3,  # alternating rounds of (b), (d) and (b')
+    "rllib_ppo": {"train_batch_size": 4800, "num_env_runners": 1},  # minibatches: as many as fast PPO's
     "fast_ppo": {"copies": 256, "rollout_steps": 20, "minibatch_size": 30720, "iterations": 2},  # per round
     "pettingzoo_env": {"steps": 100},
     "fast_env": {"copies": 256, "steps": 10},
@@ -71,8 +90,9 @@ FULL = {
 }
 QUICK = {
     "rounds": 1,
-    "rllib_ppo": {"train_batch_size": 480, "minibatch_size": 240, "num_env_runners": 1},
-    "fast_ppo": {"copies": 4, "rollout_steps": 5, "minibatch_size": 256, "iterations": 1},
+    "ppo_rounds": 1,
+    "rllib_ppo": {"train_batch_size": 480, "num_env_runners": 1},
+    "fast_ppo": {"copies": 4, "rollout_steps": 5, "minibatch_size": 120, "iterations": 1},
     "pettingzoo_env": {"steps": 20},
     "fast_env": {"copies": 8, "steps": 5},
     "large_batch": {"policy": {"hidden": 64, "depth": 2}, "copies": 4, "rollout_steps": 5, "num_epochs": 1,
@@ -148,15 +168,18 @@ class FastEnvStepper:
 
 
 class RLlibPPO:
-    """(b) RLlib PPO on the literal path (``build_ppo_config``), ``algo.train()`` end to end."""
+    """(b) RLlib PPO on the literal path (``build_ppo_config``), ``algo.train()`` end to end, with
+    the ``ppo`` settings given (those of ``THROUGHPUT`` are not used: each row states its own)."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, ppo: dict[str, Any]):
+        from marl_net.ppo_objective import rllib_ppo_objective
         from marl_net.rllib.algo import build_ppo_config
 
-        launch = copy.deepcopy(THROUGHPUT)
-        launch["ppo"].update({k: v for k, v in settings.items() if k != "iterations"})
+        launch = {**copy.deepcopy(THROUGHPUT), "ppo": dict(ppo)}
         self.algo = build_ppo_config(launch).build_algo()
         self.steps = _agent_steps(self.algo.train())  # warm-up iteration
+        self.batch = int(self.steps)  # agent-steps RLlib trained on in one iteration (its minibatch count follows)
+        self.objective = rllib_ppo_objective(self.algo.config, self.batch)
 
     def run(self) -> float:
         start = time.perf_counter()
@@ -185,6 +208,7 @@ class FastPPORun:
                "device": device}
         self.device = device
         self.trainer = t = FastPPO(ENV, policy, FastPPOConfig.from_kwargs(**ppo), seed=0)
+        self.batch = t.steps * t.env.num_rows
         self.flops = fast_ppo_iteration_flops(t.env.config, t.policy.config, t.config.copies, t.steps,
                                               t.config.num_epochs)
         self.seconds: list[float] = []
@@ -221,24 +245,40 @@ def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
     return statistics.median(a), statistics.median(c)
 
 
-def ppo_rates(s: dict[str, Any], device: str) -> tuple[float, dict[str, float]]:
-    """Median (b) and (d) over alternating rounds of one iteration each."""
+def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Median (b), (d) and (b') over alternating rounds (one RLlib iteration, ``iterations`` fast
+    ones each), and both sides' objectives: ``(rates, fast summary, like_for_like)``."""
     import ray
+
+    from marl_net.ppo_objective import NOTES, differences, fast_ppo_objective, rllib_settings_like
 
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
-    rllib = RLlibPPO(s["rllib_ppo"])
+    rows: dict[str, RLlibPPO] = {}
     try:
         fast = FastPPORun(THROUGHPUT["policy"], s["fast_ppo"], device)
-        b = []
-        for _ in range(s["rounds"]):
-            b.append(rllib.run())
+        runner = {k: v for k, v in s["rllib_ppo"].items() if k != "train_batch_size"}
+        like = rllib_settings_like(fast.trainer.config, fast.batch, s["rllib_ppo"]["train_batch_size"])
+        rows["rllib_ppo"] = RLlibPPO({**like, **runner})
+        rows["rllib_ppo_default_objective"] = RLlibPPO({**RLLIB_DEFAULT_OBJECTIVE, **s["rllib_ppo"]})
+        rates: dict[str, list[float]] = {k: [] for k in rows}
+        for _ in range(s["ppo_rounds"]):
+            rates["rllib_ppo"].append(rows["rllib_ppo"].run())
             for _ in range(s["fast_ppo"]["iterations"]):
                 fast.run()
-        return statistics.median(b), fast.summary()
+            rates["rllib_ppo_default_objective"].append(rows["rllib_ppo_default_objective"].run())
+        fast_objective = fast_ppo_objective(fast.trainer.config, fast.batch)
+        like_for_like = {
+            "fast_ppo": fast_objective, "rllib_ppo": rows["rllib_ppo"].objective,
+            "differences": differences(fast_objective, rows["rllib_ppo"].objective),
+            "rllib_ppo_default_objective": rows["rllib_ppo_default_objective"].objective,
+            "batch_agent_steps": {"fast_ppo": fast.batch, "rllib_ppo": rows["rllib_ppo"].batch}, "notes": NOTES,
+        }
+        return {k: statistics.median(v) for k, v in rates.items()}, fast.summary(), like_for_like
     finally:
-        rllib.stop()
+        for row in rows.values():
+            row.stop()
         if started_ray:
             ray.shutdown()
 
@@ -350,18 +390,20 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
 
     s = QUICK if quick else FULL
     rates = dict(zip(("pettingzoo_env", "fast_env"), env_rates(s, device)))
-    rates["rllib_ppo"], fast = ppo_rates(s, device)
-    rates["fast_ppo"] = fast["agent_steps_per_s"]
+    rllib, fast, like_for_like = ppo_rates(s, device)
+    rates.update(rllib, fast_ppo=fast["agent_steps_per_s"])
     size = 1024 if quick else 2048
     matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
     large = large_batch_run(s["large_batch"], device)
     deep = deep_policy_rates(s["deep_policy"], device)
     matmul = statistics.median([matmul_before, matmul_flops_per_s(device, size=size)])
     scale = scale_peak_memory(s["scale"], device)
+    comparable = not like_for_like["differences"]  # no ratio between different algorithms
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
-              "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"]}
+              "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"] if comparable else None,
+              "fast_ppo/rllib_ppo_default_objective": rates["fast_ppo"] / rates["rllib_ppo_default_objective"]}
     flop_fraction = large["flops_per_s"] / matmul
-    met = {"fast_ppo/rllib_ppo": ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
+    met = {"fast_ppo/rllib_ppo": comparable and ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
            "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"]}
     layers = "-".join(str(n) for n in s["scale"]["layers"])
     peak = {"process_rss": _peak_rss_mb()}
@@ -369,8 +411,10 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     return {
         "machine": machine_description(),
         "device": device_description(device),
-        "agent_steps_per_s": {k: rates[k] for k in ("pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo")},
+        "agent_steps_per_s": {k: rates[k] for k in ("pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
+                                                    "rllib_ppo_default_objective")},
         "ratios": ratios,
+        "like_for_like": like_for_like,
         "matmul_flops_per_s": matmul,
         "fast_ppo_flops_per_s": large["flops_per_s"],
         "peak_memory_mb": peak,
@@ -392,12 +436,29 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"machine: {r['machine']}\ndevice:  {r['device']}\n"
           f"numerics: {n['policy_path']}, torch {n['torch']}, kernel flags: {flags}\n")
     print(f"{'':28s}{'agent-steps/s':>16s}")
-    for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, end to end"),
-                       ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end")):
-        print(f"{label:28s}{rates[key]:16,.0f}")
+    for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, like-for-like"),
+                       ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end"),
+                       ("rllib_ppo_default_objective", "(b') RLlib PPO, its objective")):
+        print(f"{label:32s}{rates[key]:16,.0f}")
+    like = r["like_for_like"]
+    print("\nPPO settings (the objective and optimizer steps; marl_net/ppo_objective.py):")
+    heads = ("(d) fast PPO", "(b) RLlib PPO", "(b') RLlib default")
+    print(f"  {'':24s}{heads[0]:>16s}{heads[1]:>16s}{heads[2]:>20s}")
+    for key in like["fast_ppo"]:
+        cells = [like[side][key] for side in ("fast_ppo", "rllib_ppo", "rllib_ppo_default_objective")]
+        mark = "   DIFFERS" if key in like["differences"] else ""
+        print(f"  {key:24s}" + "".join(f"{str(c):>16s}" for c in cells[:2]) + f"{str(cells[2]):>20s}{mark}")
+    print(f"  batch (agent-steps)     {like['batch_agent_steps']['fast_ppo']:>16,}{like['batch_agent_steps']['rllib_ppo']:>16,}")
+    print("  not compared: " + "; ".join(f"{k} {v['fast_ppo']} (d) vs {v['rllib_ppo']} (b)" for k, v in like["notes"].items()))
     print(f"\nratio (c)/(a): {ratios['fast_env/pettingzoo_env']:8.1f}x")
-    print(f"ratio (d)/(b): {ratios['fast_ppo/rllib_ppo']:8.1f}x   target >= {TARGETS['fast_ppo/rllib_ppo']:.0f}x"
-          f"   {'met' if cfg['targets_met']['fast_ppo/rllib_ppo'] else 'MISSED'}")
+    if ratios["fast_ppo/rllib_ppo"] is None:
+        print(f"ratio (d)/(b): not reported: the two sides differ in {like['differences']}   MISSED")
+    else:
+        print(f"ratio (d)/(b): {ratios['fast_ppo/rllib_ppo']:8.1f}x   target >= {TARGETS['fast_ppo/rllib_ppo']:.0f}x"
+              f"   {'met' if cfg['targets_met']['fast_ppo/rllib_ppo'] else 'MISSED'}   (like-for-like, median of "
+              f"{cfg['settings']['ppo_rounds']} alternating rounds)")
+    print(f"ratio (d)/(b'): {ratios['fast_ppo/rllib_ppo_default_objective']:7.1f}x   (not like-for-like: RLlib's own "
+          "objective; no target)")
     fast = cfg["fast_ppo_throughput"]
     print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
           f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs)")
