@@ -19,6 +19,7 @@ compare``, the bench JSON and fast-path checkpoints store under ``"numerics"``::
      "kernels_ran": ["observation_rows", "synapse_kernel"],   # kernels called while recording
      "kernel_builds": {"synapse_kernel": {"compiler": "g++ (Debian 12.2.0-14+deb12u1) 12.2.0",
                                           "flags": ["-O3", "-march=native", ...]}},
+     "kernel_threads": 2,                      # threads the policy kernel's work is spread over
      "torch": "2.13.0", "torch_threads": 1, "device": "cpu",
      "device_name": "AMD EPYC (x86_64)", "cpu": "AMD EPYC", "python": "3.11.2"}
 
@@ -42,6 +43,7 @@ KERNEL_ENV = "MARL_NET_FUSED"  # "0" turns the kernels off where no setting was 
 POLICY_KERNEL = "synapse_kernel"  # the name the policy's kernel is recorded under
 
 _setting: bool | None = None
+_kernel_threads = 1
 _builds: dict[str, dict[str, Any]] = {}
 _ran: list[set[str]] = [set()]  # [since the process began, then one per open recording()]
 
@@ -78,6 +80,19 @@ def kernel_setting() -> dict[str, Any]:
 def kernels_on() -> bool:
     """Whether the kernels may run (each still checks it applies); see :func:`kernel_setting`."""
     return _setting if _setting is not None else os.environ.get(KERNEL_ENV, "1") != "0"
+
+
+def set_kernel_threads(threads: int) -> None:
+    """Threads the policy kernel's acting and PPO minibatches run on (``FastPPOConfig.kernel_threads``).
+    The work is split into a fixed number of parts whatever the count, so results do not depend on it."""
+    global _kernel_threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"kernel_threads={threads!r}: pass a positive integer (1: no extra threads)")
+    _kernel_threads = threads
+
+
+def kernel_threads() -> int:
+    return _kernel_threads
 
 
 def record_build(name: str, compiler: str, flags: list[str]) -> None:
@@ -134,6 +149,7 @@ def describe(device: str = "cpu", ran: set[str] | None = None) -> dict[str, Any]
         "kernels": kernel_setting(),
         "kernels_ran": sorted(ran),
         "kernel_builds": {name: dict(build) for name, build in sorted(_builds.items()) if name in ran},
+        "kernel_threads": _kernel_threads,
         "torch": str(torch.__version__),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),

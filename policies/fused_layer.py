@@ -28,7 +28,7 @@ from marl_net.native import enabled  # numerics' switch (--kernels off, MARL_NET
 SOURCE = Path(__file__).with_name("synapse_kernel.cpp")
 # IEEE arithmetic (no -ffast-math: a NaN stays a NaN, sums in the source's order), fused
 # multiply-add by name (-ffp-contract=fast, GCC's default for C++ anyway); see marl_net.native.
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-std=c++17"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-std=c++17", "-pthread"]
 HIDDEN_SIZES = (16, 32, 48, 64)
 MAX_DEPTH = 3  # layers of the synapse network the kernel takes (DISPATCH_D in the source)
 MAX_FEATURES = 256  # columns of an observation row the kernel takes (MAX_F in the source)
@@ -59,6 +59,7 @@ def library() -> ctypes.CDLL | None:
         for fn in (lib.synapse_forward, lib.synapse_backward, lib.actor_critic_forward, lib.actor_critic_backward,
                    lib.actor_critic_sample, lib.ppo_minibatch):
             fn.restype = ctypes.c_int
+        lib.set_threads.argtypes, lib.set_threads.restype = [n], None
         _lib = lib
     return _lib
 
@@ -101,9 +102,13 @@ class _SynapseLayer(torch.autograd.Function):
 
 
 def _call(name: str, *args) -> None:
+    """Call kernel entry ``name`` (acting and PPO minibatches on ``numerics.kernel_threads()``
+    threads; their results do not depend on the count)."""
     numerics.record_ran(numerics.POLICY_KERNEL)
     raw = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
-    if getattr(library(), name)(*raw) != 0:
+    lib = library()
+    lib.set_threads(numerics.kernel_threads())
+    if getattr(lib, name)(*raw) != 0:
         shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
         raise ValueError(f"{name}: shapes {shapes} are not covered by the fused kernel; check applies() first")
 

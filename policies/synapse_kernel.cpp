@@ -18,11 +18,28 @@
 // by marl_net.policies.fused_layer (g++ -O3 -march=native -ffp-contract=fast: IEEE arithmetic, no fast-math) and called
 // through ctypes. GCC vector extensions: one vector is 16 floats (one AVX-512 register, two AVX2
 // ones); H is 16, 32, 48 or 64.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace {
+
+// Threads of ppo_minibatch and actor_critic_sample (set_threads). Their work is split so that the
+// arithmetic does not depend on the count: agents are independent when acting, and a minibatch's
+// gradient is summed chunk by chunk in chunk order whichever thread computed a chunk.
+long g_threads = 1;
+
+// work(t) for t = 0 .. T - 1, t = 0 on the calling thread.
+template <class Work>
+void parallel(long T, const Work &work) {
+    if (T <= 1) return work(0);
+    std::vector<std::thread> pool;
+    for (long t = 1; t < T; t++) pool.emplace_back(work, t);
+    work(0);
+    for (auto &th : pool) th.join();
+}
 
 constexpr int V = 16;  // floats per vector
 constexpr int G = 8;   // synapse rows processed together: independent chains keep the FPU busy
@@ -454,35 +471,46 @@ void ppo_minibatch(const Rows &in, const float *actions, const long *index, long
                    float *logp, float *value, float *real, float *dWT, float *dw, float *dW, float *db, float *dP) {
     const long K = in.K, F = in.F, H = HV * V, nP = Head::size(H), nW = (D - 1) * H * H, nb = (D - 1) * H;
     const long CHUNK = K < CHUNK_ROWS ? CHUNK_ROWS / K : 1;  // agents per chunk
+    const long chunks = (N + CHUNK - 1) / CHUNK;
+    // each chunk's gradient, in Head-then-network blocks: WT, w, W (+1), b (+1), P
+    const long oWT = 0, ow = F * H, oW = ow + H, ob = oW + nW + 1, oP = ob + nb + 1, size = oP + nP;
+    std::vector<float> grads(chunks * size);
+    parallel(std::min(g_threads, chunks), [&](long t) {
+        const long T = std::min(g_threads, chunks);
+        std::vector<float> mean(CHUNK * K), weights(CHUNK * K), mask(CHUNK * K), pooled(CHUNK * H), c1(CHUNK * H),
+            glogp(CHUNK), gvalue(CHUNK), layers(CHUNK * K * D * H);
+        for (long c = t; c < chunks; c += T) {
+            const long n0 = c * CHUNK, nc = N - n0 < CHUNK ? N - n0 : CHUNK;
+            const Rows chunk(index ? in.obs : in.obs + n0 * K * F, index ? index + n0 : nullptr, nc, K, F);
+            const float *acts = index ? actions : actions + n0 * K;
+            const long *idx = index ? index + n0 : nullptr;
+            actor_critic_forward<HV, D>(chunk, acts, idx, nc, net, w, hd, logp + n0, value + n0, real + n0,
+                                        mean.data(), weights.data(), pooled.data(), c1.data(), mask.data(), nullptr,
+                                        nullptr, layers.data());
+            for (long i = 0; i < nc; i++) {
+                const long n = n0 + i;
+                const float A = adv[n], r = std::exp(logp[n] - old_logp[n]);
+                const float lo = 1.0f - loss.clip, hi = 1.0f + loss.clip, rc = r < lo ? lo : (r > hi ? hi : r);
+                const bool through = (r >= lo && r <= hi) || -A * r > -A * rc;
+                glogp[i] = through ? -loss.scale * A * r : 0.0f;
+                gvalue[i] = loss.scale * loss.vf_coef * (value[n] - returns[n]);
+            }
+            float *g = grads.data() + c * size;
+            actor_critic_backward<HV, D>(chunk, acts, idx, nc, net, w, hd, mean.data(), weights.data(), mask.data(),
+                                         pooled.data(), c1.data(), glogp.data(), gvalue.data(), g + oWT, g + ow,
+                                         g + oW, g + ob, g + oP, layers.data());
+        }
+    });
     std::memset(dWT, 0, sizeof(float) * F * H), std::memset(dw, 0, sizeof(float) * H);
     std::memset(dP, 0, sizeof(float) * nP);
     if (D > 1) std::memset(dW, 0, sizeof(float) * nW), std::memset(db, 0, sizeof(float) * nb);
-    std::vector<float> mean(CHUNK * K), weights(CHUNK * K), mask(CHUNK * K), pooled(CHUNK * H), c1(CHUNK * H),
-        glogp(CHUNK), gvalue(CHUNK), cWT(F * H), cw(H), cW(nW + 1), cb(nb + 1), cP(nP), layers(CHUNK * K * D * H);
     auto add = [](float *to, const float *from, long n) {
         for (long i = 0; i < n; i++) to[i] += from[i];
     };
-    for (long n0 = 0; n0 < N; n0 += CHUNK) {
-        const long nc = N - n0 < CHUNK ? N - n0 : CHUNK;
-        const Rows chunk(index ? in.obs : in.obs + n0 * K * F, index ? index + n0 : nullptr, nc, K, F);
-        const float *acts = index ? actions : actions + n0 * K;
-        const long *idx = index ? index + n0 : nullptr;
-        actor_critic_forward<HV, D>(chunk, acts, idx, nc, net, w, hd, logp + n0, value + n0, real + n0, mean.data(),
-                                    weights.data(), pooled.data(), c1.data(), mask.data(), nullptr, nullptr,
-                                    layers.data());
-        for (long i = 0; i < nc; i++) {
-            const long n = n0 + i;
-            const float A = adv[n], r = std::exp(logp[n] - old_logp[n]);
-            const float lo = 1.0f - loss.clip, hi = 1.0f + loss.clip, rc = r < lo ? lo : (r > hi ? hi : r);
-            const bool through = (r >= lo && r <= hi) || -A * r > -A * rc;
-            glogp[i] = through ? -loss.scale * A * r : 0.0f;
-            gvalue[i] = loss.scale * loss.vf_coef * (value[n] - returns[n]);
-        }
-        actor_critic_backward<HV, D>(chunk, acts, idx, nc, net, w, hd, mean.data(), weights.data(), mask.data(),
-                                     pooled.data(), c1.data(), glogp.data(), gvalue.data(), cWT.data(), cw.data(),
-                                     cW.data(), cb.data(), cP.data(), layers.data());
-        add(dWT, cWT.data(), F * H), add(dw, cw.data(), H), add(dP, cP.data(), nP);
-        if (D > 1) add(dW, cW.data(), nW), add(db, cb.data(), nb);
+    for (long c = 0; c < chunks; c++) {  // in chunk order, whatever the threads
+        const float *g = grads.data() + c * size;
+        add(dWT, g + oWT, F * H), add(dw, g + ow, H), add(dP, g + oP, nP);
+        if (D > 1) add(dW, g + oW, nW), add(db, g + ob, nb);
     }
 }
 
@@ -545,17 +573,25 @@ extern "C" int actor_critic_forward(const float *obs, const long *index, const f
 
 // Acting (no gradients): the actions (mean + exp(log_std) noise) m of the N agents of obs
 // [N, K, F], given noise [N, K], written to actions [N, K], with their logp and value [N].
+// Agents are independent here: set_threads' threads take contiguous ranges of them.
 extern "C" int actor_critic_sample(const float *obs, const float *noise, long N, long K, long F, long H, NET_ARGS,
                                    const float *w, const float *P, float *actions, float *logp, float *value) {
-    const Rows in(obs, nullptr, N, K, F);
     const Net net{WT, F, W, WdT, b};
     const Head hd{H, P};
+    const long T = std::max(1L, std::min(g_threads, N / 64));  // at least 64 agents a thread
     std::vector<float> real(N), mean(N * K), weights(N * K), mask(N * K), pooled(N * H), c1(N * H);
-#define AC_SAMPLE(HV, D_)                                                                                        \
-    actor_critic_forward<HV, D_>(in, nullptr, nullptr, N, net, w, hd, logp, value, real.data(), mean.data(),   \
-                                 weights.data(), pooled.data(), c1.data(), mask.data(), noise, actions)
+#define AC_SAMPLE(HV, D_)                                                                                          \
+    parallel(T, [&](long t) {                                                                                      \
+        const long lo = t * N / T, n = (t + 1) * N / T - lo;                                                       \
+        const Rows in(obs + lo * K * F, nullptr, n, K, F);                                                         \
+        actor_critic_forward<HV, D_>(in, nullptr, nullptr, n, net, w, hd, logp + lo, value + lo, real.data() + lo, \
+                                     mean.data() + lo * K, weights.data() + lo * K, pooled.data() + lo * H,        \
+                                     c1.data() + lo * H, mask.data() + lo * K, noise + lo * K, actions + lo * K);  \
+    })
     DISPATCH(AC_SAMPLE)
 }
+
+extern "C" void set_threads(long threads) { g_threads = threads < 1 ? 1 : threads; }
 
 // Gradients of sum(glogp * logp + gvalue * value): writes dWT [F, H], dw [H], dW [D - 1, H, H],
 // db [D - 1, H] and dP (Head's layout).

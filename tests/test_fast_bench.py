@@ -17,9 +17,14 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "like_for_like", "matmul_flops_per_s",
                            "fast_ppo_flops_per_s", "peak_memory_mb", "config", "numerics"}
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
-                                                "rllib_ppo_default_objective"}
+                                                "rllib_ppo_default_objective", "fast_ppo_1_core", "fast_ppo_2_cores",
+                                                "fast_ppo_2_cores_kernel_only"}
     assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo",
-                                     "fast_ppo/rllib_ppo_default_objective"}
+                                     "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core"}
+    cores = result["config"]["cores"]  # one core and two, the same seed: the same results, bit for bit
+    assert cores["same_results"] is True
+    assert result["ratios"]["fast_ppo_2_cores/1_core"] == rates_of(result, "fast_ppo_2_cores") / rates_of(
+        result, "fast_ppo_1_core")
     assert all(v > 0 for v in result["agent_steps_per_s"].values())
     rates, like = result["agent_steps_per_s"], result["like_for_like"]
     # (b) read back from RLlib's built config equals (d)'s settings, so the ratio is reported
@@ -34,3 +39,7 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert set(result["config"]["targets_met"]) == set(bench.TARGETS)
     deep = result["config"]["deep_policy_fast_ppo"]  # the shipped policy, fused kernel and torch side by side
     assert set(deep) == {"fused", "torch"} and all(d["agent_steps_per_s"] > 0 for d in deep.values())
+
+
+def rates_of(result, key):
+    return result["agent_steps_per_s"][key]

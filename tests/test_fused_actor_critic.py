@@ -162,3 +162,30 @@ def test_a_fast_ppo_iteration_through_the_kernel_lands_where_the_torch_path_does
     torch.testing.assert_close(fused.buffer.rewards, plain.buffer.rewards, rtol=1e-4, atol=1e-6)
     for (name, a), b in zip(fused.policy.state_dict().items(), plain.policy.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name} after one iteration: {m}")
+
+
+def test_kernel_threads_change_no_result_bit_for_bit():
+    """Acting and PPO minibatches spread over threads (agents split when acting, chunks of a
+    minibatch computed apart and summed in chunk order) give exactly the one-thread results."""
+    from marl_net import numerics
+
+    policy, obs = _policy(32, depth=2), _obs(600, 16, 6)  # 600 agents: several threads' worth, many chunks
+    g = torch.Generator().manual_seed(5)
+    noise, index = torch.randn(600, 16, generator=g), torch.randperm(600, generator=g)[:500]
+    old_logp, adv, returns = (torch.randn(500, generator=g) for _ in range(3))
+    runs = []
+    for threads in (1, 2, 3):
+        numerics.set_kernel_threads(threads)
+        try:
+            actions = torch.empty(600, 16)
+            logp, value = fused_actor_critic.sample(policy, obs, noise, actions)
+            policy.zero_grad()
+            anchor, *outs = fused_actor_critic.ppo_minibatch(policy, obs, actions, index, old_logp, adv, returns, 0.2,
+                                                             0.5, 1 / 500)
+            anchor.backward()
+        finally:
+            numerics.set_kernel_threads(1)
+        runs.append([actions, logp, value, *outs, *(p.grad.clone() for p in policy.parameters() if p.grad is not None)])
+    assert len(runs[0]) > 6 and runs[0][-1].abs().sum() > 0
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))

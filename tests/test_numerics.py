@@ -92,3 +92,23 @@ def test_a_fast_path_checkpoint_records_the_path_its_iterations_took(tmp_path, o
     saved = torch.load(trainer.save(str(tmp_path)), weights_only=False)["numerics"]
     assert saved["policy_path"] == ("fused kernel" if on else "torch")
     assert saved["kernels_ran"] == (["observation_rows", "synapse_kernel"] if on else [])
+
+
+def test_a_fast_ppo_run_on_two_kernel_threads_equals_the_one_thread_run():
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    env = {"layers": (8, 16, 4), "max_cycles": 4, "batch_size": 8}
+    trainers = [FastPPO(env, {"hidden": 32, "depth": 2},
+                        FastPPOConfig(copies=16, rollout_steps=4, minibatch_size=512, num_epochs=2, kernel_threads=t),
+                        seed=0) for t in (1, 2)]
+    try:
+        for _ in range(2):
+            for trainer in trainers:
+                trainer.train()
+    finally:
+        numerics.set_kernel_threads(1)
+    one, two = (t.policy.state_dict() for t in trainers)
+    assert all(torch.equal(one[k], two[k]) for k in one) and torch.equal(trainers[0].obs, trainers[1].obs)
+    assert trainers[1].state_dict()["numerics"]["kernel_threads"] == 2
+    with pytest.raises(ValueError, match="kernel_threads"):
+        FastPPOConfig(kernel_threads=0)

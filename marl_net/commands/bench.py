@@ -22,14 +22,18 @@ describes) against a torch matmul rate measured in the same run; and the peak me
 on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at two copy counts,
 each in a child process of its own, so the two peaks are separate. Last, (d) once more with the
 policy every shipped config uses (hidden 32, depth 2), through the fused CPU kernel and through
-torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make.
+torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make;
+and (d) on one core and on two (``CORES``: ``FastPPOConfig.kernel_threads`` and ``torch_threads``),
+the same seed in alternating rounds, checking that every setting ends with the same parameters.
 
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
-of RLlib PPO, and at least 25% of the matmul rate at large batch. ``--quick`` shrinks everything
+of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
+least 1.6x its one-core rate. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
-rllib_ppo_default_objective}, "ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when
-the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective"}, "like_for_like": {"fast_ppo",
+rllib_ppo_default_objective, fast_ppo_1_core, fast_ppo_2_cores, fast_ppo_2_cores_kernel_only}, "ratios":
+{"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when the two sides' settings differ),
+"fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core"}, "like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
 "differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
 "fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}, "numerics": {...}}`` (``config``
@@ -52,7 +56,13 @@ from typing import Any
 
 HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 
-TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25}
+TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores/1_core": 1.6}
+# (d) on one core and on two: FastPPOConfig's kernel_threads (the fused kernel's acting and
+# minibatches) and torch_threads (the env's and the learner's torch ops). "2_cores" gives both two
+# threads; "2_cores_kernel_only" leaves torch on one (shown, no target).
+CORES = {"1_core": {"kernel_threads": 1, "torch_threads": 1},
+         "2_cores": {"kernel_threads": 2, "torch_threads": 2},
+         "2_cores_kernel_only": {"kernel_threads": 2, "torch_threads": 1}}
 
 ENV = {"task": "teacher_student", "layers": [8, 16, 4], "ownership": "outgoing", "reward": "global_loss", "max_cycles": 20}
 # The launch both PPO paths run: same env, same policy, same PPO objective (no KL term, clipped
@@ -85,6 +95,7 @@ FULL = {
     "scale": {"layers": [784, 1000, 10], "copies": [4, 16], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 2048, "collect_chunk": 4096},
     # (d) again with the policy every shipped config uses, through the fused kernel and through torch
+    "cores": {"copies": 256, "rollout_steps": 20, "minibatch_size": 30720, "rounds": 3},  # (d), alternating
     "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 256, "rollout_steps": 20,
                     "minibatch_size": 30720, "rounds": 3},
 }
@@ -99,6 +110,7 @@ QUICK = {
                     "minibatch_size": 512, "iterations": 1},
     "scale": {"layers": [32, 64, 10], "copies": [1, 2], "policy": {"hidden": 16, "depth": 1}, "rollout_steps": 2,
               "num_epochs": 1, "minibatch_size": 1024, "collect_chunk": 0},
+    "cores": {"copies": 16, "rollout_steps": 5, "minibatch_size": 480, "rounds": 1},
     "deep_policy": {"policy": {"hidden": 32, "depth": 2}, "copies": 4, "rollout_steps": 5, "minibatch_size": 256,
                     "rounds": 1},
 }
@@ -221,6 +233,7 @@ class FastPPORun:
         _sync(self.device)
         start = time.perf_counter()
         metrics = self.trainer.train()
+        self.torch_threads = torch_threads()
         _sync(self.device)
         self.seconds.append(time.perf_counter() - start)
         self.phases.append((metrics["collect_time_s"], metrics["learn_time_s"]))
@@ -230,6 +243,7 @@ class FastPPORun:
         elapsed = statistics.median(self.seconds)
         batch = self.trainer.steps * self.trainer.env.num_rows
         return {"agent_steps_per_s": batch / elapsed, "flops_per_s": self.flops / elapsed,
+                "kernel_threads": self.trainer.kernel_threads, "torch_threads": self.torch_threads,
                 "flops_per_iteration": self.flops, "seconds_per_iteration": elapsed,
                 "collect_us_per_agent_step": statistics.median(c for c, _ in self.phases) / batch * 1e6,
                 "learn_us_per_agent_step": statistics.median(l for _, l in self.phases) / batch * 1e6}
@@ -307,6 +321,30 @@ def deep_policy_rates(s: dict[str, Any], device: str) -> dict[str, dict[str, flo
     return {kind: run.summary() for kind, run in runs.items()}
 
 
+def core_rates(s: dict[str, Any], device: str) -> dict[str, Any]:
+    """(d) with each of ``CORES``' thread settings, the same seed, in alternating rounds of one
+    iteration each; whether every setting ended with the same policy parameters, bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    runs = {}
+    try:
+        for name, setting in CORES.items():
+            runs[name] = FastPPORun(THROUGHPUT["policy"], {**{k: v for k, v in s.items() if k != "rounds"}, **setting},
+                                    device)
+        for _ in range(s["rounds"]):
+            for run in runs.values():
+                run.run()
+    finally:
+        torch.set_num_threads(threads)
+    first, *others = (run.trainer.policy.state_dict() for run in runs.values())
+    same = all(all(torch.equal(first[k], other[k]) for k in first) for other in others)
+    rates = {name: run.summary() for name, run in runs.items()}
+    return {"runs": rates, "same_results": same,
+            "ratios": {f"{name}/1_core": rates[name]["agent_steps_per_s"] / rates["1_core"]["agent_steps_per_s"]
+                       for name in CORES if name != "1_core"}}
+
+
 def scale_peak_memory(settings: dict[str, Any], device: str) -> dict[str, Any]:
     """Peak memory of one fast-PPO iteration on the big network, at each copy count, each in a
     fresh child process (peak RSS, or peak CUDA memory on a GPU)."""
@@ -343,6 +381,12 @@ def scale_child(job_json: str) -> None:
 
 
 # ------------------------------------------------------------------------------ helpers
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -396,6 +440,7 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
     large = large_batch_run(s["large_batch"], device)
     deep = deep_policy_rates(s["deep_policy"], device)
+    cores = core_rates(s["cores"], device) if device == "cpu" else None
     matmul = statistics.median([matmul_before, matmul_flops_per_s(device, size=size)])
     scale = scale_peak_memory(s["scale"], device)
     comparable = not like_for_like["differences"]  # no ratio between different algorithms
@@ -405,14 +450,17 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     flop_fraction = large["flops_per_s"] / matmul
     met = {"fast_ppo/rllib_ppo": comparable and ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
            "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"]}
+    if cores is not None:
+        ratios["fast_ppo_2_cores/1_core"] = cores["ratios"]["2_cores/1_core"]
+        met["fast_ppo_2_cores/1_core"] = ratios["fast_ppo_2_cores/1_core"] >= TARGETS["fast_ppo_2_cores/1_core"]
+        rates.update({f"fast_ppo_{name}": r["agent_steps_per_s"] for name, r in cores["runs"].items()})
     layers = "-".join(str(n) for n in s["scale"]["layers"])
     peak = {"process_rss": _peak_rss_mb()}
     peak.update({f"fast_ppo_{layers}_copies_{c}": r.get("peak_cuda_mb", r["peak_rss_mb"]) for c, r in scale.items()})
     return {
         "machine": machine_description(),
         "device": device_description(device),
-        "agent_steps_per_s": {k: rates[k] for k in ("pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
-                                                    "rllib_ppo_default_objective")},
+        "agent_steps_per_s": rates,
         "ratios": ratios,
         "like_for_like": like_for_like,
         "matmul_flops_per_s": matmul,
@@ -421,7 +469,7 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
         "config": {
             "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
             "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
-            "deep_policy_fast_ppo": deep,
+            "deep_policy_fast_ppo": deep, "cores": cores,
             "scale": {str(c): r for c, r in scale.items()},
             "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
                              "see marl_net/fast/flops.py",
@@ -461,7 +509,8 @@ def print_table(r: dict[str, Any]) -> None:
           "objective; no target)")
     fast = cfg["fast_ppo_throughput"]
     print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
-          f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs)")
+          f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs; "
+          f"kernel threads {fast['kernel_threads']}, torch threads {fast['torch_threads']})")
     deep = cfg["deep_policy_fast_ppo"]
     policy = cfg["settings"]["deep_policy"]["policy"]
     print(f"\n(d) with the shipped policy (hidden {policy['hidden']}, depth {policy['depth']}), agent-steps/s:")
@@ -472,6 +521,18 @@ def print_table(r: dict[str, Any]) -> None:
                   f" + learning {d['learn_us_per_agent_step']:.2f} us per agent-step)")
     if "fused" in deep:
         print(f"  fused / torch: {deep['fused']['agent_steps_per_s'] / deep['torch']['agent_steps_per_s']:.2f}x")
+    cores = cfg["cores"]
+    if cores is not None:
+        print("\n(d) on one core and on two (kernel_threads, torch_threads), agent-steps/s:")
+        for name, setting in CORES.items():
+            c = cores["runs"][name]
+            print(f"  {name:22s}{str((setting['kernel_threads'], setting['torch_threads'])):>8s}"
+                  f"{c['agent_steps_per_s']:12,.0f}   (collection {c['collect_us_per_agent_step']:.2f} us + learning "
+                  f"{c['learn_us_per_agent_step']:.2f} us per agent-step)")
+        print(f"  2 cores / 1 core: {cores['ratios']['2_cores/1_core']:.2f}x   target >= "
+              f"{TARGETS['fast_ppo_2_cores/1_core']}x   {'met' if cfg['targets_met']['fast_ppo_2_cores/1_core'] else 'MISSED'}"
+              f"   (kernel only: {cores['ratios']['2_cores_kernel_only/1_core']:.2f}x); same seed, same results: "
+              f"{'yes, bit for bit' if cores['same_results'] else 'NO'}")
     print(f"\ntorch matmul rate:           {r['matmul_flops_per_s'] / 1e9:8.1f} GFLOP/s")
     print(f"fast PPO at large batch:     {r['fast_ppo_flops_per_s'] / 1e9:8.1f} GFLOP/s = "
           f"{cfg['fast_ppo_flops_fraction_of_matmul']:.0%} of matmul   target >= {TARGETS['fast_ppo_flops/matmul']:.0%}"

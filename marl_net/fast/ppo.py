@@ -78,6 +78,9 @@ class FastPPOConfig:
     train_batch_size: int | None = None  # agent-steps per iteration; sets rollout_steps when given
     device: str = "cpu"  # torch device of the policy and the network core ("cuda" on a GPU machine)
     torch_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # threads of the fused CPU kernel's acting and minibatches (None: every core); results do not
+    # depend on it (the work is split into fixed parts: marl_net.policies.fused_actor_critic.PARTS)
+    kernel_threads: int | None = None
     collect_chunk: int = 0  # rows per torch-path policy forward while collecting (0: all at once); bounds memory
     # (the fused CPU kernel keeps nothing per hidden unit and always takes all rows)
 
@@ -92,7 +95,8 @@ class FastPPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1]")
         if not self.clip_param > 0:
             raise ValueError(f"clip_param={self.clip_param!r} must be positive")
-        for name in ("rollout_steps", "train_batch_size", "torch_threads", "grad_clip", "lr_anneal_iterations"):
+        for name in ("rollout_steps", "train_batch_size", "torch_threads", "kernel_threads", "grad_clip",
+                     "lr_anneal_iterations"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value!r} must be positive or None")
@@ -186,6 +190,7 @@ class FastPPO:
         self.config = config = config or FastPPOConfig()
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
+        self.kernel_threads = config.kernel_threads or os.cpu_count() or 1
         self.device = torch.device(config.device)
         self.seed = int(seed)
         self.env = VectorNetworkEnv(env_config, copies=config.copies, device=self.device)
@@ -315,6 +320,9 @@ class FastPPO:
         """Collect one rollout and learn from it. Returns the iteration's metrics (flat keys, plus
         ``env_runners/episode_return_mean`` as RLlib names it, so one Tune metric fits both paths)."""
         start = time.perf_counter()
+        numerics.set_kernel_threads(self.kernel_threads)  # this trainer's threads, for this iteration
+        if self.config.torch_threads is not None and torch.get_num_threads() != self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
         with numerics.recording() as ran:
             with torch.no_grad():
                 next_value, ended_episodes = self._collect()
@@ -477,11 +485,12 @@ class FastPPO:
             "seed": self.seed,
             "ppo_config": dataclasses.asdict(self.config),
             "env_config": self.env.config.to_dict(),
-            "numerics": numerics.describe(str(self.device), self.kernels_ran),  # this process's; a record only
+            # this process's arithmetic, with this trainer's kernel threads; a record only
+            "numerics": {**numerics.describe(str(self.device), self.kernels_ran), "kernel_threads": self.kernel_threads},
         }
 
     # PPO settings that say how a run computes, not what: a checkpoint may resume with others.
-    RUNTIME_SETTINGS = ("device", "torch_threads", "collect_chunk")
+    RUNTIME_SETTINGS = ("device", "torch_threads", "kernel_threads", "collect_chunk")
 
     def check_compatible(self, state: Mapping[str, Any], where: str = "the checkpoint") -> None:
         """Raise ValueError, naming the keys, when ``state`` was saved by a run whose env, policy or
