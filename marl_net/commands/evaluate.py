@@ -66,7 +66,10 @@ def write_outputs(out: Path, mean, std, config, title: str) -> None:
         for t, m, s in zip(steps, mean.tolist(), std.tolist()):
             fh.write(f"{t},{m:.6g},{s:.6g}\n")
     with open(out / "loss_curve.json", "w") as fh:
-        json.dump({"env_config": config.to_dict(), "loss_mean": mean.tolist(), "loss_std": std.tolist()}, fh, indent=1)
+        from marl_net import numerics
+
+        json.dump({"env_config": config.to_dict(), "loss_mean": mean.tolist(), "loss_std": std.tolist(),
+                   "numerics": numerics.describe("cpu")}, fh, indent=1)  # the arithmetic of this evaluation
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, mean.numpy(), label="learned rule (mean)")
     ax.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), alpha=0.25, label="± std over episodes")
