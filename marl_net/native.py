@@ -9,7 +9,7 @@ Where a kernel cannot be built (no compiler) or is turned off (``marl_net.numeri
 the kernel. Each kernel loaded is recorded with its compiler and flags (``numerics.describe``).
 
 Flags: never ``-ffast-math`` (it lets the compiler assume no NaN or infinity exists, so a NaN
-observation came out of the policy kernel as a finite action; ``tests/test_fused_layer.py``);
+observation came out of the policy kernel as a finite action; ``tests/test_numerics.py``);
 ``-march=native`` (the host's vector width: a portable ``-march=x86-64-v3`` build of the policy
 kernel ran 27x slower on an AVX-512 host, its 16-float vectors split badly), recorded with the CPU.
 """

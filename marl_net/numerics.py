@@ -84,7 +84,8 @@ def kernels_on() -> bool:
 
 def set_kernel_threads(threads: int) -> None:
     """Threads the policy kernel's acting and PPO minibatches run on (``FastPPOConfig.kernel_threads``).
-    The work is split into a fixed number of parts whatever the count, so results do not depend on it."""
+    Results do not depend on it: agents are independent when acting, and a minibatch's chunk
+    gradients are summed in chunk order whichever thread computed them (``synapse_kernel.cpp``)."""
     global _kernel_threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"kernel_threads={threads!r}: pass a positive integer (1: no extra threads)")

@@ -79,7 +79,7 @@ class FastPPOConfig:
     device: str = "cpu"  # torch device of the policy and the network core ("cuda" on a GPU machine)
     torch_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
     # threads of the fused CPU kernel's acting and minibatches (None: every core); results do not
-    # depend on it (the work is split into fixed parts: marl_net.policies.fused_actor_critic.PARTS)
+    # depend on it (agents split when acting; a minibatch's chunk gradients summed in chunk order)
     kernel_threads: int | None = None
     collect_chunk: int = 0  # rows per torch-path policy forward while collecting (0: all at once); bounds memory
     # (the fused CPU kernel keeps nothing per hidden unit and always takes all rows)
