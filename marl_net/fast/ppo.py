@@ -527,6 +527,8 @@ class FastPPO:
         self.episodes = collections.deque(state["episodes"], maxlen=100)
         self.iteration = int(state["iteration"])
         self.agent_steps = int(state["agent_steps"])
+        # the run's record goes on: the kernels its iterations ran before the checkpoint (marl_net.numerics)
+        self.kernels_ran = set((state.get("numerics") or {}).get("kernels_ran", ()))
         self.seed = int(state["seed"])  # the run's seed (a later save records it, not the constructor's)
 
     CHECKPOINT_FILE = "fast_ppo.pt"
