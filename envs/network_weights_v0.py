@@ -51,13 +51,23 @@ Rewards
     the global signal ``-E_t`` by ``local_ratio``; ``reward_unit="percent"`` pays in percent of
     the episode's initial loss (the same scale on every task). See ``marl_net.rewards``.
 
+RL inner tasks
+    With ``task="bandit" | "harlow" | "maze"`` the controlled network is itself an RL agent: a
+    softmax policy over the task's actions acting in ``batch_size`` parallel copies of the task
+    instance, one inner time step per env step (the reset takes the first), its input the task's
+    observation plus the previous action one-hot and the previous reward (RL²). The inner loss
+    is the negative mean reward of the step, so every loss-based scheme applies. Ready-made
+    settings: ``marl_net.tasks.rl.preset("bandit2" | "bandit10" | "harlow" | "maze" |
+    "maze_large")``. RL signals as features: ``inner_reward``, ``reward_prediction_error``,
+    ``output_eligibility``, ``reinforce_update`` (``marl_net.rl_features``).
+
 Episode end
     Truncation after ``max_cycles`` steps. Termination when the network diverges (non-finite loss
     or weights, or either beyond ``divergence_threshold``): every agent gets
     ``-divergence_penalty`` on that step and observations stay finite.
 
 Arguments
-    task ("teacher_student" | "digits" | "mnist" | "multiplexer"), task_kwargs (dict, e.g.
+    task ("teacher_student" | "digits" | "mnist" | "multiplexer" | "bandit" | "harlow" | "maze"), task_kwargs (dict, e.g.
     ``{"data_dir": ...}`` for mnist), split ("train" | "heldout"), layers (sizes including input
     and output), ownership, reward, local_ratio, reward_unit, max_cycles, batch_size, action_scale,
     clip_actions, hidden_activation, output_activation, bias, init_gain, observations,
@@ -65,7 +75,7 @@ Arguments
     Misspelled arguments raise ValueError with the closest valid name.
 
 Version history
-    v0: initial release.
+    v0: initial release; RL inner tasks (bandit, harlow, maze) and RL features added.
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ from marl_net.feedback_alignment import FEEDBACK_FEATURES, check_computable, che
 from marl_net.network import NetworkSpec
 from marl_net.observations import DEFAULT_FEATURES, check_features
 from marl_net.ownership import OWNERSHIPS
-from marl_net.rewards import REWARD_UNITS, check_scheme
+from marl_net.rewards import REWARD_UNITS, REWARDS, check_scheme
 from marl_net.tasks import TASKS
 from marl_net.tasks.base import check_split
 from marl_net.validation import check_field_types
+from marl_net.tasks.rl import RLTask
+from marl_net.rl_features import RL_FEATURES
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,35 @@ class EnvConfig:
                              "Bernoulli units is undefined: drop it, or observe 'bernoulli_eligibility' / "
                              "'output_gradient'")
         check_split(self.split)
+        self._check_rl()
         spec = self.network_spec()  # validates activations, init_gain
         check_mode(self.feedback)
         if uses_feedback(signals):
             enabled = [n for n, s in zip(self.observations, signals) if s in FEEDBACK_FEATURES]
             check_computable(spec, getattr(TASKS[self.task][0], "loss", None), what=f"observations {enabled}")
+
+    @property
+    def is_rl(self) -> bool:
+        """True for an RL inner task (``marl_net.tasks.rl``): the network is a policy."""
+        return issubclass(TASKS[self.task][0], RLTask)
+
+    def _check_rl(self) -> None:
+        """RL-only features need an RL task; RL tasks refuse what replays a supervised loss."""
+        rl_tasks = sorted(n for n, (cls, _) in TASKS.items() if issubclass(cls, RLTask))
+        if not self.is_rl:
+            wrong = [n for n in self.observations if n in RL_FEATURES]
+            if wrong:
+                raise ValueError(f"observations {wrong} exist only for RL tasks {rl_tasks} (task={self.task!r} "
+                                 "has no actions or rewards): drop them")
+            return
+        if REWARDS[self.reward].deterministic_units:
+            raise ValueError(f"reward={self.reward!r} replays the loss on counterfactual weights, which an RL task "
+                             f"cannot (its loss is the reward of actions taken): pick global_loss, loss_improvement "
+                             "or weight_max")
+        wrong = [n for n in self.observations if n.startswith(("np_", "wp_"))]
+        if wrong:
+            raise ValueError(f"observations {wrong} compare a perturbed supervised loss with the step's loss, which "
+                             f"task={self.task!r} (RL) does not have: drop them (see marl_net.rl_features)")
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(self.layers, self.hidden_activation, self.output_activation, self.bias, self.init_gain)

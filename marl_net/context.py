@@ -39,6 +39,7 @@ class StepContext:
     # accumulator features' values after this evaluation's update, {name: [E, rows, cols] per layer}
     # (``marl_net.accumulators``; set by the core when such features are enabled)
     accumulators: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    rl: Any = None  # RL tasks: the step's marl_net.tasks.rl.RLStep (actions, probabilities, rewards, baseline)
 
     @property
     def copies(self) -> int:

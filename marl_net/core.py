@@ -12,6 +12,12 @@ from the copy's seed. A batched run seeded ``[s_0, ..., s_{E-1}]`` therefore equ
 runs seeded ``s_e``: bit for bit at one torch thread (``torch.set_num_threads(1)``); with more, MKL may split a batched matmul's
 reduction across threads differently for different batch sizes (seen on AMD EPYC), and the copies
 then agree to float rounding only.
+
+RL inner tasks (``marl_net.tasks.rl``): the network is a policy acting in ``batch_size`` inner
+copies of its task. A step then applies the weight changes, runs the forward pass on the RL²
+input, samples actions (noise generator), steps the task (data generator) and takes the loss
+``-mean reward``; the running reward baseline ``[E]`` is core state, reset to 0 with the network.
+Supervised tasks take none of these paths and draw exactly what they drew before.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from marl_net.observations import observe
 from marl_net.ownership import Ownership
 from marl_net.rewards import REWARDS, compute_rewards
 from marl_net.tasks import make_task, sample_task_id
+from marl_net.tasks.rl import RLTask, assign_state, index_state
 
 
 @dataclass
@@ -62,6 +69,7 @@ class NetworkWeightsCore:
         self.ownership = Ownership(self.spec, config.ownership)
         self.task = make_task(config.task, self.spec.layers[0], self.spec.layers[-1], **config.task_kwargs)
         self.task.check_network(self.spec.layers[0], self.spec.layers[-1])
+        self.rl = isinstance(self.task, RLTask)
         self.scheme = REWARDS[config.reward]
         self.num_features = len(config.observations) + 1
         # accumulator features (ema<decay>[<signal>]): their state, {name: [E, rows, cols] per layer},
@@ -106,6 +114,8 @@ class NetworkWeightsCore:
                 return self.last_obs
         gens = [self.data_gens[i] for i in idx]
         task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
+        if self.rl:
+            return self._reset_rl(idx, gens, task_ids)
         inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
         params = join_bias(*init_weights(self.spec, gens, device=self.device))
         # the minibatch indices of the episode (its first BATCH_TABLE_STEPS steps), drawn now in one
@@ -146,6 +156,44 @@ class NetworkWeightsCore:
             for name, layers in accumulators.update(self.accumulator_specs, ctx, None).items():
                 for state, fresh in zip(self.accumulators[name], layers):
                     state[sel] = fresh
+        self.last_obs[sel] = observe(ctx, self.config.observations)
+        return self.last_obs
+
+    def _reset_rl(self, idx: list[int], gens: list[torch.Generator], task_ids: list[int]) -> torch.Tensor:
+        """:meth:`reset` for an RL task: fresh weights, then the task instances' first states,
+        a zero reward baseline, and the first inner step (the reset acts, see ``marl_net.tasks.rl``)."""
+        params = join_bias(*init_weights(self.spec, gens, device=self.device))
+        state = self.task.initial_state(task_ids, gens, self.config.batch_size, self.device)
+        scale = torch.full((len(idx),), float(self.task.reward_scale), device=self.device)
+        feedback = None
+        if self.feedback_mode is not None:  # from the noise generators, before the reset's forward pass
+            feedback = draw_feedback(self.spec, self.feedback_mode, [self.noise_gens[i] for i in idx], self.device)
+        if len(idx) == self.copies:
+            self.params, self.task_ids, self.rl_state = params, task_ids, state
+            self.feedback = feedback
+            self.delta = [torch.zeros_like(p) for p in params]
+            self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
+            self.baseline = torch.zeros(self.copies, device=self.device)
+            self.initial_loss = scale
+            ctx = self._evaluate(None, prev_loss=None)
+            self.loss = ctx.loss
+            self.last_obs = observe(ctx, self.config.observations)
+            return self.last_obs
+        sel = torch.as_tensor(idx, device=self.device)
+        assign_state(self.rl_state, sel, state)
+        for p, d, new in zip(self.params, self.delta, params):
+            p[sel] = new
+            d[sel] = 0.0
+        if feedback is not None:
+            for b, new in zip(self.feedback.matrices, feedback.matrices):
+                b[sel] = new
+        self.t[sel] = 0
+        self.baseline[sel] = 0.0
+        self.initial_loss[sel] = scale
+        for i, t in zip(idx, task_ids):
+            self.task_ids[i] = t
+        ctx = self._evaluate(sel, prev_loss=None)
+        self.loss[sel] = ctx.loss
         self.last_obs[sel] = observe(ctx, self.config.observations)
         return self.last_obs
 
@@ -212,11 +260,27 @@ class NetworkWeightsCore:
         idx = None if sel is None else sel.tolist()
         pick = (lambda gens: gens) if sel is None else (lambda gens: [gens[i] for i in idx])
         params, delta = [take(p) for p in self.params], [take(d) for d in self.delta]
-        x, y = seeding.take_minibatch(self.inputs, self.targets, self._batch_rows(sel, pick), idx)
+        if self.rl:
+            state = self.rl_state if sel is None else index_state(self.rl_state, sel)
+            x = self.task.network_input(state)
+        else:
+            x, y = seeding.take_minibatch(self.inputs, self.targets, self._batch_rows(sel, pick), idx)
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
         fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
-        loss = losses.compute(self.task.loss, fwd.output, y)
+        rl_step = None
+        if self.rl:  # act, step the task, keep the new state and baseline; loss = -mean reward
+            state, rl_step = self.task.act(state, fwd.output, take(self.baseline), noise_gens, pick(self.data_gens))
+            baseline = rl_step.baseline + self.task.baseline_rate * rl_step.rpe
+            if sel is None:
+                self.rl_state, self.baseline = state, baseline
+            else:
+                assign_state(self.rl_state, sel, state)
+                self.baseline[sel] = baseline
+            y = torch.stack([rl_step.actions.to(x.dtype), rl_step.rewards - rl_step.baseline.unsqueeze(1)], dim=-1)
+            loss = -rl_step.rewards.mean(1)
+        else:
+            loss = losses.compute(self.task.loss, fwd.output, y)
         self.last_batch = (x, y)  # the minibatch of the last reset/step (for inspection and tests)
         return StepContext(
             spec=self.spec,
@@ -229,12 +293,13 @@ class NetworkWeightsCore:
             fwd=fwd,
             loss=loss,
             prev_loss=loss if prev_loss is None else prev_loss,
-            initial_loss=loss if prev_loss is None else self.initial_loss,
+            initial_loss=(take(self.initial_loss) if self.rl else loss) if prev_loss is None else self.initial_loss,
             t=take(self.t),
             max_cycles=self.config.max_cycles,
             action_scale=self.config.action_scale,
             noise_generators=noise_gens,
             feedback=None if self.feedback is None else self.feedback.select(sel),
+            rl=rl_step,
         )
 
     def _batch_rows(self, sel: torch.Tensor | None, pick) -> torch.Tensor:

@@ -45,6 +45,12 @@ from marl_net.feedback_alignment import Feedback
 # Core attributes that make up an episode in flight (see NetworkWeightsCore.reset and step).
 _TENSOR_STATE = ("inputs", "targets", "batch_index", "t", "loss", "initial_loss", "last_obs")
 _LIST_STATE = ("params", "delta")
+# RL tasks (marl_net.tasks.rl) keep the inner copies' state and the reward baseline instead of a data set.
+_RL_TENSOR_STATE = ("t", "loss", "initial_loss", "last_obs", "baseline")
+
+
+def _tensor_state(core: NetworkWeightsCore) -> tuple[str, ...]:
+    return _RL_TENSOR_STATE if core.rl else _TENSOR_STATE
 
 
 class VectorNetworkEnv:
@@ -154,8 +160,10 @@ class VectorNetworkEnv:
         }
         if core.is_reset:
             state["task_ids"] = list(core.task_ids)
-            for name in _TENSOR_STATE:
+            for name in _tensor_state(core):
                 state[name] = getattr(core, name).detach().cpu().clone()
+            if core.rl:
+                state["rl_state"] = {k: v.detach().cpu().clone() for k, v in core.rl_state.items()}
             for name in _LIST_STATE:
                 state[name] = [x.detach().cpu().clone() for x in getattr(core, name)]
             if core.feedback is not None:  # the episodes' fixed feedback matrices (feedback features enabled)
@@ -173,7 +181,10 @@ class VectorNetworkEnv:
                 f"the saved env state has {len(state['data_gens'])} copies, this env {self.copies}: "
                 "restore into an env built with the same copies"
             )
-        if "task_ids" in state and "batch_index" not in state:
+        if "task_ids" in state and core.rl != ("rl_state" in state):
+            raise ValueError("this env state was saved for a task of the other kind (RL vs supervised): restore it "
+                             "into an env built with the config it was saved with")
+        if "task_ids" in state and not core.rl and "batch_index" not in state:
             raise ValueError("this env state was saved by an earlier marl_net, before each copy kept its episode's "
                              "minibatch indices: resume it with that version, or start the run afresh")
         core.seed(list(range(self.copies)))  # creates the generators; their states are set next
@@ -187,8 +198,10 @@ class VectorNetworkEnv:
         self._needs_reset = bool(state["needs_reset"])
         if "task_ids" in state:
             core.task_ids = list(state["task_ids"])
-            for name in _TENSOR_STATE:
+            for name in _tensor_state(core):
                 setattr(core, name, state[name].to(self.device).clone())
+            if core.rl:
+                core.rl_state = {k: v.to(self.device).clone() for k, v in state["rl_state"].items()}
             for name in _LIST_STATE:
                 setattr(core, name, [x.to(self.device).clone() for x in state[name]])
             if (core.feedback_mode is not None) != ("feedback" in state):

@@ -1,0 +1,182 @@
+"""Reinforcement-learning inner tasks: the controlled network is itself an RL agent.
+
+An RL task is a family of environments (a bandit's arm probabilities, a maze's walls, a Harlow
+episode's two objects), one per task id; train and held-out ids are disjoint as for every task
+(``marl_net.tasks.base``). Network copy e plays ``batch_size`` parallel copies ("inner copies") of
+its own instance, all tensors ``[E, B, ...]``: nothing loops over inner copies.
+
+The network is a policy. Its input follows the RL² convention (Duan et al. 2016; Wang et al.
+2016): the task's observation, then the previous action one-hot (zeros before the first action)
+and the previous reward, so ``input_dim = obs_dim + num_actions + 1``; its ``num_actions`` outputs
+are logits of a softmax policy. One env step of ``network_weights_v0`` is one inner time step of
+every inner copy, and the weights change while the agent acts (as in MetODS, Chalvidal et al.
+2022): the core applies the neurons' weight changes, runs the forward pass on the current input,
+samples an action per inner copy from the softmax (uniforms from the copy's noise generator), and
+the task answers with rewards and next observations (its own randomness from the copy's data
+generator, one uniform per inner copy and step, drawn whether used or not).
+
+The reset acts too, as the supervised reset evaluates the fresh network's loss: an episode of
+``max_cycles`` steps is a lifetime of ``max_cycles + 1`` inner steps (a 100-pull bandit is
+``max_cycles=99``; :data:`PRESETS` sets it).
+
+The inner *loss* of a step is the negative mean reward over the inner copies,
+``E_t = -1/B sum_b r_b``, so every reward scheme built on the loss applies (``global_loss`` pays
+the mean reward). The loss at reset used to normalize (``rel_loss``, ``reward_unit="percent"``) is
+the task's ``reward_scale`` (its largest reward), not the first step's loss, which may be zero.
+For the gradient features the loss function on the step's inputs is the REINFORCE surrogate
+``-1/B sum_b (r_b - baseline) log pi(a_b | x_b)`` (``marl_net.losses``), whose backprop gradient
+is the policy-gradient estimate with the running reward baseline; schemes and features that
+compare a replayed loss with ``E_t`` (``difference``, NP/WP) are refused for RL tasks.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from marl_net import seeding
+from marl_net.tasks.base import Task, TaskData
+
+State = dict  # name -> tensor with a leading copy dimension [E, ...]
+
+
+@dataclass
+class RLStep:
+    """What one inner step did, for observation features (``marl_net.rl_features``)."""
+
+    actions: torch.Tensor  # [E, B] int64, the sampled actions
+    probs: torch.Tensor  # [E, B, num_actions], the policy's probabilities
+    rewards: torch.Tensor  # [E, B]
+    baseline: torch.Tensor  # [E], the running reward baseline before this step
+    rpe: torch.Tensor  # [E], mean reward minus that baseline (reward-prediction error)
+
+
+class RLTask(Task):
+    """A family of RL environments for a softmax-policy network (see the module docstring).
+
+    Subclasses set ``obs_dim``, ``num_actions``, ``reward_scale`` and implement :meth:`start`,
+    :meth:`observe` and :meth:`transition`. ``baseline_rate`` is the step size of the running
+    reward baseline ``b <- b + baseline_rate * (mean reward - b)`` (reset to 0 with the network)."""
+
+    loss = "reinforce"
+    obs_dim: int
+    num_actions: int
+    reward_scale: float
+    num_samples = 0  # no data set
+
+    def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1):
+        if not 0.0 < float(baseline_rate) <= 1.0:
+            raise ValueError(f"baseline_rate={baseline_rate!r} must be in (0, 1]")
+        self.baseline_rate = float(baseline_rate)
+        self.input_dim = self.obs_dim + self.num_actions + 1
+        self.output_dim = self.num_actions
+        self.check_network(int(input_dim or self.input_dim), int(output_dim or self.output_dim))
+
+    def instance(self, task_id: int) -> TaskData:
+        raise ValueError(f"task {self.name!r} is an RL task with no data set: step it through network_weights_v0")
+
+    def instances(self, task_ids: Sequence[int]):
+        self.instance(task_ids[0] if task_ids else 0)
+
+    # ---------------------------------------------------------------- the task's part
+    @abstractmethod
+    def start(self, task_ids: Sequence[int], uniforms: torch.Tensor) -> State:
+        """Instances ``task_ids`` (one per network copy) and their inner copies' first states.
+        ``uniforms [E, B]`` come from the copies' data generators (e.g. start positions)."""
+
+    @abstractmethod
+    def observe(self, state: State) -> torch.Tensor:
+        """The inner copies' observations ``[E, B, obs_dim]``."""
+
+    @abstractmethod
+    def transition(self, state: State, actions: torch.Tensor, uniforms: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """Apply ``actions [E, B]``; returns the next state and the rewards ``[E, B]``.
+        ``uniforms [E, B]`` are this step's draws of the copies' data generators."""
+
+    # ---------------------------------------------------------------- shared by every RL task
+    def initial_state(self, task_ids: Sequence[int], data_gens: Sequence[torch.Generator], inner: int,
+                      device: torch.device) -> State:
+        """:meth:`start` plus the RL² memory (no previous action, zero reward), on ``device``."""
+        state = self.start(task_ids, seeding.rand(data_gens, (inner,)))
+        state = {k: v.to(device) for k, v in state.items()}
+        e = len(task_ids)
+        state["prev_action"] = torch.full((e, inner), -1, dtype=torch.long, device=device)
+        state["prev_reward"] = torch.zeros(e, inner, device=device)
+        return state
+
+    def network_input(self, state: State) -> torch.Tensor:
+        """``[E, B, input_dim]``: observation, previous action one-hot, previous reward (RL²)."""
+        obs = self.observe(state)
+        prev = state["prev_action"]
+        onehot = torch.nn.functional.one_hot(prev.clamp(min=0), self.num_actions).to(obs.dtype)
+        onehot = onehot * (prev >= 0).unsqueeze(-1).to(obs.dtype)
+        return torch.cat([obs, onehot, state["prev_reward"].unsqueeze(-1).to(obs.dtype)], dim=-1)
+
+    def act(self, state: State, logits: torch.Tensor, baseline: torch.Tensor,
+            noise_gens: Sequence[torch.Generator], data_gens: Sequence[torch.Generator]) -> tuple[State, RLStep]:
+        """Sample actions from ``softmax(logits [E, B, num_actions])`` (one uniform per inner copy
+        from ``noise_gens``, inverse CDF), step the task (one uniform per inner copy from
+        ``data_gens``) and update the RL² memory. Returns the next state and the step's record."""
+        probs = torch.softmax(logits, dim=-1)
+        e, b = probs.shape[:2]
+        u = seeding.rand(noise_gens, (b,), device=probs.device, dtype=probs.dtype)
+        actions = sample_categorical(probs, u)
+        state, rewards = self.transition(state, actions, seeding.rand(data_gens, (b,), device=probs.device))
+        rewards = rewards.to(probs.dtype)
+        state = {**state, "prev_action": actions, "prev_reward": rewards}
+        rpe = rewards.mean(1) - baseline
+        return state, RLStep(actions=actions, probs=probs, rewards=rewards, baseline=baseline, rpe=rpe)
+
+
+def sample_categorical(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the first action whose cumulative probability exceeds the uniform
+    (``probs [..., n]``, ``uniforms [...]`` in [0, 1)); rounding never yields an index past n - 1."""
+    below = (probs.cumsum(-1) <= uniforms.unsqueeze(-1)).sum(-1)
+    return below.clamp(max=probs.shape[-1] - 1)
+
+
+def uniform_choice(allowed: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """For each row of ``allowed [..., n]`` (bool, at least one True) the index of the
+    ``floor(u * count)``-th True entry: a uniform choice among the allowed indices."""
+    counts = allowed.sum(-1)
+    rank = (uniforms * counts).long().clamp(max=counts - 1)
+    cum = allowed.long().cumsum(-1)
+    return (cum <= rank.unsqueeze(-1)).sum(-1)
+
+
+def index_state(state: State, sel: torch.Tensor) -> State:
+    """The copies ``sel`` of a state."""
+    return {k: v[sel] for k, v in state.items()}
+
+
+def assign_state(state: State, sel: torch.Tensor, new: State) -> None:
+    """Write ``new`` (the copies ``sel``) into ``state`` in place."""
+    for k, v in new.items():
+        state[k][sel] = v
+
+
+# Ready-made settings (network_weights_v0 keyword arguments) for each RL task: layer sizes that fit
+# the task's input and output, the lifetime, and the task's own arguments.
+PRESETS: dict[str, dict] = {
+    "bandit2": dict(task="bandit", task_kwargs={"arms": 2}, layers=(4, 16, 2), max_cycles=99),
+    "bandit10": dict(task="bandit", task_kwargs={"arms": 10}, layers=(12, 20, 10), max_cycles=99),
+    "harlow": dict(task="harlow", layers=(17, 20, 3), max_cycles=9),  # 5 presentations, as in MetODS
+    "maze": dict(task="maze", task_kwargs={"size": 7}, layers=(14, 32, 4), max_cycles=99),
+    "maze_large": dict(task="maze", task_kwargs={"size": 11}, layers=(14, 32, 4), max_cycles=99),
+}
+
+
+def preset(name: str, **overrides) -> dict:
+    """``network_weights_v0`` arguments of RL preset ``name`` (see :data:`PRESETS`), updated with
+    ``overrides`` (``task_kwargs`` are merged)."""
+    if name not in PRESETS:
+        raise ValueError(f"RL preset {name!r} is unknown; choose one of {sorted(PRESETS)}")
+    kwargs = dict(PRESETS[name])
+    task_kwargs = {**kwargs.get("task_kwargs", {}), **overrides.pop("task_kwargs", {})}
+    kwargs.update(overrides)
+    if task_kwargs:
+        kwargs["task_kwargs"] = task_kwargs
+    return kwargs

@@ -1,0 +1,184 @@
+"""RL inner tasks inside network_weights_v0: PettingZoo API for every RL task and ownership, the
+batched env equal to the PettingZoo env over full episodes, the RL features on hand-computed
+values, the reward baseline, resumable state, and the refusals."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from pettingzoo.test import api_test, parallel_api_test
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+from marl_net.envs import network_weights_v0
+from marl_net.fast.vector_env import VectorNetworkEnv
+from marl_net.rl_features import RL_FEATURES
+from marl_net.tasks.rl import preset
+
+RL_OBS = ("weight", "pre_activity", "post_activity", "inner_reward", "reward_prediction_error",
+          "output_eligibility", "reinforce_update", "rel_loss", "step_fraction")
+SMALL = {
+    "bandit": dict(task="bandit", task_kwargs={"arms": 3}, layers=(5, 6, 3)),
+    "harlow": dict(task="harlow", layers=(17, 6, 3)),
+    "maze": dict(task="maze", task_kwargs={"size": 5}, layers=(14, 6, 4)),
+}
+
+
+def small(task, ownership="outgoing", **extra):
+    kw = dict(SMALL[task], ownership=ownership, max_cycles=6, batch_size=4, observations=RL_OBS)
+    if ownership == "incoming":
+        kw["bias"] = True
+    kw.update(extra)
+    return kw
+
+
+CASES = [(t, o, r) for t in SMALL for o in ("outgoing", "incoming")
+         for r in (("global_loss", "loss_improvement") + (("weight_max",) if o == "incoming" else ()))]
+
+
+@pytest.mark.parametrize("task,ownership,reward", CASES)
+def test_pettingzoo_api_tests_pass_for_rl_tasks(task, ownership, reward):
+    kwargs = small(task, ownership, reward=reward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parallel_api_test(network_weights_v0.parallel_env(**kwargs), num_cycles=10)
+        api_test(parallel_to_aec(network_weights_v0.parallel_env(**kwargs)), num_cycles=10)
+
+
+def _stack(d, agents):
+    return np.stack([np.asarray(d[a], dtype=np.float64) for a in agents])
+
+
+@pytest.mark.parametrize("task,ownership", [("bandit", "outgoing"), ("harlow", "incoming"), ("maze", "outgoing")])
+def test_vector_env_equals_pettingzoo_env_over_full_episodes(task, ownership):
+    copies, seed, kwargs = 2, 5, small(task, ownership, max_cycles=4)
+    venv = VectorNetworkEnv(EnvConfig(**kwargs), copies=copies)
+    envs = [network_weights_v0.parallel_env(**kwargs) for _ in range(copies)]
+    obs, _ = venv.reset(seed=seed)
+    a, agents = venv.num_agents, envs[0].possible_agents
+    for e, env in enumerate(envs):
+        first, _ = env.reset(seed=seed + e)
+        np.testing.assert_allclose(_stack(first, agents), obs[e * a:(e + 1) * a].flatten(1).numpy(), atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    ended, rewards_seen = 0, []
+    for _ in range(3 * 4):  # three whole episodes, two autoresets per copy
+        actions = torch.rand(venv.num_rows, venv.max_fan, generator=gen) * 2 - 1
+        obs, rewards, terminated, truncated, info = venv.step(actions)
+        rewards_seen.append(info["loss"])
+        for e, env in enumerate(envs):
+            rows = slice(e * a, (e + 1) * a)
+            p_obs, p_rew, p_term, p_trunc, p_info = env.step({ag: actions[rows][i].numpy() for i, ag in enumerate(agents)})
+            np.testing.assert_allclose(_stack(p_rew, agents), rewards[rows].numpy(), rtol=1e-5, atol=1e-6)
+            assert p_info[agents[0]]["loss"] == pytest.approx(float(info["loss"][e]), abs=1e-6)
+            if p_trunc[agents[0]] or p_term[agents[0]]:
+                np.testing.assert_allclose(_stack(p_obs, agents), info["final_obs"][rows].flatten(1).numpy(), atol=1e-5)
+                p_obs, _ = env.reset()
+                ended += 1
+            np.testing.assert_allclose(_stack(p_obs, agents), obs[rows].flatten(1).numpy(), rtol=1e-5, atol=1e-5)
+    assert ended == 3 * copies
+    assert len({round(float(x), 4) for x in torch.cat(rewards_seen)}) > 1  # the rewards actually varied
+
+
+def _core(name="bandit", copies=2, **extra):
+    core = NetworkWeightsCore(EnvConfig(**small(name, **extra)), copies=copies)
+    core.seed(list(range(copies)))
+    return core
+
+
+def _feature(core, obs, name):
+    """Feature ``name`` in weight space of the output layer, read from agent-space observations."""
+    col = core.config.observations.index(name)
+    return core.ownership.from_agents(obs[..., col])[-1]
+
+
+def test_output_eligibility_and_reinforce_update_match_a_hand_computation():
+    core = _core("harlow", copies=2, batch_size=5)
+    obs = core.reset()
+    for _ in range(3):
+        x = core.task.network_input(core.rl_state)  # the input the next step's forward pass sees
+        baseline = core.baseline.clone()
+        result = core.step(torch.rand(2, core.ownership.num_agents, core.ownership.max_fan) * 2 - 1)
+        obs = result.obs
+        h = torch.tanh(x @ core.params[0].transpose(1, 2))
+        p = torch.softmax(h @ core.params[1].transpose(1, 2), -1)
+        a, r = core.rl_state["prev_action"], core.rl_state["prev_reward"]
+        dz = torch.nn.functional.one_hot(a, 3).float() - p
+        eligibility = dz.transpose(1, 2) @ h / 5
+        update = (dz * (r - baseline[:, None])[..., None]).transpose(1, 2) @ h / 5
+        torch.testing.assert_close(_feature(core, obs, "output_eligibility"), eligibility, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(_feature(core, obs, "reinforce_update"), update, rtol=1e-4, atol=1e-6)
+        col = core.config.observations.index("output_eligibility")
+        assert not core.ownership.from_agents(obs[..., col])[0].any()  # hidden synapses: zero
+        assert _feature(core, obs, "inner_reward")[:, 0, 0].tolist() == pytest.approx(r.mean(1).tolist())
+
+
+def test_gradient_feature_is_the_reinforce_surrogate_gradient():
+    # The REINFORCE surrogate's backprop gradient of the output layer is minus reinforce_update.
+    core = _core("bandit", observations=("gradient", "reinforce_update"))
+    obs = core.reset()
+    obs = core.step(torch.zeros(2, core.ownership.num_agents, core.ownership.max_fan)).obs
+    torch.testing.assert_close(_feature(core, obs, "gradient"), -_feature(core, obs, "reinforce_update"),
+                               rtol=1e-4, atol=1e-7)
+    hidden = core.ownership.from_agents(obs[..., 0])[0]
+    assert hidden.abs().sum() > 0  # backprop reaches the hidden layer (the gradient baseline's privilege)
+
+
+def test_reward_prediction_error_follows_the_running_baseline_and_resets_with_the_network():
+    core = _core("bandit", copies=2)
+    obs = core.reset()
+    rate, baseline = core.task.baseline_rate, torch.zeros(2)
+    rpe_col = core.config.observations.index("reward_prediction_error")
+    for step in range(6):
+        reward = core.rl_state["prev_reward"].mean(1)
+        assert obs[:, 0, 0, rpe_col].tolist() == pytest.approx((reward - baseline).tolist(), abs=1e-6)
+        baseline = baseline + rate * (reward - baseline)
+        torch.testing.assert_close(core.baseline, baseline)
+        if step < 5:
+            obs = core.step(torch.rand(2, core.ownership.num_agents, core.ownership.max_fan) * 2 - 1).obs
+    assert core.baseline.abs().sum() > 0
+    obs = core.reset(torch.tensor([True, False]))
+    assert float(obs[0, 0, 0, rpe_col]) == pytest.approx(float(core.rl_state["prev_reward"][0].mean()))
+    assert float(core.baseline[0]) == pytest.approx(rate * float(core.rl_state["prev_reward"][0].mean()))
+    assert float(core.baseline[1]) == pytest.approx(float(baseline[1]))
+
+
+def test_loss_is_minus_mean_reward_and_rel_loss_uses_the_reward_scale():
+    core = _core("maze", copies=2, batch_size=8)
+    core.reset()
+    col = core.config.observations.index("rel_loss")
+    for _ in range(6):
+        result = core.step(torch.zeros(2, core.ownership.num_agents, core.ownership.max_fan))
+        torch.testing.assert_close(result.loss, -core.rl_state["prev_reward"].mean(1))
+        torch.testing.assert_close(result.rewards[:, 0], -result.loss)  # global_loss pays the mean reward
+        torch.testing.assert_close(result.obs[:, 0, 0, col], result.loss / 10.0)
+
+
+def test_vector_env_state_round_trip_continues_identically():
+    kwargs = small("maze", max_cycles=5)
+    a, b = VectorNetworkEnv(EnvConfig(**kwargs), copies=2), VectorNetworkEnv(EnvConfig(**kwargs), copies=2)
+    a.reset(seed=1)
+    gen = torch.Generator().manual_seed(0)
+    acts = [torch.rand(a.num_rows, a.max_fan, generator=gen) * 2 - 1 for _ in range(8)]
+    for x in acts[:3]:
+        a.step(x)
+    b.load_state_dict(a.state_dict())
+    for x in acts[3:]:
+        oa, ra = a.step(x)[:2]
+        ob, rb = b.step(x)[:2]
+        assert torch.equal(oa, ob) and torch.equal(ra, rb)
+    supervised = VectorNetworkEnv(EnvConfig(layers=(14, 6, 4)), copies=2)
+    with pytest.raises(ValueError, match="other kind"):
+        supervised.load_state_dict(a.state_dict())
+
+
+def test_rl_settings_are_refused_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="only for RL tasks"):
+        EnvConfig(observations=("weight", "inner_reward"))
+    with pytest.raises(ValueError, match="counterfactual"):
+        EnvConfig(**small("bandit", reward="difference"))
+    with pytest.raises(ValueError, match="np_eligibility"):
+        EnvConfig(**small("bandit", observations=("np_eligibility", "np_error")))
+    assert set(RL_FEATURES) <= set(RL_OBS)
+    EnvConfig(**preset("maze_large"))  # every preset builds
