@@ -182,3 +182,20 @@ def test_rl_settings_are_refused_where_they_do_not_apply():
         EnvConfig(**small("bandit", observations=("np_eligibility", "np_error")))
     assert set(RL_FEATURES) <= set(RL_OBS)
     EnvConfig(**preset("maze_large"))  # every preset builds
+
+
+@pytest.mark.parametrize("ownership", ["outgoing", "incoming"])
+def test_rl_observation_rows_written_natively_equal_torchs(monkeypatch, ownership):
+    from marl_net.observations import FEATURES
+
+    names = tuple(n for n in FEATURES if not n.startswith(("np_", "wp_")))  # every feature an RL task accepts
+    tables = []
+    for fused in ("1", "0"):  # the C++ row writer, then torch's per-feature writes
+        monkeypatch.setenv("MARL_NET_FUSED", fused)
+        core = _core("harlow", copies=2, ownership=ownership, observations=names)
+        tables.append([core.reset().clone()])
+        for step in range(3):
+            tables[-1].append(core.step(torch.rand(2, *core.ownership.mask.shape, generator=torch.Generator()
+                                                   .manual_seed(step)) * 2 - 1).obs)
+    for native, torch_written in zip(*tables):
+        assert torch.equal(native, torch_written) and torch.isfinite(native).all()

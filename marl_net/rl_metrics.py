@@ -1,0 +1,74 @@
+"""Per-task metrics of a network acting in an RL inner task, recorded step by step from the core.
+
+:class:`LifetimeRecorder` watches a :class:`~marl_net.core.NetworkWeightsCore` running an RL task
+(call :meth:`~LifetimeRecorder.record` after the reset and after every step of one episode) and
+summarizes the lifetime of every network copy and inner copy:
+
+- ``mean_reward``: the mean reward per inner step over the lifetime (every task);
+- ``regret`` (bandit): the cumulative expected regret over the lifetime,
+  ``sum_t (max_a p_a - p_{a_t})``, mean over inner copies;
+- ``correct_after_first`` (harlow): the fraction of presentations after the first of each
+  lifetime on which the rewarded object was chosen;
+- ``steps_to_first_reward`` (maze): the inner step (1-based) of the first reward, the lifetime
+  plus one where none came.
+
+Every value is ``[E]`` (mean over inner copies); :meth:`summary` averages over copies.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from marl_net.tasks.bandit import Bandit
+from marl_net.tasks.harlow import FIXATION, Harlow
+from marl_net.tasks.maze import Maze
+
+
+class LifetimeRecorder:
+    def __init__(self, core):
+        if not core.rl:
+            raise ValueError(f"task={core.config.task!r} is not an RL task: LifetimeRecorder needs bandit, harlow or maze")
+        self.core, self.task = core, core.task
+        self.steps = 0
+        self.reward_sum = None
+
+    def record(self) -> None:
+        """Account for the inner step the core just took (its reset or a step)."""
+        state = self.core.rl_state
+        reward = state["prev_reward"]
+        if self.steps == 0:
+            self.reward_sum = torch.zeros_like(reward)
+            self.regret = torch.zeros_like(reward)
+            self.correct = torch.zeros_like(reward)
+            self.judged = torch.zeros_like(reward)
+            self.first_reward = torch.zeros_like(reward)
+        self.steps += 1
+        self.reward_sum += reward
+        if isinstance(self.task, Bandit):
+            p = state["arm_probs"]
+            self.regret += p.max(1, keepdim=True).values - p.gather(1, state["prev_action"])
+        elif isinstance(self.task, Harlow):  # a presentation just ended: the phase is back to fixation
+            judged = ((state["phase"] == FIXATION) & (state["presentations"] >= 2)).to(reward.dtype)
+            self.judged += judged
+            self.correct += judged * (reward > 0).to(reward.dtype)
+        elif isinstance(self.task, Maze):
+            first = (self.first_reward == 0) & (reward > 0)
+            self.first_reward = torch.where(first, torch.full_like(reward, self.steps), self.first_reward)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """``name -> [E]``, each the mean over inner copies."""
+        if self.steps == 0:
+            raise ValueError("nothing recorded: call record() after the reset and after every step")
+        out = {"mean_reward": (self.reward_sum / self.steps).mean(1)}
+        if isinstance(self.task, Bandit):
+            out["regret"] = self.regret.mean(1)
+        elif isinstance(self.task, Harlow):
+            out["correct_after_first"] = (self.correct.sum(1) / self.judged.sum(1).clamp(min=1))
+        elif isinstance(self.task, Maze):
+            never = self.first_reward == 0
+            out["steps_to_first_reward"] = torch.where(never, torch.full_like(self.first_reward, self.steps + 1),
+                                                       self.first_reward).mean(1)
+        return out
+
+    def summary(self) -> dict[str, float]:
+        return {k: float(v.mean()) for k, v in self.metrics().items()}

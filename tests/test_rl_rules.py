@@ -1,0 +1,117 @@
+"""Hand RL rules acting inside network_weights_v0 (REINFORCE with a running baseline, REINFORCE
+with backprop), their step-size tuning on train tasks, and the lifetime metrics."""
+
+import pytest
+import torch
+
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+from marl_net.policies.rl_hand_rules import env_kwargs, evaluate, make_policy, run, tune
+from marl_net.rl_metrics import LifetimeRecorder
+from marl_net.tasks.harlow import FIXATION
+from marl_net.tasks.rl import preset
+
+
+def _config(rule, name="bandit2", **extra):
+    return EnvConfig(**env_kwargs(rule, **preset(name, **{"batch_size": 3, "max_cycles": 5, **extra})))
+
+
+def test_reinforce_changes_the_output_weights_by_lr_times_the_advantage_weighted_eligibility():
+    config = _config("reinforce", "harlow", observations=("reinforce_update", "output_eligibility"))
+    core = NetworkWeightsCore(config, copies=2)
+    core.seed([0, 1])
+    obs = core.reset()
+    policy = make_policy("reinforce", config, lr=[0.5, 2.0])
+    before = [p.clone() for p in core.params]
+    expected = core.ownership.from_agents(obs[..., 0])[-1] * torch.tensor([0.5, 2.0]).view(2, 1, 1)
+    core.step(policy.act(obs))
+    torch.testing.assert_close(core.params[-1] - before[-1], expected, rtol=1e-5, atol=1e-7)
+    assert torch.equal(core.params[0], before[0])  # hidden synapses keep their weights
+    assert expected.abs().sum() > 0
+
+
+def test_reinforce_with_backprop_takes_the_same_output_step_and_also_moves_hidden_weights():
+    changes = {}
+    for rule in ("reinforce", "reinforce_backprop"):
+        config = _config(rule, "maze")
+        core = NetworkWeightsCore(config, copies=2)
+        core.seed([4, 5])
+        obs = core.reset()
+        before = [p.clone() for p in core.params]
+        core.step(make_policy(rule, config, lr=0.25).act(obs))
+        changes[rule] = [p - b for p, b in zip(core.params, before)]
+    torch.testing.assert_close(changes["reinforce_backprop"][-1], changes["reinforce"][-1], rtol=1e-4, atol=1e-7)
+    assert changes["reinforce_backprop"][0].abs().sum() > 0 and not changes["reinforce"][0].any()
+
+
+def test_rl_rules_refuse_supervised_tasks_and_missing_features():
+    with pytest.raises(ValueError, match="RL task"):
+        make_policy("reinforce", EnvConfig(observations=("weight",)))
+    with pytest.raises(ValueError, match="reinforce_update"):
+        make_policy("reinforce", EnvConfig(**preset("bandit2")))
+    with pytest.raises(ValueError, match="unknown"):
+        make_policy("thompson", _config("reinforce"))
+
+
+def test_tuning_runs_on_train_tasks_and_a_tuned_reinforce_beats_a_negligible_step_size():
+    config = EnvConfig(**env_kwargs("reinforce", **preset("bandit2", batch_size=16, max_cycles=29)))
+    result = tune("reinforce", config, grid=[1e-4, 0.3], seeds=range(4))
+    assert result.best == 0.3 and result.scores[1] > result.scores[0] + 0.03
+    held = evaluate("reinforce", config, lr=result.best, seeds=range(100, 104))
+    assert set(held) == {"mean_reward", "regret"}
+
+
+def test_bandit_regret_and_mean_reward_match_the_recorded_pulls():
+    config = _config("reinforce")
+    core = NetworkWeightsCore(config, copies=2)
+    core.seed([0, 1])
+    obs = core.reset()
+    recorder, policy = LifetimeRecorder(core), make_policy("reinforce", config, lr=0.5)
+    pulls, rewards = [], []
+    recorder.record()
+    for step in range(6):
+        pulls.append(core.rl_state["prev_action"].clone())
+        rewards.append(core.rl_state["prev_reward"].clone())
+        if step < 5:
+            obs = core.step(policy.act(obs)).obs
+            recorder.record()
+    p = core.rl_state["arm_probs"]
+    regret = sum(p.max(1, keepdim=True).values - p.gather(1, a) for a in pulls).mean(1)
+    m = recorder.metrics()
+    torch.testing.assert_close(m["regret"], regret)
+    torch.testing.assert_close(m["mean_reward"], torch.stack(rewards).mean(0).mean(1))
+
+
+def test_harlow_correct_after_first_counts_the_later_presentations():
+    config = _config("reinforce", "harlow", max_cycles=9)
+    recorder = run("reinforce", config, lr=0.5, seeds=[0, 1])
+    # recompute from a replay: same seeds, same rule, the presentation rewards after the first
+    core = NetworkWeightsCore(config, copies=2)
+    core.seed([0, 1])
+    obs = core.reset()
+    policy = make_policy("reinforce", config, lr=0.5)
+    outcomes = []
+    for step in range(10):
+        if step:
+            obs = core.step(policy.act(obs)).obs
+        s = core.rl_state
+        if bool((s["phase"] == FIXATION).all()) and int(s["presentations"][0, 0]) >= 2:
+            outcomes.append((s["prev_reward"] > 0).float())
+    assert len(outcomes) == 4  # five presentations in ten steps, the first not judged
+    torch.testing.assert_close(recorder.metrics()["correct_after_first"], torch.stack(outcomes).mean(0).mean(1))
+
+
+def test_maze_steps_to_first_reward_is_the_first_rewarded_inner_step():
+    config = _config("reinforce", "maze", max_cycles=30)
+    recorder = run("reinforce", config, lr=0.1, seeds=[2])
+    core = NetworkWeightsCore(config, copies=1)
+    core.seed([2])
+    obs = core.reset()
+    policy = make_policy("reinforce", config, lr=0.1)
+    first = torch.full((3,), 32.0)
+    for step in range(1, 32):
+        if step > 1:
+            obs = core.step(policy.act(obs)).obs
+        hit = (core.rl_state["prev_reward"][0] > 0) & (first == 32.0)
+        first[hit] = float(step)
+    assert float(recorder.metrics()["steps_to_first_reward"][0]) == pytest.approx(float(first.mean()))
