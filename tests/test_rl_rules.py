@@ -115,3 +115,20 @@ def test_maze_steps_to_first_reward_is_the_first_rewarded_inner_step():
         hit = (core.rl_state["prev_reward"][0] > 0) & (first == 32.0)
         first[hit] = float(step)
     assert float(recorder.metrics()["steps_to_first_reward"][0]) == pytest.approx(float(first.mean()))
+
+
+def test_thompson_and_uniform_baselines_on_hand_checked_bandits():
+    from marl_net.rl_baselines import thompson_regret, uniform_policy
+
+    # arms (0, 1): a pull of arm 0 costs 1; Thompson stops pulling it after a few failures
+    regret = thompson_regret(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), pulls=200, inner=32, seed=0)
+    assert 0.5 < float(regret[0]) < 6.0 and float(regret[1]) == 0.0
+    # the uniform policy's expected regret is the mean gap to the best arm, every pull
+    config = EnvConfig(**preset("bandit2", batch_size=2000, max_cycles=9, observations=("weight",)))
+    m = uniform_policy(config, seeds=[0])
+    core = NetworkWeightsCore(config.replace(split="heldout"), copies=1)
+    core.seed([0])
+    core.reset()
+    p = core.rl_state["arm_probs"][0]
+    assert m["regret"] == pytest.approx(10 * float(p.max() - p.mean()), abs=0.15)
+    assert m["mean_reward"] == pytest.approx(float(p.mean()), abs=0.02)

@@ -159,13 +159,15 @@ def assign_state(state: State, sel: torch.Tensor, new: State) -> None:
 
 
 # Ready-made settings (network_weights_v0 keyword arguments) for each RL task: layer sizes that fit
-# the task's input and output, the lifetime, and the task's own arguments.
+# the task's input and output, the lifetime, the task's own arguments, and one inner copy (one
+# agent's lifetime, as in the papers; batch_size=B makes B agents that share one set of weights
+# and learn from their pooled experience).
 PRESETS: dict[str, dict] = {
-    "bandit2": dict(task="bandit", task_kwargs={"arms": 2}, layers=(4, 16, 2), max_cycles=99),
-    "bandit10": dict(task="bandit", task_kwargs={"arms": 10}, layers=(12, 20, 10), max_cycles=99),
-    "harlow": dict(task="harlow", layers=(17, 20, 3), max_cycles=9),  # 5 presentations, as in MetODS
-    "maze": dict(task="maze", task_kwargs={"size": 7}, layers=(14, 32, 4), max_cycles=99),
-    "maze_large": dict(task="maze", task_kwargs={"size": 11}, layers=(14, 32, 4), max_cycles=99),
+    "bandit2": dict(task="bandit", task_kwargs={"arms": 2}, layers=(4, 16, 2), max_cycles=99, batch_size=1),
+    "bandit10": dict(task="bandit", task_kwargs={"arms": 10}, layers=(12, 20, 10), max_cycles=99, batch_size=1),
+    "harlow": dict(task="harlow", layers=(17, 20, 3), max_cycles=9, batch_size=1),  # 5 presentations (MetODS)
+    "maze": dict(task="maze", task_kwargs={"size": 7}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
+    "maze_large": dict(task="maze", task_kwargs={"size": 11}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
 }
 
 

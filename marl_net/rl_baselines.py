@@ -1,0 +1,136 @@
+"""Baselines on the RL inner tasks, tuned on train tasks and measured on held-out ones.
+
+``python -m marl_net.rl_baselines [--quick]`` tunes the step size of each hand RL rule
+(``marl_net.policies.rl_hand_rules``: REINFORCE with a running baseline on the output synapses,
+REINFORCE with backprop) on train-split lifetimes of every RL preset, then prints its held-out
+metrics (``marl_net.rl_metrics``) beside a uniform random policy's and, on the bandits, Thompson
+sampling's (Beta(1, 1) priors: the Bayes-optimal-like reference, not a weight-changing rule). The
+larger maze (``maze_large``) is evaluated with the step size tuned on ``maze``. It exits 1 when a
+tuned rule earns no more than the uniform policy on a bandit (the rules' sanity target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+from marl_net.policies import rl_hand_rules
+from marl_net.rl_metrics import LifetimeRecorder
+from marl_net.tasks.rl import preset
+
+RULES = ("reinforce", "reinforce_backprop")
+GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+TUNED_ON = {"maze_large": "maze"}  # evaluated with the step size tuned on another preset
+
+
+def uniform_policy(config: EnvConfig, seeds: Sequence[int]) -> dict[str, float]:
+    """Held-out metrics of a uniform random policy: a network with (near) zero weights that never
+    changes them (``init_gain=1e-6``, zero actions)."""
+    config = config.replace(split="heldout", init_gain=1e-6)
+    core = NetworkWeightsCore(config, copies=len(seeds))
+    core.seed([int(s) for s in seeds])
+    core.reset()
+    recorder = LifetimeRecorder(core)
+    recorder.record()
+    zeros = torch.zeros(core.copies, core.ownership.num_agents, core.ownership.max_fan)
+    for _ in range(config.max_cycles):
+        core.step(zeros)
+        recorder.record()
+    return recorder.summary()
+
+
+def thompson_regret(arm_probs: torch.Tensor, pulls: int, inner: int, seed: int) -> torch.Tensor:
+    """Expected cumulative regret ``[E]`` of Thompson sampling with Beta(1, 1) priors over
+    ``pulls`` pulls of the bandits ``arm_probs [E, k]``, ``inner`` independent runs each (mean)."""
+    rng = np.random.default_rng(seed)
+    p = arm_probs.double().numpy()[:, None, :].repeat(inner, 1)  # [E, B, k]
+    wins, losses = np.ones_like(p), np.ones_like(p)
+    regret = np.zeros(p.shape[:2])
+    best = p.max(-1)
+    for _ in range(pulls):
+        arm = rng.beta(wins, losses).argmax(-1)[..., None]
+        chosen = np.take_along_axis(p, arm, -1)[..., 0]
+        reward = rng.random(chosen.shape) < chosen
+        np.put_along_axis(wins, arm, np.take_along_axis(wins, arm, -1) + reward[..., None], -1)
+        np.put_along_axis(losses, arm, np.take_along_axis(losses, arm, -1) + (~reward)[..., None], -1)
+        regret += best - chosen
+    return torch.from_numpy(regret.mean(1))
+
+
+def heldout_arm_probabilities(config: EnvConfig, seeds: Sequence[int]) -> torch.Tensor:
+    """The arm probabilities of the held-out bandits the copies seeded ``seeds`` play."""
+    core = NetworkWeightsCore(config.replace(split="heldout"), copies=len(seeds))
+    core.seed([int(s) for s in seeds])
+    core.reset()
+    return core.rl_state["arm_probs"]
+
+
+def measure(presets: Sequence[str], tune_seeds: Sequence[int], eval_seeds: Sequence[int],
+            grid: Sequence[float] = GRID) -> dict:
+    results: dict = {}
+    tuned: dict = {}
+    for name in presets:
+        row: dict = {}
+        for rule in RULES:
+            config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(name)))
+            source = TUNED_ON.get(name, name)
+            if (rule, source) not in tuned:
+                source_config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(source)))
+                tuned[rule, source] = rl_hand_rules.tune(rule, source_config, grid, tune_seeds)
+            lr = tuned[rule, source].best
+            row[rule] = {"lr": lr, "tuned_on": source, **rl_hand_rules.evaluate(rule, config, lr, eval_seeds)}
+        base = EnvConfig(**preset(name, observations=("weight",)))
+        row["uniform"] = uniform_policy(base, eval_seeds)
+        if base.task == "bandit":
+            probs = heldout_arm_probabilities(base, eval_seeds)
+            row["thompson"] = {"regret": float(thompson_regret(probs, base.max_cycles + 1, 16, seed=0).mean())}
+        results[name] = row
+    return results
+
+
+def table(results: dict) -> str:
+    lines = []
+    for name, row in results.items():
+        for method, m in row.items():
+            figures = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
+            lines.append(f"{name:<11} {method:<19} {figures}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m marl_net.rl_baselines", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 tuning and 8 evaluation seeds instead of 16 and 64")
+    parser.add_argument("--presets", default="bandit2,bandit10,harlow,maze,maze_large")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    presets = [p for p in args.presets.split(",") if p]
+    for p in presets:
+        preset(p)  # unknown names: ValueError naming the choices
+    tune_seeds, eval_seeds = (range(4), range(1000, 1008)) if args.quick else (range(16), range(1000, 1064))
+    results = measure(presets, tune_seeds, eval_seeds)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    missed = [f"{name}/{rule}" for name, row in results.items() if name.startswith("bandit") for rule in RULES
+              if row[rule]["mean_reward"] <= row["uniform"]["mean_reward"]]
+    if missed:
+        print(f"MISSED: tuned rules no better than the uniform policy: {missed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
