@@ -199,3 +199,44 @@ def test_rl_observation_rows_written_natively_equal_torchs(monkeypatch, ownershi
                                                    .manual_seed(step)) * 2 - 1).obs)
     for native, torch_written in zip(*tables):
         assert torch.equal(native, torch_written) and torch.isfinite(native).all()
+
+
+def test_bernoulli_hidden_units_act_with_their_eligibility_observed():
+    kwargs = small("harlow", "incoming", hidden_activation="bernoulli",
+                   observations=("weight", "bernoulli_eligibility", "reinforce_update", "inner_reward"))
+    env = network_weights_v0.parallel_env(**kwargs)
+    obs, _ = env.reset(seed=0)
+    hidden = env.possible_agents[0]  # incoming ownership: the first agent is a hidden unit
+    assert np.abs(obs[hidden].reshape(env.core.ownership.max_fan, -1)[:, 1]).sum() > 0
+    while env.agents:
+        obs, rewards, *_ = env.step({a: np.zeros(env.action_space(a).shape, np.float32) for a in env.agents})
+        assert all(np.isfinite(o).all() for o in obs.values())
+
+
+def test_rllib_adapter_runs_an_rl_task_episode():
+    from marl_net.rllib.env import NetworkWeightsRLlibEnv
+
+    env = NetworkWeightsRLlibEnv(small("maze", max_cycles=3))
+    obs, infos = env.reset(seed=0)
+    first = next(iter(infos.values()))["loss"]  # the reset's inner step: minus its mean reward
+    zero = {a: np.zeros(env.get_action_space(a).shape, np.float32) for a in env.agents}
+    for t in range(1, 4):
+        obs, rewards, terms, truncs, infos = env.step(zero)
+        assert truncs["__all__"] is (t == 3)
+        loss = next(iter(infos.values()))["loss"]
+        assert all(r == pytest.approx(-loss) for r in rewards.values())  # global_loss pays the mean reward
+    assert env.episode_summary["initial_loss"] == pytest.approx(first)
+    assert env.episode_summary["final_loss"] == pytest.approx(loss)
+
+
+def test_fast_ppo_trains_on_an_rl_task():
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    config = EnvConfig(**small("bandit", max_cycles=9, batch_size=2))
+    trainer = FastPPO(config, {"hidden": 16}, FastPPOConfig(copies=2, rollout_steps=10, num_epochs=1), seed=0)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics = trainer.train()
+    # global_loss pays the step's mean reward (in [0, 1]) for 9 steps: a return in [0, 9]
+    assert 0.0 < metrics["episode_return_mean"] <= 9.0
+    assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert any(not torch.equal(p, b) for p, b in zip(trainer.policy.parameters(), before))
