@@ -52,14 +52,15 @@ Rewards
     the episode's initial loss (the same scale on every task). See ``marl_net.rewards``.
 
 RL inner tasks
-    With ``task="bandit" | "harlow" | "maze"`` the controlled network is itself an RL agent: a
-    softmax policy over the task's actions acting in ``batch_size`` parallel copies of the task
-    instance, one inner time step per env step (the reset takes the first), its input the task's
-    observation plus the previous action one-hot and the previous reward (RL²). The inner loss
-    is the negative mean reward of the step, so every loss-based scheme applies. Ready-made
-    settings: ``marl_net.tasks.rl.preset("bandit2" | "bandit10" | "harlow" | "maze" |
-    "maze_large")``. RL signals as features: ``inner_reward``, ``reward_prediction_error``,
-    ``output_eligibility``, ``reinforce_update`` (``marl_net.rl_features``).
+    With ``task="bandit" | "harlow" | "maze" | "cartpole"`` the controlled network is itself an
+    RL agent: a softmax policy over the task's actions acting in ``batch_size`` parallel copies
+    of the task instance, one inner time step per env step (the reset takes the first), its
+    input the task's observation plus the previous action one-hot and the previous reward (RL²).
+    The inner loss is the negative mean reward of the step, so every loss-based scheme applies.
+    Ready-made settings: ``marl_net.tasks.rl.preset(name)``, name in bandit2, bandit10, harlow,
+    maze, maze_large, cartpole. RL signals as features: ``inner_reward``,
+    ``reward_prediction_error``, ``output_eligibility``, ``reinforce_update``
+    (``marl_net.rl_features``). See docs/rl_tasks.md.
 
 Episode end
     Truncation after ``max_cycles`` steps. Termination when the network diverges (non-finite loss
@@ -67,7 +68,8 @@ Episode end
     ``-divergence_penalty`` on that step and observations stay finite.
 
 Arguments
-    task ("teacher_student" | "digits" | "mnist" | "multiplexer" | "bandit" | "harlow" | "maze"), task_kwargs (dict, e.g.
+    task ("teacher_student" | "digits" | "mnist" | "multiplexer" | "bandit" | "harlow" | "maze" |
+    "cartpole"), task_kwargs (dict, e.g.
     ``{"data_dir": ...}`` for mnist), split ("train" | "heldout"), layers (sizes including input
     and output), ownership, reward, local_ratio, reward_unit, max_cycles, batch_size, action_scale,
     clip_actions, hidden_activation, output_activation, bias, init_gain, observations,
@@ -75,7 +77,7 @@ Arguments
     Misspelled arguments raise ValueError with the closest valid name.
 
 Version history
-    v0: initial release; RL inner tasks (bandit, harlow, maze) and RL features added.
+    v0: initial release; RL inner tasks (bandit, harlow, maze, cartpole) and RL features added.
 """
 
 from __future__ import annotations

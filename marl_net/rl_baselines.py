@@ -107,7 +107,7 @@ def table(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m marl_net.rl_baselines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 tuning and 8 evaluation seeds instead of 16 and 64")
-    parser.add_argument("--presets", default="bandit2,bandit10,harlow,maze,maze_large")
+    parser.add_argument("--presets", default="bandit2,bandit10,harlow,maze,maze_large,cartpole")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

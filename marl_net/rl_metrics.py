@@ -10,7 +10,9 @@ summarizes the lifetime of every network copy and inner copy:
 - ``correct_after_first`` (harlow): the fraction of presentations after the first of each
   lifetime on which the rewarded object was chosen;
 - ``steps_to_first_reward`` (maze): the inner step (1-based) of the first reward, the lifetime
-  plus one where none came.
+  plus one where none came;
+- ``episode_length`` (cartpole): the mean length of the inner episodes completed in the lifetime
+  (the lifetime where none was).
 
 Every value is ``[E]`` (mean over inner copies); :meth:`summary` averages over copies.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from marl_net.tasks.bandit import Bandit
+from marl_net.tasks.cartpole import CartPole
 from marl_net.tasks.harlow import FIXATION, Harlow
 from marl_net.tasks.maze import Maze
 
@@ -42,6 +45,7 @@ class LifetimeRecorder:
             self.correct = torch.zeros_like(reward)
             self.judged = torch.zeros_like(reward)
             self.first_reward = torch.zeros_like(reward)
+            self.episodes = torch.zeros_like(reward)
         self.steps += 1
         self.reward_sum += reward
         if isinstance(self.task, Bandit):
@@ -51,6 +55,8 @@ class LifetimeRecorder:
             judged = ((state["phase"] == FIXATION) & (state["presentations"] >= 2)).to(reward.dtype)
             self.judged += judged
             self.correct += judged * (reward > 0).to(reward.dtype)
+        elif isinstance(self.task, CartPole):  # an inner episode ended and restarted
+            self.episodes += (state["episode_steps"] == 0).to(reward.dtype)
         elif isinstance(self.task, Maze):
             first = (self.first_reward == 0) & (reward > 0)
             self.first_reward = torch.where(first, torch.full_like(reward, self.steps), self.first_reward)
@@ -68,6 +74,10 @@ class LifetimeRecorder:
             never = self.first_reward == 0
             out["steps_to_first_reward"] = torch.where(never, torch.full_like(self.first_reward, self.steps + 1),
                                                        self.first_reward).mean(1)
+        elif isinstance(self.task, CartPole):
+            completed = self.steps - self.core.rl_state["episode_steps"].to(self.episodes.dtype)
+            out["episode_length"] = torch.where(self.episodes > 0, completed / self.episodes.clamp(min=1),
+                                                torch.full_like(completed, self.steps)).mean(1)
         return out
 
     def summary(self) -> dict[str, float]:

@@ -132,3 +132,26 @@ def test_thompson_and_uniform_baselines_on_hand_checked_bandits():
     p = core.rl_state["arm_probs"][0]
     assert m["regret"] == pytest.approx(10 * float(p.max() - p.mean()), abs=0.15)
     assert m["mean_reward"] == pytest.approx(float(p.mean()), abs=0.02)
+
+
+def test_cartpole_episode_length_is_the_mean_length_of_the_completed_inner_episodes():
+    config = EnvConfig(**preset("cartpole", batch_size=2, max_cycles=79, observations=("weight",)))
+    core = NetworkWeightsCore(config, copies=1)
+    core.seed([0])
+    core.reset()
+    recorder = LifetimeRecorder(core)
+    recorder.record()
+    lengths, current = [[], []], [1, 1]  # the reset took the first step
+    zero = torch.zeros(1, core.ownership.num_agents, core.ownership.max_fan)
+    for _ in range(79):
+        core.step(zero)
+        recorder.record()
+        for b in range(2):
+            current[b] += 1
+            if int(core.rl_state["episode_steps"][0, b]) == 0:  # the pole fell on this step: restarted
+                lengths[b].append(current[b])
+                current[b] = 0
+    assert all(lengths)  # a network that never learns drops the pole within 80 steps
+    expected = sum(sum(l) / len(l) for l in lengths) / 2
+    assert float(recorder.metrics()["episode_length"][0]) == pytest.approx(expected)
+    assert float(recorder.metrics()["mean_reward"][0]) == pytest.approx(-sum(map(len, lengths)) / 160)

@@ -166,7 +166,7 @@ def test_maze_starts_and_teleports_land_on_free_non_goal_cells_of_the_task_ids_m
     assert all(len(set(p.tolist())) == int(f) - 1 for p, f in zip(pos, free))  # 500 draws reach every free cell
 
 
-@pytest.mark.parametrize("name", ["bandit2", "harlow", "maze", "maze_large"])
+@pytest.mark.parametrize("name", ["bandit2", "harlow", "maze", "maze_large", "cartpole"])
 def test_train_and_heldout_instances_are_disjoint(name):
     ids = {}
     for split in ("train", "heldout"):
@@ -202,3 +202,39 @@ def test_bad_task_arguments_are_refused_with_the_fix():
         make_task("maze").instance(0)
     with pytest.raises(ValueError, match="unknown"):
         preset("bandit3")
+
+
+def test_cartpole_moves_exactly_as_gymnasiums_vector_cartpole_and_restarts_from_its_own_stream():
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    task = make_task("cartpole", max_episode_steps=40)
+    reference = CartPoleVectorEnv(num_envs=6, max_episode_steps=40, sutton_barto_reward=True)
+    obs, _ = reference.reset(seed=3)
+    state = {"physics": torch.from_numpy(reference.state.T.copy()).reshape(2, 3, 4),
+             "episode_steps": torch.zeros(2, 3, dtype=torch.long)}
+    torch.testing.assert_close(task.observe(state).reshape(6, 4), torch.from_numpy(obs))
+    rng = np.random.default_rng(0)
+    ended, falls = np.zeros(6, dtype=bool), 0
+    for _ in range(60):
+        actions = rng.integers(0, 2, 6)
+        ref_obs, ref_reward, term, trunc, _ = reference.step(actions)
+        uniforms = torch.rand(2, 3, 4)
+        state, reward = task.transition(state, torch.from_numpy(actions).view(2, 3), uniforms)
+        done = term | trunc
+        live = ~(ended | done)  # copies whose episode goes on in both: identical float64 physics
+        assert torch.equal(task.observe(state).reshape(6, 4)[torch.from_numpy(live)], torch.from_numpy(ref_obs[live]))
+        # Sutton & Barto's reward: -1 on the step the pole falls, else 0 (as Gymnasium pays it)
+        assert reward.reshape(-1)[torch.from_numpy(~ended)].tolist() == ref_reward[~ended].tolist()
+        fell = torch.from_numpy(term & ~ended)
+        assert (reward.reshape(-1)[fell] == -1).all() and (reward.reshape(-1)[torch.from_numpy(~term & ~ended)] == 0).all()
+        falls += int(fell.sum())
+        restarted = torch.from_numpy(done & ~ended).view(2, 3)
+        expected = (uniforms.double() * 2 - 1) * 0.05
+        assert torch.equal(state["physics"][restarted], expected[restarted])
+        assert not state["episode_steps"][restarted].any()
+        ended |= done
+    assert falls > 0  # some pole fell within 60 random steps
+    plain = make_task("cartpole", sutton_barto_reward=False)
+    _, reward = plain.transition(plain.start([0], torch.rand(1, 2, 4)), torch.zeros(1, 2, dtype=torch.long),
+                                 torch.rand(1, 2, 4))
+    assert reward.tolist() == [[1.0, 1.0]]  # CartPole-v1's usual reward on request

@@ -13,7 +13,7 @@ every inner copy, and the weights change while the agent acts (as in MetODS, Cha
 2022): the core applies the neurons' weight changes, runs the forward pass on the current input,
 samples an action per inner copy from the softmax (uniforms from the copy's noise generator), and
 the task answers with rewards and next observations (its own randomness from the copy's data
-generator, one uniform per inner copy and step, drawn whether used or not).
+generator: ``uniforms_per_step`` uniforms per inner copy and step, drawn whether used or not).
 
 The reset acts too, as the supervised reset evaluates the fresh network's loss: an episode of
 ``max_cycles`` steps is a lifetime of ``max_cycles + 1`` inner steps (a 100-pull bandit is
@@ -66,6 +66,7 @@ class RLTask(Task):
     num_actions: int
     reward_scale: float
     num_samples = 0  # no data set
+    uniforms_per_step = 1  # data-generator uniforms per inner copy and step (1: shape [E, B], else [E, B, k])
 
     def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1):
         if not 0.0 < float(baseline_rate) <= 1.0:
@@ -100,12 +101,15 @@ class RLTask(Task):
     def initial_state(self, task_ids: Sequence[int], data_gens: Sequence[torch.Generator], inner: int,
                       device: torch.device) -> State:
         """:meth:`start` plus the RL² memory (no previous action, zero reward), on ``device``."""
-        state = self.start(task_ids, seeding.rand(data_gens, (inner,)))
+        state = self.start(task_ids, seeding.rand(data_gens, self._uniform_shape(inner)))
         state = {k: v.to(device) for k, v in state.items()}
         e = len(task_ids)
         state["prev_action"] = torch.full((e, inner), -1, dtype=torch.long, device=device)
         state["prev_reward"] = torch.zeros(e, inner, device=device)
         return state
+
+    def _uniform_shape(self, inner: int) -> tuple[int, ...]:
+        return (inner,) if self.uniforms_per_step == 1 else (inner, self.uniforms_per_step)
 
     def network_input(self, state: State) -> torch.Tensor:
         """``[E, B, input_dim]``: observation, previous action one-hot, previous reward (RL²)."""
@@ -124,7 +128,8 @@ class RLTask(Task):
         e, b = probs.shape[:2]
         u = seeding.rand(noise_gens, (b,), device=probs.device, dtype=probs.dtype)
         actions = sample_categorical(probs, u)
-        state, rewards = self.transition(state, actions, seeding.rand(data_gens, (b,), device=probs.device))
+        state, rewards = self.transition(state, actions, seeding.rand(data_gens, self._uniform_shape(b),
+                                                                      device=probs.device))
         rewards = rewards.to(probs.dtype)
         state = {**state, "prev_action": actions, "prev_reward": rewards}
         rpe = rewards.mean(1) - baseline
@@ -168,6 +173,7 @@ PRESETS: dict[str, dict] = {
     "harlow": dict(task="harlow", layers=(17, 20, 3), max_cycles=9, batch_size=1),  # 5 presentations (MetODS)
     "maze": dict(task="maze", task_kwargs={"size": 7}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
     "maze_large": dict(task="maze", task_kwargs={"size": 11}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
+    "cartpole": dict(task="cartpole", layers=(7, 32, 2), max_cycles=999, batch_size=1),
 }
 
 
