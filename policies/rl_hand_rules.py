@@ -142,5 +142,7 @@ def tune(name: str, config: EnvConfig, grid: Sequence[float], seeds: Sequence[in
 
 
 def evaluate(name: str, config: EnvConfig, lr: float, seeds: Sequence[int]) -> dict[str, float]:
-    """The metrics of policy ``name`` with step size ``lr`` on held-out lifetimes (mean over seeds)."""
+    """The metrics of policy ``name`` with step size ``lr`` on held-out lifetimes (mean over seeds),
+    with changes beyond ``action_scale`` clipped as during :func:`tune`, so the tuned value acts
+    as it was tuned."""
     return run(name, config.replace(split="heldout"), lr, seeds, strict=False).summary()

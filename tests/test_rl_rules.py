@@ -51,6 +51,8 @@ def test_rl_rules_refuse_supervised_tasks_and_missing_features():
         make_policy("reinforce", EnvConfig(**preset("bandit2")))
     with pytest.raises(ValueError, match="unknown"):
         make_policy("thompson", _config("reinforce"))
+    with pytest.raises(ValueError, match="not an RL task"):
+        LifetimeRecorder(NetworkWeightsCore(EnvConfig(), copies=1))
 
 
 def test_tuning_runs_on_train_tasks_and_a_tuned_reinforce_beats_a_negligible_step_size():
