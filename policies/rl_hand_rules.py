@@ -32,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
