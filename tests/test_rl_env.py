@@ -52,10 +52,15 @@ def _stack(d, agents):
     return np.stack([np.asarray(d[a], dtype=np.float64) for a in agents])
 
 
-@pytest.mark.parametrize("task,ownership", [("bandit", "outgoing"), ("harlow", "incoming"), ("maze", "outgoing"),
-                                            ("cartpole", "incoming")])
-def test_vector_env_equals_pettingzoo_env_over_full_episodes(task, ownership):
-    copies, seed, kwargs = 2, 5, small(task, ownership, max_cycles=4)
+FEEDBACK_OBS = ("weight", "teaching_signal", "feedback_error", "feedback_eligibility", "reinforce_update")
+
+
+@pytest.mark.parametrize("task,ownership,extra", [
+    ("bandit", "outgoing", {}), ("harlow", "incoming", {}), ("maze", "outgoing", {}), ("cartpole", "incoming", {}),
+    ("harlow", "outgoing", {"observations": FEEDBACK_OBS, "feedback": "dfa"}),  # feedback matrices drawn at resets
+])
+def test_vector_env_equals_pettingzoo_env_over_full_episodes(task, ownership, extra):
+    copies, seed, kwargs = 2, 5, small(task, ownership, max_cycles=4, **extra)
     venv = VectorNetworkEnv(EnvConfig(**kwargs), copies=copies)
     envs = [network_weights_v0.parallel_env(**kwargs) for _ in range(copies)]
     obs, _ = venv.reset(seed=seed)
