@@ -251,7 +251,7 @@ def test_bad_input_raises_with_the_choices_named():
         EnvConfig(hidden_activation="bernoulli", observations=("feedback_eligibility",))
     with pytest.raises(ValueError, match="activation derivative"):
         make_rule("dfa").start(EnvConfig(hidden_activation="bernoulli"), 1)
-    with pytest.raises(ValueError, match=r"has none: use a task with one of the losses \['cross_entropy', 'mse'\]"):
+    with pytest.raises(ValueError, match=r"has none: use a task with one of the losses \['cross_entropy', 'mse', 'reinforce'\]"):
         check_computable(SPEC, "negative_reward")  # a loss without a teaching signal (e.g. an RL task's)
     with pytest.raises(ValueError, match="feedback='fa'"):
         make_policy("fa", EnvConfig.from_kwargs(**env_kwargs("dfa")))
