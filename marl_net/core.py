@@ -114,32 +114,31 @@ class NetworkWeightsCore:
                 return self.last_obs
         gens = [self.data_gens[i] for i in idx]
         task_ids = [sample_task_id_torch(g, self.config.split) for g in gens]
-        if self.rl:
-            return self._reset_rl(idx, gens, task_ids)
-        inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
-        params = join_bias(*init_weights(self.spec, gens, device=self.device))
-        # the minibatch indices of the episode (its first BATCH_TABLE_STEPS steps), drawn now in one
-        # call per copy: the values, and generator states, that a draw at every step would give
-        # (integer draws are serial)
-        steps = min(self.config.max_cycles + 1, BATCH_TABLE_STEPS)
-        batch_index = seeding.randint(gens, inputs.shape[1], (steps, self.config.batch_size), device=self.device)
+        episode = self._new_episodes(gens, task_ids)  # the task's part: data set, or RL states
         feedback = None
         if self.feedback_mode is not None:  # from the noise generators, before the reset's forward pass
             feedback = draw_feedback(self.spec, self.feedback_mode, [self.noise_gens[i] for i in idx], self.device)
+        params = episode.pop("params")
         if len(idx) == self.copies:  # every copy: fresh tensors, nothing to index
-            self.inputs, self.targets, self.params, self.task_ids = inputs, targets, params, task_ids
-            self.feedback = feedback
-            self.batch_index = batch_index
+            for name, value in episode.items():
+                setattr(self, name, value)
+            self.params, self.task_ids, self.feedback = params, task_ids, feedback
             self.delta = [torch.zeros_like(p) for p in params]
             self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
             ctx = self._evaluate(None, prev_loss=None)
-            self.loss, self.initial_loss = ctx.loss, ctx.loss.clone()
+            self.loss = ctx.loss
+            if not self.rl:  # (an RL episode's initial loss is its task's reward scale, set above)
+                self.initial_loss = ctx.loss.clone()
             if self.accumulator_specs:
                 self.accumulators = accumulators.update(self.accumulator_specs, ctx, None)
             self.last_obs = observe(ctx, self.config.observations)
             return self.last_obs
         sel = torch.as_tensor(idx, device=self.device)
-        self.inputs[sel], self.targets[sel], self.batch_index[sel] = inputs, targets, batch_index
+        for name, value in episode.items():
+            if name == "rl_state":
+                assign_state(self.rl_state, sel, value)
+            else:
+                getattr(self, name)[sel] = value
         for p, d, new in zip(self.params, self.delta, params):
             p[sel] = new
             d[sel] = 0.0
@@ -151,7 +150,8 @@ class NetworkWeightsCore:
             self.task_ids[i] = t
         ctx = self._evaluate(sel, prev_loss=None)
         self.loss[sel] = ctx.loss
-        self.initial_loss[sel] = ctx.loss
+        if not self.rl:
+            self.initial_loss[sel] = ctx.loss
         if self.accumulator_specs:
             for name, layers in accumulators.update(self.accumulator_specs, ctx, None).items():
                 for state, fresh in zip(self.accumulators[name], layers):
@@ -159,43 +159,27 @@ class NetworkWeightsCore:
         self.last_obs[sel] = observe(ctx, self.config.observations)
         return self.last_obs
 
-    def _reset_rl(self, idx: list[int], gens: list[torch.Generator], task_ids: list[int]) -> torch.Tensor:
-        """:meth:`reset` for an RL task: fresh weights, then the task instances' first states,
-        a zero reward baseline, and the first inner step (the reset acts, see ``marl_net.tasks.rl``)."""
+    def _new_episodes(self, gens: list[torch.Generator], task_ids: list[int]) -> dict:
+        """Fresh weights and the task's part of new episodes for the copies drawing from ``gens``,
+        as ``{core attribute: value}``, in the order the copies' data streams are drawn. Supervised:
+        the instances' data sets, weights, then the minibatch indices of the episode's first
+        ``BATCH_TABLE_STEPS`` steps (drawn now in one call per copy: the values, and generator
+        states, that a draw at every step would give; integer draws are serial). RL: weights, the
+        inner copies' first states, a zero reward baseline, and the task's reward scale as the
+        initial loss (see ``marl_net.tasks.rl``)."""
+        if self.rl:
+            params = join_bias(*init_weights(self.spec, gens, device=self.device))
+            return {
+                "params": params,
+                "rl_state": self.task.initial_state(task_ids, gens, self.config.batch_size, self.device),
+                "baseline": torch.zeros(len(gens), device=self.device),
+                "initial_loss": torch.full((len(gens),), float(self.task.reward_scale), device=self.device),
+            }
+        inputs, targets = (t.to(self.device) for t in self.task.instances(task_ids))
         params = join_bias(*init_weights(self.spec, gens, device=self.device))
-        state = self.task.initial_state(task_ids, gens, self.config.batch_size, self.device)
-        scale = torch.full((len(idx),), float(self.task.reward_scale), device=self.device)
-        feedback = None
-        if self.feedback_mode is not None:  # from the noise generators, before the reset's forward pass
-            feedback = draw_feedback(self.spec, self.feedback_mode, [self.noise_gens[i] for i in idx], self.device)
-        if len(idx) == self.copies:
-            self.params, self.task_ids, self.rl_state = params, task_ids, state
-            self.feedback = feedback
-            self.delta = [torch.zeros_like(p) for p in params]
-            self.t = torch.zeros(self.copies, dtype=torch.long, device=self.device)
-            self.baseline = torch.zeros(self.copies, device=self.device)
-            self.initial_loss = scale
-            ctx = self._evaluate(None, prev_loss=None)
-            self.loss = ctx.loss
-            self.last_obs = observe(ctx, self.config.observations)
-            return self.last_obs
-        sel = torch.as_tensor(idx, device=self.device)
-        assign_state(self.rl_state, sel, state)
-        for p, d, new in zip(self.params, self.delta, params):
-            p[sel] = new
-            d[sel] = 0.0
-        if feedback is not None:
-            for b, new in zip(self.feedback.matrices, feedback.matrices):
-                b[sel] = new
-        self.t[sel] = 0
-        self.baseline[sel] = 0.0
-        self.initial_loss[sel] = scale
-        for i, t in zip(idx, task_ids):
-            self.task_ids[i] = t
-        ctx = self._evaluate(sel, prev_loss=None)
-        self.loss[sel] = ctx.loss
-        self.last_obs[sel] = observe(ctx, self.config.observations)
-        return self.last_obs
+        steps = min(self.config.max_cycles + 1, BATCH_TABLE_STEPS)
+        batch_index = seeding.randint(gens, inputs.shape[1], (steps, self.config.batch_size), device=self.device)
+        return {"params": params, "inputs": inputs, "targets": targets, "batch_index": batch_index}
 
     # ---------------------------------------------------------------- step
     def step(self, actions: torch.Tensor) -> StepResult:
