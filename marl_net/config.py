@@ -96,8 +96,9 @@ class EnvConfig:
     def _check_rl(self) -> None:
         """RL-only features need an RL task; RL tasks refuse what replays a supervised loss."""
         rl_tasks = sorted(n for n, (cls, _) in TASKS.items() if issubclass(cls, RLTask))
+        signals = dict(zip(self.observations, signals_of(self.observations)))  # accumulators: their signal
         if not self.is_rl:
-            wrong = [n for n in self.observations if n in RL_FEATURES]
+            wrong = [n for n, signal in signals.items() if signal in RL_FEATURES]
             if wrong:
                 raise ValueError(f"observations {wrong} exist only for RL tasks {rl_tasks} (task={self.task!r} "
                                  "has no actions or rewards): drop them")
@@ -106,7 +107,7 @@ class EnvConfig:
             raise ValueError(f"reward={self.reward!r} replays the loss on counterfactual weights, which an RL task "
                              f"cannot (its loss is the reward of actions taken): pick global_loss, loss_improvement "
                              "or weight_max")
-        wrong = [n for n in self.observations if n.startswith(("np_", "wp_"))]
+        wrong = [n for n, signal in signals.items() if signal.startswith(("np_", "wp_"))]
         if wrong:
             raise ValueError(f"observations {wrong} compare a perturbed supervised loss with the step's loss, which "
                              f"task={self.task!r} (RL) does not have: drop them (see marl_net.rl_features)")

@@ -185,6 +185,10 @@ def test_vector_env_state_round_trip_continues_identically():
 def test_rl_settings_are_refused_where_they_do_not_apply():
     with pytest.raises(ValueError, match="only for RL tasks"):
         EnvConfig(observations=("weight", "inner_reward"))
+    with pytest.raises(ValueError, match="only for RL tasks"):
+        EnvConfig(observations=("weight", "ema0.9[output_eligibility]"))
+    with pytest.raises(ValueError, match="np_update"):
+        EnvConfig(**small("bandit", observations=("weight", "ema0.5[np_update]")))
     with pytest.raises(ValueError, match="counterfactual"):
         EnvConfig(**small("bandit", reward="difference"))
     with pytest.raises(ValueError, match="np_eligibility"):
