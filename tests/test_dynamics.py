@@ -148,10 +148,12 @@ def test_nan_weights_never_reach_observations():
 @pytest.mark.parametrize("ownership,bias", [("outgoing", False), ("incoming", True), ("incoming", False)])
 def test_observation_rows_written_natively_equal_torchs(monkeypatch, ownership, bias):
     from marl_net.observations import FEATURES
+    from marl_net.accumulators import signals_of
     from marl_net.rl_features import RL_FEATURES  # RL tasks only (tests/test_rl_env.py checks them natively)
 
     cfg = EnvConfig(layers=(4, 6, 3), ownership=ownership, bias=bias, batch_size=7,
-                    observations=tuple(n for n in FEATURES if n != "gradient" and n not in RL_FEATURES) + ("gradient",))
+                    observations=tuple(n for n in FEATURES if n != "gradient" and signals_of([n])[0] not in RL_FEATURES)
+                    + ("gradient",))
     tables = []
     for fused in ("1", "0"):  # the C++ row writer, then torch's per-feature writes
         monkeypatch.setenv("MARL_NET_FUSED", fused)

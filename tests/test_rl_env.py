@@ -201,7 +201,9 @@ def test_rl_settings_are_refused_where_they_do_not_apply():
 def test_rl_observation_rows_written_natively_equal_torchs(monkeypatch, ownership):
     from marl_net.observations import FEATURES
 
-    names = tuple(n for n in FEATURES if not n.startswith(("np_", "wp_")))  # every feature an RL task accepts
+    from marl_net.accumulators import signals_of
+
+    names = tuple(n for n in FEATURES if not signals_of([n])[0].startswith(("np_", "wp_")))  # all an RL task accepts
     tables = []
     for fused in ("1", "0"):  # the C++ row writer, then torch's per-feature writes
         monkeypatch.setenv("MARL_NET_FUSED", fused)
