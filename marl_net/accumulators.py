@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 
 from marl_net.context import StepContext
-from marl_net.observations import FEATURE_FAMILIES, FEATURES, register_feature, resolve_feature, sanitize
+from marl_net.features import FEATURE_FAMILIES, FEATURES, register_feature, resolve_feature, sanitize
 
 DEFAULT_DECAYS = (0.5, 0.9, 0.99)
 _NAME = re.compile(r"^ema(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")

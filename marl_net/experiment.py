@@ -36,6 +36,8 @@ from typing import Any, Iterable, Mapping
 
 from marl_net import yaml_numbers
 
+from marl_net.launch_keys import is_grid
+
 PATHS = ("rllib", "fast")
 SECTIONS = ("path", "env", "policy", "ppo", "stop", "run")
 RUN_KEYS = ("name", "storage_path", "checkpoint_frequency", "checkpoint_at_end", "max_failures", "num_samples",
@@ -58,10 +60,6 @@ def _unknown(kind: str, key: str, valid: Iterable[str]) -> ValueError:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"valid: {valid}"
     return ValueError(f"unknown {kind} {key!r}; {hint}")
-
-
-def is_grid(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"grid_search"}
 
 
 def _check_grids(section: str, values: Mapping[str, Any]) -> None:

@@ -55,7 +55,7 @@ import torch
 
 from marl_net import losses, seeding
 from marl_net.network import NetworkSpec, activate, split_bias
-from marl_net.observations import register_feature
+from marl_net.features import register_feature
 
 FEEDBACK_MODES = {
     "dfa": "direct feedback alignment (Nokland 2016): the output error straight to each hidden layer through B_k",

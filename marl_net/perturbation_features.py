@@ -33,7 +33,7 @@ with both, the draw order follows the ``observations`` order.
 
 from __future__ import annotations
 
-from marl_net.observations import FEATURES, register_feature
+from marl_net.features import FEATURES, register_feature
 from marl_net.rules import node_perturbation, weight_perturbation, weight_max_env
 from marl_net.rules.common import check_sigma, perturbation_update
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA

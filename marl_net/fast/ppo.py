@@ -46,17 +46,11 @@ from marl_net import numerics
 from marl_net.config import EnvConfig
 from marl_net.fast.rollout import Rollout, gae
 from marl_net.fast.vector_env import VectorNetworkEnv
+from marl_net.launch_keys import RLLIB_PPO_SETTINGS
 from marl_net.policies import fused_actor_critic
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 from marl_net.seeding import seed_from
 from marl_net.validation import check_field_types, config_differences
-
-# Keys of a shared launch dict's ``ppo:`` section that only the RLlib path uses.
-RLLIB_ONLY_KEYS = frozenset(
-    {"num_env_runners", "num_envs_per_env_runner", "num_learners", "rollout_fragment_length", "kl_coeff",
-     "use_kl_loss", "kl_target", "vf_clip_param", "num_cpus_per_env_runner", "sample_timeout_s"}
-)
-
 
 @dataclass(frozen=True)
 class FastPPOConfig:
@@ -114,7 +108,7 @@ class FastPPOConfig:
         if "train_batch_size_per_learner" in kwargs:  # one learner: the same thing
             kwargs.setdefault("train_batch_size", kwargs.pop("train_batch_size_per_learner"))
         for key in list(kwargs):
-            if key not in names and _is_rllib_setting(key):
+            if key not in names and key in RLLIB_PPO_SETTINGS:
                 kwargs.pop(key)  # meant for the RLlib path
             elif key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
@@ -134,21 +128,6 @@ class FastPPOConfig:
         if self.train_batch_size is not None:
             return max(1, math.ceil(self.train_batch_size / rows))
         return self.rollout_steps or max_cycles
-
-
-def _is_rllib_setting(key: str) -> bool:
-    """Whether ``key`` is a setting of RLlib's PPOConfig (which the fast path ignores)."""
-    if key in RLLIB_ONLY_KEYS:
-        return True
-    try:
-        from marl_net.rllib.algo import check_ppo_keys
-    except ImportError:
-        return False
-    try:
-        check_ppo_keys({key: None})
-    except ValueError:
-        return False
-    return True
 
 
 def minibatch_picks(perm: torch.Tensor, batches: int) -> list[torch.Tensor]:

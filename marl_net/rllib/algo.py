@@ -29,19 +29,19 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Mapping
 
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from marl_net.config import EnvConfig
-from marl_net.experiment import is_grid
+from marl_net.launch_keys import check_ppo_keys, is_grid
 from marl_net.policies.rllib_module import policy_mapping_fn, shared_module_spec
 from marl_net.rllib.callbacks import AggregateMetricsEnvRunner, InnerLossCallbacks, UncalibratedCallbacks
 from marl_net.rllib.env import NetworkWeightsRLlibEnv
 
-# The PPOConfig setter methods a launch's ``ppo`` section may reach, searched in this order.
+# The PPOConfig setter methods a launch's ``ppo`` section may reach, searched in this order (their
+# arguments are listed in marl_net.launch_keys.RLLIB_PPO_SETTINGS, which check_ppo_keys reads).
 PPO_SECTIONS = ("training", "env_runners", "learners", "resources", "fault_tolerance", "reporting")
 # Set by build_ppo_config itself; a launch must not override them.
 RESERVED = {"env", "env_config", "env_runner_cls", "policies", "policy_mapping_fn", "rl_module_spec", "callbacks"}
@@ -73,16 +73,6 @@ def _setters(config: PPOConfig) -> dict[str, str]:
                     if name not in ("self", "kwargs") and name not in RESERVED:
                         where.setdefault(name, method)
     return where
-
-
-def check_ppo_keys(ppo: Mapping[str, Any]) -> None:
-    where = _setters(PPOConfig())
-    for key in ppo:
-        if key not in where:
-            close = difflib.get_close_matches(key, list(where), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"ppo.{key} is not a PPOConfig setting{hint} "
-                             f"(settings of PPOConfig.{', .'.join(PPO_SECTIONS)} are accepted)")
 
 
 def check_ppo_values(ppo: Mapping[str, Any]) -> None:
