@@ -107,10 +107,21 @@ def weight_max(ctx: StepContext) -> torch.Tensor:
         nxt = b.layer + 1  # the layer holding this block's outgoing weights
         if nxt < ctx.spec.num_layers:
             n = b.stop - b.start  # columns of the next layer's weights (its bias column excluded)
-            per_block.append((before[nxt][..., :n] * ctx.delta[nxt][..., :n]).sum(1))
+            per_block.append(weight_max_gain(before[nxt][..., :n], ctx.delta[nxt][..., :n]))
         else:
             per_block.append(-ctx.loss.unsqueeze(1).expand(-1, b.stop - b.start))
     return ctx.ownership.neuron_values_to_agents(per_block)
+
+
+def weight_max_gain(outgoing: torch.Tensor, d_outgoing: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Weight Maximization's hidden-unit reward (Chung 2022, eq. 4): the first-order change of the
+    L^p norm of a unit's outgoing weights, ``sum_o |v|^(p-1) sign(v) dv`` (``1/p`` of the change of
+    ``||v||_p^p``; ``v . dv`` for p = 2), per unit ``[E, n_in]`` from the outgoing weights
+    ``[E, n_out, n_in]`` and their change. The env's ``weight_max`` scheme and Chung's actor
+    (``marl_net.rules.weight_max``) both pay their hidden units with it."""
+    if p == 2:
+        return (outgoing * d_outgoing).sum(1)
+    return (outgoing.abs().pow(p - 1) * outgoing.sign() * d_outgoing).sum(1)
 
 
 def counterfactual_preact(ctx: StepContext, layer: int) -> torch.Tensor:

@@ -14,9 +14,10 @@ import torch
 
 from marl_net.network import NetworkSpec
 from marl_net.reproduce.optim import Adam, pack
+from marl_net.rewards import weight_max_gain
 from marl_net.rules.reinforce import CoagentActor, Reinforce, Traces, local_log_prob_grads, split
 from marl_net.rules.ste import STE, Backprop
-from marl_net.rules.weight_max import WeightMax, WeightMaxTraces, unit_rewards
+from marl_net.rules.weight_max import WeightMax, WeightMaxTraces
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -137,14 +138,14 @@ def test_hidden_reward_is_v_dot_dv():
     dv = torch.tensor([[[0.01, 0.02, -0.03], [-0.04, 0.05, 0.06]]], dtype=torch.float64)
     # unit 0: 0.2*0.01 + 0.4*(-0.04) = -0.014; unit 1: -0.5*0.02 + 0.1*0.05 = -0.005;
     # unit 2: 0.3*(-0.03) + (-0.6)*0.06 = -0.045
-    torch.testing.assert_close(unit_rewards(v, dv, 2.0), torch.tensor([[-0.014, -0.005, -0.045]], dtype=torch.float64))
+    torch.testing.assert_close(weight_max_gain(v, dv, 2.0), torch.tensor([[-0.014, -0.005, -0.045]], dtype=torch.float64))
     # p = 3: sum |v|^2 sign(v) dv; unit 2: 0.09*(-0.03) + 0.36*(-1)*0.06 = -0.0243
-    assert unit_rewards(v, dv, 3.0)[0, 2].item() == pytest.approx(-0.0243)
+    assert weight_max_gain(v, dv, 3.0)[0, 2].item() == pytest.approx(-0.0243)
     # first order in the norm change: (||v + e dv||_p^p - ||v||_p^p) / (p e)
     for p in (2.0, 3.0):
         eps = 1e-6
         change = ((v + eps * dv).abs().pow(p).sum(1) - v.abs().pow(p).sum(1)) / (p * eps)
-        torch.testing.assert_close(unit_rewards(v, dv, p), change, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(weight_max_gain(v, dv, p), change, rtol=1e-4, atol=1e-8)
 
 
 def test_ste_update_by_hand():

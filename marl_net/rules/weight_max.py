@@ -8,7 +8,8 @@ L^p norm of its outgoing weights ``v_i = W_{l+1}[:, i]`` (eq. 4; ``1/p`` of the 
     G_i = sum_o |v_io|^(p-1) sign(v_io) dv_io          (p = 2:  G_i = v_i . dv_i)
 
 where ``dv`` is the *raw* change of the outgoing weights (the ascent direction with step size 1,
-before the optimizer; it includes the weight-decay term). Each layer then takes a REINFORCE step
+before the optimizer; it includes the weight-decay term): :func:`marl_net.rewards.weight_max_gain`,
+the formula the env's ``weight_max`` reward scheme pays with. Each layer then takes a REINFORCE step
 with its own per-unit signal (eq. 7-8). Weight decay c adds ``-2 c W`` to every raw update.
 
 :class:`WeightMax` computes the layers top-down within one step (eq. 7-8). :class:`WeightMaxTraces`
@@ -24,6 +25,7 @@ from collections import deque
 
 import torch
 
+from marl_net.rewards import weight_max_gain
 from marl_net.rules.reinforce import (
     ActorStep,
     CoagentActor,
@@ -40,14 +42,6 @@ def check_norm(p: float) -> float:
     if not p >= 1:
         raise ValueError(f"norm p={p!r}: Weight Maximization needs an L^p norm with p >= 1 (the paper uses 2)")
     return float(p)
-
-
-def unit_rewards(outgoing: torch.Tensor, d_outgoing: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """Hidden-unit rewards ``[E, n_in]`` from the outgoing weights ``W_{l+1}`` ``[E, n_out, n_in]``
-    and their raw change: ``sum_o |v|^(p-1) sign(v) dv``, which is ``v . dv`` for p = 2."""
-    if p == 2:
-        return (outgoing * d_outgoing).sum(1)
-    return (outgoing.abs().pow(p - 1) * outgoing.sign() * d_outgoing).sum(1)
 
 
 def add_weight_decay(updates: list[torch.Tensor], params: list[torch.Tensor], c: float) -> list[torch.Tensor]:
@@ -87,7 +81,7 @@ class WeightMax:
             u_w, u_b = add_weight_decay([u_w, u_b], actor.params[2 * l:2 * l + 2], self.weight_decay)
             updates[2 * l], updates[2 * l + 1] = u_w, u_b
             if l > 0:
-                reward = unit_rewards(actor.weights[l], u_w, self.p)
+                reward = weight_max_gain(actor.weights[l], u_w, self.p)
         return flatten(updates)
 
 
@@ -137,5 +131,6 @@ class WeightMaxTraces:
             u = scale_rows(reward, z) if reward is not None else [torch.zeros_like(t) for t in z]
             updates += add_weight_decay(u, actor.params[2 * l:2 * l + 2], self.weight_decay)
         # rewards for the next step: v . dv with v before this step's change
-        self.pending = [unit_rewards(actor.weights[l + 1], updates[2 * (l + 1)], self.p) for l in range(n - 1)] + [None]
+        self.pending = [weight_max_gain(actor.weights[l + 1], updates[2 * (l + 1)], self.p)
+                        for l in range(n - 1)] + [None]
         return flatten(updates)
