@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 HELP = "launch a Tune experiment from a YAML config (RLlib path or fast path)"
-INNER_LOSS_METRIC = "env_runners/inner_loss_final"
 
 
 def add_arguments(parser) -> None:

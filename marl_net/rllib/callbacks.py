@@ -39,14 +39,6 @@ from ray.rllib.utils.metrics import (
 )
 
 ALL_AGENTS = "all_agents"
-INNER_METRICS = (
-    "inner_loss_final",
-    "inner_loss_initial",
-    "inner_loss_improvement",
-    "inner_diverged",
-    "neuron_return_mean",
-    "neuron_reward_mean",
-)
 
 
 class AggregateMetricsEnvRunner(MultiAgentEnvRunner):
