@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from marl_net import yaml_numbers
-
 from marl_net.launch_keys import is_grid
 
 PATHS = ("rllib", "fast")

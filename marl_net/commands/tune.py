@@ -135,7 +135,7 @@ def run_launch(launch: Mapping[str, Any], resume: bool = False, verbose: int = 1
 def summarize(launch: Mapping[str, Any], results) -> list[dict[str, Any]]:
     """One row per trial: the grid-searched settings, the iterations run, the inner loss at the end
     of an episode and its improvement over the episode."""
-    from marl_net.experiment import is_grid
+    from marl_net.launch_keys import is_grid
 
     grids = [(s, k) for s in ("env", "ppo") for k, v in launch[s].items() if is_grid(v)]
     rows = []
