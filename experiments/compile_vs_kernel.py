@@ -27,32 +27,17 @@ retiring the kernel). Exits 1 if compilation fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import statistics
 import sys
 import time
 
 import torch
 
 from marl_net.commands.bench import FULL, QUICK, THROUGHPUT, FastPPORun, machine_description
+from marl_net.commands.bench import _fused_kernel as kernel_on  # on: the fused kernel; off: MARL_NET_FUSED=0
 
 KINDS = ("kernel", "torch", "compiled")
 WITHIN = 1.25  # the compiled path within this factor of the kernel's agent-steps/s: retiring it is indicated
-
-
-@contextlib.contextmanager
-def kernel_on(on: bool):
-    """The policy through the fused kernel (``on``) or through torch (``MARL_NET_FUSED=0``)."""
-    before = os.environ.get("MARL_NET_FUSED")
-    os.environ["MARL_NET_FUSED"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MARL_NET_FUSED")
-        else:
-            os.environ["MARL_NET_FUSED"] = before
 
 
 def compile_trainer(trainer) -> None:

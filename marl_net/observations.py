@@ -1,4 +1,4 @@
-"""Per-synapse observation features: a registry.
+"""Per-synapse observation features as agents observe them (the registry and built-ins: ``marl_net.features``).
 
 An agent observes a ``[K, F + 1]`` array: one row per synapse slot it owns (padded to the largest
 fan K), one column per enabled feature, and a last column that is the padding mask (1 for a real
