@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from marl_net.context import StepContext
-from marl_net.observations import register_feature
+from marl_net.features import register_feature
 
 RL_FEATURES = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update")
 
