@@ -5,7 +5,8 @@ loss curve.
 E = episodes copies; copy e seeded ``seed_from(seed, e)``), each agent taking the policy's
 deterministic action (the Gaussian mean), and returns the inner loss after reset and after each of
 the ``max_cycles`` steps: ``[episodes, max_cycles + 1]``. Any ``SynapsePolicy`` (from RLlib, the
-fast path, or untrained) and any ``EnvConfig`` work; pass ``split="heldout"`` in the config to
+fast path, or untrained; feed-forward or recurrent, whose state is carried through the episode
+from zero) and any ``EnvConfig`` work; pass ``split="heldout"`` in the config to
 measure generalization to tasks never seen in meta-training. A copy that diverges keeps the loss
 it diverged with for the rest of the curve (so a diverging rule shows up, instead of vanishing).
 
@@ -34,12 +35,29 @@ def episode_seeds(seed: int, episodes: int) -> list[int]:
 
 
 def policy_means(policy: torch.nn.Module) -> ActionFn:
-    """The deterministic action function of a ``SynapsePolicy``: its Gaussian mean."""
+    """The deterministic action function of a ``SynapsePolicy``: its Gaussian mean. For a recurrent
+    policy (``memory="gru"``) the function carries the policy's state from call to call, starting
+    at zero: one function per inner episode of the same rows (make a new one after a reset)."""
+    if not getattr(policy, "recurrent", False):
+        return lambda obs: policy(obs)[0]
+    return _StatefulMeans(policy)
 
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        return policy(obs)[0]
 
-    return act
+class _StatefulMeans:
+    """A recurrent policy's means with its state carried across calls (see :func:`policy_means`)."""
+
+    def __init__(self, policy: torch.nn.Module):
+        self.policy, self.state = policy, None
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.step(obs)[0]
+
+    def step(self, obs: torch.Tensor):
+        """-> mean, log-std ``[N, K]`` and value ``[N]`` for ``obs`` at the next step of the episode."""
+        if self.state is None:
+            self.state = self.policy.initial_state(obs)
+        mean, log_std, value, self.state = self.policy(obs, self.state)
+        return mean, log_std, value
 
 
 def check_policy_fits(policy: torch.nn.Module, config: EnvConfig) -> None:
@@ -99,10 +117,11 @@ def sample_observations(policy: torch.nn.Module, env_config: EnvConfig, copies: 
         return rows[torch.randperm(rows.shape[0], generator=gen)[:per_step]]
 
     seen = [keep(obs.reshape(e * a, k, f))]
+    step = policy_means(policy).step if getattr(policy, "recurrent", False) else policy
     with torch.no_grad():
         for _ in range(env_config.max_cycles):
             rows = obs.reshape(e * a, k, f)
-            mean, log_std, _ = policy(rows)
+            mean, log_std, _ = step(rows)
             actions = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)) * rows[..., -1]
             obs = core.step(actions.reshape(e, a, k).clamp(-1, 1)).obs
             seen.append(keep(obs.reshape(e * a, k, f)))

@@ -22,7 +22,11 @@ from marl_net.policies import fused_layer
 
 
 def applies(policy, obs: torch.Tensor) -> bool:
-    """Whether :func:`log_prob_and_value` can run ``policy`` on ``obs`` (else use the torch path)."""
+    """Whether :func:`log_prob_and_value` can run ``policy`` on ``obs`` (else use the torch path).
+    The kernel is the feed-forward policy only: a recurrent policy (``memory="gru"``) always runs on
+    the torch path."""
+    if getattr(policy, "recurrent", False):
+        return False
     return fused_layer.applies(obs, policy.config.hidden, policy.log_std.dtype, policy.config.depth)
 
 

@@ -50,6 +50,9 @@ def _slot_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return 0.5 + _LOG_SQRT_2PI + log_std
 
 
+MEMORY_CHOICES = ("none", "gru")
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     num_features: int  # F: columns of an observation row, the padding mask (last) included
@@ -57,6 +60,10 @@ class PolicyConfig:
     depth: int = 2  # hidden layers of the per-synapse network
     init_log_std: float = -1.0
     action_gain: float = 0.01  # scale of the actor head at init: small weight changes at first
+    # "none": this feed-forward policy; "gru": a GRU cell per synapse row whose state lasts the inner
+    # episode (marl_net.policies.recurrent_policy.RecurrentSynapsePolicy; make_policy picks the class)
+    memory: str = "none"
+    memory_size: int = 16  # H of the per-synapse GRU state (used with memory="gru")
 
     def __post_init__(self):
         check_field_types(self)
@@ -64,6 +71,10 @@ class PolicyConfig:
             raise ValueError(f"num_features={self.num_features!r}: need at least one feature plus the mask column")
         if self.hidden < 1 or self.depth < 1:
             raise ValueError("hidden and depth must be positive integers")
+        if self.memory not in MEMORY_CHOICES:
+            raise ValueError(f"memory={self.memory!r}: choose one of {list(MEMORY_CHOICES)}")
+        if isinstance(self.memory_size, bool) or not isinstance(self.memory_size, int) or self.memory_size < 1:
+            raise ValueError(f"memory_size={self.memory_size!r}: pass an integer >= 1 (the GRU state's width per synapse)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,8 +119,13 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class SynapsePolicy(nn.Module):
+    recurrent = False  # RecurrentSynapsePolicy (memory="gru") carries a state from step to step
+
     def __init__(self, config: PolicyConfig):
         super().__init__()
+        if config.memory != "none":
+            raise ValueError(f"memory={config.memory!r} is the recurrent policy: build it with "
+                             "marl_net.policies.recurrent_policy.make_policy(config)")
         self.config = config
         f, h = config.num_features - 1, config.hidden
         self.synapse_net = _mlp([f] + [h] * config.depth)

@@ -44,11 +44,13 @@ from torch import nn
 
 from marl_net import numerics
 from marl_net.config import EnvConfig
-from marl_net.fast.rollout import Rollout, gae
+from marl_net.fast.recurrent_ppo import RecurrentPPO
+from marl_net.fast.rollout import Rollout, gae, minibatch_picks
 from marl_net.fast.vector_env import VectorNetworkEnv
 from marl_net.launch_keys import RLLIB_PPO_SETTINGS
 from marl_net.policies import fused_actor_critic
-from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
+from marl_net.policies.recurrent_policy import make_policy
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, check_policy_settings, masked_log_prob
 from marl_net.seeding import seed_from
 from marl_net.validation import check_field_types, config_differences
 
@@ -130,29 +132,18 @@ class FastPPOConfig:
         return self.rollout_steps or max_cycles
 
 
-def minibatch_picks(perm: torch.Tensor, batches: int) -> list[torch.Tensor]:
-    """A random permutation ``perm`` of ``L`` samples split into ``batches`` minibatches:
-    minibatch ``j`` holds the samples at positions ``[j L // batches, (j + 1) L // batches)`` of
-    ``perm``, in ascending order (memory touched front to back). Each sample is labelled with its
-    minibatch, then one stable sort of the labels lists every minibatch's samples in order."""
-    size = len(perm)
-    bounds = [j * size // batches for j in range(batches + 1)]
-    counts = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
-    label_type = torch.uint8 if batches <= 256 else torch.int32
-    labels = torch.empty(size, dtype=label_type, device=perm.device)
-    labels[perm] = torch.repeat_interleave(torch.arange(batches, dtype=label_type, device=perm.device),
-                                           torch.tensor(counts, device=perm.device), output_size=size)
-    return list(torch.argsort(labels, stable=True).split(counts))
 
 
 def build_policy(env: VectorNetworkEnv, policy_kwargs: Mapping[str, Any], seed: int) -> SynapsePolicy:
-    """The shared policy for ``env``'s observations, initialized from ``seed`` alone."""
+    """The shared policy for ``env``'s observations, initialized from ``seed`` alone: feed-forward,
+    or recurrent with ``memory="gru"`` (``make_policy``)."""
     kwargs = dict(policy_kwargs)
     if kwargs.pop("num_features", env.num_features) != env.num_features:
         raise ValueError(f"policy num_features must match the env's {env.num_features}; leave it out")
+    check_policy_settings(kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(seed, 3))
-        return SynapsePolicy(PolicyConfig(num_features=env.num_features, **kwargs))
+        return make_policy(PolicyConfig(num_features=env.num_features, **kwargs))
 
 
 class FastPPO:
@@ -187,6 +178,9 @@ class FastPPO:
         # per copy-episode: (return per agent, length, final inner loss, initial inner loss, diverged)
         self.episodes = collections.deque(maxlen=100)
         self.kernels_ran: set[str] = set()  # the C++ kernels this trainer's iterations ran (marl_net.numerics)
+        # The recurrent policy (memory="gru") collects and learns through RecurrentPPO (states
+        # carried, whole agent sequences in the learner; torch only, never the fused kernel).
+        self.recurrent = RecurrentPPO(self) if self.policy.recurrent else None
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -302,15 +296,16 @@ class FastPPO:
         numerics.set_kernel_threads(self.kernel_threads)  # this trainer's threads, for this iteration
         if self.config.torch_threads is not None and torch.get_num_threads() != self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
+        collect, learn = (self.recurrent.collect, self.recurrent.learn) if self.recurrent else (self._collect, self._learn)
         with numerics.recording() as ran:
             with torch.no_grad():
-                next_value, ended_episodes = self._collect()
+                next_value, ended_episodes = collect()
             collected = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr_at(self.iteration)
             adv, returns = gae(self.buffer.rewards, self.buffer.values, self.buffer.ends, self.buffer.end_values,
                                next_value, self.config.gamma, self.config.lambda_)
-            stats = self._learn(adv, returns)
+            stats = learn(adv, returns)
         self.kernels_ran |= ran
         elapsed = time.perf_counter() - start
         stats.update(collect_time_s=collected - start, learn_time_s=elapsed - (collected - start))
@@ -466,6 +461,7 @@ class FastPPO:
             "env_config": self.env.config.to_dict(),
             # this process's arithmetic, with this trainer's kernel threads; a record only
             "numerics": {**numerics.describe(str(self.device), self.kernels_ran), "kernel_threads": self.kernel_threads},
+            **({"memory": self.recurrent.state_dict()} if self.recurrent else {}),
         }
 
     # PPO settings that say how a run computes, not what: a checkpoint may resume with others.
@@ -509,6 +505,8 @@ class FastPPO:
         # the run's record goes on: the kernels its iterations ran before the checkpoint (marl_net.numerics)
         self.kernels_ran = set((state.get("numerics") or {}).get("kernels_ran", ()))
         self.seed = int(state["seed"])  # the run's seed (a later save records it, not the constructor's)
+        if self.recurrent:
+            self.recurrent.load_state_dict(state["memory"])
 
     CHECKPOINT_FILE = "fast_ppo.pt"
 

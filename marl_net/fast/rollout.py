@@ -70,3 +70,18 @@ class Rollout:
             ends=torch.zeros(steps, rows, dtype=torch.bool, device=device),
             end_values=torch.zeros(steps, rows, **f32),
         )
+
+
+def minibatch_picks(perm: torch.Tensor, batches: int) -> list[torch.Tensor]:
+    """A random permutation ``perm`` of ``L`` samples split into ``batches`` minibatches:
+    minibatch ``j`` holds the samples at positions ``[j L // batches, (j + 1) L // batches)`` of
+    ``perm``, in ascending order (memory touched front to back). Each sample is labelled with its
+    minibatch, then one stable sort of the labels lists every minibatch's samples in order."""
+    size = len(perm)
+    bounds = [j * size // batches for j in range(batches + 1)]
+    counts = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
+    label_type = torch.uint8 if batches <= 256 else torch.int32
+    labels = torch.empty(size, dtype=label_type, device=perm.device)
+    labels[perm] = torch.repeat_interleave(torch.arange(batches, dtype=label_type, device=perm.device),
+                                           torch.tensor(counts, device=perm.device), output_size=size)
+    return list(torch.argsort(labels, stable=True).split(counts))

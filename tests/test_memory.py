@@ -1,0 +1,168 @@
+"""The recurrent shared policy (``PolicyConfig(memory="gru")``) on the fast path: settings refused,
+state zero at every inner reset, the learner's recomputation equal to the rollout, determinism and
+resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from marl_net.fast.ppo import FastPPO, FastPPOConfig
+from marl_net.policies.recurrent_policy import RecurrentSynapsePolicy, gru_update, make_policy
+from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ENV = {"layers": (3, 5, 2), "max_cycles": 6}
+POLICY = {"hidden": 8, "memory": "gru", "memory_size": 4}
+PPO = dict(copies=4, minibatch_size=48, num_epochs=2)
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.state_dict().values()]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"memory": "lstm"}, ["'none'", "'gru'"]),
+    ({"memory": "gru", "memory_size": 0}, ["memory_size", ">= 1"]),
+    ({"memory": "gru", "memory_size": 2.5}, ["memory_size", ">= 1"]),
+])
+def test_bad_memory_settings_are_refused_with_the_choices_named(kwargs, words):
+    with pytest.raises(ValueError) as err:
+        PolicyConfig(num_features=3, **kwargs)
+    assert all(w in str(err.value) for w in words)
+
+
+def test_the_feed_forward_class_refuses_a_recurrent_config_and_make_policy_picks_the_class():
+    config = PolicyConfig(num_features=3, memory="gru")
+    with pytest.raises(ValueError, match="make_policy"):
+        SynapsePolicy(config)
+    assert isinstance(make_policy(config), RecurrentSynapsePolicy)
+    assert type(make_policy(PolicyConfig(num_features=3))) is SynapsePolicy
+    with pytest.raises(ValueError, match="policy settings"):
+        FastPPO(ENV, {"memroy": "gru"}, FastPPOConfig(**PPO))
+
+
+def test_memory_none_is_todays_policy_bit_for_bit():
+    """The default and an explicit ``memory="none"`` build the same parameters and train alike."""
+    a = FastPPO(ENV, {"hidden": 8}, FastPPOConfig(**PPO), seed=1)
+    b = FastPPO(ENV, {"hidden": 8, "memory": "none", "memory_size": 3}, FastPPOConfig(**PPO), seed=1)
+    assert a.recurrent is None and b.recurrent is None
+    ma, mb = a.train(), b.train()
+    assert ma["policy_loss"] == mb["policy_loss"] and ma["value_loss"] == mb["value_loss"]
+    assert all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(b.policy)))
+
+
+def test_gru_update_is_torchs_gru_cell_and_unroll_equals_stepping():
+    torch.manual_seed(0)
+    policy = make_policy(PolicyConfig(num_features=4, hidden=5, memory="gru", memory_size=3, action_gain=1.0)).double()
+    x, h = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    gates_in = torch.nn.functional.linear(x, policy.memory.weight_ih, policy.memory.bias_ih)
+    torch.testing.assert_close(gru_update(gates_in, h, policy.memory), policy.memory(x, h))
+
+    obs = torch.randn(5, 6, 4, 4, dtype=torch.float64)
+    obs[..., -1] = (torch.rand(5, 6, 4) > 0.3).double()
+    obs[..., :-1] *= obs[..., -1:]
+    starts = torch.zeros(5, 6, dtype=torch.bool)
+    starts[3, :2] = True  # rows 0 and 1 begin a new episode at step 3
+    state = policy.initial_state(obs[0])
+    stepped = []
+    for t in range(5):
+        if t == 3:
+            state = state.clone()
+            state[:2] = 0
+        mean, log_std, value, state = policy(obs[t], state)
+        stepped.append((mean, value))
+        assert torch.all(state[obs[t][..., -1] == 0] == 0)  # padding slots keep a zero state
+    mean, _, value, last = policy.unroll(obs, policy.initial_state(obs[0]), starts)
+    torch.testing.assert_close(mean, torch.stack([m for m, _ in stepped]))
+    torch.testing.assert_close(value, torch.stack([v for _, v in stepped]))
+    torch.testing.assert_close(last, state)
+    with pytest.raises(ValueError, match="initial_state"):
+        policy(obs[0], torch.zeros(6, 4, 2, dtype=torch.float64))
+
+
+def _trainer(seed=0, **ppo):
+    return FastPPO(ENV, POLICY, FastPPOConfig(**{**PPO, **ppo}), seed=seed)
+
+
+def _episode_log_probs(trainer, block: int, rows: torch.Tensor, steps: slice) -> torch.Tensor:
+    """The rollout's log-densities of block ``block``'s rows, recomputed by stepping the policy from
+    a zero state over ``steps`` (one inner episode)."""
+    buf = trainer.buffer
+    obs, actions = buf.obs[block][steps][:, rows], buf.actions[block][steps][:, rows]
+    mean, log_std, _, _ = trainer.policy.unroll(obs, trainer.policy.initial_state(obs[0]))
+    return masked_log_prob(actions, mean, log_std, obs[..., -1])
+
+
+def test_state_is_zero_at_every_inner_reset_including_a_partial_autoreset():
+    """Copy 0 is moved 3 steps into its episode, so it is autoreset alone in the middle of the
+    rollout. Every inner episode in the rollout, its new one included, must match the policy run
+    from a zero state; a state carried over the reset would change copy 0's later log-densities."""
+    trainer = _trainer(rollout_steps=6)
+    trainer.env.core.t[0] = 3  # copy 0 truncates after 3 steps, the others after 6
+    with torch.no_grad():
+        trainer.recurrent.collect()
+        env, buf, rec = trainer.env, trainer.buffer, trainer.recurrent
+        ends = buf.ends.view(6, env.copies, env.num_agents)[:, :, 0]
+        assert ends[2].tolist() == [True, False, False, False] and ends[5].tolist() == [False, True, True, True]
+        assert all(torch.all(s.view(env.copies, -1)[1:] == 0) for s in rec.state)  # reset at the last step
+        assert all(torch.any(s.view(env.copies, -1)[0] != 0) for s in rec.state)  # copy 0 is 3 steps in
+        for i, b in enumerate(env.blocks):
+            n = b.stop - b.start
+            logp = buf.logp.view(6, env.copies, env.num_agents)[:, :, b.start : b.stop]
+            copy0, others = torch.arange(n), torch.arange(n, env.copies * n)
+            torch.testing.assert_close(_episode_log_probs(trainer, i, copy0, slice(0, 3)), logp[:3, 0])
+            torch.testing.assert_close(_episode_log_probs(trainer, i, copy0, slice(3, 6)), logp[3:, 0])
+            torch.testing.assert_close(_episode_log_probs(trainer, i, others, slice(0, 6)),
+                                       logp[:, 1:].reshape(6, -1))
+            stale = trainer.policy.unroll(buf.obs[i][:, copy0], trainer.policy.initial_state(buf.obs[i][0, copy0]))
+            stale_logp = masked_log_prob(buf.actions[i][3:, copy0], stale[0][3:], stale[1][3:], buf.obs[i][3:, copy0, :, -1])
+            assert not torch.allclose(stale_logp, logp[3:, 0], atol=1e-5)  # the reset matters here
+
+
+def test_learner_recomputes_the_rollouts_log_probs_from_the_kept_start_states():
+    """Rollouts of 4 steps in 6-step episodes: the second rollout starts in the middle of every
+    episode (non-zero start states) and contains a reset. Before any update the learner's sequences,
+    unrolled from the kept start states, give the rollout's log-densities and values: PPO's ratio
+    starts at 1."""
+    trainer = _trainer(rollout_steps=4)
+    trainer.train()
+    with torch.no_grad():
+        next_value, _ = trainer.recurrent.collect()
+    from marl_net.fast.rollout import gae
+
+    buf = trainer.buffer
+    adv, returns = gae(buf.rewards, buf.values, buf.ends, buf.end_values, next_value, 0.99, 0.95)
+    groups = trainer.recurrent.sequences(adv, returns)
+    assert any(g["starts"].any() for g in groups) and all(bool(g["state"].abs().sum() > 0) for g in groups)
+    env = trainer.env
+    values = buf.values.view(4, env.copies, env.num_agents)
+    for g, b in zip(groups, env.blocks):
+        idx = torch.randperm(g["state"].shape[0])[:5]  # a few sequences, in any order
+        with torch.no_grad():
+            logp, _, value = trainer.recurrent.evaluate(g, idx)
+        torch.testing.assert_close(logp, g["logp"][:, idx], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(value, values[:, :, b.start : b.stop].reshape(4, -1)[:, idx], rtol=1e-5, atol=1e-5)
+    metrics = trainer.recurrent.learn(adv, returns)
+    assert abs(metrics["old_approx_kl"]) < 0.05  # the update moved the policy a little, not a lot
+
+
+def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
+    a, b = _trainer(seed=3, rollout_steps=4), _trainer(seed=3, rollout_steps=4)
+    for _ in range(2):
+        ma, mb = a.train(), b.train()
+        assert ma["policy_loss"] == mb["policy_loss"] and ma["value_loss"] == mb["value_loss"]
+    assert all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(b.policy)))
+    c = _trainer(seed=4, rollout_steps=4)
+    assert not all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(c.policy)))
+
+    a.save(str(tmp_path))  # mid-episode: the rollout of 4 steps left every copy 2 steps into an episode
+    assert any(bool(s.abs().sum() > 0) for s in a.recurrent.state)
+    resumed = _trainer(seed=99, rollout_steps=4)
+    resumed.restore(str(tmp_path))
+    for _ in range(2):
+        ma, mr = a.train(), resumed.train()
+        assert ma["policy_loss"] == mr["policy_loss"] and ma["episode_return_mean"] == mr["episode_return_mean"]
+    assert all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(resumed.policy)))
+    assert all(torch.equal(x, y) for x, y in zip(a.recurrent.state, resumed.recurrent.state))
