@@ -18,6 +18,16 @@ in one Tune launch just works. ``model_config`` takes the other :class:`PolicyCo
 
 One module serves every neuron: :func:`shared_module_spec` builds the ``MultiRLModuleSpec`` with
 the single module id :data:`SHARED_MODULE_ID`, and :func:`policy_mapping_fn` maps every agent to it.
+
+Memory: with ``model_config["memory"] == "gru"`` the module holds a
+:class:`~marl_net.policies.recurrent_policy.RecurrentSynapsePolicy` and is stateful on RLlib's
+terms: :meth:`SynapseRLModule.get_initial_state` returns ``{"h": zeros [K, memory_size]}`` (one GRU
+state per synapse slot), the forward passes read ``Columns.STATE_IN`` and write
+``Columns.STATE_OUT``, and observations arrive as ``[B, T, K * (F + 1)]`` sequences (``T = 1`` when
+acting). ``model_config["max_seq_len"]`` must equal the env's ``max_cycles`` so that one sequence
+is one inner episode (:func:`shared_module_spec` sets it; ``marl_net.rllib.algo`` passes the
+env's). RLlib starts every episode from the initial state, i.e. zero at every reset of the inner
+network, and every agent acts at every step of the env.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDeterministic, TorchDiagGaussian
@@ -33,10 +44,10 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from marl_net.policies.recurrent_policy import make_policy
 from marl_net.policies.synapse_policy import (
     POLICY_SETTINGS,
     PolicyConfig,
-    SynapsePolicy,
     check_policy_settings,
     masked_entropy,
     masked_log_prob,
@@ -89,34 +100,58 @@ class MaskedDiagGaussian(TorchDiagGaussian):
 
 
 class SynapseRLModule(TorchRLModule, ValueFunctionAPI):
-    """``SynapsePolicy`` as an RLlib RLModule: Gaussian actions, a value head for PPO's GAE."""
+    """``SynapsePolicy`` (or, with ``memory="gru"``, ``RecurrentSynapsePolicy``) as an RLlib RLModule:
+    Gaussian actions, a value head for PPO's GAE, and the GRU state through ``STATE_IN`` /
+    ``STATE_OUT`` when recurrent."""
 
     def setup(self):
         model_config = self.model_config if isinstance(self.model_config, dict) else {}
-        self.policy = SynapsePolicy(policy_config_from_spaces(self.observation_space, self.action_space, model_config))
+        self.policy = make_policy(policy_config_from_spaces(self.observation_space, self.action_space, model_config))
+        if self.policy.recurrent and not model_config.get("max_seq_len"):
+            raise ValueError("a recurrent SynapseRLModule needs model_config['max_seq_len'] = the env's max_cycles "
+                             "(one sequence per inner episode): build the spec with shared_module_spec(policy, max_cycles)")
         self.action_dist_cls = MaskedDiagGaussian
 
-    def _dist_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_initial_state(self) -> dict:
+        """``{}`` (feed-forward: not stateful) or ``{"h": zeros [K, memory_size]}`` (recurrent)."""
+        if not self.policy.recurrent:
+            return {}
+        k = int(self.action_space.shape[-1])
+        return {"h": np.zeros((k, self.policy.config.memory_size), dtype=np.float32)}
+
+    def _dist_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """-> the distribution inputs ``[..., 3K]``, values ``[...]`` and (recurrent) the state out."""
         obs = batch[Columns.OBS]
-        mean, log_std, value = self.policy(obs)
-        return torch.cat([mean, log_std, self.policy.split(obs)[1]], dim=-1), value
+        if not self.policy.recurrent:
+            mean, log_std, value = self.policy(obs)
+            return torch.cat([mean, log_std, self.policy.split(obs)[1]], dim=-1), value, {}
+        # [B, T, K * (F + 1)] sequences from STATE_IN [B, K, H]; the policy unrolls time-major
+        mean, log_std, value, state = self.policy.unroll(obs.transpose(0, 1), batch[Columns.STATE_IN]["h"])
+        mean, log_std, value = mean.transpose(0, 1), log_std.transpose(0, 1), value.transpose(0, 1)
+        return torch.cat([mean, log_std, self.policy.split(obs)[1]], dim=-1), value, {Columns.STATE_OUT: {"h": state}}
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        inputs, _ = self._dist_inputs(batch)
-        return {Columns.ACTION_DIST_INPUTS: inputs}
+        inputs, _, state = self._dist_inputs(batch)
+        return {Columns.ACTION_DIST_INPUTS: inputs, **state}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        inputs, value = self._dist_inputs(batch)
+        inputs, value, state = self._dist_inputs(batch)
         # The value computed in the same pass; PPO's learner reuses it instead of a second pass.
-        return {Columns.ACTION_DIST_INPUTS: inputs, Columns.EMBEDDINGS: value}
+        return {Columns.ACTION_DIST_INPUTS: inputs, Columns.EMBEDDINGS: value, **state}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         if embeddings is not None:
             return embeddings
+        if self.policy.recurrent:
+            return self._dist_inputs(batch)[1]
         return self.policy.value(batch[Columns.OBS])
 
     def action_means(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic actions (Gaussian means ``[N, K]``) for observations ``[N, K * (F + 1)]``."""
+        """Deterministic actions (Gaussian means ``[N, K]``) for observations ``[N, K * (F + 1)]``
+        (feed-forward; a recurrent policy's means need its state: use ``marl_net.evaluation.policy_means``)."""
+        if self.policy.recurrent:
+            raise ValueError("action_means has no state to read for a recurrent module: step "
+                             "marl_net.evaluation.policy_means(module.policy) through the episode instead")
         with torch.no_grad():
             return self.policy(obs)[0]
 
@@ -126,13 +161,20 @@ def policy_mapping_fn(agent_id, episode=None, **kwargs) -> str:
     return SHARED_MODULE_ID
 
 
-def shared_module_spec(policy: dict | None = None) -> MultiRLModuleSpec:
+def shared_module_spec(policy: dict | None = None, max_cycles: int | None = None) -> MultiRLModuleSpec:
     """A ``MultiRLModuleSpec`` holding one :class:`SynapseRLModule` shared by all neurons.
 
     ``policy``: :class:`PolicyConfig` fields other than ``num_features`` (e.g. ``{"hidden": 64}``).
+    ``max_cycles``: the env's inner episode length; a recurrent policy (``memory="gru"``) needs it
+    (its ``max_seq_len``: one sequence per inner episode).
     """
     model_config = dict(policy or {})
     check_policy_settings(model_config)
+    if model_config.get("memory", "none") != "none":
+        if max_cycles is None:
+            raise ValueError("a recurrent policy (memory='gru') needs the env's max_cycles: "
+                             "shared_module_spec(policy, max_cycles=...)")
+        model_config["max_seq_len"] = int(max_cycles)
     return MultiRLModuleSpec(
         rl_module_specs={SHARED_MODULE_ID: RLModuleSpec(module_class=SynapseRLModule, model_config=model_config)}
     )

@@ -14,7 +14,7 @@ from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ENV = {"layers": (3, 5, 2), "max_cycles": 6}
-POLICY = {"hidden": 8, "memory": "gru", "memory_size": 4}
+POLICY = {"hidden": 8, "depth": 1, "memory": "gru", "memory_size": 4}  # depth as in rllib_memory_quick.yaml
 PPO = dict(copies=4, minibatch_size=48, num_epochs=2)
 
 
@@ -166,3 +166,92 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
         assert ma["policy_loss"] == mr["policy_loss"] and ma["episode_return_mean"] == mr["episode_return_mean"]
     assert all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(resumed.policy)))
     assert all(torch.equal(x, y) for x, y in zip(a.recurrent.state, resumed.recurrent.state))
+
+
+# ---------------------------------------------------------------- the RLlib module (interchange, launch)
+def _module(trainer, policy_settings=POLICY):
+    from marl_net.envs import network_weights_v0
+    from marl_net.policies.rllib_module import SynapseRLModule
+
+    env = network_weights_v0.parallel_env(**ENV)
+    agent = env.possible_agents[0]
+    return SynapseRLModule(observation_space=env.observation_space(agent), action_space=env.action_space(agent),
+                           model_config={**policy_settings, "max_seq_len": ENV["max_cycles"]})
+
+
+def _padded(trainer, per_block: list[torch.Tensor]) -> torch.Tensor:
+    """Per-block trimmed rollout tensors ``[T, E * n_b, fan_b, ...]`` -> RLlib's padded agent rows
+    ``[E * A, T, K * ...]`` (zeros on padding slots, as the env's observations)."""
+    env, t = trainer.env, trainer.steps
+    tail = per_block[0].shape[3:]
+    grid = per_block[0].new_zeros(t, env.copies, env.num_agents, env.max_fan, *tail)
+    for x, b in zip(per_block, env.blocks):
+        grid[:, :, b.start : b.stop, : b.fan] = x.view(t, env.copies, b.stop - b.start, b.fan, *tail)
+    return grid.flatten(1, 2).transpose(0, 1).flatten(2)
+
+
+def _assert_module_matches_fast_rollout(trainer, module):
+    """One fast-path rollout (one whole inner episode per copy, from zero states) against the RLlib
+    module fed the same observation sequences: the same log-densities of the taken actions and the
+    same values, both over the whole sequence (``forward_train``) and step by step with
+    ``STATE_IN``/``STATE_OUT`` carried (``forward_inference``, the env runner's way)."""
+    from ray.rllib.core.columns import Columns
+
+    from marl_net.policies.rllib_module import MaskedDiagGaussian
+
+    with torch.no_grad():
+        trainer.recurrent.collect()
+        buf, t = trainer.buffer, trainer.steps
+        assert not buf.ends[:-1].any()  # one inner episode per copy in this rollout
+        obs, actions = _padded(trainer, buf.obs), _padded(trainer, buf.actions)  # [N, T, .]
+        state = {k: torch.from_numpy(v).expand(obs.shape[0], *v.shape).clone()
+                 for k, v in module.get_initial_state().items()}
+        out = module.forward_train({Columns.OBS: obs, Columns.STATE_IN: state})
+        dist = MaskedDiagGaussian.from_logits(out[Columns.ACTION_DIST_INPUTS])
+        torch.testing.assert_close(dist.logp(actions), buf.logp.T, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[Columns.EMBEDDINGS], buf.values.T, rtol=1e-5, atol=1e-5)
+        for step in range(t):
+            step_out = module.forward_inference({Columns.OBS: obs[:, step : step + 1], Columns.STATE_IN: state})
+            state = step_out[Columns.STATE_OUT]
+            torch.testing.assert_close(step_out[Columns.ACTION_DIST_INPUTS][:, 0],
+                                       out[Columns.ACTION_DIST_INPUTS][:, step], rtol=1e-5, atol=1e-6)
+
+
+def test_a_rule_trained_on_the_fast_path_acts_alike_in_the_rllib_module():
+    trainer = _trainer(seed=2)
+    trainer.train()  # trained: parameters moved from their initial values
+    module = _module(trainer)
+    assert module.is_stateful() and module.get_initial_state()["h"].shape == (trainer.env.max_fan, 4)
+    module.policy.load_state_dict(trainer.policy.state_dict())
+    _assert_module_matches_fast_rollout(trainer, module)
+
+
+def test_recurrent_rllib_launch_trains_two_iterations_checkpoints_and_its_rule_runs_on_the_fast_path(
+        ray_session, tmp_path):
+    """``experiments/configs/rllib_memory_quick.yaml`` (made tinier here) trains the stateful module
+    for two iterations with one remote env runner and checkpoints; the rule in that checkpoint,
+    loaded into the fast path's recurrent trainer, gives the RLlib module's log-densities and
+    values on the fast path's rollout."""
+    import json
+    from pathlib import Path
+
+    from marl_net import cli
+    from marl_net.rllib.checkpoints import load_module
+
+    config = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "rllib_memory_quick.yaml"
+    small = [f"env.layers={list(ENV['layers'])}", f"env.max_cycles={ENV['max_cycles']}", "policy.hidden=8",
+             "policy.memory_size=4", "ppo.train_batch_size=120", "ppo.minibatch_size=60"]
+    rc = cli.main(["tune", "--config", str(config), "--set", f"run.storage_path={tmp_path}",
+                   *sum([["--set", s] for s in small], [])])
+    assert rc == 0
+    (trial,) = list((tmp_path / "rllib_memory_quick").glob("PPO_*"))
+    results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    assert [r["training_iteration"] for r in results] == [1, 2]
+    assert results[-1]["fault_tolerance"]["num_healthy_workers"] == 1  # the remote env runner sampled
+    module = load_module(trial / "checkpoint_000001")
+    assert module.policy.recurrent and module.model_config["max_seq_len"] == ENV["max_cycles"]
+    trainer = _trainer(seed=5)
+    initial = _params(trainer.policy)
+    trainer.policy.load_state_dict(module.policy.state_dict())
+    assert not all(torch.equal(a, b) for a, b in zip(initial, _params(trainer.policy)))
+    _assert_module_matches_fast_rollout(trainer, module)

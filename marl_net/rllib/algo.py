@@ -101,10 +101,10 @@ def build_ppo_config(launch: Mapping[str, Any]) -> PPOConfig:
     policy = first_values(launch.get("policy"))
     ppo = {**DEFAULT_PPO, **first_values(launch.get("ppo"))}
     run = launch.get("run") or {}
-    EnvConfig.from_kwargs(**env)  # fail here, with the env's own message, not inside a remote runner
+    env_config = EnvConfig.from_kwargs(**env)  # fail here, with the env's own message, not inside a remote runner
     check_ppo_keys(ppo)
 
-    spec = shared_module_spec(policy)
+    spec = shared_module_spec(policy, max_cycles=env_config.max_cycles)  # a recurrent module's max_seq_len
     config = (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
@@ -132,6 +132,10 @@ def param_space(launch: Mapping[str, Any]) -> dict[str, Any]:
     from ray import tune
 
     space = build_ppo_config(launch).to_dict()
+    recurrent = first_values(launch.get("policy")).get("memory", "none") != "none"
+    if recurrent and is_grid((launch.get("env") or {}).get("max_cycles")):
+        raise ValueError("env.max_cycles cannot be grid-searched with a recurrent policy on the RLlib path (its "
+                         "max_seq_len follows the first value); launch one experiment per max_cycles")
     for key, value in (launch.get("env") or {}).items():
         if is_grid(value):
             for choice in value["grid_search"]:  # every grid value must make a valid env
