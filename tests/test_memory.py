@@ -255,3 +255,27 @@ def test_recurrent_rllib_launch_trains_two_iterations_checkpoints_and_its_rule_r
     trainer.policy.load_state_dict(module.policy.state_dict())
     assert not all(torch.equal(a, b) for a, b in zip(initial, _params(trainer.policy)))
     _assert_module_matches_fast_rollout(trainer, module)
+
+
+def test_fast_tune_trainable_runs_the_recurrent_policy_and_its_checkpoint_resumes_exactly(ray_session, tmp_path):
+    """``path: fast`` with ``policy.memory=gru``: the Tune function trainable trains the recurrent
+    policy (features calibrated through a stateful episode) and its checkpoint restores the states."""
+    from marl_net.commands.tune import run_launch
+    from marl_net.experiment import load_launch
+    from marl_net.fast.tune_trainable import trainer_from_launch
+
+    launch = load_launch("experiments/configs/fast_quick.yaml", [
+        f"run.storage_path={tmp_path}", "policy.memory=gru", "policy.memory_size=4", "policy.hidden=8",
+        f"env.layers={list(ENV['layers'])}", "env.max_cycles=6", "ppo.copies=4", "ppo.rollout_steps=4"])
+    (result,) = list(run_launch(launch))
+    assert result.metrics["training_iteration"] == 2 and result.checkpoint is not None
+    expected = trainer_from_launch(launch)
+    assert expected.policy.recurrent and not torch.equal(expected.policy.feature_scale, torch.ones_like(expected.policy.feature_scale))
+    for _ in range(2):
+        expected.train()
+    restored = trainer_from_launch(launch)
+    with result.checkpoint.as_directory() as directory:
+        restored.restore(directory)
+    assert all(torch.equal(x, y) for x, y in zip(_params(expected.policy), _params(restored.policy)))
+    assert all(torch.equal(x, y) for x, y in zip(expected.recurrent.state, restored.recurrent.state))
+    assert any(bool(s.abs().sum() > 0) for s in restored.recurrent.state)  # saved mid-episode
