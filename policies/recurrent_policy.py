@@ -55,13 +55,11 @@ def reset_rows(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def gru_update(gates_in: torch.Tensor, state: torch.Tensor, cell: nn.GRUCell) -> torch.Tensor:
     """torch's ``GRUCell`` update from its input projection ``gates_in = W_ih x + b_ih [M, 3 H_m]``
     (computed once for a whole sequence) and the state ``[M, H_m]``: gates r, z, n in torch's order."""
+    m = state.shape[-1]
     gates_h = nn.functional.linear(state, cell.weight_hh, cell.bias_hh)
-    i_r, i_z, i_n = gates_in.chunk(3, -1)
-    h_r, h_z, h_n = gates_h.chunk(3, -1)
-    reset = torch.sigmoid(i_r + h_r)
-    update = torch.sigmoid(i_z + h_z)
-    new = torch.tanh(i_n + reset * h_n)
-    return new + update * (state - new)
+    reset, update = torch.sigmoid(gates_in[..., : 2 * m] + gates_h[..., : 2 * m]).split(m, -1)
+    new = torch.tanh(torch.addcmul(gates_in[..., 2 * m :], reset, gates_h[..., 2 * m :]))
+    return torch.lerp(new, state, update)  # (1 - update) * new + update * state
 
 
 class RecurrentSynapsePolicy(nn.Module):
@@ -112,21 +110,24 @@ class RecurrentSynapsePolicy(nn.Module):
         gates_in = nn.functional.linear(embedded, self.memory.weight_ih, self.memory.bias_ih)
         return embedded, gates_in, mask
 
-    def _step_state(self, gates_in: torch.Tensor, state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _step_state(self, gates_in: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One GRU step of every synapse row; ``mask`` None: every slot is a real synapse."""
         m = self.config.memory_size
-        new = gru_update(gates_in.reshape(-1, 3 * m), state.reshape(-1, m), self.memory)
-        return new.view(state.shape) * mask.unsqueeze(-1)  # padding slots keep a zero state
+        new = gru_update(gates_in.reshape(-1, 3 * m), state.reshape(-1, m), self.memory).view(state.shape)
+        return new if mask is None else new * mask.unsqueeze(-1)  # padding slots keep a zero state
 
     def _heads(self, embedded: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
         """Actor mean ``[..., K]``, log-std ``[..., K]`` and value ``[...]`` from the embedding and
         the updated state (both ``[..., K, .]``)."""
-        z = torch.cat([embedded, state], -1)
-        weights = mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
-        pooled = (z * weights.unsqueeze(-1)).sum(-2)
-        width = z.shape[-1]
+        # z = concat(embedded, state) is never built: every product is split into its two halves
+        h = embedded.shape[-1]
+        weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(-1)  # [..., K, 1]
+        pooled = torch.cat([(embedded * weights).sum(-2), (state * weights).sum(-2)], -1)
         w = self.actor_head.weight[0]
+        width = pooled.shape[-1]
         per_agent = nn.functional.linear(pooled, w[width:].unsqueeze(0), self.actor_head.bias)  # [..., 1]
-        mean = (torch.matmul(z, w[:width]) + per_agent) * mask
+        per_synapse = torch.matmul(embedded, w[:h]) + torch.matmul(state, w[h:width])
+        mean = (per_synapse + per_agent) * mask
         return mean, self.log_std.expand_as(mean), self.critic(pooled).squeeze(-1)
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor):
@@ -147,11 +148,14 @@ class RecurrentSynapsePolicy(nn.Module):
         state after the last step. Equals :meth:`forward` called step by step (float rounding)."""
         obs = self.rows(obs)
         embedded, gates_in, mask = self._embed(obs)
+        padded = not bool((mask == 1).all())  # the fast path's trimmed blocks have no padding
         states = []
-        for t in range(obs.shape[0]):
-            if starts is not None:
+        # unbind, not indexing: one backward node for the whole sequence instead of one
+        # full-size zero gradient per step
+        for t, (gates, step_mask) in enumerate(zip(gates_in.unbind(0), mask.unbind(0))):
+            if starts is not None and bool(starts[t].any()):
                 state = reset_rows(state, starts[t])
-            state = self._step_state(gates_in[t], state, mask[t])
+            state = self._step_state(gates, state, step_mask if padded else None)
             states.append(state)
         mean, log_std, value = self._heads(embedded, torch.stack(states), mask)
         return mean, log_std, value, state

@@ -221,8 +221,9 @@ class FastPPORun:
         self.device = device
         self.trainer = t = FastPPO(ENV, policy, FastPPOConfig.from_kwargs(**ppo), seed=0)
         self.batch = t.steps * t.env.num_rows
-        self.flops = fast_ppo_iteration_flops(t.env.config, t.policy.config, t.config.copies, t.steps,
-                                              t.config.num_epochs)
+        # matmul FLOPs are counted for the feed-forward policy only (marl_net.fast.flops)
+        self.flops = None if t.policy.recurrent else fast_ppo_iteration_flops(
+            t.env.config, t.policy.config, t.config.copies, t.steps, t.config.num_epochs)
         self.seconds: list[float] = []
         self.phases: list[tuple[float, float]] = []  # (collection, learning) seconds per iteration
         self.run()  # warm-up
@@ -242,11 +243,13 @@ class FastPPORun:
     def summary(self) -> dict[str, float]:
         elapsed = statistics.median(self.seconds)
         batch = self.trainer.steps * self.trainer.env.num_rows
-        return {"agent_steps_per_s": batch / elapsed, "flops_per_s": self.flops / elapsed,
-                "kernel_threads": self.trainer.kernel_threads, "torch_threads": self.torch_threads,
-                "flops_per_iteration": self.flops, "seconds_per_iteration": elapsed,
-                "collect_us_per_agent_step": statistics.median(c for c, _ in self.phases) / batch * 1e6,
-                "learn_us_per_agent_step": statistics.median(l for _, l in self.phases) / batch * 1e6}
+        out = {"agent_steps_per_s": batch / elapsed, "seconds_per_iteration": elapsed,
+               "kernel_threads": self.trainer.kernel_threads, "torch_threads": self.torch_threads,
+               "collect_us_per_agent_step": statistics.median(c for c, _ in self.phases) / batch * 1e6,
+               "learn_us_per_agent_step": statistics.median(l for _, l in self.phases) / batch * 1e6}
+        if self.flops is not None:
+            out.update(flops_per_s=self.flops / elapsed, flops_per_iteration=self.flops)
+        return out
 
 
 def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
