@@ -11,7 +11,8 @@ configured like-for-like with (d): the same objective and the same optimizer ste
 (``marl_net.ppo_objective``: no KL term, the same clipping, value-loss coefficient, no value
 clipping on either side, global-norm gradient clipping, epochs and minibatches per epoch), (c) the
 batched fast-path env stepped with random actions, (d) fast-path PPO end to end (collection plus
-learning), and (b') RLlib PPO with its own default objective (KL penalty, value clipping), labelled
+learning), (e) the same as (d) with the recurrent policy (``RECURRENT``: a GRU per synapse row;
+torch path, whole-sequence learner; alternating with (d) iteration by iteration), and (b') RLlib PPO with its own default objective (KL penalty, value clipping), labelled
 and without a target. The table prints both sides' settings, read back from the built configs;
 when (b) and (d) differ in any, no (d)/(b) ratio is reported and the target counts as missed. The
 paired rates, (a) with (c) and (b), (d), (b') together, are measured in alternating rounds and
@@ -28,12 +29,13 @@ the same seed in alternating rounds, checking that every setting ends with the s
 
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
 of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
-least 1.6x its one-core rate. ``--quick`` shrinks everything
+least 1.6x its one-core rate, and (e) at least 40% of (d)'s agent-steps/s. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
-rllib_ppo_default_objective, fast_ppo_1_core, fast_ppo_2_cores, fast_ppo_2_cores_kernel_only}, "ratios":
-{"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when the two sides' settings differ),
-"fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core"}, "like_for_like": {"fast_ppo",
+rllib_ppo_default_objective, fast_ppo_recurrent, fast_ppo_1_core, fast_ppo_2_cores,
+fast_ppo_2_cores_kernel_only}, "ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when
+the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core",
+"fast_ppo_recurrent/fast_ppo"}, "like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
 "differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
 "fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}, "numerics": {...}}`` (``config``
@@ -56,7 +58,10 @@ from typing import Any
 
 HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 
-TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores/1_core": 1.6}
+TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores/1_core": 1.6,
+           "fast_ppo_recurrent/fast_ppo": 0.40}
+# (e): (d) with the recurrent policy (a GRU per synapse row, torch path) added to the same policy
+RECURRENT = {"memory": "gru", "memory_size": 16}
 # (d) on one core and on two: FastPPOConfig's kernel_threads (the fused kernel's acting and
 # minibatches) and torch_threads (the env's and the learner's torch ops). "2_cores" gives both two
 # threads; "2_cores_kernel_only" leaves torch on one (shown, no target).
@@ -262,9 +267,11 @@ def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
     return statistics.median(a), statistics.median(c)
 
 
-def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any],
+                                                       dict[str, float]]:
     """Median (b), (d) and (b') over alternating rounds (one RLlib iteration, ``iterations`` fast
-    ones each), and both sides' objectives: ``(rates, fast summary, like_for_like)``."""
+    ones each, (d) and (e) alternating iteration by iteration), and both sides' objectives:
+    ``(rates, fast summary, like_for_like, recurrent summary)``."""
     import ray
 
     from marl_net.ppo_objective import NOTES, differences, fast_ppo_objective, rllib_settings_like
@@ -275,6 +282,7 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
     rows: dict[str, RLlibPPO] = {}
     try:
         fast = FastPPORun(THROUGHPUT["policy"], s["fast_ppo"], device)
+        recurrent = FastPPORun({**THROUGHPUT["policy"], **RECURRENT}, s["fast_ppo"], device)
         runner = {k: v for k, v in s["rllib_ppo"].items() if k != "train_batch_size"}
         like = rllib_settings_like(fast.trainer.config, fast.batch, s["rllib_ppo"]["train_batch_size"])
         rows["rllib_ppo"] = RLlibPPO({**like, **runner})
@@ -284,6 +292,7 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
             rates["rllib_ppo"].append(rows["rllib_ppo"].run())
             for _ in range(s["fast_ppo"]["iterations"]):
                 fast.run()
+                recurrent.run()
             rates["rllib_ppo_default_objective"].append(rows["rllib_ppo_default_objective"].run())
         fast_objective = fast_ppo_objective(fast.trainer.config, fast.batch)
         like_for_like = {
@@ -292,7 +301,7 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
             "rllib_ppo_default_objective": rows["rllib_ppo_default_objective"].objective,
             "batch_agent_steps": {"fast_ppo": fast.batch, "rllib_ppo": rows["rllib_ppo"].batch}, "notes": NOTES,
         }
-        return {k: statistics.median(v) for k, v in rates.items()}, fast.summary(), like_for_like
+        return {k: statistics.median(v) for k, v in rates.items()}, fast.summary(), like_for_like, recurrent.summary()
     finally:
         for row in rows.values():
             row.stop()
@@ -437,8 +446,8 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
 
     s = QUICK if quick else FULL
     rates = dict(zip(("pettingzoo_env", "fast_env"), env_rates(s, device)))
-    rllib, fast, like_for_like = ppo_rates(s, device)
-    rates.update(rllib, fast_ppo=fast["agent_steps_per_s"])
+    rllib, fast, like_for_like, recurrent = ppo_rates(s, device)
+    rates.update(rllib, fast_ppo=fast["agent_steps_per_s"], fast_ppo_recurrent=recurrent["agent_steps_per_s"])
     size = 1024 if quick else 2048
     matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
     large = large_batch_run(s["large_batch"], device)
@@ -449,10 +458,12 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     comparable = not like_for_like["differences"]  # no ratio between different algorithms
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
               "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"] if comparable else None,
-              "fast_ppo/rllib_ppo_default_objective": rates["fast_ppo"] / rates["rllib_ppo_default_objective"]}
+              "fast_ppo/rllib_ppo_default_objective": rates["fast_ppo"] / rates["rllib_ppo_default_objective"],
+              "fast_ppo_recurrent/fast_ppo": rates["fast_ppo_recurrent"] / rates["fast_ppo"]}
     flop_fraction = large["flops_per_s"] / matmul
     met = {"fast_ppo/rllib_ppo": comparable and ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
-           "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"]}
+           "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"],
+           "fast_ppo_recurrent/fast_ppo": ratios["fast_ppo_recurrent/fast_ppo"] >= TARGETS["fast_ppo_recurrent/fast_ppo"]}
     if cores is not None:
         ratios["fast_ppo_2_cores/1_core"] = cores["ratios"]["2_cores/1_core"]
         met["fast_ppo_2_cores/1_core"] = ratios["fast_ppo_2_cores/1_core"] >= TARGETS["fast_ppo_2_cores/1_core"]
@@ -472,6 +483,7 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
         "config": {
             "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
             "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
+            "fast_ppo_recurrent_throughput": recurrent, "recurrent_policy": RECURRENT,
             "deep_policy_fast_ppo": deep, "cores": cores,
             "scale": {str(c): r for c, r in scale.items()},
             "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
@@ -489,7 +501,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"{'':28s}{'agent-steps/s':>16s}")
     for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, like-for-like"),
                        ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end"),
-                       ("rllib_ppo_default_objective", "(b') RLlib PPO, its objective")):
+                       ("rllib_ppo_default_objective", "(b') RLlib PPO, its objective"),
+                       ("fast_ppo_recurrent", "(e) (d), recurrent policy")):
         print(f"{label:32s}{rates[key]:16,.0f}")
     like = r["like_for_like"]
     print("\nPPO settings (the objective and optimizer steps; marl_net/ppo_objective.py):")
@@ -510,6 +523,12 @@ def print_table(r: dict[str, Any]) -> None:
               f"{cfg['settings']['ppo_rounds']} alternating rounds)")
     print(f"ratio (d)/(b'): {ratios['fast_ppo/rllib_ppo_default_objective']:7.1f}x   (not like-for-like: RLlib's own "
           "objective; no target)")
+    print(f"ratio (e)/(d): {ratios['fast_ppo_recurrent/fast_ppo']:8.2f}x   "
+          f"target >= {TARGETS['fast_ppo_recurrent/fast_ppo']:.2f}x"
+          f"   {'met' if cfg['targets_met']['fast_ppo_recurrent/fast_ppo'] else 'MISSED'}   (torch GRU vs fused kernel)")
+    rec = cfg["fast_ppo_recurrent_throughput"]
+    print(f"(e) per agent-step:  collection {rec['collect_us_per_agent_step']:.2f} us, "
+          f"learning {rec['learn_us_per_agent_step']:.2f} us")
     fast = cfg["fast_ppo_throughput"]
     print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
           f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs; "
