@@ -2,20 +2,26 @@
 alike on a task where the right weight change depends on the past, and compare their held-out
 inner losses.
 
-The task: one synapse (layers 1-1, a linear student) regressing a random linear teacher
-``y = w* x`` with ``w* ~ N(0, 1)`` drawn per inner episode. The rule observes only the weight
-and the current loss (``observations: [weight, loss]``: no gradient, no previous change, no loss
-change). From one step's ``(w, loss)`` the target is at ``w + sqrt(loss)`` or ``w - sqrt(loss)``,
-and which one is not observable: a feed-forward rule can only guess the side from the prior. A
-rule with memory can compare the loss with the loss before its last move (and the weight with the
-weight before), i.e. learn the sign of the gradient from the history, and then walk to the target.
+The task: one synapse (layers 1-1, a linear student starting at w ~ 0, ``init_gain`` 0.01)
+regressing a random linear teacher ``y = w* x`` with ``w* ~ N(0, 1)`` drawn per inner episode.
+The rule observes the weight, the loss and the loss change of the last step (``observations:
+[weight, loss, loss_change]``), but not the last change of the weight (no ``prev_delta``) and no
+gradient. Whether the loss went down tells which way to go only together with which way the weight
+last moved, which is in the past: the target is at ``w + sqrt(loss)`` or ``w - sqrt(loss)``, and a
+feed-forward rule can only guess the side (half the teachers lie on each). A rule with memory can
+remember the weight before its last move and so read the sign of the gradient from the history,
+then walk to the target.
 
 It trains both policies with the same fast-path PPO settings and seed for ``--iterations``
 iterations, evaluates both deterministically on held-out teachers (``marl_net.evaluation``), prints
 both final losses and exits 1 unless the recurrent rule's mean final loss is below
 ``--margin`` times the feed-forward rule's.
 
-    python experiments/memory_check.py                  # about a minute on one core
+    python experiments/memory_check.py                  # under a minute on one core
+
+``tests/test_memory.py`` runs it at the defaults (seed 0). Measured on the shared 2-core machine
+(AMD EPYC, 1 torch thread), 40 iterations, 128 held-out episodes, final loss feed-forward ->
+recurrent: seed 0 0.619 -> 0.249, seed 1 0.672 -> 0.259, seed 2 0.714 -> 0.371.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--episodes", type=int, default=256, help="held-out inner episodes per rule")
+    parser.add_argument("--episodes", type=int, default=128, help="held-out inner episodes per rule")
     parser.add_argument("--margin", type=float, default=0.8,
                         help="pass when recurrent final loss < margin * feed-forward final loss")
     args = parser.parse_args(argv)

@@ -279,3 +279,21 @@ def test_fast_tune_trainable_runs_the_recurrent_policy_and_its_checkpoint_resume
     assert all(torch.equal(x, y) for x, y in zip(_params(expected.policy), _params(restored.policy)))
     assert all(torch.equal(x, y) for x, y in zip(expected.recurrent.state, restored.recurrent.state))
     assert any(bool(s.abs().sum() > 0) for s in restored.recurrent.state)  # saved mid-episode
+
+
+def test_the_recurrent_rule_uses_its_memory_where_the_right_change_depends_on_the_past():
+    """What it proves: on a task where the direction of the right weight change is not in the
+    current observation but follows from the past (``experiments/memory_check.py``: the rule sees
+    the weight, the loss and the loss change, not which way the weight last moved; the teacher's
+    side is random per episode), the recurrent rule meta-trained briefly ends held-out inner
+    episodes at a lower loss than the feed-forward rule trained alike (same PPO settings, seed and
+    budget): less than 0.8x its final loss (measured 0.40x at seed 0). A recurrent policy that
+    ignored its state, or a state wiped every step, would be a feed-forward rule and could not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "memory_check.py"
+    spec = importlib.util.spec_from_file_location("memory_check", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.main([]) == 0
