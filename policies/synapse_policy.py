@@ -73,7 +73,7 @@ class PolicyConfig:
             raise ValueError("hidden and depth must be positive integers")
         if self.memory not in MEMORY_CHOICES:
             raise ValueError(f"memory={self.memory!r}: choose one of {list(MEMORY_CHOICES)}")
-        if isinstance(self.memory_size, bool) or not isinstance(self.memory_size, int) or self.memory_size < 1:
+        if self.memory_size < 1:  # (its type is checked above)
             raise ValueError(f"memory_size={self.memory_size!r}: pass an integer >= 1 (the GRU state's width per synapse)")
 
     def to_dict(self) -> dict:

@@ -25,7 +25,8 @@ def _params(module: torch.nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("kwargs, words", [
     ({"memory": "lstm"}, ["'none'", "'gru'"]),
     ({"memory": "gru", "memory_size": 0}, ["memory_size", ">= 1"]),
-    ({"memory": "gru", "memory_size": 2.5}, ["memory_size", ">= 1"]),
+    ({"memory": "gru", "memory_size": 2.5}, ["memory_size", "integer"]),
+    ({"memory": "gru", "memory_size": -3}, ["memory_size", ">= 1"]),
 ])
 def test_bad_memory_settings_are_refused_with_the_choices_named(kwargs, words):
     with pytest.raises(ValueError) as err:
