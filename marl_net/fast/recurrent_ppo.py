@@ -23,7 +23,9 @@ rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward
   episode; otherwise a sequence starts from the state its row had when the rollout began.
 
 The number of minibatches is the feed-forward learner's (``ceil(agent-steps / minibatch_size)``),
-capped so that every block gives each minibatch at least one sequence.
+capped so that every block gives each minibatch at least one sequence. The policy runs on torch
+(the fused kernels are the feed-forward policy's), over all rows of a block at once
+(``collect_chunk`` does not apply).
 """
 
 from __future__ import annotations
