@@ -160,6 +160,13 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
 
     a.save(str(tmp_path))  # mid-episode: the rollout of 4 steps left every copy 2 steps into an episode
     assert any(bool(s.abs().sum() > 0) for s in a.recurrent.state)
+    from marl_net.evaluation import rollout_losses
+    from marl_net.fast import checkpoints
+
+    loaded, env_config = checkpoints.load_policy(checkpoints.find(tmp_path))  # what `marl-net eval` loads
+    assert isinstance(loaded, RecurrentSynapsePolicy)
+    assert torch.equal(rollout_losses(loaded, a.env.config, episodes=3, seed=1),
+                       rollout_losses(a.policy, a.env.config, episodes=3, seed=1))
     resumed = _trainer(seed=99, rollout_steps=4)
     resumed.restore(str(tmp_path))
     for _ in range(2):

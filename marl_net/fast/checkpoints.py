@@ -32,9 +32,11 @@ def find(path: str | Path) -> Path | None:
 
 
 def load_policy(file: str | Path) -> tuple[Any, dict]:
-    """``(SynapsePolicy, env_config)`` of a fast-path checkpoint file, in eval mode."""
+    """``(SynapsePolicy, env_config)`` of a fast-path checkpoint file, in eval mode (a
+    ``RecurrentSynapsePolicy`` when it was trained with ``memory="gru"``)."""
     from marl_net.config import EnvConfig
-    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+    from marl_net.policies.recurrent_policy import make_policy
+    from marl_net.policies.synapse_policy import PolicyConfig
 
     state = torch.load(file, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "policy" not in state or "policy_config" not in state:
@@ -47,7 +49,7 @@ def load_policy(file: str | Path) -> tuple[Any, dict]:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{str(file)!r}: its env config is not valid here ({exc}); evaluate it with the "
                          "marl_net that wrote it") from exc
-    policy = SynapsePolicy(PolicyConfig(**state["policy_config"]))
+    policy = make_policy(PolicyConfig(**state["policy_config"]))
     expected, saved = policy.state_dict(), state["policy"]
     wrong = sorted(k for k in set(expected) | set(saved)
                    if k not in expected or k not in saved or expected[k].shape != saved[k].shape)
