@@ -132,8 +132,6 @@ class FastPPOConfig:
         return self.rollout_steps or max_cycles
 
 
-
-
 def build_policy(env: VectorNetworkEnv, policy_kwargs: Mapping[str, Any], seed: int) -> SynapsePolicy:
     """The shared policy for ``env``'s observations, initialized from ``seed`` alone: feed-forward,
     or recurrent with ``memory="gru"`` (``make_policy``)."""
