@@ -5,6 +5,13 @@ divergence check -> observations. Both views call this and only this: the Pettin
 (``marl_net.envs.network_weights_v0``, E = 1, dicts per agent) and the fast path's batched env
 (tensors ``[E * A, ...]``). Nothing here loops over agents.
 
+Layouts: ``layout="padded"`` (the default; the PettingZoo env's) hands out observations
+``[E, A, K, F + 1]`` padded to the largest fan K and takes actions ``[E, A, K]``;
+``layout="blocks"`` hands out one ``[E, agents_b, fan_b, F + 1]`` per ownership block and takes
+actions ``[E, agents_b, fan_b]`` per block, with no padding, so its work and memory follow the
+synapses that exist (see ``marl_net.ownership``). The dynamics, rewards and random draws are the
+same in both; ``tests/test_fast_vector_env.py`` holds the two equal to the PettingZoo env.
+
 Randomness: copy e has two generators, one for data (task sampling, weight init, minibatches)
 and one for noise (perturbations, stochastic units, and the fixed feedback matrices of the
 feedback-alignment features, drawn at reset only when such a feature is enabled), both seeded
@@ -32,7 +39,7 @@ from marl_net.config import EnvConfig
 from marl_net.context import StepContext
 from marl_net.feedback_alignment import draw_feedback, uses_feedback
 from marl_net.network import forward, init_weights, join_bias, split_bias
-from marl_net.observations import observe
+from marl_net.observations import LAYOUTS, observe
 from marl_net.ownership import Ownership
 from marl_net.rewards import REWARDS, compute_rewards
 from marl_net.tasks import make_task, sample_task_id
@@ -41,7 +48,7 @@ from marl_net.tasks.rl import RLTask, assign_state, index_state
 
 @dataclass
 class StepResult:
-    obs: torch.Tensor  # [E, A, K, F + 1]
+    obs: torch.Tensor | list[torch.Tensor]  # padded [E, A, K, F + 1], or per block [E, agents_b, fan_b, F + 1]
     rewards: torch.Tensor  # [E, A]
     terminated: torch.Tensor  # [E] bool: diverged
     truncated: torch.Tensor  # [E] bool: reached max_cycles
@@ -59,9 +66,13 @@ class EnvCrash(RuntimeError):
 
 
 class NetworkWeightsCore:
-    def __init__(self, config: EnvConfig, copies: int = 1, device: str | torch.device = "cpu"):
+    def __init__(self, config: EnvConfig, copies: int = 1, device: str | torch.device = "cpu",
+                 layout: str = "padded"):
         if copies < 1:
             raise ValueError(f"copies={copies!r} must be >= 1")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is unknown; choose one of {list(LAYOUTS)}")
+        self.layout = layout
         self.config = config
         self.copies = int(copies)
         self.device = torch.device(device)
@@ -100,7 +111,7 @@ class NetworkWeightsCore:
 
     def reset(self, copies: torch.Tensor | None = None) -> torch.Tensor:
         """Start a fresh episode (new task instance, fresh weights) in every copy, or only in the
-        copies where the bool mask ``copies`` is True. Returns observations ``[E, A, K, F + 1]``.
+        copies where the bool mask ``copies`` is True. Returns observations in the core's layout.
         Only the reset copies draw random numbers, so each copy's stream is its own."""
         if self.data_gens is None:
             raise ValueError("seed the core before reset: call seed([...]) with one seed per copy")
@@ -131,7 +142,7 @@ class NetworkWeightsCore:
                 self.initial_loss = ctx.loss.clone()
             if self.accumulator_specs:
                 self.accumulators = accumulators.update(self.accumulator_specs, ctx, None)
-            self.last_obs = observe(ctx, self.config.observations)
+            self.last_obs = observe(ctx, self.config.observations, self.layout)
             return self.last_obs
         sel = torch.as_tensor(idx, device=self.device)
         for name, value in episode.items():
@@ -156,7 +167,12 @@ class NetworkWeightsCore:
             for name, layers in accumulators.update(self.accumulator_specs, ctx, None).items():
                 for state, fresh in zip(self.accumulators[name], layers):
                     state[sel] = fresh
-        self.last_obs[sel] = observe(ctx, self.config.observations)
+        new_obs = observe(ctx, self.config.observations, self.layout)
+        if self.layout == "padded":
+            self.last_obs[sel] = new_obs
+        else:
+            for old, new in zip(self.last_obs, new_obs):
+                old[sel] = new
         return self.last_obs
 
     def _new_episodes(self, gens: list[torch.Generator], task_ids: list[int]) -> dict:
@@ -183,13 +199,15 @@ class NetworkWeightsCore:
 
     # ---------------------------------------------------------------- step
     def step(self, actions: torch.Tensor) -> StepResult:
-        """Apply ``actions [E, A, K]`` (in [-1, 1]; padding slots ignored) and advance one step."""
+        """Apply ``actions`` (in [-1, 1]) and advance one step: padded ``[E, A, K]`` (padding slots
+        ignored), or in the block layout one ``[E, agents_b, fan_b]`` per block."""
         if not self.is_reset:
             raise ValueError("step() before reset(): call reset() first")
         if self.config.crash_probability and self._crash_rng.random() < self.config.crash_probability:
             raise EnvCrash(f"simulated crash (crash_probability={self.config.crash_probability})")
         actions = self.check_actions(actions)
-        delta = [d * self.config.action_scale for d in self.ownership.from_agents(actions)]
+        per_layer = self.ownership.from_agents(actions) if self.layout == "padded" else self.ownership.from_blocks(actions)
+        delta = [d * self.config.action_scale for d in per_layer]
         self.params = [p + d for p, d in zip(self.params, delta)]
         self.delta = delta
         self.t = self.t + 1
@@ -204,27 +222,45 @@ class NetworkWeightsCore:
         self.loss = ctx.loss
         if self.accumulator_specs:
             self.accumulators = accumulators.update(self.accumulator_specs, ctx, self.accumulators)
-        obs = observe(ctx, self.config.observations)
+        obs = observe(ctx, self.config.observations, self.layout)
         self.last_obs = obs
         truncated = (self.t >= self.config.max_cycles) & ~diverged
         return StepResult(obs, rewards, diverged, truncated, ctx.loss, diverged)
 
-    def check_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Validate ``actions [E, A, K]`` and return them clipped to [-1, 1] with padding zeroed."""
-        expected = (self.copies, self.ownership.num_agents, self.ownership.max_fan)
-        if not isinstance(actions, torch.Tensor):
-            raise ValueError(f"actions must be a torch.Tensor of shape {expected}, got {type(actions).__name__}")
-        if tuple(actions.shape) != expected:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (copies, agents, max fan)")
+    def check_actions(self, actions: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """Validate the actions of the core's layout and return them clipped to [-1, 1] (padding
+        zeroed): ``[E, A, K]`` padded, or a list of ``[E, agents_b, fan_b]``, one per block."""
+        own = self.ownership
+        if self.layout == "padded":
+            expected = (self.copies, own.num_agents, own.max_fan)
+            if not isinstance(actions, torch.Tensor):
+                raise ValueError(f"actions must be a torch.Tensor of shape {expected}, got {type(actions).__name__}")
+            if tuple(actions.shape) != expected:
+                raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (copies, agents, max fan)")
+            return self._checked(actions, own.mask.to(self.device))
+        shapes = own.block_shapes(self.copies)
+        if not isinstance(actions, (list, tuple)) or len(actions) != len(shapes):
+            raise ValueError(f"the block layout takes a list of {len(shapes)} action tensors, one per ownership "
+                             f"block, shaped {shapes}; got {type(actions).__name__}")
+        for i, (a, shape) in enumerate(zip(actions, shapes)):
+            if not isinstance(a, torch.Tensor) or tuple(a.shape) != shape:
+                got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                raise ValueError(f"actions of block {i} have shape {got}; expected {shape} (copies, agents, fan)")
+        return [self._checked(a, None) for a in actions]
+
+    def _checked(self, actions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One action tensor checked (float, finite, in [-1, 1] unless clipping) and clipped, times
+        the padding ``mask`` where there is one."""
         if not actions.is_floating_point():
             raise ValueError(f"actions have dtype {actions.dtype}; pass floats (torch.float32)")
         actions = actions.to(self.device, torch.float32)
         if not bool(_max_abs(actions, dims=None) <= torch.finfo(actions.dtype).max):  # NaN or inf somewhere
             raise ValueError("actions contain NaN or inf; every action must be a finite number in [-1, 1]")
-        mask = self.ownership.mask.to(self.device)
-        if not self.config.clip_actions and (actions.abs() * mask > 1.0).any():
+        outside = actions.abs() if mask is None else actions.abs() * mask
+        if not self.config.clip_actions and (outside > 1.0).any():
             raise ValueError("actions outside [-1, 1] with clip_actions=False; scale them or pass clip_actions=True")
-        return actions.clamp(-1.0, 1.0) * mask
+        clipped = actions.clamp(-1.0, 1.0)
+        return clipped if mask is None else clipped * mask
 
     def _diverged(self, loss: torch.Tensor) -> torch.Tensor:
         """``[E]`` bool: the copy's loss or any of its weights is NaN, infinite or beyond

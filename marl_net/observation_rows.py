@@ -23,7 +23,8 @@ FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c++17"]
 
 
 def write_block(dst: torch.Tensor, columns: Sequence[torch.Tensor], fan: int) -> None:
-    """Fill ``dst [E, n, K, F + 1]`` (a block's agents in the table): slot ``k < fan`` gets
+    """Fill ``dst [E, n, K, F + 1]`` (a block's agents in the padded table, or the block's own
+    tensor of the block layout, where ``K = fan``): slot ``k < fan`` gets
     ``columns[i] [E, n, fan]`` (any strides: a broadcast column is read, never copied) and the
     mask 1; slots ``k >= fan`` are zeroed."""
     copies, agents, max_fan, width = dst.shape

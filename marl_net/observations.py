@@ -2,7 +2,8 @@
 
 An agent observes a ``[K, F + 1]`` array: one row per synapse slot it owns (padded to the largest
 fan K), one column per enabled feature, and a last column that is the padding mask (1 for a real
-synapse, 0 for padding; padded rows are all zero). Global signals (loss, step fraction, ...) are
+synapse, 0 for padding; padded rows are all zero). In the block layout (:func:`observe` with
+``layout="blocks"``) an agent's array has exactly its fan's rows, mask all ones. Global signals (loss, step fraction, ...) are
 repeated on every row, so one small network applied to every synapse row sees all it needs.
 
 Features are *local* by default: what a synapse could know from its own weight, its own last
@@ -54,22 +55,35 @@ def check_features(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def observe(ctx: StepContext, names: Sequence[str]) -> torch.Tensor:
-    """Agent-space observations ``[E, A, K, len(names) + 1]``: features, then the padding mask.
+LAYOUTS = ("padded", "blocks")
+
+
+def observe(ctx: StepContext, names: Sequence[str], layout: str = "padded") -> torch.Tensor | list[torch.Tensor]:
+    """Agent-space observations: features, then the padding mask, in ``layout``
+    (see ``marl_net.ownership``): ``"padded"`` gives one table ``[E, A, K, len(names) + 1]``,
+    ``"blocks"`` a list with one ``[E, agents_b, fan_b, len(names) + 1]`` per ownership block (the
+    mask column all ones, no padding slots). A block's rows are the same numbers in both.
 
     Every feature is sanitized (:func:`sanitize`) at its own size, before it is broadcast, and
     each ownership block's rows are written once, straight from the features' views
     (``marl_net.observation_rows``; a C++ pass on the CPU): no feature is stacked, scattered or
     copied to full size first, and the padded table is never filled or swept as a whole. Global
     signals (``global_signal=True``) are computed and sanitized once, not once per layer."""
-    own, f = ctx.ownership, len(names)
-    out = ctx.loss.new_empty(ctx.copies, own.num_agents, own.max_fan, f + 1)
+    own, width = ctx.ownership, len(names) + 1
+    if layout == "padded":
+        out = ctx.loss.new_empty(ctx.copies, own.num_agents, own.max_fan, width)
+        destinations = [out[:, b.start : b.stop] for b in own.blocks]
+    elif layout == "blocks":
+        out = [ctx.loss.new_empty(shape) for shape in own.block_shapes(ctx.copies, width)]
+        destinations = out
+    else:
+        raise ValueError(f"layout={layout!r} is unknown; choose one of {list(LAYOUTS)}")
     global_signals: dict[str, torch.Tensor] = {}
-    for b in own.blocks:
+    for b, dst in zip(own.blocks, destinations):
         shape = (ctx.copies, *own.weight_space_shape(b.layer))
         columns = [own.block_layout(_sanitized_feature(ctx, name, b.layer, global_signals).expand(shape))
                    for name in names]  # weight space [E, rows, cols] -> the block's [E, agents, fan]
-        write_block(out[:, b.start : b.stop], columns, b.fan)
+        write_block(dst, columns, b.fan)
     return out
 
 

@@ -2,8 +2,12 @@
 
 *Weight space* is a list with one tensor per weight layer, shaped like the layer's (augmented)
 weights ``[E, n_{l+1}, n_l (+1 bias column)]`` followed by any trailing feature dimensions.
-*Agent space* is one tensor ``[E, A, K, ...]``: A agents, each with K = the largest fan synapse
-slots; slots past an agent's fan are padding (``mask`` is False there, values are zero).
+*Agent space* comes in two layouts. *Padded*: one tensor ``[E, A, K, ...]``, A agents, each with
+K = the largest fan synapse slots; slots past an agent's fan are padding (``mask`` is False there,
+values are zero). It gives every agent one shape (the PettingZoo env's one space per agent).
+*Blocks*: a list with one tensor ``[E, agents_b, fan_b, ...]`` per ownership block (the agents of
+one weight layer, who share a fan), no padding: its size is the number of synapses, whatever the
+fans (on 10-1000-10 under outgoing ownership the padded table holds 50x more slots).
 
 - ``outgoing`` (Cai & Cheng): neuron i of layer l owns column i of ``W_l``, its outgoing weights.
   Agents are the neurons of layers 0..L-1.
@@ -97,6 +101,27 @@ class Ownership:
         for b in self.blocks:
             per_layer.append(self.block_layout(agents[:, b.start : b.stop, : b.fan]))
         return per_layer
+
+    def from_blocks(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Block layout ``[E, agents_b, fan_b, *extra]`` per block -> weight space per layer (views;
+        the map is its own inverse, so it also takes weight space to the block layout)."""
+        return [self.block_layout(x) for x in blocks]
+
+    def padded_to_blocks(self, agents: torch.Tensor) -> list[torch.Tensor]:
+        """Padded ``[E, A, K, *extra]`` -> the block layout (views, padding dropped)."""
+        return [agents[:, b.start : b.stop, : b.fan] for b in self.blocks]
+
+    def blocks_to_padded(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """The block layout -> padded ``[E, A, K, *extra]`` (padding slots zero)."""
+        first = blocks[0]
+        out = first.new_zeros((first.shape[0], self.num_agents, self.max_fan, *first.shape[3:]))
+        for b, x in zip(self.blocks, blocks):
+            out[:, b.start : b.stop, : b.fan] = x
+        return out
+
+    def block_shapes(self, copies: int, *extra: int) -> list[tuple[int, ...]]:
+        """The shapes of the block layout for ``copies`` copies: ``(copies, agents_b, fan_b, *extra)``."""
+        return [(copies, b.stop - b.start, b.fan, *extra) for b in self.blocks]
 
     def neuron_values_to_agents(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
         """Per-agent values given per block as ``[E, count_l]`` -> ``[E, A]``."""

@@ -20,6 +20,30 @@ def _stack(d: dict, agents) -> np.ndarray:
     return np.stack([np.asarray(d[a], dtype=np.float64) for a in agents])
 
 
+def _assert_blocks_equal_padded(blocks: list, padded: torch.Tensor, venv: VectorNetworkEnv) -> None:
+    """The block layout's rows are, bit for bit, the padded table's rows with the padding cut."""
+    grid = padded.view(venv.copies, venv.num_agents, venv.max_fan, -1)
+    assert len(blocks) == len(venv.blocks)
+    for x, b in zip(blocks, venv.blocks):
+        assert x.shape == (venv.copies * (b.stop - b.start), b.fan, venv.num_features)
+        assert torch.equal(x, grid[:, b.start : b.stop, : b.fan].reshape(x.shape))
+        assert torch.equal(x[..., -1], torch.ones_like(x[..., -1]))  # no padding slot in a block
+
+
+def _step_blocks_alike(benv, actions, obs, rewards, terminated, truncated, info, venv) -> None:
+    """Step the block-layout env ``benv`` with the padded ``actions`` cut to blocks and check it
+    against the padded env's step results."""
+    grid = actions.view(venv.copies, venv.num_agents, venv.max_fan)
+    b_actions = [grid[:, b.start : b.stop, : b.fan].reshape(-1, b.fan) for b in benv.blocks]
+    b_obs, b_rewards, b_terminated, b_truncated, b_info = benv.step(b_actions)
+    _assert_blocks_equal_padded(b_obs, obs, venv)
+    assert torch.equal(b_rewards, rewards) and torch.equal(b_info["loss"], info["loss"])
+    assert torch.equal(b_terminated, terminated) and torch.equal(b_truncated, truncated)
+    assert torch.equal(b_info["ended"], info["ended"]) and ("final_obs" in b_info) == ("final_obs" in info)
+    if "final_obs" in info:
+        _assert_blocks_equal_padded(b_info["final_obs"], info["final_obs"], venv)
+
+
 @pytest.mark.parametrize("reward,ownership", CASES)
 def test_vector_env_equals_pettingzoo_env_over_full_episodes(reward, ownership):
     check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, reward=reward, max_cycles=4,
@@ -37,9 +61,14 @@ def test_vector_env_equals_pettingzoo_env_with_accumulator_features(ownership):
 
 
 def check_vector_env_equals_pettingzoo(kwargs):
+    """The PettingZoo env, the padded layout and the block layout, stepped with the same actions
+    over three full episodes (two autoresets): equal observations, rewards, flags and losses."""
     venv = VectorNetworkEnv(EnvConfig(**kwargs), copies=COPIES)
+    benv = VectorNetworkEnv(EnvConfig(**kwargs), copies=COPIES, layout="blocks")
     envs = [network_weights_v0.parallel_env(**kwargs) for _ in range(COPIES)]
     obs, _ = venv.reset(seed=SEED)
+    b_obs, _ = benv.reset(seed=SEED)
+    _assert_blocks_equal_padded(b_obs, obs, venv)
     a, agents = venv.num_agents, envs[0].possible_agents
     for e, env in enumerate(envs):
         first, _ = env.reset(seed=SEED + e)
@@ -49,6 +78,7 @@ def check_vector_env_equals_pettingzoo(kwargs):
     for _ in range(3 * 4):  # three full episodes, two autoresets
         actions = torch.rand(venv.num_rows, venv.max_fan, generator=gen) * 2 - 1
         obs, rewards, terminated, truncated, info = venv.step(actions)
+        _step_blocks_alike(benv, actions, obs, rewards, terminated, truncated, info, venv)
         for e, env in enumerate(envs):
             rows = slice(e * a, (e + 1) * a)
             acts = {ag: actions[rows][i].numpy() for i, ag in enumerate(agents)}
@@ -67,10 +97,13 @@ def check_vector_env_equals_pettingzoo(kwargs):
 
 
 def test_autoreset_resets_only_the_copies_that_ended():
-    # A tiny divergence threshold ends copy episodes early, at different steps per copy.
-    venv = VectorNetworkEnv(EnvConfig(layers=(4, 6, 2), max_cycles=50, divergence_threshold=2.0,
-                                      action_scale=0.5), copies=4)
+    # A tiny divergence threshold ends copy episodes early, at different steps per copy. The block
+    # layout, stepped alongside, resets the same copies and stays equal.
+    config = EnvConfig(layers=(4, 6, 2), max_cycles=50, divergence_threshold=2.0, action_scale=0.5)
+    venv = VectorNetworkEnv(config, copies=4)
+    benv = VectorNetworkEnv(config, copies=4, layout="blocks")
     obs, _ = venv.reset(seed=3)
+    benv.reset(seed=3)
     gen = torch.Generator().manual_seed(1)
     seen_partial = False
     for _ in range(30):
@@ -78,6 +111,7 @@ def test_autoreset_resets_only_the_copies_that_ended():
         initial_before = venv.core.initial_loss.clone()
         actions = torch.ones(venv.num_rows, venv.max_fan) * (torch.rand(1, generator=gen) * 2 - 1)
         obs, rewards, terminated, truncated, info = venv.step(actions)
+        _step_blocks_alike(benv, actions, obs, rewards, terminated, truncated, info, venv)
         ended = info["ended"]
         # ended copies restart at step 0, the others advance by one
         assert torch.equal(venv.core.t, torch.where(ended, torch.zeros_like(before_t), before_t + 1))
@@ -107,3 +141,20 @@ def test_flat_observations_and_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         venv.step(torch.full((venv.num_rows, venv.max_fan), float("nan")))
     venv.step(torch.zeros(venv.num_rows, venv.max_fan))  # state not corrupted by the refused calls
+
+
+def test_block_layout_refuses_padded_or_misshapen_actions_and_keeps_its_state():
+    benv = VectorNetworkEnv(EnvConfig(layers=(4, 6, 2)), copies=2, layout="blocks")
+    obs, _ = benv.reset(seed=0)
+    good = [torch.zeros(x.shape[:2]) for x in obs]
+    with pytest.raises(ValueError, match="list of 2 action tensors"):
+        benv.step(torch.zeros(benv.num_rows, benv.max_fan))
+    with pytest.raises(ValueError, match="copies \\* agents, fan"):
+        benv.step([good[0], torch.zeros(good[1].shape[0], good[1].shape[1] + 1)])
+    with pytest.raises(ValueError, match="NaN"):
+        benv.step([good[0], torch.full_like(good[1], float("nan"))])
+    with pytest.raises(ValueError, match="layout='rows' is unknown"):
+        VectorNetworkEnv(EnvConfig(layers=(4, 6, 2)), layout="rows")
+    before = [p.clone() for p in benv.core.params]
+    benv.step(good)  # the refused calls changed nothing: zero actions keep the weights
+    assert all(torch.equal(p, q) for p, q in zip(before, benv.core.params))

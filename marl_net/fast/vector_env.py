@@ -16,7 +16,12 @@ Usage::
     actions = torch.rand(env.num_rows, env.max_fan) * 2 - 1
     obs, rewards, terminated, truncated, info = env.step(actions)   # rewards [E * A]
 
-Rows ``e * A .. (e + 1) * A - 1`` are the agents of copy e, in ``env.agent_ids`` order. Copy e is
+Rows ``e * A .. (e + 1) * A - 1`` are the agents of copy e, in ``env.agent_ids`` order.
+
+With ``layout="blocks"`` observations and actions come per ownership block, without padding
+(``marl_net.core``): a list with one ``[E * agents_b, fan_b, F + 1]`` observation (and one
+``[E * agents_b, fan_b]`` action) per block, rows in (copy, agent) order within the block; rewards
+and flags stay ``[E * A]`` in ``env.agent_ids`` order. ``final_obs`` is then such a list too. Copy e is
 seeded ``seed + e``, so it equals ``network_weights_v0.parallel_env(...).reset(seed=seed + e)``
 stepped with the same actions.
 
@@ -62,11 +67,13 @@ class VectorNetworkEnv:
         copies: int = 1,
         device: str | torch.device = "cpu",
         flat_obs: bool = False,
+        layout: str = "padded",
     ):
         if not isinstance(config, EnvConfig):
             config = EnvConfig.from_kwargs(**dict(config))
         self.config = config
-        self.core = NetworkWeightsCore(config, copies=copies, device=device)
+        self.core = NetworkWeightsCore(config, copies=copies, device=device, layout=layout)
+        self.layout = layout
         self.copies = self.core.copies
         self.device = self.core.device
         self.flat_obs = bool(flat_obs)
@@ -88,10 +95,40 @@ class VectorNetworkEnv:
         k, f = self.max_fan, self.num_features
         return (k * f,) if self.flat_obs else (k, f)
 
-    def _rows(self, obs: torch.Tensor) -> torch.Tensor:
-        """``[E, A, K, F + 1]`` -> ``[E * A, K, F + 1]`` (or flat), a view, no copy."""
+    def _rows(self, obs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """``[E, A, K, F + 1]`` -> ``[E * A, K, F + 1]`` (or flat), a view, no copy; in the block
+        layout each block ``[E, n, fan, F + 1]`` -> ``[E * n, fan, F + 1]``."""
+        if self.layout == "blocks":
+            return [x.flatten(0, 1).flatten(1) if self.flat_obs else x.flatten(0, 1) for x in obs]
         obs = obs.reshape(self.num_rows, self.max_fan, self.num_features)
         return obs.reshape(self.num_rows, -1) if self.flat_obs else obs
+
+    def _clone(self, obs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        return [x.clone() for x in obs] if self.layout == "blocks" else obs.clone()
+
+    def _core_actions(self, actions) -> torch.Tensor | list[torch.Tensor]:
+        """Actions as the core takes them, after checking their shapes: padded ``[E * A, K]`` or
+        ``[E, A, K]``; blocks: per block ``[E * n, fan]`` or ``[E, n, fan]``."""
+        if self.layout == "blocks":
+            shapes = [(self.copies * (b.stop - b.start), b.fan) for b in self.blocks]
+            if not isinstance(actions, (list, tuple)) or len(actions) != len(shapes):
+                raise ValueError(f"layout='blocks' takes a list of {len(shapes)} action tensors, one per ownership "
+                                 f"block, shaped {shapes} (copies * agents of the block, fan)")
+            out = []
+            for a, (rows, fan) in zip(actions, shapes):
+                if not isinstance(a, torch.Tensor) or a.numel() != rows * fan or a.shape[-1] != fan:
+                    got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                    raise ValueError(f"block actions of shape {got}; expected {(rows, fan)} (copies * agents, fan)")
+                out.append(a.reshape(self.copies, rows // self.copies, fan))
+            return out
+        if not isinstance(actions, torch.Tensor):
+            raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_rows}, {self.max_fan})")
+        if tuple(actions.shape) not in ((self.num_rows, self.max_fan), (self.copies, self.num_agents, self.max_fan)):
+            raise ValueError(
+                f"actions have shape {tuple(actions.shape)}; expected ({self.num_rows}, {self.max_fan}) = "
+                f"(copies * agents, max fan) or ({self.copies}, {self.num_agents}, {self.max_fan})"
+            )
+        return actions.reshape(self.copies, self.num_agents, self.max_fan)
 
     def _per_row(self, per_copy: torch.Tensor) -> torch.Tensor:
         """``[E]`` -> ``[E * A]``: every agent of a copy shares the copy's value."""
@@ -120,19 +157,12 @@ class VectorNetworkEnv:
         """
         if self._needs_reset:
             raise ValueError("step() before reset(): call reset(seed=...) first")
-        if not isinstance(actions, torch.Tensor):
-            raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_rows}, {self.max_fan})")
-        if tuple(actions.shape) not in ((self.num_rows, self.max_fan), (self.copies, self.num_agents, self.max_fan)):
-            raise ValueError(
-                f"actions have shape {tuple(actions.shape)}; expected ({self.num_rows}, {self.max_fan}) = "
-                f"(copies * agents, max fan) or ({self.copies}, {self.num_agents}, {self.max_fan})"
-            )
-        result = self.core.step(actions.reshape(self.copies, self.num_agents, self.max_fan))
+        result = self.core.step(self._core_actions(actions))
         ended = result.terminated | result.truncated
         info: dict[str, torch.Tensor] = {"loss": result.loss.clone(), "ended": ended}
         obs = result.obs
         if bool(ended.any()):
-            info["final_obs"] = self._rows(obs.clone())
+            info["final_obs"] = self._rows(self._clone(obs))
             info["final_loss"] = result.loss.clone()
             info["initial_loss"] = self.core.initial_loss.clone()  # the ended episodes' loss at reset
             obs = self.core.reset(ended)  # resets the ended copies
@@ -161,7 +191,7 @@ class VectorNetworkEnv:
         if core.is_reset:
             state["task_ids"] = list(core.task_ids)
             for name in _tensor_state(core):
-                state[name] = getattr(core, name).detach().cpu().clone()
+                state[name] = _copy_to(getattr(core, name), "cpu")
             if core.rl:
                 state["rl_state"] = {k: v.detach().cpu().clone() for k, v in core.rl_state.items()}
             for name in _LIST_STATE:
@@ -187,6 +217,9 @@ class VectorNetworkEnv:
         if "task_ids" in state and not core.rl and "batch_index" not in state:
             raise ValueError("this env state was saved by an earlier marl_net, before each copy kept its episode's "
                              "minibatch indices: resume it with that version, or start the run afresh")
+        if "last_obs" in state and isinstance(state["last_obs"], list) != (self.layout == "blocks"):
+            raise ValueError(f"the saved env state holds observations in the other layout than this env's "
+                             f"layout={self.layout!r}: restore into an env built with the same layout")
         core.seed(list(range(self.copies)))  # creates the generators; their states are set next
         for g, s in zip(core.data_gens, state["data_gens"]):
             g.set_state(s)
@@ -199,7 +232,7 @@ class VectorNetworkEnv:
         if "task_ids" in state:
             core.task_ids = list(state["task_ids"])
             for name in _tensor_state(core):
-                setattr(core, name, state[name].to(self.device).clone())
+                setattr(core, name, _copy_to(state[name], self.device))
             if core.rl:
                 core.rl_state = {k: v.to(self.device).clone() for k, v in state["rl_state"].items()}
             for name in _LIST_STATE:
@@ -215,3 +248,10 @@ class VectorNetworkEnv:
                 raise ValueError(f"the saved env state holds accumulators {sorted(saved)}, this env's observations "
                                  f"need {sorted(wanted)}: restore into an env built with the same observations")
             core.accumulators = {k: [x.to(self.device).clone() for x in saved[k]] for k in wanted}
+
+
+def _copy_to(x: torch.Tensor | list[torch.Tensor], device) -> torch.Tensor | list[torch.Tensor]:
+    """A detached copy of a tensor (or of a list of them: block-layout observations) on ``device``."""
+    if isinstance(x, list):
+        return [t.detach().to(device).clone() for t in x]
+    return x.detach().to(device).clone()
