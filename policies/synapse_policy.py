@@ -9,6 +9,13 @@ own synapses, which both heads see:
   all synapses);
 - critic: per agent, a value from the pooled synapse summary.
 
+It takes a network's agents in either layout of ``marl_net.ownership``: padded to the largest fan
+(``[N, K, F]``, the RLlib path and the PettingZoo env) or one ownership block at a time
+(``[N_b, fan_b, F]``, no padding: the fast path and evaluation; :meth:`SynapsePolicy.forward_blocks`).
+A block's mask column is all ones, so its pooled summary is the plain mean over the block's fan;
+the same parameters give the same means and values either way, to float rounding
+(``tests/test_synapse_policy.py``).
+
 Plain torch, no RLlib types: the RLlib RLModule (``marl_net.policies.rllib_module``) and the fast
 path both wrap this same module, so a rule trained on either path loads in the other.
 """
@@ -216,6 +223,13 @@ class SynapsePolicy(nn.Module):
         log_std = self.log_std.expand_as(mean)
         value = self.critic(pooled).squeeze(-1)
         return mean, log_std, value
+
+    def forward_blocks(self, blocks) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` on the block layout: ``blocks`` holds one ownership block's rows
+        ``[N_b, fan_b, F]`` each (e.g. ``VectorNetworkEnv(..., layout="blocks")``'s observations);
+        returns per block the action mean and log-std ``[N_b, fan_b]`` and the value ``[N_b]``.
+        One call per block (agents of one layer share a fan), none per agent."""
+        return [self(x) for x in blocks]
 
     def log_prob_entropy_value(self, obs: torch.Tensor, actions: torch.Tensor, index: torch.Tensor):
         """What PPO's loss needs for the agents ``index [n]`` of ``obs [S, K, F]`` that took

@@ -61,3 +61,38 @@ def test_flat_observations_and_bad_widths():
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="multiple of num_features"):
         policy(torch.randn(2, 10))
+
+
+@pytest.mark.parametrize("fused", ["1", "0"])
+@pytest.mark.parametrize("ownership,depth", [("outgoing", 2), ("incoming", 1), ("outgoing", 3)])
+def test_policy_gives_the_same_means_and_values_on_padded_and_block_layouts(monkeypatch, fused, ownership, depth):
+    """One set of parameters: a network's agents padded to the largest fan (the RLlib path) and
+    the same agents as ownership blocks without padding (fast path, evaluation) get the same
+    action means and values, through the fused kernel and through torch."""
+    from marl_net.config import EnvConfig
+    from marl_net.fast.vector_env import VectorNetworkEnv
+
+    monkeypatch.setenv("MARL_NET_FUSED", fused)
+    config = EnvConfig(layers=(6, 11, 3), ownership=ownership, max_cycles=3)
+    padded, blocks = VectorNetworkEnv(config, copies=2), VectorNetworkEnv(config, copies=2, layout="blocks")
+    torch.manual_seed(1)
+    policy = SynapsePolicy(PolicyConfig(num_features=padded.num_features, hidden=16, depth=depth, action_gain=1.0))
+    obs, _ = padded.reset(seed=4)
+    b_obs, _ = blocks.reset(seed=4)
+    actions = torch.rand(2, padded.num_agents, padded.max_fan) - 0.5  # observations past the first step
+    obs = padded.step(actions)[0]
+    b_obs = blocks.step([a.flatten(0, 1) for a in padded.core.ownership.padded_to_blocks(actions)])[0]
+    with torch.no_grad():
+        mean, _, value = policy(obs)
+        grid_mean = mean.view(2, padded.num_agents, padded.max_fan)
+        grid_value = value.view(2, padded.num_agents)
+        outs = policy.forward_blocks(b_obs)
+    assert len(outs) == len(padded.blocks) == 2
+    for (b_mean, b_log_std, b_value), b in zip(outs, padded.blocks):
+        n = b.stop - b.start
+        assert b_mean.shape == b_log_std.shape == (2 * n, b.fan)
+        torch.testing.assert_close(b_mean.view(2, n, b.fan), grid_mean[:, b.start : b.stop, : b.fan],
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b_value.view(2, n), grid_value[:, b.start : b.stop], rtol=1e-5, atol=1e-6)
+        assert torch.all(grid_mean[:, b.start : b.stop, b.fan :] == 0)  # padding acts not at all
+        assert b_mean.abs().amax() > 1e-3  # the means are not trivially zero
