@@ -49,7 +49,7 @@ from marl_net.tasks.rl import RLTask, assign_state, index_state
 @dataclass
 class StepResult:
     obs: torch.Tensor | list[torch.Tensor]  # padded [E, A, K, F + 1], or per block [E, agents_b, fan_b, F + 1]
-    rewards: torch.Tensor  # [E, A]
+    rewards: torch.Tensor | None  # [E, A]; None from a core built with rewards=False
     terminated: torch.Tensor  # [E] bool: diverged
     truncated: torch.Tensor  # [E] bool: reached max_cycles
     loss: torch.Tensor  # [E] inner loss after the step
@@ -67,12 +67,16 @@ class EnvCrash(RuntimeError):
 
 class NetworkWeightsCore:
     def __init__(self, config: EnvConfig, copies: int = 1, device: str | torch.device = "cpu",
-                 layout: str = "padded"):
+                 layout: str = "padded", rewards: bool = True):
         if copies < 1:
             raise ValueError(f"copies={copies!r} must be >= 1")
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r} is unknown; choose one of {list(LAYOUTS)}")
         self.layout = layout
+        # rewards=False: step() skips the reward scheme (its result's rewards are None), for callers
+        # that need only the inner loss (evaluation). No registered scheme draws random numbers, so
+        # the dynamics and every copy's streams are the same either way.
+        self.with_rewards = bool(rewards)
         self.config = config
         self.copies = int(copies)
         self.device = torch.device(device)
@@ -214,11 +218,13 @@ class NetworkWeightsCore:
         prev_loss = self.loss
         ctx = self._evaluate(None, prev_loss=prev_loss)
         diverged = self._diverged(ctx.loss)
-        # the scheme's rewards are checked finite on the copies that did not diverge; a diverged
-        # copy's (NaN or inf, the network's doing) are replaced by the penalty
-        rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio, self.config.reward_unit, diverged)
-        penalty = torch.full_like(rewards, -self.config.divergence_penalty)
-        rewards = torch.where(diverged.unsqueeze(1), penalty, rewards)
+        rewards = None
+        if self.with_rewards:
+            # the scheme's rewards are checked finite on the copies that did not diverge; a diverged
+            # copy's (NaN or inf, the network's doing) are replaced by the penalty
+            rewards = compute_rewards(ctx, self.scheme, self.config.local_ratio, self.config.reward_unit, diverged)
+            penalty = torch.full_like(rewards, -self.config.divergence_penalty)
+            rewards = torch.where(diverged.unsqueeze(1), penalty, rewards)
         self.loss = ctx.loss
         if self.accumulator_specs:
             self.accumulators = accumulators.update(self.accumulator_specs, ctx, self.accumulators)

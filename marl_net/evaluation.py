@@ -4,9 +4,12 @@ loss curve.
 :func:`rollout_losses` runs ``episodes`` fresh networks at once (one ``NetworkWeightsCore`` with
 E = episodes copies; copy e seeded ``seed_from(seed, e)``), each agent taking the policy's
 deterministic action (the Gaussian mean), and returns the inner loss after reset and after each of
-the ``max_cycles`` steps: ``[episodes, max_cycles + 1]``. Any ``SynapsePolicy`` (from RLlib, the
-fast path, or untrained; feed-forward or recurrent, whose state is carried through the episode
-from zero) and any ``EnvConfig`` work; pass ``split="heldout"`` in the config to
+the ``max_cycles`` steps: ``[episodes, max_cycles + 1]``. It runs on the core's block layout
+(``marl_net.ownership``): the policy is called once per ownership block on that block's rows
+``[episodes * agents_b, fan_b, F + 1]``, never on padding, so its cost follows the synapses that
+exist. Any ``SynapsePolicy`` (from RLlib, the fast path, or untrained; feed-forward or recurrent,
+whose state is carried through the episode from zero, one state per block's rows) and any
+``EnvConfig`` work; pass ``split="heldout"`` in the config to
 measure generalization to tasks never seen in meta-training. A copy that diverges keeps the loss
 it diverged with for the rest of the curve (so a diverging rule shows up, instead of vanishing).
 
@@ -25,7 +28,8 @@ from marl_net import seeding
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
 
-ActionFn = Callable[[torch.Tensor], torch.Tensor]  # obs [N, K, F + 1] -> actions [N, K]
+# obs [N, K, F + 1] -> actions [N, K]; called per ownership block (K = the block's fan, mask all ones)
+ActionFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def episode_seeds(seed: int, episodes: int) -> list[int]:
@@ -73,24 +77,24 @@ def check_policy_fits(policy: torch.nn.Module, config: EnvConfig) -> None:
 def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, episodes: int, seed: int = 0,
                    device: str | torch.device = "cpu") -> torch.Tensor:
     """Inner losses ``[episodes, max_cycles + 1]`` of ``episodes`` networks trained by ``policy``
-    (a ``SynapsePolicy``, acting with its means, or any function obs ``[N, K, F + 1]`` -> ``[N, K]``)."""
+    (a ``SynapsePolicy``, acting with its means, or any function obs ``[N, K, F + 1]`` -> ``[N, K]``,
+    which is called once per ownership block with that block's rows: ``K`` = the block's fan)."""
     if episodes < 1:
         raise ValueError(f"episodes={episodes!r} must be >= 1")
     if isinstance(policy, torch.nn.Module):
         check_policy_fits(policy, env_config)
-        act = policy_means(policy)
-    else:
-        act = policy
-    core = NetworkWeightsCore(env_config, copies=episodes, device=device)
+    core = NetworkWeightsCore(env_config, copies=episodes, device=device, layout="blocks", rewards=False)
     core.seed(episode_seeds(seed, episodes))
     obs = core.reset()
-    e, a, k, f = obs.shape
+    # one action function per block: a recurrent policy carries one state per block's rows
+    acts = [policy_means(policy) if isinstance(policy, torch.nn.Module) else policy for _ in obs]
     curve = [core.loss.clone()]
-    done = torch.zeros(e, dtype=torch.bool, device=core.device)
+    done = torch.zeros(episodes, dtype=torch.bool, device=core.device)
     with torch.no_grad():
         for _ in range(env_config.max_cycles):
-            actions = act(obs.reshape(e * a, k, f)).reshape(e, a, k)
-            result = core.step(torch.nan_to_num(actions.float(), nan=0.0))
+            actions = [torch.nan_to_num(act(x.flatten(0, 1)).float(), nan=0.0).reshape(x.shape[:3])
+                       for act, x in zip(acts, obs)]
+            result = core.step(actions)
             curve.append(torch.where(done, curve[-1], result.loss))
             done = done | result.terminated
             obs = result.obs
