@@ -3,6 +3,7 @@ and trains the same module the RLlib path wraps."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from marl_net.config import EnvConfig
 from marl_net.fast.ppo import FastPPO, FastPPOConfig, minibatch_picks
 from marl_net.fast.rollout import gae
+from marl_net.seeding import seed_from
 from marl_net.policies.synapse_policy import masked_entropy, masked_log_prob
 
 TINY_ENV = dict(layers=(4, 6, 2), max_cycles=5, batch_size=8)
@@ -93,7 +95,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert _same_params(uninterrupted.policy, resumed.policy)
     for x, y in zip(uninterrupted.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
         assert all(torch.equal(x[k], y[k]) for k in x)
-    assert torch.equal(uninterrupted.obs, resumed.obs)
+    assert all(torch.equal(x, y) for x, y in zip(uninterrupted.obs, resumed.obs))
     assert torch.equal(uninterrupted.env.core.params[0], resumed.env.core.params[0])
     older = {k: v for k, v in resumed.env.state_dict().items() if k != "batch_index"}  # saved before the table
     with pytest.raises(ValueError, match="earlier marl_net"):
@@ -162,17 +164,18 @@ def test_policy_trained_on_fast_path_gives_same_action_means_in_rllib_module():
     module = RLModuleSpec(module_class=SynapseRLModule, observation_space=pz.observation_space(agent),
                           action_space=pz.action_space(agent), model_config=policy_kwargs).build()
     module.policy.load_state_dict(trainer.policy.state_dict())
-    obs = trainer.obs.flatten(1)  # [E * A, K * (F + 1)], the PettingZoo layout
+    padded = trainer.env.to_padded(trainer.obs)  # the fast path's blocks as the PettingZoo layout
+    obs = padded.flatten(1)  # [E * A, K * (F + 1)]
     k = pz.action_space(agent).shape[0]
     with torch.no_grad():
-        fast_mean, fast_log_std, fast_value = trainer.policy(trainer.obs)
+        fast_mean, fast_log_std, fast_value = trainer.policy(padded)
         rllib_inputs = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
     torch.testing.assert_close(rllib_inputs[:, :k], fast_mean)
     torch.testing.assert_close(module.compute_values({Columns.OBS: obs}), fast_value)
     assert not torch.allclose(fast_mean, torch.zeros_like(fast_mean))  # a real, trained output
 
     # the same action distribution: log-probs and entropies over the real synapses only, on both paths
-    mask = trainer.obs[..., -1]
+    mask = padded[..., -1]
     assert bool((mask == 0).any())  # the tiny network has padding slots
     dist = module.get_train_action_dist_cls().from_logits(rllib_inputs)
     actions = torch.randn_like(fast_mean)
@@ -190,8 +193,10 @@ def test_trimming_padding_per_block_matches_the_padded_policy(ownership):
     trainer = FastPPO({**TINY_ENV, "layers": (3, 7, 2), "ownership": ownership}, {"hidden": 8},
                       FastPPOConfig(**TINY_PPO), seed=0)
     with torch.no_grad():
-        mean, log_std, value = trainer._act(trainer.obs)
-        ref_mean, ref_log_std, ref_value = trainer.policy(trainer.obs)  # the policy on the padded table
+        outs = trainer.policy.forward_blocks(trainer.obs)  # as the fast path runs it
+        mean, log_std = (trainer.env.to_padded([o[i] for o in outs]) for i in (0, 1))
+        value = trainer._values(trainer.obs)
+        ref_mean, ref_log_std, ref_value = trainer.policy(trainer.env.to_padded(trainer.obs))  # on the padded table
     mask = trainer.env.mask
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(log_std[mask], ref_log_std[mask])
@@ -255,7 +260,7 @@ def test_resume_on_the_fused_kernel_path_with_the_shipped_policy(tmp_path):
     assert (policy["hidden"], policy["depth"]) == (32, 2)
     config = FastPPOConfig(copies=4, rollout_steps=3, minibatch_size=64, num_epochs=2, lr=1e-3, lr_anneal_iterations=8)
     uninterrupted = FastPPO(env, policy, config, seed=3)
-    assert fused_actor_critic.applies(uninterrupted.policy, uninterrupted.obs)  # the fused path, not torch
+    assert fused_actor_critic.applies(uninterrupted.policy, uninterrupted.obs[0])  # the fused path, not torch
     for _ in range(2):
         uninterrupted.train()
     at_save = copy.deepcopy(uninterrupted.state_dict())
@@ -290,3 +295,18 @@ def test_restore_refuses_another_configuration_naming_the_keys(tmp_path):
     del state["env_config"]
     with pytest.raises(ValueError, match="earlier marl_net, without its env config"):
         other.load_state_dict(state)
+
+
+def test_block_noise_draws_only_real_synapses_and_padded_noise_is_the_default():
+    ppo = FastPPOConfig(**TINY_PPO)
+    assert ppo.action_noise == "padded"
+    padded = FastPPO(TINY_ENV, {"hidden": 8}, ppo, seed=0)
+    blocks = FastPPO(TINY_ENV, {"hidden": 8}, dataclasses.replace(ppo, action_noise="blocks"), seed=0)
+    draws = blocks._noise()
+    assert [tuple(d.shape) for d in draws] == [tuple(a.shape[1:]) for a in blocks.buffer.actions]
+    blocks.action_gen.manual_seed(seed_from(0, 4))  # back to the trainer's stream before training
+    padded.train(), blocks.train()
+    for a, b in zip(padded.buffer.actions, blocks.buffer.actions):
+        assert a.shape == b.shape and torch.isfinite(b).all() and not torch.equal(a, b)  # other draws
+    with pytest.raises(ValueError, match="action_noise='rows' is unknown"):
+        FastPPOConfig(action_noise="rows")

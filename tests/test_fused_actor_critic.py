@@ -148,7 +148,7 @@ def _one_iteration(monkeypatch, fused: bool, depth: int) -> FastPPO:
     env = {"layers": (5, 9, 3), "max_cycles": 4, "batch_size": 8, "reward": "difference"}
     ppo = FastPPOConfig(copies=4, rollout_steps=6, minibatch_size=64, num_epochs=2, lr=3e-3)
     trainer = FastPPO(env, {"hidden": 16, "depth": depth}, ppo, seed=0)
-    assert fused_actor_critic.applies(trainer.policy, trainer.obs) == fused
+    assert fused_actor_critic.applies(trainer.policy, trainer.obs[0]) == fused
     trainer.train()
     return trainer
 

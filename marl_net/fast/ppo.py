@@ -6,8 +6,10 @@ nothing loops over agents. The algorithm is CleanRL's ppo.py (continuous actions
 bottom in :meth:`FastPPO.train`: collect ``rollout_steps`` steps of every copy, per-agent GAE
 (the agents of a copy share the episode end), then ``num_epochs`` epochs of minibatch updates of
 the clipped surrogate plus value loss minus entropy bonus, with advantage normalization and
-gradient clipping. Log-probabilities and entropies cover the real synapses only (padding slots
-of agents with a smaller fan are masked out). Episodes truncated at ``max_cycles`` bootstrap from
+gradient clipping. The env runs in the block layout (``VectorNetworkEnv(..., layout="blocks")``):
+observations, actions, the rollout's storage and the learner's minibatches are per ownership block,
+with no padding to the largest fan, so the work follows the synapses that exist. Log-probabilities
+and entropies cover the real synapses only. Episodes truncated at ``max_cycles`` bootstrap from
 the value of their last observation; diverged episodes (terminated) do not.
 
 Usage::
@@ -79,6 +81,11 @@ class FastPPOConfig:
     kernel_threads: int | None = None
     collect_chunk: int = 0  # rows per torch-path policy forward while collecting (0: all at once); bounds memory
     # (the fused CPU kernel keeps nothing per hidden unit and always takes all rows)
+    # The Gaussian draws of collection: "padded" cuts them from one draw per step over every agent's
+    # padded slots [E * A, K] (the draws of earlier versions: seeded runs repeat bit for bit);
+    # "blocks" draws only the real synapses' (other numbers; what networks with very different fans
+    # want: on 10-1000-10 outgoing the padded draw is 50x the synapses).
+    action_noise: str = "padded"
 
     def __post_init__(self):
         check_field_types(self)  # numbers are numbers (not strings), integers integers, flags booleans
@@ -96,6 +103,8 @@ class FastPPOConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value!r} must be positive or None")
+        if self.action_noise not in ("padded", "blocks"):
+            raise ValueError(f"action_noise={self.action_noise!r} is unknown; choose 'padded' or 'blocks'")
         if self.collect_chunk < 0:
             raise ValueError(f"collect_chunk={self.collect_chunk!r} must be >= 0 (0: no chunking)")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -161,7 +170,7 @@ class FastPPO:
         self.kernel_threads = config.kernel_threads or os.cpu_count() or 1
         self.device = torch.device(config.device)
         self.seed = int(seed)
-        self.env = VectorNetworkEnv(env_config, copies=config.copies, device=self.device)
+        self.env = VectorNetworkEnv(env_config, copies=config.copies, device=self.device, layout="blocks")
         self.policy = build_policy(self.env, policy_kwargs or {}, self.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5, fused=True)
         self.steps = config.steps_per_iteration(self.env.num_rows, self.env.config.max_cycles)
@@ -186,49 +195,51 @@ class FastPPO:
             self.writer = SummaryWriter(log_dir)
 
     # ---------------------------------------------------------------- acting
-    # The policy is factorized per synapse, so it runs on any width: each ownership block (agents
-    # of one layer, all with the same fan) is given only its real synapse slots, never the padding
-    # up to the largest fan. Outputs are then scattered back into the padded [rows, K] layout.
+    # The env hands out the block layout (``layout="blocks"``: one [E * agents_b, fan_b, F + 1]
+    # tensor per ownership block, no padding), the policy is factorized per synapse, so it runs on
+    # each block's real synapse slots and nothing is padded to the largest fan. Per-agent outputs
+    # (log-densities, values) are [E * A] rows in agent order.
     def _chunks(self, x: torch.Tensor):
         chunk = self.config.collect_chunk or max(x.shape[0], 1)
         outs = [self.policy(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
         return outs[0] if len(outs) == 1 else tuple(torch.cat(parts) for parts in zip(*outs))
 
-    def _act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Policy outputs for whole copies ``obs [E' * A, K, F + 1]`` (no autograd): mean and
-        log-std ``[E' * A, K]`` (zero on padding), value ``[E' * A]``."""
-        a, k = self.env.num_agents, self.env.max_fan
-        grid = obs.view(-1, a, k, obs.shape[-1])
-        copies = grid.shape[0]
-        mean = obs.new_zeros(copies, a, k)
-        log_std = obs.new_zeros(copies, a, k)
-        value = obs.new_zeros(copies, a)
-        for b in self.env.blocks:
-            n = b.stop - b.start
-            m, ls, v = self._chunks(grid[:, b.start : b.stop, : b.fan].reshape(copies * n, b.fan, -1))
-            mean[:, b.start : b.stop, : b.fan] = m.view(copies, n, b.fan)
-            log_std[:, b.start : b.stop, : b.fan] = ls.view(copies, n, b.fan)
-            value[:, b.start : b.stop] = v.view(copies, n)
-        return mean.view(-1, k), log_std.view(-1, k), value.view(-1)
+    def _values(self, obs: list[torch.Tensor]) -> torch.Tensor:
+        """Values ``[E' * A]`` of whole copies given as blocks ``[E' * agents_b, fan_b, F + 1]`` (no autograd)."""
+        copies = obs[0].shape[0] // (self.env.blocks[0].stop - self.env.blocks[0].start)
+        value = obs[0].new_empty(copies, self.env.num_agents)
+        for x, b in zip(obs, self.env.blocks):
+            value[:, b.start : b.stop] = self._chunks(x)[2].view(copies, b.stop - b.start)
+        return value.view(-1)
 
-    def _sample(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Act for every row of ``obs [E * A, K, F + 1]``: actions ``[E * A, K]`` drawn from the
-        policy's Gaussian (zero on padding), their log-densities and the values ``[E * A]``; the
-        trimmed observations and actions go to the rollout's step ``t``. Block by block, on the
-        CPU through the fused kernel (``fused_actor_critic.sample``), elsewhere through torch: the
-        same draws, equal to float rounding."""
-        env, buf = self.env, self.buffer
+    def _noise(self) -> list[torch.Tensor]:
+        """The step's Gaussian draws per block ``[E * agents_b, fan_b]``: with
+        ``action_noise="padded"`` cut from one ``[E * A, K]`` draw (the numbers of the padded
+        layout, so seeded runs repeat earlier versions bit for bit), with ``"blocks"`` drawn per block
+        (only real synapses; different numbers, cheaper when fans differ)."""
+        env = self.env
+        if self.config.action_noise == "blocks":
+            return [torch.randn((env.copies * (b.stop - b.start), b.fan), generator=self.action_gen,
+                                device=self.device) for b in env.blocks]
         noise = torch.randn((env.num_rows, env.max_fan), generator=self.action_gen, device=self.device)
-        fused = fused_actor_critic.applies(self.policy, obs)
-        a, k = env.num_agents, env.max_fan
-        grid, noise = obs.view(env.copies, a, k, -1), noise.view(env.copies, a, k)
-        action = obs.new_zeros(env.copies, a, k)
-        logp, value = obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
-        for i, b in enumerate(env.blocks):
+        grid = noise.view(env.copies, env.num_agents, env.max_fan)
+        return [grid[:, b.start : b.stop, : b.fan].reshape(-1, b.fan) for b in env.blocks]
+
+    def _sample(self, obs: list[torch.Tensor], t: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Act for every block of ``obs``: actions per block ``[E * agents_b, fan_b]`` drawn from the
+        policy's Gaussian (they are the rollout's step ``t``, which also keeps the observations),
+        their log-densities and the values ``[E * A]``. Block by block, on the CPU through the fused
+        kernel (``fused_actor_critic.sample``), elsewhere through torch: the same draws, equal to
+        float rounding."""
+        env, buf = self.env, self.buffer
+        noise = self._noise()
+        fused = fused_actor_critic.applies(self.policy, obs[0])
+        logp, value = obs[0].new_empty(env.copies, env.num_agents), obs[0].new_empty(env.copies, env.num_agents)
+        actions = []
+        for i, (b, block_obs, block_noise) in enumerate(zip(env.blocks, obs, noise)):
             n, rows = b.stop - b.start, slice(b.start, b.stop)
             x, out = buf.obs[i][t], buf.actions[i][t]
-            x.view(env.copies, n, b.fan, -1).copy_(grid[:, rows, : b.fan])
-            block_noise = noise[:, rows, : b.fan].reshape(-1, b.fan)
+            x.copy_(block_obs)
             if fused:
                 lp, v = fused_actor_critic.sample(self.policy, x, block_noise, out)
             else:
@@ -236,9 +247,9 @@ class FastPPO:
                 mask = x[..., -1]
                 out.copy_((mean + torch.exp(log_std) * block_noise) * mask)
                 lp = masked_log_prob(out, mean, log_std, mask)
-            action[:, rows, : b.fan] = out.view(env.copies, n, b.fan)
+            actions.append(out)
             logp[:, rows], value[:, rows] = lp.view(env.copies, n), v.view(env.copies, n)
-        return action.view(-1, k), logp.view(-1), value.view(-1)
+        return actions, logp.view(-1), value.view(-1)
 
     def _split_by_block(self, adv: torch.Tensor, returns: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The rollout's samples grouped by ownership block, padding trimmed (observations and
@@ -318,10 +329,10 @@ class FastPPO:
         buf, env = self.buffer, self.env
         ended_episodes = 0
         for t in range(self.steps):
-            action, logp, value = self._sample(self.obs, t)
+            actions, logp, value = self._sample(self.obs, t)
             buf.logp[t].copy_(logp)
             buf.values[t].copy_(value)
-            self.obs, rewards, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))
+            self.obs, rewards, terminated, truncated, info = env.step([a.clamp(-1.0, 1.0) for a in actions])
             ends = terminated | truncated
             buf.rewards[t].copy_(rewards)
             buf.ends[t].copy_(ends)
@@ -331,9 +342,11 @@ class FastPPO:
             if "final_obs" in info:  # some copies ended this step and were reset
                 boot = truncated & ~terminated
                 if bool(boot.any()):
-                    buf.end_values[t][boot] = self._act(info["final_obs"][boot])[2]
+                    copies = boot.view(env.copies, -1)[:, 0]
+                    final = [x.view(env.copies, -1, *x.shape[1:])[copies].flatten(0, 1) for x in info["final_obs"]]
+                    buf.end_values[t][boot] = self._values(final)
                 ended_episodes += self._record_episodes(info["ended"], info["final_loss"], info["initial_loss"], terminated)
-        return self._act(self.obs)[2], ended_episodes
+        return self._values(self.obs), ended_episodes
 
     def _record_episodes(self, ended, final_loss, initial_loss, terminated) -> int:
         per_copy_return = self.running_return.view(self.env.copies, -1).mean(1)  # mean over a copy's agents
@@ -446,7 +459,7 @@ class FastPPO:
             "policy_config": self.policy.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "env": self.env.state_dict(),
-            "obs": self.obs.detach().cpu().clone(),
+            "obs": [x.detach().cpu().clone() for x in self.obs],  # the block layout
             "action_gen": self.action_gen.get_state(),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "running_return": self.running_return.cpu().clone(),
@@ -489,10 +502,13 @@ class FastPPO:
     def load_state_dict(self, state: Mapping[str, Any], where: str = "the saved state") -> None:
         """Continue from ``state`` (:meth:`state_dict`); ValueError if it is another configuration's."""
         self.check_compatible(state, where)
+        if not isinstance(state["obs"], list):  # checked before anything is restored
+            raise ValueError(f"{where} was saved by an earlier marl_net, whose fast path kept padded observations: "
+                             "resume it with that version, or start the run afresh")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env.load_state_dict(state["env"])
-        self.obs = state["obs"].to(self.device).clone()
+        self.obs = [x.to(self.device).clone() for x in state["obs"]]
         self.action_gen.set_state(state["action_gen"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.running_return = state["running_return"].to(self.device).clone()

@@ -103,6 +103,14 @@ class VectorNetworkEnv:
         obs = obs.reshape(self.num_rows, self.max_fan, self.num_features)
         return obs.reshape(self.num_rows, -1) if self.flat_obs else obs
 
+    def to_padded(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """Rows of whole copies in the block layout (``[E' * agents_b, fan_b, ...]`` per block) ->
+        the padded layout's rows ``[E' * A, K, ...]`` (padding zero): e.g. the observations the
+        RLlib module or the PettingZoo env would hand the same agents."""
+        grids = [x.reshape(x.shape[0] // (b.stop - b.start), b.stop - b.start, *x.shape[1:])
+                 for x, b in zip(blocks, self.blocks)]
+        return self.core.ownership.blocks_to_padded(grids).flatten(0, 1)
+
     def _clone(self, obs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         return [x.clone() for x in obs] if self.layout == "blocks" else obs.clone()
 
