@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from marl_net.cli import build_parser
-from marl_net.commands import bench
+from marl_net.commands import bench, bench_fans
 
 
 def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path):
@@ -15,7 +15,7 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "device", "agent_steps_per_s", "ratios", "like_for_like", "matmul_flops_per_s",
-                           "fast_ppo_flops_per_s", "peak_memory_mb", "config", "numerics"}
+                           "fast_ppo_flops_per_s", "peak_memory_mb", "synapse_steps_per_s", "config", "numerics"}
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
                                                 "rllib_ppo_default_objective", "fast_ppo_1_core", "fast_ppo_2_cores",
                                                 "fast_ppo_2_cores_kernel_only", "fast_ppo_recurrent"}
@@ -39,7 +39,15 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert result["matmul_flops_per_s"] > 0 and result["fast_ppo_flops_per_s"] > 0
     scale_keys = [k for k in result["peak_memory_mb"] if k.startswith("fast_ppo_")]
     assert len(scale_keys) == 2 and all(result["peak_memory_mb"][k] > 0 for k in scale_keys)
-    assert set(result["config"]["targets_met"]) == set(bench.TARGETS)
+    # peak memory of fast PPO and evaluation, both ownerships, three copy counts each
+    memory_keys = [k for k in result["peak_memory_mb"] if k.split()[0] in ("fast_ppo", "evaluation")]
+    assert len(memory_keys) == 2 * 2 * 3 and all(result["peak_memory_mb"][k] > 0 for k in memory_keys)
+    # synapse-steps/s of fast PPO and evaluation on networks of very different fans, in one run
+    fans = result["synapse_steps_per_s"]
+    assert set(fans) == set(bench_fans.QUICK["networks"])
+    assert all(v["fast_ppo"] > 0 and v["evaluation"] > 0 for v in fans.values())
+    assert set(bench.TARGETS) < set(result["config"]["targets_met"])
+    assert len(result["config"]["targets_met"]) == len(bench.TARGETS) + 2 + 4
     deep = result["config"]["deep_policy_fast_ppo"]  # the shipped policy, fused kernel and torch side by side
     assert set(deep) == {"fused", "torch"} and all(d["agent_steps_per_s"] > 0 for d in deep.values())
 

@@ -26,10 +26,16 @@ policy every shipped config uses (hidden 32, depth 2), through the fused CPU ker
 torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make;
 and (d) on one core and on two (``CORES``: ``FastPPOConfig.kernel_threads`` and ``torch_threads``),
 the same seed in alternating rounds, checking that every setting ends with the same parameters.
+Last, fans (``marl_net.commands.bench_fans``): synapse-steps per second of fast PPO and of
+evaluation on 8-16-4, 8-64-4, 10-100-10, 10-1000-10 (outgoing) and 784-1000-10 (both ownerships)
+in alternating rounds, and the peak memory of fast PPO and evaluation on 784-1000-10 (both
+ownerships) at several copy counts, each in a child process of its own.
 
 It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
 of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
-least 1.6x its one-core rate, and (e) at least 40% of (d)'s agent-steps/s. ``--quick`` shrinks everything
+least 1.6x its one-core rate, (e) at least 40% of (d)'s agent-steps/s; fast PPO and evaluation on
+10-1000-10 (outgoing) at least half their synapse-steps/s on 8-64-4, and their peak memory linear in
+copies. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
 rllib_ppo_default_objective, fast_ppo_recurrent, fast_ppo_1_core, fast_ppo_2_cores,
@@ -38,7 +44,8 @@ the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective", "fast_p
 "fast_ppo_recurrent/fast_ppo"}, "like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
 "differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
-"fast_ppo_flops_per_s", "peak_memory_mb": {...}, "config": {...}, "numerics": {...}}`` (``config``
+"fast_ppo_flops_per_s", "peak_memory_mb": {...}, "synapse_steps_per_s": {network: {fast_ppo,
+evaluation, ...}}, "config": {...}, "numerics": {...}}`` (``config``
 holds every setting, the targets and whether each was met; ``numerics``, ``marl_net.numerics``'
 record: the policy's path, the kernels' compiler flags, torch, the CPU).
 """
@@ -49,12 +56,15 @@ import copy
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+
+from marl_net.commands.bench_fans import print_fans, run_fans
+from marl_net.commands.measure import peak_rss_mb as _peak_rss_mb
+from marl_net.commands.measure import sync as _sync
 
 HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 
@@ -399,22 +409,6 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def machine_description() -> str:
     from marl_net.numerics import cpu_model
 
@@ -455,6 +449,7 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     cores = core_rates(s["cores"], device) if device == "cpu" else None
     matmul = statistics.median([matmul_before, matmul_flops_per_s(device, size=size)])
     scale = scale_peak_memory(s["scale"], device)
+    fans = run_fans(quick, device)
     comparable = not like_for_like["differences"]  # no ratio between different algorithms
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
               "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"] if comparable else None,
@@ -463,7 +458,8 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     flop_fraction = large["flops_per_s"] / matmul
     met = {"fast_ppo/rllib_ppo": comparable and ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
            "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"],
-           "fast_ppo_recurrent/fast_ppo": ratios["fast_ppo_recurrent/fast_ppo"] >= TARGETS["fast_ppo_recurrent/fast_ppo"]}
+           "fast_ppo_recurrent/fast_ppo": ratios["fast_ppo_recurrent/fast_ppo"] >= TARGETS["fast_ppo_recurrent/fast_ppo"],
+           **fans["targets_met"]}
     if cores is not None:
         ratios["fast_ppo_2_cores/1_core"] = cores["ratios"]["2_cores/1_core"]
         met["fast_ppo_2_cores/1_core"] = ratios["fast_ppo_2_cores/1_core"] >= TARGETS["fast_ppo_2_cores/1_core"]
@@ -471,6 +467,7 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     layers = "-".join(str(n) for n in s["scale"]["layers"])
     peak = {"process_rss": _peak_rss_mb()}
     peak.update({f"fast_ppo_{layers}_copies_{c}": r.get("peak_cuda_mb", r["peak_rss_mb"]) for c, r in scale.items()})
+    peak.update({f"{key} copies {c}": v for key, m in fans["memory"].items() for c, v in m["peak_mb"].items()})
     return {
         "machine": machine_description(),
         "device": device_description(device),
@@ -480,12 +477,13 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
         "matmul_flops_per_s": matmul,
         "fast_ppo_flops_per_s": large["flops_per_s"],
         "peak_memory_mb": peak,
+        "synapse_steps_per_s": fans["synapse_steps_per_s"],
         "config": {
             "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
             "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
             "fast_ppo_recurrent_throughput": recurrent, "recurrent_policy": RECURRENT,
             "deep_policy_fast_ppo": deep, "cores": cores,
-            "scale": {str(c): r for c, r in scale.items()},
+            "scale": {str(c): r for c, r in scale.items()}, "fans": fans,
             "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
                              "see marl_net/fast/flops.py",
         },
@@ -561,7 +559,9 @@ def print_table(r: dict[str, Any]) -> None:
           f"   {'met' if cfg['targets_met']['fast_ppo_flops/matmul'] else 'MISSED'}")
     print("\npeak memory (MiB):")
     for key, value in r["peak_memory_mb"].items():
-        print(f"  {key:40s}{value:10,.0f}")
+        if key.startswith("fast_ppo_") or key == "process_rss":  # the fans section prints its own
+            print(f"  {key:40s}{value:10,.0f}")
+    print_fans(cfg["fans"])
 
 
 def main(args) -> int:
