@@ -158,3 +158,22 @@ def test_block_layout_refuses_padded_or_misshapen_actions_and_keeps_its_state():
     before = [p.clone() for p in benv.core.params]
     benv.step(good)  # the refused calls changed nothing: zero actions keep the weights
     assert all(torch.equal(p, q) for p, q in zip(before, benv.core.params))
+
+
+@pytest.mark.parametrize("ownership,feedback", [("outgoing", "dfa"), ("incoming", "fa")])
+def test_block_layout_writes_every_registered_feature_as_the_padded_layout(ownership, feedback):
+    """Every feature in the registry (privileged and feedback ones included) reaches the block layout
+    with the padded layout's numbers, bit for bit, over steps and an autoreset."""
+    from marl_net.observations import FEATURES
+
+    config = EnvConfig(layers=(5, 7, 3), ownership=ownership, max_cycles=2, batch_size=8, feedback=feedback,
+                       observations=tuple(sorted(FEATURES)))
+    venv, benv = VectorNetworkEnv(config, copies=2), VectorNetworkEnv(config, copies=2, layout="blocks")
+    obs, _ = venv.reset(seed=1)
+    b_obs, _ = benv.reset(seed=1)
+    _assert_blocks_equal_padded(b_obs, obs, venv)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        actions = torch.rand(venv.num_rows, venv.max_fan, generator=gen) - 0.5
+        obs, rewards, terminated, truncated, info = venv.step(actions)
+        _step_blocks_alike(benv, actions, obs, rewards, terminated, truncated, info, venv)
