@@ -91,7 +91,8 @@ class VectorNetworkEnv:
     # ---------------------------------------------------------------- shapes
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        """Shape of one row's observation: ``(K, F + 1)`` or ``(K * (F + 1),)`` with ``flat_obs``."""
+        """Shape of one row's observation in the padded layout: ``(K, F + 1)`` or ``(K * (F + 1),)``
+        with ``flat_obs`` (in the block layout a row of block b is ``(fan_b, F + 1)``)."""
         k, f = self.max_fan, self.num_features
         return (k * f,) if self.flat_obs else (k, f)
 
