@@ -2,7 +2,7 @@
 fast PPO and of evaluation (``marl_net.evaluation.rollout_losses``) on networks whose layers have
 very different fans, so that a cost that follows padding rather than synapses shows.
 
-Rates: in one process, on the uniform 8-16-4 and 8-64-4, on Cai & Cheng's digits shape 10-1000-10
+Rates: in one process, on the uniform 8-16-4 and 8-64-4, on 10-100-10, on Cai & Cheng's digits shape 10-1000-10
 (outgoing: 1,000 hidden agents own 10 synapses each, the 10 inputs 1,000 each) and on the MNIST
 size 784-1000-10 under both ownerships, each network's fast-PPO iteration and evaluation rollout
 are timed in alternating rounds (medians; the same machine load for every network). A
@@ -39,6 +39,7 @@ FULL = {
     # name: layers, ownership, copies (fast PPO's copies = evaluation's networks): about 10^5
     # synapses per measurement, 794k for the MNIST-size network's single copy
     "networks": {"8-16-4 outgoing": ([8, 16, 4], "outgoing", 512), "8-64-4 outgoing": ([8, 64, 4], "outgoing", 128),
+                 "10-100-10 outgoing": ([10, 100, 10], "outgoing", 50),
                  "10-1000-10 outgoing": ([10, 1000, 10], "outgoing", 5), "784-1000-10 outgoing": ([784, 1000, 10], "outgoing", 1),
                  "784-1000-10 incoming": ([784, 1000, 10], "incoming", 1)},
     "fast_ppo": {"rollout_steps": 4, "num_epochs": 4, "minibatches": 4, "action_noise": "blocks"},
