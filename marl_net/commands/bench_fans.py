@@ -82,7 +82,7 @@ class FanRun:
         batch = p["rollout_steps"] * copies * agents
         ppo = FastPPOConfig(copies=copies, rollout_steps=p["rollout_steps"], num_epochs=p["num_epochs"],
                             minibatch_size=max(1, batch // p["minibatches"]), action_noise=p["action_noise"],
-                            device=device)
+                            device=device, kernel_threads=1)  # one core: evaluation runs on one too
         self.trainer = FastPPO(env, s["policy"], ppo, seed=0)
         self.eval_config = EnvConfig(**{**env, "max_cycles": s["evaluation_steps"]})
         self.policy = self.trainer.policy  # evaluated as it stands: the cost does not depend on its values
@@ -157,7 +157,7 @@ def memory_child(job_json: str) -> None:
 
         ppo = {k: job[k] for k in ("copies", "rollout_steps", "num_epochs", "minibatch_size", "collect_chunk",
                                    "device")}
-        FastPPO(env, job["policy"], FastPPOConfig.from_kwargs(**ppo), seed=0).train()
+        FastPPO(env, job["policy"], FastPPOConfig.from_kwargs(**ppo, kernel_threads=1), seed=0).train()
     else:
         from marl_net.config import EnvConfig
         from marl_net.evaluation import rollout_losses
