@@ -53,38 +53,44 @@ class RecurrentPPO:
         self.start_state = [s.clone() for s in self.state]
 
     # ---------------------------------------------------------------- acting
-    def _block_rows(self, obs: torch.Tensor):
-        """``obs [E * A, K, F + 1]`` -> per block the trimmed rows ``[E * n_b, fan_b, F + 1]``."""
+    def _block_rows(self, obs):
+        """``obs [E * A, K, F + 1]`` -> per block the trimmed rows ``[E * n_b, fan_b, F + 1]``; the
+        env's block layout (a list of those) as it is."""
+        if isinstance(obs, (list, tuple)):
+            return list(obs)
         env = self.trainer.env
         grid = obs.view(env.copies, env.num_agents, env.max_fan, -1)
         return [grid[:, b.start : b.stop, : b.fan].reshape(n, b.fan, -1) for n, b in zip(self.sizes, env.blocks)]
 
     def _sample(self, obs: torch.Tensor, t: int):
-        """Act for every row (the feed-forward path's noise draws, one per padded slot): actions
-        ``[E * A, K]``, log-densities and values ``[E * A]``; states advance one step."""
+        """Act for every row (the feed-forward path's noise draws, one per padded slot): actions per
+        block ``[E * agents_b, fan_b]`` (the env's block layout), log-densities and values
+        ``[E * A]``; states advance one step."""
         tr, env, buf = self.trainer, self.trainer.env, self.trainer.buffer
         noise = torch.randn((env.num_rows, env.max_fan), generator=tr.action_gen, device=tr.device)
         a, k = env.num_agents, env.max_fan
         noise = noise.view(env.copies, a, k)
-        action = obs.new_zeros(env.copies, a, k)
-        logp, value = obs.new_empty(env.copies, a), obs.new_empty(env.copies, a)
-        for i, (b, rows) in enumerate(zip(env.blocks, self._block_rows(obs))):
+        blocks = self._block_rows(obs)
+        actions = []
+        logp, value = blocks[0].new_empty(env.copies, a), blocks[0].new_empty(env.copies, a)
+        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
             n, cols = b.stop - b.start, slice(b.start, b.stop)
             x, out = buf.obs[i][t], buf.actions[i][t]
             x.copy_(rows)
             mean, log_std, v, self.state[i] = tr.policy(x, self.state[i])
             mask = x[..., -1]
             out.copy_((mean + torch.exp(log_std) * noise[:, cols, : b.fan].reshape(-1, b.fan)) * mask)
-            action[:, cols, : b.fan] = out.view(env.copies, n, b.fan)
+            actions.append(out)
             logp[:, cols] = masked_log_prob(out, mean, log_std, mask).view(env.copies, n)
             value[:, cols] = v.view(env.copies, n)
-        return action.view(-1, k), logp.view(-1), value.view(-1)
+        return actions, logp.view(-1), value.view(-1)
 
     def _values(self, obs: torch.Tensor) -> torch.Tensor:
         """Values ``[E * A]`` of ``obs`` read with the current states (which stay as they are)."""
         env = self.trainer.env
-        value = obs.new_empty(env.copies, env.num_agents)
-        for i, (b, rows) in enumerate(zip(env.blocks, self._block_rows(obs))):
+        blocks = self._block_rows(obs)
+        value = blocks[0].new_empty(env.copies, env.num_agents)
+        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
             value[:, b.start : b.stop] = self.trainer.policy(rows, self.state[i])[2].view(env.copies, -1)
         return value.view(-1)
 
@@ -98,7 +104,7 @@ class RecurrentPPO:
             action, logp, value = self._sample(tr.obs, t)
             buf.logp[t].copy_(logp)
             buf.values[t].copy_(value)
-            tr.obs, rewards, terminated, truncated, info = env.step(action.clamp(-1.0, 1.0))
+            tr.obs, rewards, terminated, truncated, info = env.step([x.clamp(-1.0, 1.0) for x in action])
             buf.rewards[t].copy_(rewards)
             buf.ends[t].copy_(terminated | truncated)
             buf.end_values[t].zero_()
