@@ -162,12 +162,13 @@ def test_block_layout_refuses_padded_or_misshapen_actions_and_keeps_its_state():
 
 @pytest.mark.parametrize("ownership,feedback", [("outgoing", "dfa"), ("incoming", "fa")])
 def test_block_layout_writes_every_registered_feature_as_the_padded_layout(ownership, feedback):
-    """Every feature in the registry (privileged and feedback ones included) reaches the block layout
+    """Every feature in the registry (privileged and feedback ones included; RL ones need an RL task) reaches the block layout
     with the padded layout's numbers, bit for bit, over steps and an autoreset."""
     from marl_net.observations import FEATURES
+    from marl_net.rl_features import RL_FEATURES  # need an RL task: not on this supervised network
 
     config = EnvConfig(layers=(5, 7, 3), ownership=ownership, max_cycles=2, batch_size=8, feedback=feedback,
-                       observations=tuple(sorted(FEATURES)))
+                       observations=tuple(sorted(set(FEATURES) - set(RL_FEATURES))))
     venv, benv = VectorNetworkEnv(config, copies=2), VectorNetworkEnv(config, copies=2, layout="blocks")
     obs, _ = venv.reset(seed=1)
     b_obs, _ = benv.reset(seed=1)
