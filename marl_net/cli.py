@@ -18,8 +18,8 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "run": ("marl_net.commands.run", "meta-learn a local learning rule and compare it with SGD, NP and WP (the main job)"),
-    "check": ("marl_net.commands.check", "check the main job's learning-quality targets on its results.json"),
+    "run": ("marl_net.commands.run", "the rule ladder: meta-learn a rule per information level, compare with its hand rules, SGD, Adam (the main job)"),
+    "check": ("marl_net.commands.check", "check the rule ladder's targets on one run, or on the median of several seeds' runs"),
     "schemes": ("marl_net.commands.schemes", "list reward schemes, observation features and tasks"),
     "compare": ("marl_net.commands.compare", "run hand-designed rules on a task and write results.json, plots, TensorBoard logs"),
     "reproduce": ("marl_net.commands.reproduce", "reproduce a paper's experiments (chung: Weight Maximization, Table 1)"),

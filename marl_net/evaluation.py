@@ -20,7 +20,8 @@ it diverged with for the rest of the curve (so a diverging rule shows up, instea
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
@@ -74,22 +75,34 @@ def check_policy_fits(policy: torch.nn.Module, config: EnvConfig) -> None:
             "'observations'; evaluate with the observations it was trained on")
 
 
-def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, episodes: int, seed: int = 0,
-                   device: str | torch.device = "cpu") -> torch.Tensor:
-    """Inner losses ``[episodes, max_cycles + 1]`` of ``episodes`` networks trained by ``policy``
-    (a ``SynapsePolicy``, acting with its means, or any function obs ``[N, K, F + 1]`` -> ``[N, K]``,
-    which is called once per ownership block with that block's rows: ``K`` = the block's fan)."""
-    if episodes < 1:
-        raise ValueError(f"episodes={episodes!r} must be >= 1")
+@dataclass
+class Rollout:
+    """What :func:`rollout` returns: the loss curves, the final weights and the task of every copy."""
+
+    curves: torch.Tensor  # [E, max_cycles + 1]
+    params: list[torch.Tensor]  # final weight-space parameters, [E, rows, cols] per layer
+    task_ids: list[int]
+    seeds: list[int]
+
+
+def rollout(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, seeds: Sequence[int],
+            device: str | torch.device = "cpu") -> Rollout:
+    """Run one network per seed (copy e seeded ``seeds[e]``, as a hand rule's trainer seeds it) for
+    ``max_cycles`` steps, every agent acting with ``policy`` (a ``SynapsePolicy``, acting with its
+    means, or any function obs ``[N, K, F + 1]`` -> ``[N, K]``, which is called once per ownership
+    block with that block's rows: ``K`` = the block's fan)."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds=[]: pass at least one seed (one network per seed)")
     if isinstance(policy, torch.nn.Module):
         check_policy_fits(policy, env_config)
-    core = NetworkWeightsCore(env_config, copies=episodes, device=device, layout="blocks", rewards=False)
-    core.seed(episode_seeds(seed, episodes))
+    core = NetworkWeightsCore(env_config, copies=len(seeds), device=device, layout="blocks", rewards=False)
+    core.seed(seeds)
     obs = core.reset()
     # one action function per block: a recurrent policy carries one state per block's rows
     acts = [policy_means(policy) if isinstance(policy, torch.nn.Module) else policy for _ in obs]
     curve = [core.loss.clone()]
-    done = torch.zeros(episodes, dtype=torch.bool, device=core.device)
+    done = torch.zeros(len(seeds), dtype=torch.bool, device=core.device)
     with torch.no_grad():
         for _ in range(env_config.max_cycles):
             actions = [torch.nan_to_num(act(x.flatten(0, 1)).float(), nan=0.0).reshape(x.shape[:3])
@@ -98,7 +111,17 @@ def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, ep
             curve.append(torch.where(done, curve[-1], result.loss))
             done = done | result.terminated
             obs = result.obs
-    return torch.stack(curve, dim=1).cpu()
+    return Rollout(torch.stack(curve, dim=1).cpu(), [p.cpu() for p in core.params], [int(t) for t in core.task_ids],
+                   seeds)
+
+
+def rollout_losses(policy: torch.nn.Module | ActionFn, env_config: EnvConfig, episodes: int, seed: int = 0,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Inner losses ``[episodes, max_cycles + 1]`` of ``episodes`` networks (seeds
+    :func:`episode_seeds` of ``seed``) trained by ``policy`` (see :func:`rollout`)."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes!r} must be >= 1")
+    return rollout(policy, env_config, episode_seeds(seed, episodes), device).curves
 
 
 def sample_observations(policy: torch.nn.Module, env_config: EnvConfig, copies: int = 8, seed: int = 0,

@@ -1,40 +1,56 @@
-"""``marl-net check DIR``: the main job's learning-quality targets, read from DIR/results.json.
+"""``marl-net check RUN_DIR [RUN_DIR ...]``: the rule ladder's targets (``marl_net.targets``).
 
-Prints each target with its figures and exits 1 when any is missed (a benchmark, not a test).
+With one folder, the targets of that run; with several (``marl-net check runs/s0 runs/s1 runs/s2
+runs/s3``: four meta-training seeds), each target on the median of the runs' values. Prints every
+target with its figures and exits 1 when any is missed (a benchmark, not a test); targets whose
+figures the results lack (a level or setting this build could not run) are listed as SKIP.
 """
 
 from __future__ import annotations
 
-HELP = "check the main job's learning-quality targets on a results.json (exit 1 when missed)"
+HELP = "check the rule ladder's targets on one run's results.json, or on the median of several (exit 1 when missed)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("results", help="a `marl-net run` output folder or its results.json")
-    parser.add_argument("--ratio", type=float, default=0.8,
-                        help="learned / best of NP and WP must be at most this on teacher-student (default 0.8)")
+    parser.add_argument("results", nargs="+", help="`marl-net run` output folders (or their results.json)")
 
 
-def main(args) -> int:
+def read_run(text: str) -> dict:
     import json
     from pathlib import Path
 
-    from marl_net.main_job import check_targets, privileged_features
-
-    path = Path(args.results)
+    path = Path(text)
     if path.is_dir():
         path = path / "results.json"
-    if not path.is_file():  # bad input: one line and exit status 2 (marl_net.cli)
-        raise FileNotFoundError(f"{path} does not exist; run `marl-net run --out DIR` first")
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; run `marl-net run --out DIR` first")
+    results = json.loads(path.read_text())
+    if "heldout" not in results or "levels" not in results:
+        raise ValueError(f"{path} is not a results.json of the rule ladder (`marl-net run`): no 'heldout'/'levels'")
+    return results
+
+
+def main(args) -> int:
+    import sys
+
+    from marl_net.observations import FEATURES
+    from marl_net.targets import median_targets, targets
+
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON ({exc}); pass a `marl-net run` output folder") from None
-    if not isinstance(results, dict) or "heldout" not in results:
-        raise ValueError(f"{path} is not a `marl-net run` results.json (no 'heldout' key)")
-    privileged = privileged_features(results.get("train", {}).get("env", {}).get("observations", []))
-    if privileged:
-        print(f"note: the learned rule observed features the registry marks privileged: {privileged}")
-    checks = check_targets(results, args.ratio)
-    for name, passed, figures in checks:
-        print(f"[{'PASS' if passed else 'FAIL'}] {name}: {figures}")
-    return 0 if all(p for _, p, _ in checks) else 1
+        runs = [read_run(r) for r in args.results]
+    except ValueError as exc:
+        print(f"marl-net check: error: {exc}", file=sys.stderr)
+        return 2
+    for path, results in zip(args.results, runs):
+        for level, entry in results["levels"].items():
+            privileged = [n for n in entry.get("observations", []) if n in FEATURES and FEATURES[n].privileged]
+            if privileged and level != "gradient":
+                print(f"note: {path}: level {level} observed privileged features {privileged}")
+    checked, skipped = targets(runs[0]) if len(runs) == 1 else median_targets(runs)
+    where = "" if len(runs) == 1 else f" (median of {len(runs)} runs)"
+    for t in checked:
+        values = f" from {', '.join(f'{v:.3g}' for v in t['values'])}" if "values" in t else ""
+        print(f"[{'PASS' if t['met'] else 'FAIL'}] {t['name']}{where}: {t['value']:.4g} {t['op']} {t['bound']:g}{values}")
+    for t in skipped:
+        print(f"[SKIP] {t['name']}: {t['reason']}")
+    return 0 if all(t["met"] for t in checked) else 1

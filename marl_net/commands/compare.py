@@ -22,7 +22,7 @@ hidden layer of 1000 units, ``layers=(10, 1000, 10)``, learning rates / 100.
 
 Step sizes: ``--lr 0.5`` for every rule or ``--lr sgd=1,np=0.03``; defaults per task in
 ``marl_net.rules.registry.DEFAULT_HYPER``. ``--tune`` first picks each rule's step size from a grid
-on the train split (``marl_net.rules.tuning``). ``--sigma`` is the NP/WP noise *variance*.
+on the train split by the final loss, as the main job does (``marl_net.rules.tuning``). ``--sigma`` is the NP/WP noise *variance*.
 ``--check`` exits 1 unless every rule lowers the loss, SGD is faster than NP, WP and Weight Max (Cai &
 Cheng's result), and FA/DFA end within 2x SGD's final loss and below 0.3x NP's (``check_expectations``).
 """
@@ -216,7 +216,7 @@ def compare(args) -> int:
                 extra = {k: v for k, v in hyper[r].items() if k != param}
                 res = tune_lr(r, rule_config(config, r), seeds, args.tune_steps or args.steps, device=args.device,
                               param=param, **extra)
-                print(f"tuning {r} {param} on the train split (time-averaged loss):\n{res.table()}")
+                print(f"tuning {r} {param} on the train split (final loss, the tuner's one metric):\n{res.table()}")
                 hyper[r][param] = res.best
                 tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best}
 

@@ -1,84 +1,93 @@
-"""``marl-net run``: the main job (what ``make run`` runs).
+"""``marl-net run``: the main job, the rule ladder (what ``make run`` runs).
 
-Meta-learns a local learning rule with fast-path PPO on teacher-student tasks, then evaluates it
-on held-out tasks (unseen teachers, a wider hidden layer, digits) against SGD, NP and WP tuned on
-the training split, under identical budgets. See ``marl_net.main_job`` for the details and the
-results.json format.
+    marl-net run                                   # every level, the default budget
+    marl-net run --budget quick --out /tmp/quick    # the whole pipeline, smaller (about 2 minutes)
+    marl-net run --levels perturbation,gradient --seed 1
+    marl-net run --address 10.0.0.10:6379          # the same Tune launch on a Ray cluster
+
+Meta-learns one local learning rule per information level (perturbation, feedback, gradient) with
+fast-path PPO, one Tune launch with a trial per level, then measures every learned rule on a
+held-out suite against its level's hand-designed rules and tuned SGD and Adam. See
+``marl_net.main_job`` for the results.json format and ``marl-net check RUN_DIR`` for the targets.
 """
 
 from __future__ import annotations
 
-HELP = "meta-learn a local learning rule and compare it with SGD, NP and WP (the main job)"
+HELP = "meta-learn a rule per information level and compare each with its hand rules, SGD and Adam (the main job)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--budget", default="default",
-                        help="'default' (about 3 minutes on a quiet 2-core machine), 'quick' "
-                             "(a smoke check, under a minute), or a factor scaling the default's meta-training, "
-                             "e.g. 0.5 or 3")
+                        help="'default' (what make run runs), 'quick' (the whole pipeline, smaller: about "
+                             "2 minutes), or a factor scaling the default's meta-training, e.g. 0.5 or 3")
+    parser.add_argument("--levels", default=None,
+                        help="comma-separated levels to run (default: all of perturbation,feedback,gradient)")
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
-    parser.add_argument("--observations", default=None,
-                        help="the learned rule's features, comma-separated; 'default' stands for the environment's "
-                             "local defaults. Default: default,np_eligibility,np_error (plus node perturbation's "
-                             "three-factor signals); e.g. 'default' alone for the rule without them, or "
-                             "default,gradient (privileged: `marl-net check` notes it)")
+    parser.add_argument("--address", default=None,
+                        help="address of a Ray cluster to meta-train on (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="change a meta-training setting of marl_net.main_job (sections env, policy, ppo; the "
-                             "value is read as YAML), e.g. --set env.action_scale=0.1 --set ppo.gamma=0.9; repeatable")
+                        help="change a meta-training setting of every level (marl_net.meta_training; sections env, "
+                             "policy, ppo; the value is read as YAML), e.g. --set ppo.gamma=0.9; repeatable")
     parser.add_argument("--restarts", type=int, default=1,
-                        help="independent meta-trainings (each the budget's iterations, seeds derived from --seed); "
-                             "the one with the lowest final loss on train-split networks is evaluated (default 1)")
-    parser.add_argument("--kernels", choices=("on", "off"), default=None,
-                        help="the C++ kernels (policy, observation rows) on, or off for torch only; default: on "
-                             "unless MARL_NET_FUSED=0. What ran is recorded in results.json['numerics']")
+                        help="independent meta-trainings per level (trials of the same launch, seeds derived from "
+                             "--seed); the one with the lowest final loss on train-split networks is kept (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def parse_job_overrides(items: list[str], observations: str | None) -> dict[str, dict]:
-    """``--set section.key=value`` items and ``--observations`` -> ``main_job.run``'s overrides."""
-    from marl_net import main_job
+def parse_job_overrides(items: list[str]) -> dict[str, dict]:
+    """``--set section.key=value`` items -> ``main_job.run``'s overrides."""
+    from marl_net import meta_training
     from marl_net.experiment import parse_override
 
     overrides: dict[str, dict] = {}
     for item in items:
         parts, value = parse_override(item)
-        if len(parts) != 2 or parts[0] not in main_job.SECTIONS:
-            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION one of {list(main_job.SECTIONS)}, "
-                             "e.g. --set env.action_scale=0.1")
+        if len(parts) != 2 or parts[0] not in meta_training.SECTIONS:
+            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION one of "
+                             f"{list(meta_training.SECTIONS)}, e.g. --set env.action_scale=0.1")
         overrides.setdefault(parts[0], {})[parts[1]] = value
-    if observations is not None:
-        overrides.setdefault("env", {})["observations"] = main_job.parse_observations(observations)
-    main_job.check_settings(overrides)  # refuse a bad setting now, naming the fix
     return overrides
 
 
 def main(args) -> int:
+    import sys
     from dataclasses import replace
     from pathlib import Path
 
-    from marl_net import main_job
+    from marl_net import main_job, meta_training
+    from marl_net.budgets import parse_budget
+    from marl_net.levels import parse_levels
 
-    budget = replace(main_job.parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
-    overrides = parse_job_overrides(args.overrides, args.observations)
+    try:
+        budget = replace(parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
+        levels = parse_levels(args.levels)
+        overrides = parse_job_overrides(args.overrides)
+        chosen = main_job.plan(levels, budget)
+        meta_training.check_settings(chosen["levels"], overrides)  # refuse a bad setting now, naming the fix
+    except (ValueError, KeyError) as exc:
+        print(f"marl-net run: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
-    restarts = f", best of {budget.restarts} restarts" if budget.restarts > 1 else ""
-    copies = main_job.ppo_settings(budget, overrides)["copies"]
-    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {copies} networks"
-          f"{restarts}), output in {out}/")
-    privileged = main_job.privileged_features(main_job.train_config(overrides).observations)
-    if privileged:
-        print(f"the learned rule observes privileged features: {privileged}")
-    results = main_job.run(budget, out, seed=args.seed, device=args.device, progress=not args.no_progress,
-                           overrides=overrides, kernels=None if args.kernels is None else args.kernels == "on")
+    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks per "
+          f"level), levels {chosen['levels']}, held-out {chosen['tasks']}, output in {out}/")
+    for kind, reasons in chosen["skipped"].items():
+        for name, reason in reasons.items():
+            print(f"  skipped {kind[:-1]} {name}: {reason}")
+    results = main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
+                           progress=not args.no_progress, overrides=overrides, address=args.address)
     print()
     print((out / "table.md").read_text())
-    t = results["train"]
-    print(f"meta-training: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps in {t['seconds']} s")
-    n = results["numerics"]
-    print(f"numerics:    {n['policy_path']}, torch {n['torch']}, {n['device_name']}")
-    print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}")
-    print(f"curves:      {out}/curves_*.png\ntensorboard: tensorboard --logdir {out / 'tb'}\n"
-          f"policy:      {out / 'policy.pt'}")
+    for level, entry in results["levels"].items():
+        t = entry["train"]
+        print(f"meta-training {level}: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps, "
+              f"{t['seconds']} s in its trial")
+    met = sum(t["met"] for t in results["targets"])
+    print(f"targets: {met} of {len(results['targets'])} met ({len(results['targets_skipped'])} not measurable here); "
+          f"`marl-net check {out}` lists them")
+    print(f"whole run: {results['seconds']} s")
+    print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}\n"
+          f"curves:      {out}/curves_LEVEL.png\ntensorboard: tensorboard --logdir {out}\n"
+          f"policies:    {out}/policies/LEVEL.pt (marl-net eval POLICY ...)")
     return 0

@@ -1,11 +1,17 @@
 """A small step-size tuner: a grid over eta, every (eta, seed) pair as one copy of one batched run.
 
+The project's one step-size tuner: ``marl-net compare --tune``, the main job and ``marl-net eval``
+all pick step sizes here, by the same score (:data:`TUNING_METRIC`). A hand rule's step size is
+its learning rate (:func:`tune_lr`); a learned rule's is its ``action_scale``, the largest weight
+change per step, as a multiple of the one it was meta-trained with (:func:`tune_action_scale`).
+
 Tuning always runs on the ``train`` split (task ids disjoint from ``heldout``), so held-out
-comparisons are not tuned on. Every eta sees the same tasks, initial weights and minibatches (the
+comparisons are not tuned on. Every value sees the same tasks, initial weights and minibatches (the
 seeds repeat across the grid: common random numbers). Scores, lower is better:
 
-- ``auc``: the time-averaged loss (mean of the curve), rewarding fast and stable learning;
-- ``final``: the mean loss over the last 10% of the steps (at least one point).
+- ``final`` (:data:`TUNING_METRIC`, the default): the mean loss over the last 10% of the steps
+  (at least one point): what the held-out comparisons and their targets judge;
+- ``auc``: the time-averaged loss (mean of the curve), rewarding fast and stable learning.
 
 A grid value under which any copy diverges scores ``inf``.
 
@@ -29,6 +35,9 @@ from marl_net.rules.registry import default_hyper, make_rule
 from marl_net.rules.trainer import train
 
 METRICS = ("auc", "final")
+TUNING_METRIC = "final"  # how every rule's step size is scored, everywhere
+# The learned rule's action_scale values tried: multiples of the one it was meta-trained with.
+ACTION_SCALE_FACTORS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
 
 
 def score(curves: torch.Tensor, metric: str) -> torch.Tensor:
@@ -79,7 +88,7 @@ class TuneResult:
 
 
 def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | None = None,
-            grid: Sequence[float] | None = None, metric: str = "auc", device: str = "cpu", param: str = "lr",
+            grid: Sequence[float] | None = None, metric: str = TUNING_METRIC, device: str = "cpu", param: str = "lr",
             **hyper) -> TuneResult:
     """Pick rule ``name``'s step size ``param`` (``lr``, or Weight Max's ``hidden_lr``) from ``grid``
     on the train split (see the module docstring); ``hyper`` fixes the other hyperparameters."""
@@ -99,3 +108,41 @@ def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | Non
     scores = score(curves, metric).mean(1)
     scores = torch.where(diverged > 0, torch.full_like(scores, float("inf")), scores)
     return TuneResult(name, param, metric, grid, scores.tolist(), diverged.tolist(), curves)
+
+
+def scale_factors(points: int | None = None) -> tuple[float, ...]:
+    """``points`` of :data:`ACTION_SCALE_FACTORS` centred on 1.0 (all of them for ``None``)."""
+    grid = ACTION_SCALE_FACTORS
+    if points is None or points >= len(grid):
+        return grid
+    if points < 1:
+        raise ValueError(f"points={points!r}: try at least one action_scale factor")
+    centre = grid.index(1.0)
+    start = min(max(0, centre - points // 2), len(grid) - points)
+    return grid[start : start + points]
+
+
+def tune_action_scale(policy, config: EnvConfig, seeds: Sequence[int], factors: Sequence[float] | None = None,
+                      metric: str = TUNING_METRIC, device: str = "cpu") -> TuneResult:
+    """Pick a learned rule's ``action_scale`` as ``config.action_scale`` times one of ``factors``,
+    on the train split of ``config``, as :func:`tune_lr` picks a hand rule's step size (the same
+    seeds for every value; ``inf`` where a network diverged). The policy itself is fixed."""
+    from marl_net.evaluation import rollout
+
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
+    seeds = [int(s) for s in seeds]
+    factors = [float(f) for f in (factors if factors is not None else ACTION_SCALE_FACTORS)]
+    if not factors or not seeds:
+        raise ValueError("tune_action_scale needs a non-empty grid of factors and at least one seed")
+    grid = [config.action_scale * f for f in factors]
+    curves, diverged = [], []
+    for scale in grid:
+        trial = config.replace(split="train", action_scale=scale)
+        c = rollout(policy, trial, seeds, device).curves
+        curves.append(c)
+        diverged.append(int((~torch.isfinite(c) | (c.abs() > trial.divergence_threshold)).any(-1).sum()))
+    curves_t = torch.stack(curves)
+    scores = score(curves_t, metric).mean(1)
+    scores = torch.where(torch.tensor(diverged) > 0, torch.full_like(scores, float("inf")), scores)
+    return TuneResult("learned", "action_scale", metric, grid, scores.tolist(), diverged, curves_t)

@@ -1,0 +1,116 @@
+"""The information levels of the rule ladder: what a learned rule may observe, and whom it must beat.
+
+A level is an observation set (the env's local defaults, ``DEFAULT_FEATURES``, plus the level's
+signals) and its own hand-designed baselines, the rules that use the same information. Every level
+is also compared with tuned SGD and tuned Adam (:data:`GRADIENT_METHODS`).
+
+=============  =====================================================  ==========================
+level          signals beyond the local defaults                      its own baselines
+=============  =====================================================  ==========================
+perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP
+               activity), ``np_error`` (the loss change the noise
+               caused, broadcast): node perturbation's three factors
+feedback       ``teaching_signal`` (the output units' error),         DFA, FA
+               ``feedback_error`` and ``feedback_eligibility``
+               (hidden units' error through fixed random feedback
+               weights, env ``feedback="dfa"``): no weight transport
+gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
+               learned optimizer
+=============  =====================================================  ==========================
+
+Only ``gradient`` observes a feature the registry marks privileged. A level is *available* when
+its features are registered and its env options exist in this build (:func:`unavailable_reason`);
+the main job skips an unavailable level, or a hand rule this build lacks, and says why.
+
+    from marl_net.levels import LEVELS
+    LEVELS["feedback"].observations   # DEFAULT_FEATURES + the feedback signals
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from marl_net.observations import DEFAULT_FEATURES, FEATURES
+
+GRADIENT_METHODS = ("sgd", "adam")  # every level is also compared with these, tuned
+NP_SIGNALS = ("np_eligibility", "np_error")
+FEEDBACK_SIGNALS = ("teaching_signal", "feedback_error", "feedback_eligibility")
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    description: str
+    signals: tuple[str, ...]  # observation features beyond the local defaults
+    baselines: tuple[str, ...]  # the hand-designed rules that use the same information
+    env: Mapping[str, Any] = field(default_factory=dict)  # env settings the signals need
+
+    @property
+    def observations(self) -> tuple[str, ...]:
+        return DEFAULT_FEATURES + self.signals
+
+    @property
+    def learned(self) -> str:
+        """The learned rule's name in results: ``learned_<level>``."""
+        return f"learned_{self.name}"
+
+    @property
+    def privileged(self) -> list[str]:
+        """The level's features the registry marks privileged (not local)."""
+        return [n for n in self.observations if n in FEATURES and FEATURES[n].privileged]
+
+    @property
+    def compared_with(self) -> tuple[str, ...]:
+        """Its own baselines, then SGD and Adam (each once)."""
+        return tuple(dict.fromkeys(self.baselines + GRADIENT_METHODS))
+
+
+LEVELS: dict[str, Level] = {
+    "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp")),
+    "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
+                      "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
+                      env={"feedback": "dfa"}),
+    "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
+                      ("sgd", "adam")),
+}
+
+
+def parse_levels(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``--levels``: comma-separated level names (``None`` or ``all``: every level), in ladder order."""
+    if text is None or text == "all":
+        return tuple(LEVELS)
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in LEVELS]
+    if unknown or not names:
+        raise ValueError(f"--levels {text!r}: choose comma-separated names from {list(LEVELS)}, e.g. "
+                         "--levels perturbation,gradient")
+    return tuple(n for n in LEVELS if n in names)
+
+
+def unavailable_reason(level: Level) -> str | None:
+    """Why ``level`` cannot run in this build (a feature or env option missing), or None. A missing
+    baseline rule does not stop a level: that rule is skipped (:func:`available_rules`)."""
+    from marl_net.config import EnvConfig
+
+    missing = [n for n in level.signals if n not in FEATURES]
+    if missing:
+        return f"observation features {missing} are not registered in this build"
+    options = {f.name for f in dataclasses.fields(EnvConfig)}
+    absent = [k for k in level.env if k not in options]
+    if absent:
+        return f"EnvConfig has no {absent} option in this build"
+    return None
+
+
+def available_rules(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the names registered in ``marl_net.rules.registry``, those that are not)."""
+    from marl_net.rules.registry import RULES
+
+    return [n for n in names if n in RULES], [n for n in names if n not in RULES]
+
+
+def hand_rules(levels: Sequence[str]) -> list[str]:
+    """The hand rules the given levels are compared with, in ladder order, each once."""
+    return list(dict.fromkeys(r for name in levels for r in LEVELS[name].compared_with))

@@ -1,0 +1,236 @@
+"""Meta-training of the rule ladder: one learned rule per level, fast-path PPO, ONE Tune launch.
+
+Every level (times ``Budget.restarts``) is a trial of one ``tune.Tuner`` over
+:func:`train_level`, which runs the fast path's function trainable
+(``marl_net.fast.tune_trainable.train_fast``) on the level's launch dict (:func:`level_launch`):
+the meta-training env :data:`TRAIN_ENV` with the level's observations and env options, the
+policy :data:`POLICY` and PPO :data:`PPO`, each overridable with ``--set section.key=value``.
+``--address`` (or ``$RAY_ADDRESS``) runs the same launch on a Ray cluster; locally, Ray starts
+in-process with every CPU and Tune runs as many trials at once as there are CPUs.
+
+Trials write TensorBoard events to ``RUN_DIR/tune/<trial>/fast_ppo/`` and a checkpoint every
+:data:`CHECKPOINT_EVERY` iterations and at the end. With restarts, the restart whose policy has
+the lowest mean final loss on train-split networks is kept (never held-out ones). The kept
+policies are saved as ``RUN_DIR/policies/LEVEL.pt`` (:func:`save_policy`, read by
+:func:`load_policy` and ``marl-net eval``).
+
+Memory: the levels run the feed-forward per-synapse policy (``memory: none`` in results.json);
+``--set policy.memory=gru`` (where the recurrent policy exists) switches every level.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from marl_net.budgets import Budget
+from marl_net.config import EnvConfig
+from marl_net.levels import LEVELS
+
+TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing", max_cycles=50, batch_size=32,
+                 action_scale=0.2, reward="difference", reward_unit="percent")
+POLICY = dict(hidden=32, depth=2, init_log_std=-2.0)
+PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
+SECTIONS = {"env": TRAIN_ENV, "policy": POLICY, "ppo": PPO}
+CHECKPOINT_EVERY = 50  # iterations between a trial's checkpoints (a restarted trial resumes from the last)
+
+
+def job_settings(level: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Level ``level``'s ``{"env": ..., "policy": ..., "ppo": ...}``: the defaults, the level's
+    observations and env options, then ``overrides`` (the same sections)."""
+    overrides = dict(overrides or {})
+    for section in overrides:
+        if section not in SECTIONS:
+            raise ValueError(f"override section {section!r} is unknown; choose from {list(SECTIONS)} "
+                             "(e.g. --set env.action_scale=0.1)")
+    lv = LEVELS[level]
+    base = {"env": {**TRAIN_ENV, "observations": lv.observations, **lv.env}, "policy": POLICY, "ppo": PPO}
+    return {name: {**defaults, **(overrides.get(name) or {})} for name, defaults in base.items()}
+
+
+def train_config(level: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:
+    """Level ``level``'s meta-training env."""
+    return EnvConfig.from_kwargs(**job_settings(level, overrides)["env"])
+
+
+def check_settings(levels: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Raise ValueError, naming the fix, on an override the env, the policy or PPO refuses."""
+    from marl_net.fast.ppo import FastPPOConfig
+    from marl_net.policies.synapse_policy import PolicyConfig, check_policy_settings
+
+    for level in levels:
+        settings = job_settings(level, overrides)
+        EnvConfig.from_kwargs(**settings["env"])
+        FastPPOConfig.from_kwargs(**settings["ppo"])
+        check_policy_settings(settings["policy"])
+        PolicyConfig(num_features=2, **settings["policy"])
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The meta-training seed of restart ``restart`` of the job seeded ``seed`` (restart 0: ``seed``)."""
+    from marl_net.seeding import seed_from
+
+    return seed if restart == 0 else seed_from(seed, 100 + restart)
+
+
+def level_launch(level: str, budget: Budget, seed: int, restart: int = 0,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> dict:
+    """The fast-path launch dict (``marl_net.experiment``) of one level's meta-training: the
+    budget's copies per iteration, the learning rate annealed to 0 over its iterations (CleanRL's
+    anneal_lr), then ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget)."""
+    settings = job_settings(level, overrides)
+    env = EnvConfig.from_kwargs(**settings["env"]).to_dict()
+    ppo = {"copies": budget.copies, "lr_anneal_iterations": budget.iterations, "device": device, **settings["ppo"]}
+    return {"env": env, "policy": dict(settings["policy"]), "ppo": ppo,
+            "run": {"seed": restart_seed(seed, restart), "checkpoint_frequency": CHECKPOINT_EVERY,
+                    "checkpoint_at_end": True},
+            "stop": {"training_iteration": budget.iterations}}
+
+
+def train_level(config: dict) -> None:
+    """The Tune trainable of one trial: ``train_fast`` on ``config["launches"][config["trial"]]``."""
+    from marl_net.fast.tune_trainable import train_fast
+
+    train_fast(copy.deepcopy(config["launches"][config["trial"]]))
+
+
+train_level._handles_checkpoint_freq = True
+train_level._handles_checkpoint_at_end = True
+
+
+def trial_key(level: str, restart: int) -> str:
+    return level if restart == 0 else f"{level}.{restart}"
+
+
+def _progress_callback(total: int, enabled: bool):
+    from ray.tune import Callback
+    from tqdm import tqdm
+
+    class Progress(Callback):
+        """One bar over every trial's iterations, with each level's latest inner loss."""
+
+        def __init__(self):
+            self.bar = tqdm(total=total, desc="meta-training (fast-path PPO, one Tune launch)", unit="it",
+                            disable=not enabled)
+            self.losses: dict[str, float] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.bar.update(1)
+            self.losses[trial.config["trial"]] = result.get("inner_loss_final", float("nan"))
+            self.bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in sorted(self.losses.items())))
+
+        def on_experiment_end(self, trials, **info):
+            self.bar.close()
+
+    return Progress()
+
+
+def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, device: str = "cpu",
+               progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """Meta-train every level in ``levels`` as trials of one Tune launch; returns
+    ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``."""
+    from ray import tune
+
+    from marl_net.commands.tune import init_ray
+
+    out = Path(out).absolute()
+    launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device)
+                for lv in levels for k in range(budget.restarts)}
+    import ray
+
+    started_here = not ray.is_initialized()
+    init_ray(address)
+    start = time.perf_counter()
+    run_config = tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=1),
+                                callbacks=[_progress_callback(len(launches) * budget.iterations, progress)])
+    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches},
+                       run_config=run_config)
+    try:
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()  # free the CPUs for the held-out evaluation
+    if grid.errors:
+        raise RuntimeError(f"{len(grid.errors)} meta-training trial(s) errored: {grid.errors[0]!r}")
+    wall = round(time.perf_counter() - start, 1)
+    trained = {}
+    for result in grid:
+        key = result.config["trial"]
+        with result.checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
+        trained[key] = (policy_from_state(state["policy_config"], state["policy"]), result.metrics, result.path)
+    kept = {}
+    for level in levels:
+        keys = [trial_key(level, k) for k in range(budget.restarts)]
+        env = train_config(level, overrides)
+        summary = {"iterations": 0, "agent_steps": 0, "seconds": 0.0}
+        for key in keys:
+            metrics = trained[key][1]
+            summary["iterations"] += int(metrics["training_iteration"])
+            summary["agent_steps"] += int(metrics["num_agent_steps_sampled_lifetime"])
+            summary["seconds"] += round(float(metrics["time_total_s"]), 1)
+        best = 0
+        if budget.restarts > 1:
+            best, finals = select_restart([trained[k][0] for k in keys], env, budget, seed, device)
+            summary["restarts"] = [{"seed": restart_seed(seed, k), "train_final_loss": f} for k, f in enumerate(finals)]
+            summary["selected_restart"] = best
+        policy, metrics, path = trained[keys[best]]
+        launch = launches[keys[best]]
+        summary.update(final_inner_loss=metrics.get("inner_loss_final"), trial_dir=str(path), launch_seconds=wall)
+        kept[level] = (policy.eval(), {"observations": list(env.observations), "env": env.to_dict(),
+                                       "policy": policy.config.to_dict(), "ppo": launch["ppo"],
+                                       "memory": memory_of(policy.config.to_dict()), "train": summary})
+    return kept
+
+
+def memory_of(policy_config: Mapping[str, Any]) -> str:
+    """results.json's ``memory``: the recurrent cell, or ``none`` for the feed-forward policy."""
+    return str(policy_config.get("memory") or "none")
+
+
+def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+
+    policy = SynapsePolicy(PolicyConfig(**config))
+    policy.load_state_dict(state_dict)
+    return policy
+
+
+def select_restart(policies: Sequence[torch.nn.Module], train: EnvConfig, budget: Budget, seed: int,
+                   device: str = "cpu") -> tuple[int, list[float]]:
+    """Index of the policy with the lowest mean final loss on ``budget.eval_episodes`` train-split
+    networks (never the held-out ones), and every policy's figure."""
+    from marl_net.evaluation import rollout_losses
+    from marl_net.rules.tuning import lowest
+
+    with torch.no_grad():
+        finals = [float(rollout_losses(p, train.replace(split="train"), episodes=budget.eval_episodes, seed=seed,
+                                       device=device)[:, -1].mean()) for p in policies]
+    return lowest(range(len(finals)), finals), finals
+
+
+def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], level: str | None = None) -> Path:
+    """Write a learned rule as ``{"config", "state_dict", "env", "level"}`` (read by :func:`load_policy`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": policy.config.to_dict(), "state_dict": policy.state_dict(), "env": dict(env),
+                "level": level}, path)
+    return path
+
+
+def load_policy(path: str | Path) -> tuple[torch.nn.Module, EnvConfig, str | None]:
+    """(policy, the env it was meta-trained with, its level) from a file :func:`save_policy` wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: pass a learned rule saved by `marl-net run` (RUN_DIR/policies/LEVEL.pt)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or not {"config", "state_dict", "env"} <= set(saved):
+        raise ValueError(f"{path} is not a learned rule saved by `marl-net run` (RUN_DIR/policies/LEVEL.pt)")
+    return policy_from_state(saved["config"], saved["state_dict"]).eval(), EnvConfig.from_kwargs(**saved["env"]), \
+        saved.get("level")
