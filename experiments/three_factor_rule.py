@@ -1,7 +1,7 @@
 """A hand-written three-factor rule on node perturbation's signals: what these inputs allow.
 
-The main job's learned rule can be given NP's signals (``marl-net run --observations
-default,np_eligibility,np_error``). This script writes the obvious rule on those inputs by hand
+The rule ladder's ``perturbation`` level gives the learned rule NP's signals
+(``marl_net.levels``). This script writes the obvious rule on those inputs by hand
 and runs it in the same env (same action clipping, the same 50 updates, the same held-out tasks,
 initial weights and minibatches as the main job):
 
@@ -25,9 +25,11 @@ import itertools
 
 import torch
 
-from marl_net import main_job
+from marl_net import suite
 from marl_net.commands.run import parse_job_overrides
-from marl_net.evaluation import rollout_losses
+from marl_net.evaluation import episode_seeds, rollout
+from marl_net.heldout import heldout_seeds
+from marl_net.meta_training import train_config
 from marl_net.rules.common import DEFAULT_SIGMA
 
 GRID = {"lr": (0.03, 0.09, 0.27), "shrink": (0.0, 0.01, 0.03), "until": (0.2, 0.5), "momentum": (0.0, 0.5)}
@@ -55,20 +57,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    overrides = parse_job_overrides(args.overrides, "default,np_eligibility,np_error")
-    train = main_job.train_config(overrides)
-    settings = main_job.heldout_settings(train)
+    overrides = parse_job_overrides(args.overrides)
+    train = train_config("perturbation", overrides)
+    settings = {task: suite.setting(task, train) for task in ("teacher_student", "teacher_student_wide")}
     grid = [g for g in itertools.product(*GRID.values()) if g[1] > 0 or g[2] == GRID["until"][0]]
     print(f"action_scale {train.action_scale}; held-out final loss, {args.episodes} networks")
     for task in ("teacher_student", "teacher_student_wide"):
         on_train = settings[task].replace(split="train")
-        scores = {g: float(rollout_losses(three_factor_rule(train.observations, train.action_scale, *g), on_train,
-                                          episodes=16, seed=0)[:, -1].mean()) for g in grid}
+        scores = {g: float(rollout(three_factor_rule(train.observations, train.action_scale, *g), on_train,
+                                   episode_seeds(0, 16)).curves[:, -1].mean()) for g in grid}
         best = min(scores, key=scores.get)
         np_alone = min((g for g in grid if g[1] == 0 and g[3] == 0), key=scores.get)
         for label, g in (("three-factor", best), ("NP alone", np_alone)):
-            curves = rollout_losses(three_factor_rule(train.observations, train.action_scale, *g), settings[task],
-                                    episodes=args.episodes, seed=main_job.eval_base_seed(args.seed))
+            curves = rollout(three_factor_rule(train.observations, train.action_scale, *g), settings[task],
+                             heldout_seeds(args.seed, args.episodes)).curves
             print(f"{task:22s} {label:13s} {dict(zip(GRID, g))}  final {float(curves[:, -1].mean()):.4f}")
     return 0
 

@@ -50,27 +50,60 @@ def table(results: Mapping) -> str:
     return "\n".join(lines)
 
 
-def plot_level(path: Path, level: str, heldout: Mapping) -> None:
-    """One figure for ``level``: a panel per setting with its rules' mean loss curves (log scale)."""
+def setting_table(by_rule: Mapping, steps: Mapping, learned: str) -> str:
+    """The markdown table of one setting's rules (``marl-net eval``): the tuned step size, final
+    loss, test accuracy, and the final loss over the best hand rule's."""
+    hand = [r for r in by_rule if r != learned]
+    best = _best(by_rule, hand)
+    lines = ["| rule | step size | final loss (mean +- std) | test accuracy | / best hand rule |", "|---|---|---|---|---|"]
+    for rule, e in by_rule.items():
+        acc = f"{100 * e['test_accuracy_mean']:.1f} %" if "test_accuracy_mean" in e else "-"
+        ratio = f"{e['final_loss_mean'] / best:.2f}" if best else "-"
+        lines.append(f"| {rule} | {steps.get(rule, float('nan')):.4g} | {e['final_loss_mean']:.4f} +- {e['final_loss_std']:.4f} | "
+                     f"{acc} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _panel(ax, title: str, by_rule: Mapping, rules) -> None:
+    import numpy as np
+
+    for rule in rules:
+        mean = np.asarray(by_rule[rule]["curve_mean"])
+        ax.plot(np.arange(len(mean)), np.clip(mean, 1e-12, None), label=rule,
+                linewidth=2 if rule.startswith("learned") else 1)
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("weight updates")
+
+
+def _figure(panels: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    tasks = list(heldout)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for rule in level_rules(level, heldout[task]):
-            mean = np.asarray(heldout[task][rule]["curve_mean"])
-            ax.plot(np.arange(len(mean)), np.clip(mean, 1e-12, None), label=rule,
-                    linewidth=2 if rule.startswith("learned") else 1)
-        ax.set_yscale("log")
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("weight updates")
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels + 0.8, 3.4), squeeze=False)
     axes[0][0].set_ylabel("held-out loss (mean over networks)")
-    axes[0][-1].legend(fontsize=7)
+    return plt, fig, axes[0]
+
+
+def plot_level(path: Path, level: str, heldout: Mapping) -> None:
+    """One figure for ``level``: a panel per setting with its rules' mean loss curves (log scale)."""
+    plt, fig, axes = _figure(len(heldout))
+    for ax, (task, by_rule) in zip(axes, heldout.items()):
+        _panel(ax, task, by_rule, level_rules(level, by_rule))
+    axes[-1].legend(fontsize=7)
     fig.suptitle(f"{level} level: {LEVELS[level].description}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_setting(path: Path, title: str, by_rule: Mapping) -> None:
+    """One setting's rules' mean loss curves (``marl-net eval``)."""
+    plt, fig, axes = _figure(1)
+    _panel(axes[0], title, by_rule, list(by_rule))
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,101 @@
+"""The quick main job end to end through the CLI (``marl-net run --budget quick``): what it writes,
+and its held-out figures pinned to ``tests/data/quick_heldout.json``.
+
+The pinned figures are every (setting, rule) pair's final loss, test accuracy (classification) and
+tuned step size of ``marl-net run --budget quick --seed 0``, compared within a relative tolerance of
+:data:`RTOL` (the fast path and the evaluation are seeded and run one torch thread, so on one
+machine they repeat exactly; the tolerance leaves room for another CPU's rounding). A pair the
+run has and the file lacks (a level, rule or setting that landed since) is reported, not failed;
+a pair the file has and the run lacks fails. After an intended change of the figures, regenerate
+the file and say why in the commit::
+
+    .venv/bin/marl-net run --budget quick --no-progress --out /tmp/quick && \\
+        .venv/bin/python tests/test_main_golden.py /tmp/quick
+
+About 2 minutes on a quiet 2-core machine (the quick budget's meta-training and held-out suite).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "data" / "quick_heldout.json"
+RTOL = 1e-2
+
+
+def pinned(results: dict) -> dict:
+    """The figures the golden file pins: ``{task: {rule: {final_loss_mean, [test_accuracy_mean], step}}}``."""
+    out = {}
+    for task, by_rule in results["heldout"].items():
+        for rule, e in by_rule.items():
+            entry = {"final_loss_mean": e["final_loss_mean"], "step": results["tuned_lr"][task][rule]}
+            if "test_accuracy_mean" in e:
+                entry["test_accuracy_mean"] = e["test_accuracy_mean"]
+            out.setdefault(task, {})[rule] = entry
+    return out
+
+
+@pytest.fixture(scope="module")
+def quick_run(ray_session, tmp_path_factory):
+    from marl_net.cli import main as cli_main
+
+    out = tmp_path_factory.mktemp("quick")
+    assert cli_main(["run", "--budget", "quick", "--no-progress", "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_the_ladder_outputs(quick_run):
+    out, results = quick_run
+    assert {"budget", "seed", "levels", "tuned_lr", "heldout", "targets", "settings", "skipped"} <= set(results)
+    assert results["budget"]["name"] == "quick" and results["seed"] == 0
+    assert "perturbation" in results["levels"] and "gradient" in results["levels"]
+    for level, entry in results["levels"].items():
+        assert {"observations", "policy", "memory", "train"} <= set(entry)
+        assert entry["train"]["iterations"] == 12 and entry["train"]["agent_steps"] > 0
+        assert (out / "policies" / f"{level}.pt").stat().st_size > 0
+        assert (out / f"curves_{level}.png").stat().st_size > 0
+        assert list((Path(entry["train"]["trial_dir"]) / "fast_ppo").glob("events.out.tfevents.*"))
+        assert f"### {level}" in (out / "table.md").read_text()
+    for task, by_rule in results["heldout"].items():
+        assert f"learned_perturbation" in by_rule and "sgd" in by_rule and "np" in by_rule
+        assert set(results["tuned_lr"][task]) == set(by_rule)
+        starts = [e["initial_loss_mean"] for e in by_rule.values()]
+        assert max(starts) - min(starts) < 1e-6  # every rule starts from the same networks
+        assert list((out / "tb" / "heldout" / task / "sgd").glob("events.out.tfevents.*"))
+    assert all({"name", "value", "bound", "met"} <= set(t) for t in results["targets"])
+
+
+def test_quick_run_figures_match_the_golden_file(quick_run):
+    _, results = quick_run
+    golden = json.loads(GOLDEN.read_text())
+    got = pinned(results)
+    new = [(t, r) for t in got for r in got[t] if r not in golden.get(t, {})]
+    if new:
+        print(f"not in {GOLDEN.name} (regenerate it to pin them): {new}")
+    for task, by_rule in golden.items():
+        for rule, expected in by_rule.items():
+            assert rule in got.get(task, {}), f"{task}/{rule} is pinned but the quick run no longer has it"
+            for key, value in expected.items():
+                actual = got[task][rule][key]
+                assert math.isclose(actual, value, rel_tol=RTOL), (task, rule, key, actual, value)
+
+
+def test_check_runs_on_the_quick_run(quick_run, capsys):
+    from marl_net.cli import main as cli_main
+
+    out, results = quick_run
+    code = cli_main(["check", str(out)])
+    assert code == (0 if all(t["met"] for t in results["targets"]) else 1)
+    assert "perturbation/teacher_student: learned / best of np/wp" in capsys.readouterr().out
+
+
+if __name__ == "__main__":  # regenerate: python tests/test_main_golden.py RUN_DIR
+    run_dir = Path(sys.argv[1])
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(pinned(json.loads((run_dir / "results.json").read_text())), indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
