@@ -15,7 +15,8 @@ policies are saved as ``RUN_DIR/policies/LEVEL.pt`` (:func:`save_policy`, read b
 :func:`load_policy` and ``marl-net eval``).
 
 Memory: the levels run the feed-forward per-synapse policy (``memory: none`` in results.json);
-``--set policy.memory=gru`` (where the recurrent policy exists) switches every level.
+``--set policy.memory=gru`` (where the recurrent policy exists) switches every level,
+``--set feedback.policy.memory=gru`` one level (:func:`job_settings`).
 """
 
 from __future__ import annotations
@@ -36,20 +37,33 @@ TRAIN_ENV = dict(task="teacher_student", layers=(8, 16, 4), ownership="outgoing"
 POLICY = dict(hidden=32, depth=2, init_log_std=-2.0)
 PPO = dict(lr=1e-3, gamma=0.0, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
 SECTIONS = {"env": TRAIN_ENV, "policy": POLICY, "ppo": PPO}
+# Per-level settings on top of those (sections as above). Memory (the recurrent policy or EMA
+# accumulator features) would go here, per level, where a train-split comparison shows it helps;
+# none is set yet: every level runs the feed-forward policy on its observation set.
+LEVEL_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {}
 CHECKPOINT_EVERY = 50  # iterations between a trial's checkpoints (a restarted trial resumes from the last)
 
 
 def job_settings(level: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Level ``level``'s ``{"env": ..., "policy": ..., "ppo": ...}``: the defaults, the level's
-    observations and env options, then ``overrides`` (the same sections)."""
+    observations and env options and :data:`LEVEL_SETTINGS`, then ``overrides``: the same
+    sections for every level, and ``overrides[LEVEL]`` (the same sections again) for one level
+    (``--set gradient.policy.hidden=64``)."""
     overrides = dict(overrides or {})
-    for section in overrides:
-        if section not in SECTIONS:
-            raise ValueError(f"override section {section!r} is unknown; choose from {list(SECTIONS)} "
-                             "(e.g. --set env.action_scale=0.1)")
+    for section, value in overrides.items():
+        if section in LEVELS:
+            unknown = [k for k in (value or {}) if k not in SECTIONS]
+            if unknown:
+                raise ValueError(f"override section {section}.{unknown[0]} is unknown; choose from {list(SECTIONS)} "
+                                 f"(e.g. --set {section}.policy.hidden=64)")
+        elif section not in SECTIONS:
+            raise ValueError(f"override section {section!r} is unknown; choose from {list(SECTIONS)} or a level "
+                             f"{list(LEVELS)} (e.g. --set env.action_scale=0.1, --set gradient.policy.hidden=64)")
     lv = LEVELS[level]
     base = {"env": {**TRAIN_ENV, "observations": lv.observations, **lv.env}, "policy": POLICY, "ppo": PPO}
-    return {name: {**defaults, **(overrides.get(name) or {})} for name, defaults in base.items()}
+    mine = overrides.get(level) or {}
+    return {name: {**defaults, **LEVEL_SETTINGS.get(level, {}).get(name, {}), **(overrides.get(name) or {}),
+                   **(mine.get(name) or {})} for name, defaults in base.items()}
 
 
 def train_config(level: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:

@@ -224,5 +224,14 @@ def test_budgets_and_bad_options_name_the_fix():
         parse_job_overrides(["envv.action_scale=0.1"])
     assert parse_job_overrides(["env.action_scale=0.1", "ppo.gamma=0.5"]) == {"env": {"action_scale": 0.1},
                                                                                "ppo": {"gamma": 0.5}}
+    assert parse_job_overrides(["gradient.policy.hidden=8", "policy.hidden=16"]) == {
+        "gradient": {"policy": {"hidden": 8}}, "policy": {"hidden": 16}}
+    from marl_net.meta_training import job_settings
+
+    overrides = parse_job_overrides(["gradient.policy.hidden=8", "policy.hidden=16"])
+    assert job_settings("gradient", overrides)["policy"]["hidden"] == 8  # the level's own setting wins
+    assert job_settings("perturbation", overrides)["policy"]["hidden"] == 16
+    with pytest.raises(ValueError, match="LEVEL.SECTION.KEY=VALUE"):
+        parse_job_overrides(["gradeint.policy.hidden=8"])
     assert cli_main(["run", "--levels", "nope"]) == 2
     assert cli_main(["run", "--set", "env.action_scael=0.1"]) == 2

@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
                         help="address of a Ray cluster to meta-train on (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change a meta-training setting of every level (marl_net.meta_training; sections env, "
-                             "policy, ppo; the value is read as YAML), e.g. --set ppo.gamma=0.9; repeatable")
+                             "policy, ppo; the value is read as YAML), e.g. --set ppo.gamma=0.9, or of one level: "
+                             "--set gradient.policy.hidden=64; repeatable")
     parser.add_argument("--restarts", type=int, default=1,
                         help="independent meta-trainings per level (trials of the same launch, seeds derived from "
                              "--seed); the one with the lowest final loss on train-split networks is kept (default 1)")
@@ -37,17 +38,23 @@ def add_arguments(parser) -> None:
 
 
 def parse_job_overrides(items: list[str]) -> dict[str, dict]:
-    """``--set section.key=value`` items -> ``main_job.run``'s overrides."""
+    """``--set section.key=value`` (every level) and ``--set level.section.key=value`` (one level)
+    items -> ``main_job.run``'s overrides."""
     from marl_net import meta_training
     from marl_net.experiment import parse_override
+    from marl_net.levels import LEVELS
 
     overrides: dict[str, dict] = {}
     for item in items:
         parts, value = parse_override(item)
-        if len(parts) != 2 or parts[0] not in meta_training.SECTIONS:
-            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION one of "
-                             f"{list(meta_training.SECTIONS)}, e.g. --set env.action_scale=0.1")
-        overrides.setdefault(parts[0], {})[parts[1]] = value
+        if len(parts) == 3 and parts[0] in LEVELS and parts[1] in meta_training.SECTIONS:
+            overrides.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
+        elif len(parts) == 2 and parts[0] in meta_training.SECTIONS:
+            overrides.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE or LEVEL.SECTION.KEY=VALUE with SECTION one of "
+                             f"{list(meta_training.SECTIONS)} and LEVEL one of {list(LEVELS)}, e.g. --set "
+                             "env.action_scale=0.1 or --set gradient.policy.hidden=64")
     return overrides
 
 
