@@ -30,8 +30,9 @@ class Budget:
             raise ValueError(f"budget {self.name!r}: iterations, copies, eval_episodes, tune_seeds and tune_points "
                              "must be positive")
         unknown = [t for t in self.tasks if t not in SUITE]
-        if unknown:
-            raise ValueError(f"budget {self.name!r}: held-out settings {unknown} are unknown; choose from {list(SUITE)}")
+        if unknown or not self.tasks:
+            raise ValueError(f"budget {self.name!r}: held-out settings {unknown or '(none)'} are unknown; choose "
+                             f"from {list(SUITE)}, e.g. --tasks teacher_student,teacher_student_wide")
 
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:

@@ -148,6 +148,9 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
                address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
     """Meta-train every level in ``levels`` as trials of one Tune launch; returns
     ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``."""
+    import os
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing: the progress bar is ours
     from ray import tune
 
     from marl_net.commands.tune import init_ray
@@ -209,9 +212,14 @@ def memory_of(policy_config: Mapping[str, Any]) -> str:
 
 
 def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """The policy (feed-forward, or recurrent where ``config`` asks for memory) with ``state_dict``."""
     from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
 
-    policy = SynapsePolicy(PolicyConfig(**config))
+    try:  # the recurrent policy's builder, where this build has it
+        from marl_net.policies.recurrent_policy import make_policy
+    except ModuleNotFoundError:
+        make_policy = SynapsePolicy
+    policy = make_policy(PolicyConfig(**config))
     policy.load_state_dict(state_dict)
     return policy
 

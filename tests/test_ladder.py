@@ -234,4 +234,5 @@ def test_budgets_and_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="LEVEL.SECTION.KEY=VALUE"):
         parse_job_overrides(["gradeint.policy.hidden=8"])
     assert cli_main(["run", "--levels", "nope"]) == 2
+    assert cli_main(["run", "--tasks", "teacher_student,digits"]) == 2
     assert cli_main(["run", "--set", "env.action_scael=0.1"]) == 2

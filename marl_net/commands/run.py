@@ -22,6 +22,10 @@ def add_arguments(parser) -> None:
                              "2 minutes), or a factor scaling the default's meta-training, e.g. 0.5 or 3")
     parser.add_argument("--levels", default=None,
                         help="comma-separated levels to run (default: all of perturbation,feedback,gradient)")
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated held-out settings to evaluate (default: the budget's; the default "
+                             "budget runs all of teacher_student,teacher_student_wide,teacher_student_long,digits_wide,"
+                             "mnist1d)")
     parser.add_argument("--out", default="results/main", help="output folder (default results/main)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole job (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
@@ -69,6 +73,8 @@ def main(args) -> int:
 
     try:
         budget = replace(parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
+        if args.tasks is not None:
+            budget = replace(budget, tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
         levels = parse_levels(args.levels)
         overrides = parse_job_overrides(args.overrides)
         chosen = main_job.plan(levels, budget)
