@@ -44,7 +44,7 @@ BUDGETS = {
     "default": Budget("default", iterations=180, copies=64),
     # digits_wide (10-1000-10, 500 updates) is left out of the smoke check: a learned rule on a
     # 1000-unit layer is the slowest part of the suite.
-    "quick": Budget("quick", iterations=12, copies=16, eval_episodes=8, tune_seeds=2, tune_points=3,
+    "quick": Budget("quick", iterations=12, copies=16, eval_episodes=8, tune_seeds=4, tune_points=3,
                     tasks=tuple(t for t in SUITE if t != "digits_wide")),
 }
 

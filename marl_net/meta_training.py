@@ -161,7 +161,7 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     import ray
 
     started_here = not ray.is_initialized()
-    init_ray(address)
+    init_ray(address, log_to_driver=False)  # the progress bar reports the trials
     start = time.perf_counter()
     run_config = tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=1),

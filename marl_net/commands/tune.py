@@ -42,9 +42,11 @@ def add_arguments(parser) -> None:
                         help="restore the experiment at storage_path/name with Tuner.restore and finish it")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``), or start a local Ray in this process with every
-    CPU (``num_cpus``: fewer). Does nothing when Ray is already initialized."""
+    CPU (``num_cpus``: fewer). Does nothing when Ray is already initialized. ``log_to_driver=False``
+    keeps the workers' own log lines off this process's console (a trial's error still reaches
+    Tune's results)."""
     import ray
 
     if ray.is_initialized():
@@ -52,7 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         try:
-            ray.init(address=address)
+            ray.init(address=address, log_to_driver=log_to_driver)
         except Exception as exc:  # most often: auth token missing or wrong
             if "authentication" in str(exc).lower() or "token" in str(exc).lower():
                 raise RuntimeError(
@@ -61,7 +63,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             raise
     else:
         # "local": a new instance even if `ray start` left an address in /tmp/ray/ray_current_cluster
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=log_to_driver)
 
 
 def experiment_path(launch: Mapping[str, Any]) -> Path:
