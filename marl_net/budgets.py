@@ -6,7 +6,8 @@ step, smaller). ``marl-net run --budget 0.5`` scales the default's meta-training
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 from marl_net.suite import SUITE
 
@@ -21,6 +22,9 @@ class Budget:
     tune_points: int = 6  # step sizes tried per rule
     restarts: int = 1  # independent meta-trainings per level; the best on the train split is evaluated
     tasks: tuple[str, ...] = tuple(SUITE)  # the held-out settings evaluated
+    # Per-setting changes of eval_episodes, tune_seeds and tune_points (the costly settings:
+    # a learned rule's held-out run and every tuning run are 500 updates of a wide network).
+    per_setting: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.restarts < 1:
@@ -34,18 +38,35 @@ class Budget:
             raise ValueError(f"budget {self.name!r}: held-out settings {unknown or '(none)'} are unknown; choose "
                              f"from {list(SUITE)}, e.g. --tasks teacher_student,teacher_student_wide")
 
+        for task, changes in self.per_setting.items():
+            bad = [k for k in changes if k not in SETTING_KEYS]
+            if task not in SUITE or bad or not all(int(v) >= 1 for v in changes.values()):
+                raise ValueError(f"budget {self.name!r}: per_setting[{task!r}] = {dict(changes)}: name a setting of "
+                                 f"{list(SUITE)} and positive {list(SETTING_KEYS)}")
+
+    def for_setting(self, task: str) -> dict[str, int]:
+        """``{"eval_episodes", "tune_seeds", "tune_points"}`` on held-out setting ``task``."""
+        return {k: int(self.per_setting.get(task, {}).get(k, getattr(self, k))) for k in SETTING_KEYS}
+
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:
             raise ValueError(f"--budget {factor!r}: a scale factor must be positive")
         return replace(self, name=f"{factor:g}x", iterations=max(1, round(self.iterations * factor)))
 
 
+SETTING_KEYS = ("eval_episodes", "tune_seeds", "tune_points")
+# The wide classification settings: a learned rule runs 500 updates on 6,400 (mnist1d) and 20,000
+# (digits_wide) synapses per network, every step size tried sequentially; fewer networks there keep
+# `make run` near its 15 minutes on 2 cores. Every rule gets the same networks and grid sizes.
+WIDE = {"digits_wide": {"eval_episodes": 16, "tune_seeds": 4, "tune_points": 4},
+        "mnist1d": {"eval_episodes": 32, "tune_seeds": 4, "tune_points": 4}}
 BUDGETS = {
-    "default": Budget("default", iterations=180, copies=64),
+    "default": Budget("default", iterations=180, copies=64, per_setting=WIDE),
     # digits_wide (10-1000-10, 500 updates) is left out of the smoke check: a learned rule on a
     # 1000-unit layer is the slowest part of the suite.
     "quick": Budget("quick", iterations=12, copies=16, eval_episodes=8, tune_seeds=4, tune_points=3,
-                    tasks=tuple(t for t in SUITE if t != "digits_wide")),
+                    tasks=tuple(t for t in SUITE if t != "digits_wide"),
+                    per_setting={"mnist1d": {"eval_episodes": 4, "tune_seeds": 2, "tune_points": 2}}),
 }
 
 

@@ -117,16 +117,17 @@ def summarize(run: RuleRun) -> dict:
 
 
 def evaluate_suite(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], tasks: Sequence[str],
-                   hand_rules: Sequence[str], hand_base: EnvConfig, eval_episodes: int, tune_episodes: int,
-                   points: int, seed: int, device: str = "cpu", progress: bool = True) -> dict:
+                   hand_rules: Sequence[str], hand_base: EnvConfig, budget, seed: int, device: str = "cpu",
+                   progress: bool = True) -> dict:
     """The held-out suite: ``policies`` maps a learned rule's name to (policy, its meta-training
-    env). Returns ``{"tuned_lr": ..., "heldout": ..., "settings": ..., "curves": {task: {rule: [E, T+1]}}}``."""
+    env); ``budget`` (``marl_net.budgets.Budget``) says how many networks and step sizes each
+    setting gets. Returns ``{"tuned_lr": ..., "heldout": ..., "settings": ..., "networks": ...,
+    "curves": {task: {rule: [E, T+1]}}}``."""
     from tqdm import tqdm
 
     from marl_net import suite
 
-    seeds, tune_with = heldout_seeds(seed, eval_episodes), tuning_seeds(seed, tune_episodes)
-    out: dict = {"tuned_lr": {}, "heldout": {}, "settings": {}, "curves": {}}
+    out: dict = {"tuned_lr": {}, "heldout": {}, "settings": {}, "networks": {}, "curves": {}}
     bar = tqdm(total=len(tasks) * (len(policies) + len(hand_rules)), desc="held-out suite", unit="rule",
                disable=not progress)
 
@@ -135,11 +136,13 @@ def evaluate_suite(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], ta
         bar.set_postfix(task=task, done=name)
 
     for task in tasks:
-        spec = suite.check_setting(task)
+        spec, sized = suite.check_setting(task), budget.for_setting(task)
+        seeds, tune_with = heldout_seeds(seed, sized["eval_episodes"]), tuning_seeds(seed, sized["tune_seeds"])
         hand = suite.setting(task, hand_base)
         learned = {name: (p, suite.setting(task, env)) for name, (p, env) in policies.items()}
-        runs = evaluate_setting(hand, learned, hand_rules, seeds, tune_with, points, spec.classification, device,
-                                on_rule)
+        runs = evaluate_setting(hand, learned, hand_rules, seeds, tune_with, sized["tune_points"], spec.classification,
+                                device, on_rule)
+        out["networks"][task] = sized
         out["tuned_lr"][task] = {r: run.step for r, run in runs.items()}
         out["heldout"][task] = {r: summarize(run) for r, run in runs.items()}
         out["curves"][task] = {r: run.curves for r, run in runs.items()}

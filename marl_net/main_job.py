@@ -27,7 +27,8 @@ A level whose signals or baselines this build lacks is skipped, and results.json
      "heldout": {"TASK": {"RULE": {"final_loss_mean", "final_loss_std", "auc_mean", "initial_loss_mean",
                                    "test_accuracy_mean", "test_accuracy_std" (classification),
                                    "curve_mean", "curve_std"}}},
-     "settings": {"TASK": {env config}}, "skipped": {...},
+     "settings": {"TASK": {env config}}, "networks": {"TASK": {"eval_episodes", "tune_seeds", "tune_points"}},
+     "skipped": {...},
      "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [{"name", "reason"}]}
 
 RULE is ``learned_LEVEL`` or a hand rule (``sgd``, ``adam``, ``np``, ``wp``, ``fa``, ``dfa``);
@@ -97,9 +98,8 @@ def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched networks: one thread is fastest, and the machine is shared
     try:
-        suite_out = heldout.evaluate_suite(policies, chosen["tasks"], chosen["hand_rules"], hand_base,
-                                           budget.eval_episodes, budget.tune_seeds, budget.tune_points, seed, device,
-                                           progress)
+        suite_out = heldout.evaluate_suite(policies, chosen["tasks"], chosen["hand_rules"], hand_base, budget, seed,
+                                           device, progress)
     finally:
         torch.set_num_threads(threads)
     results = {
@@ -109,6 +109,7 @@ def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None =
         "tuned_lr": suite_out["tuned_lr"],
         "heldout": suite_out["heldout"],
         "settings": suite_out["settings"],
+        "networks": suite_out["networks"],
         "skipped": chosen["skipped"],
         "numerics": numerics(),
     }

@@ -222,6 +222,11 @@ def test_budgets_and_bad_options_name_the_fix():
         parse_budget("huge")
     with pytest.raises(ValueError, match="restarts"):
         Budget("bad", iterations=1, restarts=0)
+    default = BUDGETS["default"]
+    assert default.for_setting("teacher_student") == {"eval_episodes": 64, "tune_seeds": 8, "tune_points": 6}
+    assert default.for_setting("digits_wide")["eval_episodes"] < 64  # the widest setting: fewer networks
+    with pytest.raises(ValueError, match="per_setting"):
+        Budget("bad", iterations=1, per_setting={"digits": {"eval_episodes": 4}})
     with pytest.raises(ValueError, match="write SECTION.KEY=VALUE"):
         parse_job_overrides(["envv.action_scale=0.1"])
     assert parse_job_overrides(["env.action_scale=0.1", "ppo.gamma=0.5"]) == {"env": {"action_scale": 0.1},
