@@ -22,6 +22,7 @@ Memory: the levels run the feed-forward per-synapse policy (``memory: none`` in 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -148,9 +149,8 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
                address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
     """Meta-train every level in ``levels`` as trials of one Tune launch; returns
     ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``."""
-    import os
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing: the progress bar is ours
+    import ray
     from ray import tune
 
     from marl_net.commands.tune import init_ray
@@ -158,8 +158,6 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     out = Path(out).absolute()
     launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device)
                 for lv in levels for k in range(budget.restarts)}
-    import ray
-
     started_here = not ray.is_initialized()
     init_ray(address, log_to_driver=False)  # the progress bar reports the trials
     start = time.perf_counter()
