@@ -6,6 +6,7 @@ step, smaller). ``marl-net run --budget 0.5`` scales the default's meta-training
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -50,7 +51,7 @@ class Budget:
 
     def scaled(self, factor: float) -> "Budget":
         if not factor > 0:
-            raise ValueError(f"--budget {factor!r}: a scale factor must be positive")
+            raise ValueError(f"--budget {factor!r}: a scale factor must be positive, e.g. 0.5 or 3 (or 'quick')")
         return replace(self, name=f"{factor:g}x", iterations=max(1, round(self.iterations * factor)))
 
 
@@ -78,4 +79,6 @@ def parse_budget(text: str) -> Budget:
         factor = float(text)
     except ValueError:
         raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
+    if not math.isfinite(factor):
+        raise ValueError(f"--budget {text!r}: a scale factor must be a finite positive number like 0.5 or 3")
     return BUDGETS["default"].scaled(factor)

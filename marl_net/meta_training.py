@@ -77,12 +77,15 @@ def check_settings(levels: Sequence[str], overrides: Mapping[str, Mapping[str, A
     from marl_net.fast.ppo import FastPPOConfig
     from marl_net.policies.synapse_policy import PolicyConfig, check_policy_settings
 
+    checks = {"env": lambda s: EnvConfig.from_kwargs(**s), "ppo": lambda s: FastPPOConfig.from_kwargs(**s),
+              "policy": lambda s: (check_policy_settings(s), PolicyConfig(num_features=2, **s))}
     for level in levels:
         settings = job_settings(level, overrides)
-        EnvConfig.from_kwargs(**settings["env"])
-        FastPPOConfig.from_kwargs(**settings["ppo"])
-        check_policy_settings(settings["policy"])
-        PolicyConfig(num_features=2, **settings["policy"])
+        for section, check in checks.items():
+            try:
+                check(settings[section])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{level} level, {section} setting: {exc.args[0] if exc.args else exc}") from exc
 
 
 def restart_seed(seed: int, restart: int) -> int:
