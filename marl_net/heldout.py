@@ -49,7 +49,9 @@ def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[t
     task is not a classification task or this build cannot measure it."""
     try:
         from marl_net.accuracy import test_accuracy as measure
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "marl_net.accuracy":
+            raise
         return None
     return measure(config, list(task_ids), list(params))
 

@@ -123,7 +123,9 @@ def numerics() -> dict:
     """The numerics path of this process (``marl_net.numerics`` where this build has it)."""
     try:
         from marl_net.numerics import describe
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "marl_net.numerics":
+            raise
         import platform
 
         return {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

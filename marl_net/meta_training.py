@@ -218,7 +218,9 @@ def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.
 
     try:  # the recurrent policy's builder, where this build has it
         from marl_net.policies.recurrent_policy import make_policy
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "marl_net.policies.recurrent_policy":
+            raise
         make_policy = SynapsePolicy
     policy = make_policy(PolicyConfig(**config))
     policy.load_state_dict(state_dict)
