@@ -32,7 +32,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from marl_net.observations import DEFAULT_FEATURES, FEATURES
+from marl_net.observations import DEFAULT_FEATURES, is_privileged, resolve_feature
 
 GRADIENT_METHODS = ("sgd", "adam")  # every level is also compared with these, tuned
 NP_SIGNALS = ("np_eligibility", "np_error")
@@ -59,7 +59,7 @@ class Level:
     @property
     def privileged(self) -> list[str]:
         """The level's features the registry marks privileged (not local)."""
-        return [n for n in self.observations if n in FEATURES and FEATURES[n].privileged]
+        return [n for n in self.observations if is_privileged(n)]
 
     @property
     def compared_with(self) -> tuple[str, ...]:
@@ -94,7 +94,7 @@ def unavailable_reason(level: Level) -> str | None:
     baseline rule does not stop a level: that rule is skipped (:func:`available_rules`)."""
     from marl_net.config import EnvConfig
 
-    missing = [n for n in level.signals if n not in FEATURES]
+    missing = [n for n in level.signals if resolve_feature(n) is None]
     if missing:
         return f"observation features {missing} are not registered in this build"
     options = {f.name for f in dataclasses.fields(EnvConfig)}

@@ -33,7 +33,7 @@ def read_run(text: str) -> dict:
 def main(args) -> int:
     import sys
 
-    from marl_net.observations import FEATURES
+    from marl_net.observations import is_privileged
     from marl_net.targets import median_targets, targets
 
     try:
@@ -43,7 +43,7 @@ def main(args) -> int:
         return 2
     for path, results in zip(args.results, runs):
         for level, entry in results["levels"].items():
-            privileged = [n for n in entry.get("observations", []) if n in FEATURES and FEATURES[n].privileged]
+            privileged = [n for n in entry.get("observations", []) if is_privileged(n)]
             if privileged and level != "gradient":
                 print(f"note: {path}: level {level} observed privileged features {privileged}")
     checked, skipped = targets(runs[0]) if len(runs) == 1 else median_targets(runs)
