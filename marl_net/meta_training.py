@@ -180,6 +180,10 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     trained = {}
     for result in grid:
         key = result.config["trial"]
+        done = int((result.metrics or {}).get("training_iteration") or 0)
+        if result.checkpoint is None or done < budget.iterations:
+            raise RuntimeError(f"meta-training stopped early: trial {key} ran {done} of {budget.iterations} iterations "
+                               f"(interrupted?); its Tune experiment is in {out / 'tune'}")
         with result.checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
         trained[key] = (policy_from_state(state["policy_config"], state["policy"]), result.metrics, result.path)

@@ -88,8 +88,12 @@ def main(args) -> int:
     for kind, reasons in chosen["skipped"].items():
         for name, reason in reasons.items():
             print(f"  skipped {kind[:-1]} {name}: {reason}")
-    results = main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
-                           progress=not args.no_progress, overrides=overrides, address=args.address)
+    try:
+        results = main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
+                               progress=not args.no_progress, overrides=overrides, address=args.address)
+    except RuntimeError as exc:  # a meta-training trial errored or was stopped
+        print(f"marl-net run: {exc}", file=sys.stderr)
+        return 1
     print()
     print((out / "table.md").read_text())
     for level, entry in results["levels"].items():
