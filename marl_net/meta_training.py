@@ -85,7 +85,7 @@ def check_settings(levels: Sequence[str], overrides: Mapping[str, Mapping[str, A
             try:
                 check(settings[section])
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"{level} level, {section} setting: {exc.args[0] if exc.args else exc}") from exc
+                raise ValueError(f"{section} setting: {exc.args[0] if exc.args else exc} (level {level})") from exc
 
 
 def restart_seed(seed: int, restart: int) -> int:
@@ -253,13 +253,28 @@ def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], lev
     return path
 
 
+POLICY_FILE_KEYS = {"config", "state_dict", "env"}
+
+
+def is_policy_file(path: str | Path) -> bool:
+    """Whether ``path`` is a learned rule written by :func:`save_policy` (not a training checkpoint)."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix == ".pt"):
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # not a torch file: not ours either
+        return False
+    return isinstance(saved, dict) and POLICY_FILE_KEYS <= set(saved)
+
+
 def load_policy(path: str | Path) -> tuple[torch.nn.Module, EnvConfig, str | None]:
     """(policy, the env it was meta-trained with, its level) from a file :func:`save_policy` wrote."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: pass a learned rule saved by `marl-net run` (RUN_DIR/policies/LEVEL.pt)")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(saved, dict) or not {"config", "state_dict", "env"} <= set(saved):
+    if not isinstance(saved, dict) or not POLICY_FILE_KEYS <= set(saved):
         raise ValueError(f"{path} is not a learned rule saved by `marl-net run` (RUN_DIR/policies/LEVEL.pt)")
     return policy_from_state(saved["config"], saved["state_dict"]).eval(), EnvConfig.from_kwargs(**saved["env"]), \
         saved.get("level")

@@ -1,10 +1,8 @@
 """The command line: registries, bad input answered in one line with exit status 2, ``eval`` of a
-fast-path checkpoint, and the main command end to end."""
+fast-path checkpoint. The main command end to end through the command line: tests/test_main_golden.py."""
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -50,7 +48,12 @@ BAD_INPUT_CASES = {
     "set a bad env value": (["run", "--set", "env.layers=84"], "marl-net run: env setting: layers=84 must be a list of integers"),
     "set a bad policy value": (["run", "--set", "policy.hidden=32.5"], "marl-net run: policy setting: hidden=32.5 must be "
                                                                        "an integer"),
-    "unknown observation": (["run", "--observations", "default,dopamine"], "marl-net run: unknown observation features"),
+    "unknown observation": (["run", "--set", "env.observations=[weight,dopamine]"],
+                            "marl-net run: env setting: unknown observation features"),
+    "unknown level": (["run", "--levels", "perturbation,dopamine"], "marl-net run: --levels 'perturbation,dopamine': "
+                      "choose comma-separated names"),
+    "unknown held-out setting": (["run", "--tasks", "digits"], "marl-net run: budget 'default': held-out settings "
+                                 r"\['digits'\] are unknown"),
     "missing launch config": (["tune", "--config", "no/such/launch.yaml"], "marl-net tune: launch config "
                                                                            "'no/such/launch.yaml' does not exist"),
     "missing checkpoint": (["eval", "no/such/checkpoint"], "marl-net eval: checkpoint 'no/such/checkpoint' does not exist"),
@@ -129,21 +132,6 @@ def test_eval_runs_a_fast_path_checkpoint_and_refuses_a_mismatched_one(tmp_path,
     (tmp_path / "empty").mkdir()
     _one_line_exit_2(capsys, ["eval", str(tmp_path / "empty")], "marl-net eval: .* is not an RLlib checkpoint of "
                                                                 "marl_net")
-
-
-def test_run_quick_through_the_command_line(tmp_path):
-    """``marl-net run --budget quick`` end to end, in its own process as a user runs it (~20-90 s)."""
-    out = tmp_path / "main"
-    proc = subprocess.run([sys.executable, "-m", "marl_net.cli", "run", "--budget", "quick", "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "marl-net run: budget quick" in proc.stdout
-    results = json.loads((out / "results.json").read_text())
-    assert results["budget"]["name"] == "quick" and results["train"]["iterations"] == results["budget"]["iterations"]
-    assert results["train"]["agent_steps"] > 0
-    table = (out / "table.md").read_text()
-    assert table.strip() and table.strip() in proc.stdout  # the table it wrote is the one it printed
-    assert (out / "policy.pt").stat().st_size > 0
 
 
 def test_check_compare_and_reproduce_answer_bad_input_the_same_way(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""The quick main job end to end through the CLI (``marl-net run --budget quick``): what it writes,
-and its held-out figures pinned to ``tests/data/quick_heldout.json``.
+"""The quick main job end to end through the command line, in its own process as a user runs it
+(``marl-net run --budget quick``): what it prints and writes, and its held-out figures pinned to
+``tests/data/quick_heldout.json``.
 
 The pinned figures are every (setting, rule) pair's final loss, test accuracy (classification) and
 tuned step size of ``marl-net run --budget quick --seed 0``, compared within a relative tolerance of
@@ -12,13 +13,15 @@ the file and say why in the commit::
     .venv/bin/marl-net run --budget quick --no-progress --out /tmp/quick && \\
         .venv/bin/python tests/test_main_golden.py /tmp/quick
 
-About 2 minutes on a quiet 2-core machine (the quick budget's meta-training and held-out suite).
+About 3 minutes on a quiet 2-core machine (the quick budget's meta-training and held-out suite;
+7 minutes measured while the machine was shared).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,16 +44,19 @@ def pinned(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def quick_run(ray_session, tmp_path_factory):
-    from marl_net.cli import main as cli_main
-
+def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    assert cli_main(["run", "--budget", "quick", "--no-progress", "--out", str(out)]) == 0
-    return out, json.loads((out / "results.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "marl_net.cli", "run", "--budget", "quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), proc.stdout
 
 
-def test_quick_run_writes_the_ladder_outputs(quick_run):
-    out, results = quick_run
+def test_quick_run_prints_and_writes_the_ladder_outputs(quick_run):
+    out, results, stdout = quick_run
+    assert "marl-net run: budget quick" in stdout
+    table = (out / "table.md").read_text()
+    assert table.strip() and table.strip() in stdout  # the table it wrote is the one it printed
     assert {"budget", "seed", "levels", "tuned_lr", "heldout", "targets", "settings", "skipped"} <= set(results)
     assert results["budget"]["name"] == "quick" and results["seed"] == 0
     assert "perturbation" in results["levels"] and "gradient" in results["levels"]
@@ -71,7 +77,7 @@ def test_quick_run_writes_the_ladder_outputs(quick_run):
 
 
 def test_quick_run_figures_match_the_golden_file(quick_run):
-    _, results = quick_run
+    _, results, _ = quick_run
     golden = json.loads(GOLDEN.read_text())
     got = pinned(results)
     new = [(t, r) for t in got for r in got[t] if r not in golden.get(t, {})]
@@ -88,7 +94,7 @@ def test_quick_run_figures_match_the_golden_file(quick_run):
 def test_check_runs_on_the_quick_run(quick_run, capsys):
     from marl_net.cli import main as cli_main
 
-    out, results = quick_run
+    out, results, _ = quick_run
     code = cli_main(["check", str(out)])
     assert code == (0 if all(t["met"] for t in results["targets"]) else 1)
     assert "perturbation/teacher_student: learned / best of np/wp" in capsys.readouterr().out

@@ -22,25 +22,22 @@ def read_run(text: str) -> dict:
     path = Path(text)
     if path.is_dir():
         path = path / "results.json"
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist; run `marl-net run --out DIR` first")
-    results = json.loads(path.read_text())
-    if "heldout" not in results or "levels" not in results:
+    if not path.is_file():  # bad input: one line and exit status 2 (marl_net.cli)
+        raise FileNotFoundError(f"{path} does not exist; run `marl-net run --out DIR` first")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); pass a `marl-net run` output folder") from None
+    if not isinstance(results, dict) or "heldout" not in results or "levels" not in results:
         raise ValueError(f"{path} is not a results.json of the rule ladder (`marl-net run`): no 'heldout'/'levels'")
     return results
 
 
 def main(args) -> int:
-    import sys
-
     from marl_net.observations import is_privileged
     from marl_net.targets import median_targets, targets
 
-    try:
-        runs = [read_run(r) for r in args.results]
-    except ValueError as exc:
-        print(f"marl-net check: error: {exc}", file=sys.stderr)
-        return 2
+    runs = [read_run(r) for r in args.results]  # bad input: one line and exit 2 (marl_net.cli)
     for path, results in zip(args.results, runs):
         for level, entry in results["levels"].items():
             privileged = [n for n in entry.get("observations", []) if is_privileged(n)]

@@ -19,7 +19,9 @@ An RLlib checkpoint is run alone, without hand rules::
         --task teacher_student --episodes 32 --out eval_ts
 
 CHECKPOINT is a Tune trial directory (its latest checkpoint is used), an algorithm checkpoint
-``checkpoint_NNNNNN`` or the module directory inside one. Every neuron acts with the policy's
+``checkpoint_NNNNNN`` or the module directory inside one, of the RLlib path or the fast path
+(``fast_ppo.pt``). A checkpoint without a record of the env it trained on, or whose policy does
+not read the evaluation env's observations, is refused naming the keys. Every neuron acts with the policy's
 deterministic action (its Gaussian mean) on ``--episodes`` fresh networks whose task instances
 come from the held-out split (never seen in meta-training). Env settings default to those the
 checkpoint trained with (its trial's ``params.json``); ``--task``, ``--layers``, ``--ownership``
@@ -37,8 +39,8 @@ HELP = "evaluate a trained meta-policy checkpoint on held-out tasks"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="a learned rule saved by marl-net run (RUN_DIR/policies/LEVEL.pt), or an "
-                                           "RLlib trial directory, checkpoint_NNNNNN directory, or module directory")
+    parser.add_argument("checkpoint", help="a learned rule saved by marl-net run (RUN_DIR/policies/LEVEL.pt), or a "
+                                           "Tune trial directory, checkpoint_NNNNNN directory, or module directory")
     parser.add_argument("--task", default=None, help="inner task (default: the one trained on)")
     parser.add_argument("--episodes", type=int, default=16, help="held-out episodes (networks) to run (default 16)")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="network sizes, e.g. --layers 8 32 4")
@@ -102,15 +104,34 @@ def write_outputs(out: Path, mean, std, config, title: str) -> None:
     plt.close(fig)
 
 
-def main(args) -> int:
-    if str(args.checkpoint).endswith(".pt"):
-        import sys
+def load_checkpoint(path: str):
+    """``(policy, trained env config, default output folder)`` of a fast-path or RLlib checkpoint.
+    A checkpoint without a record of the env it trained on is refused: the defaults would run a
+    different env than the one it learned on, silently."""
+    from marl_net.fast import checkpoints as fast_checkpoints
 
-        try:
-            return compare_learned(args)
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            print(f"marl-net eval: error: {exc}", file=sys.stderr)
-            return 2
+    if not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist: pass a Tune trial directory or a "
+                                "checkpoint_NNNNNN directory in it")
+    file = fast_checkpoints.find(path)
+    if file is not None:
+        policy, trained = fast_checkpoints.load_policy(file)
+        return policy, trained, file.parent / "eval"
+    from marl_net.rllib.checkpoints import load_policy, module_dir
+
+    policy, trained = load_policy(path)
+    if not trained:
+        raise ValueError(f"found no record of the env {path!r} trained on (the algorithm checkpoint's "
+                         "class_and_ctor_args.pkl or the trial's params.json): pass the trial directory or a "
+                         "checkpoint_NNNNNN directory inside it")
+    return policy, trained, module_dir(path).parents[3] / "eval"  # next to the checkpoint
+
+
+def main(args) -> int:
+    from marl_net.meta_training import is_policy_file
+
+    if is_policy_file(args.checkpoint):
+        return compare_learned(args)
     return evaluate_checkpoint(args)
 
 
@@ -173,13 +194,14 @@ def compare_learned(args) -> int:
 
 def evaluate_checkpoint(args) -> int:
     from marl_net.evaluation import curve_stats, rollout_losses
-    from marl_net.rllib.checkpoints import load_policy, module_dir
 
-    policy, trained = load_policy(args.checkpoint)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: evaluate at least one episode")
+    policy, trained, default_out = load_checkpoint(args.checkpoint)
     config = eval_env_config(trained, args)
     losses = rollout_losses(policy, config, args.episodes, seed=args.seed)
     mean, std = curve_stats(losses)
-    out = Path(args.out) if args.out else module_dir(args.checkpoint).parents[3] / "eval"  # next to the checkpoint
+    out = Path(args.out) if args.out else default_out
     print(f"held-out {config.task}, layers {list(config.layers)}, {args.episodes} episodes, deterministic actions")
     print(f"{'step':>5} {'loss mean':>12} {'loss std':>12}")
     for t, (m, s) in enumerate(zip(mean.tolist(), std.tolist())):

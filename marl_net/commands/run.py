@@ -71,17 +71,13 @@ def main(args) -> int:
     from marl_net.budgets import parse_budget
     from marl_net.levels import parse_levels
 
-    try:
-        budget = replace(parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
-        if args.tasks is not None:
-            budget = replace(budget, tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
-        levels = parse_levels(args.levels)
-        overrides = parse_job_overrides(args.overrides)
-        chosen = main_job.plan(levels, budget)
-        meta_training.check_settings(chosen["levels"], overrides)  # refuse a bad setting now, naming the fix
-    except (ValueError, KeyError) as exc:
-        print(f"marl-net run: error: {exc}", file=sys.stderr)
-        return 2
+    budget = replace(parse_budget(args.budget), restarts=args.restarts)  # Budget refuses restarts < 1
+    if args.tasks is not None:
+        budget = replace(budget, tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()))
+    levels = parse_levels(args.levels)
+    overrides = parse_job_overrides(args.overrides)
+    chosen = main_job.plan(levels, budget)
+    meta_training.check_settings(chosen["levels"], overrides)  # refuse a bad setting now, naming the fix
     out = Path(args.out)
     print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks per "
           f"level), levels {chosen['levels']}, held-out {chosen['tasks']}, output in {out}/")
