@@ -250,13 +250,14 @@ def test_resume_on_the_fused_kernel_path_with_the_shipped_policy(tmp_path):
     networks in flight) equals the uninterrupted run's, and training on continues identically."""
     import copy
 
-    from marl_net import main_job
+    from marl_net.meta_training import job_settings
     from marl_net.policies import fused_actor_critic, fused_layer
 
     if fused_layer.library() is None:
         pytest.skip("the fused kernel cannot be built here (no C++ compiler, or MARL_NET_FUSED=0)")
-    env = {**main_job.TRAIN_ENV, "max_cycles": 5}
-    policy = dict(main_job.POLICY)
+    shipped = job_settings("perturbation")  # the main job's perturbation level
+    env = {**shipped["env"], "max_cycles": 5}
+    policy = dict(shipped["policy"])
     assert (policy["hidden"], policy["depth"]) == (32, 2)
     config = FastPPOConfig(copies=4, rollout_steps=3, minibatch_size=64, num_epochs=2, lr=1e-3, lr_anneal_iterations=8)
     uninterrupted = FastPPO(env, policy, config, seed=3)
