@@ -22,7 +22,9 @@ A level whose signals or baselines this build lacks is skipped, and results.json
 
     {"budget": {...}, "seed": S, "seconds": ...,
      "levels": {"LEVEL": {"observations": [...], "policy": {...}, "memory": "none", "env": {...},
-                          "ppo": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ...}}},
+                          "ppo": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ...},
+                          "numerics": {...}}},   # marl_net.numerics.describe of its trial
+     "numerics": {...},                          # of the held-out evaluation
      "tuned_lr": {"TASK": {"RULE": step}},
      "heldout": {"TASK": {"RULE": {"final_loss_mean", "final_loss_std", "auc_mean", "initial_loss_mean",
                                    "test_accuracy_mean", "test_accuracy_std" (classification),
@@ -75,22 +77,33 @@ def plan(levels: Sequence[str], budget: Budget) -> dict:
 
 def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None = None, device: str = "cpu",
         progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        address: str | None = None) -> dict:
-    """The whole main job; returns the results dict (also written to ``out/results.json``)."""
-    from marl_net import heldout, meta_training, report, targets
+        address: str | None = None, kernels: bool | None = None) -> dict:
+    """The whole main job; returns the results dict (also written to ``out/results.json``).
+    ``kernels``: the C++ kernels on (True) or torch only (False), in the meta-training trials and
+    the held-out evaluation alike; None leaves ``marl_net.numerics``' setting. What ran is recorded:
+    ``numerics`` (the held-out evaluation) and ``levels[LEVEL]["numerics"]`` (its meta-training)."""
+    from marl_net import numerics
+
+    with numerics.kernels(kernels):
+        return _run(budget, Path(out), seed, levels, device, progress, overrides, address, kernels)
+
+
+def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, device: str, progress: bool,
+         overrides: Mapping[str, Mapping[str, Any]] | None, address: str | None, kernels: bool | None) -> dict:
+    from marl_net import heldout, meta_training, numerics, report, targets
     from marl_net.config import EnvConfig
 
     start = time.perf_counter()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = plan(ladder_levels.parse_levels(levels), budget)
     if not chosen["levels"]:
         raise ValueError(f"none of the levels can run in this build: {chosen['skipped']['levels']}")
     meta_training.check_settings(chosen["levels"], overrides)
-    trained = meta_training.meta_train(chosen["levels"], budget, seed, out, device, progress, overrides, address)
+    trained = meta_training.meta_train(chosen["levels"], budget, seed, out, device, progress, overrides, address,
+                                       kernels)
     policies = {}
     for level, (policy, summary) in trained.items():
-        meta_training.save_policy(out / "policies" / f"{level}.pt", policy, summary["env"], level)
+        meta_training.save_policy(out / "policies" / f"{level}.pt", policy, summary["env"], level, summary["numerics"])
         policies[ladder_levels.LEVELS[level].learned] = (policy, EnvConfig.from_kwargs(**summary["env"]))
     # The hand rules run on the meta-training env with the local defaults only (they read no observations).
     hand_base = EnvConfig.from_kwargs(**{**meta_training.job_settings("perturbation", overrides)["env"],
@@ -98,8 +111,10 @@ def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched networks: one thread is fastest, and the machine is shared
     try:
-        suite_out = heldout.evaluate_suite(policies, chosen["tasks"], chosen["hand_rules"], hand_base, budget, seed,
-                                           device, progress)
+        with numerics.recording() as ran:
+            suite_out = heldout.evaluate_suite(policies, chosen["tasks"], chosen["hand_rules"], hand_base, budget, seed,
+                                               device, progress)
+        evaluated_with = numerics.describe(device, ran)
     finally:
         torch.set_num_threads(threads)
     results = {
@@ -111,23 +126,10 @@ def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None =
         "settings": suite_out["settings"],
         "networks": suite_out["networks"],
         "skipped": chosen["skipped"],
-        "numerics": numerics(),
+        "numerics": evaluated_with,
     }
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["targets"], results["targets_skipped"] = targets.targets(results)
     report.write_report(out, results, suite_out["curves"])
     return results
 
-
-def numerics() -> dict:
-    """The numerics path of this process (``marl_net.numerics`` where this build has it)."""
-    try:
-        from marl_net.numerics import describe
-    except ModuleNotFoundError as exc:
-        if exc.name != "marl_net.numerics":
-            raise
-        import platform
-
-        return {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads()}
-    return describe()

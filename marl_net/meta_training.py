@@ -110,9 +110,12 @@ def level_launch(level: str, budget: Budget, seed: int, restart: int = 0,
 
 
 def train_level(config: dict) -> None:
-    """The Tune trainable of one trial: ``train_fast`` on ``config["launches"][config["trial"]]``."""
+    """The Tune trainable of one trial: ``train_fast`` on ``config["launches"][config["trial"]]``,
+    with the driver's kernel switch (``config["kernels"]``, ``marl_net.numerics``)."""
+    from marl_net import numerics
     from marl_net.fast.tune_trainable import train_fast
 
+    numerics.set_kernels(config.get("kernels"))
     train_fast(copy.deepcopy(config["launches"][config["trial"]]))
 
 
@@ -149,9 +152,10 @@ def _progress_callback(total: int, enabled: bool):
 
 def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, device: str = "cpu",
                progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-               address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+               address: str | None = None, kernels: bool | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
     """Meta-train every level in ``levels`` as trials of one Tune launch; returns
-    ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``."""
+    ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``.
+    ``kernels``: the C++ kernels on or off in every trial (None: each worker's own setting)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing: the progress bar is ours
     import ray
     from ray import tune
@@ -167,7 +171,8 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     run_config = tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=1),
                                 callbacks=[_progress_callback(len(launches) * budget.iterations, progress)])
-    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches},
+    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches,
+                                                    "kernels": kernels},
                        run_config=run_config)
     try:
         grid = tuner.fit()
@@ -186,7 +191,8 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
                                f"(interrupted?); its Tune experiment is in {out / 'tune'}")
         with result.checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
-        trained[key] = (policy_from_state(state["policy_config"], state["policy"]), result.metrics, result.path)
+        trained[key] = (policy_from_state(state["policy_config"], state["policy"]), result.metrics, result.path,
+                        state.get("numerics"))
     kept = {}
     for level in levels:
         keys = [trial_key(level, k) for k in range(budget.restarts)]
@@ -202,12 +208,13 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
             best, finals = select_restart([trained[k][0] for k in keys], env, budget, seed, device)
             summary["restarts"] = [{"seed": restart_seed(seed, k), "train_final_loss": f} for k, f in enumerate(finals)]
             summary["selected_restart"] = best
-        policy, metrics, path = trained[keys[best]]
+        policy, metrics, path, ran = trained[keys[best]]
         launch = launches[keys[best]]
         summary.update(final_inner_loss=metrics.get("inner_loss_final"), trial_dir=str(path), launch_seconds=wall)
         kept[level] = (policy.eval(), {"observations": list(env.observations), "env": env.to_dict(),
                                        "policy": policy.config.to_dict(), "ppo": launch["ppo"],
-                                       "memory": memory_of(policy.config.to_dict()), "train": summary})
+                                       "memory": memory_of(policy.config.to_dict()), "train": summary,
+                                       "numerics": ran})
     return kept
 
 
@@ -244,12 +251,14 @@ def select_restart(policies: Sequence[torch.nn.Module], train: EnvConfig, budget
     return lowest(range(len(finals)), finals), finals
 
 
-def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], level: str | None = None) -> Path:
-    """Write a learned rule as ``{"config", "state_dict", "env", "level"}`` (read by :func:`load_policy`)."""
+def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], level: str | None = None,
+                numerics: Mapping[str, Any] | None = None) -> Path:
+    """Write a learned rule as ``{"config", "state_dict", "env", "level", "numerics"}`` (read by
+    :func:`load_policy`; ``numerics``: the record of the meta-training that produced it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": policy.config.to_dict(), "state_dict": policy.state_dict(), "env": dict(env),
-                "level": level}, path)
+                "level": level, "numerics": dict(numerics or {})}, path)
     return path
 
 

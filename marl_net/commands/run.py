@@ -38,6 +38,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--restarts", type=int, default=1,
                         help="independent meta-trainings per level (trials of the same launch, seeds derived from "
                              "--seed); the one with the lowest final loss on train-split networks is kept (default 1)")
+    parser.add_argument("--kernels", choices=("on", "off"), default=None,
+                        help="the C++ kernels (policy, observation rows) on, or off for torch only, in meta-training "
+                             "and evaluation; default: on unless MARL_NET_FUSED=0. What ran is recorded in "
+                             "results.json['numerics'] and levels[LEVEL]['numerics']")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -86,7 +90,8 @@ def main(args) -> int:
             print(f"  skipped {kind[:-1]} {name}: {reason}")
     try:
         results = main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
-                               progress=not args.no_progress, overrides=overrides, address=args.address)
+                               progress=not args.no_progress, overrides=overrides, address=args.address,
+                               kernels=None if args.kernels is None else args.kernels == "on")
     except RuntimeError as exc:  # a meta-training trial errored or was stopped
         print(f"marl-net run: {exc}", file=sys.stderr)
         return 1
@@ -99,7 +104,8 @@ def main(args) -> int:
     met = sum(t["met"] for t in results["targets"])
     print(f"targets: {met} of {len(results['targets'])} met ({len(results['targets_skipped'])} not measurable here); "
           f"`marl-net check {out}` lists them")
-    print(f"whole run: {results['seconds']} s")
+    n = results["numerics"]
+    print(f"whole run: {results['seconds']} s; numerics: {n['policy_path']}, torch {n['torch']}, {n['device_name']}")
     print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}\n"
           f"curves:      {out}/curves_LEVEL.png\ntensorboard: tensorboard --logdir {out}\n"
           f"policies:    {out}/policies/LEVEL.pt (marl-net eval POLICY ...)")
