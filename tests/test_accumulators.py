@@ -13,7 +13,7 @@ from marl_net.accumulators import ema_feature_names
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
 from marl_net.fast.vector_env import VectorNetworkEnv
-from marl_net.main_job import privileged_features
+from marl_net.levels import Level
 from marl_net.observations import FEATURES
 
 DECAYS = (0.5, 0.9, 0.99)
@@ -96,7 +96,9 @@ def test_accumulators_are_saved_and_restored_with_the_fast_env_state():
 def test_privileged_iff_the_signal_is_and_nothing_without_them():
     grad, local = ema_feature_names("gradient", [0.9]) + ema_feature_names("np_update", [0.9])
     assert FEATURES[grad].privileged and not FEATURES[local].privileged
-    assert privileged_features(["weight", "ema0.5[gradient]", "ema0.5[np_eligibility]"]) == ["ema0.5[gradient]"]
+    level = Level("test", "an accumulator of a privileged and of a local signal",
+                  ("ema0.5[gradient]", "ema0.5[np_eligibility]"), ())
+    assert level.privileged == ["ema0.5[gradient]"]  # the rule ladder's check, through the registry's families
     core = NetworkWeightsCore(EnvConfig(layers=(3, 4, 2)), copies=1)
     core.seed([0])
     core.reset()
