@@ -100,6 +100,17 @@ def test_a_learned_rule_and_a_hand_rule_see_the_same_tasks_initial_weights_and_m
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert learned.curves[:, 1:].std(1).min() > 0  # the minibatch changes from step to step: a real check
     # every hand rule starts from the same networks on the same tasks
+    if levels.LEVELS[level].env.get("feedback") == "dfa":  # the learned rule's feedback matrices are DFA's
+        from marl_net import seeding
+        from marl_net.core import NetworkWeightsCore
+        from marl_net.feedback_alignment import draw_feedback
+
+        core = NetworkWeightsCore(config, copies=len(seeds))
+        core.seed(seeds)
+        core.reset()
+        dfa = draw_feedback(config.network_spec(), "dfa", seeding.make_generators([seeding.seed_from(s, 1) for s in seeds]))
+        for a, b in zip(core.feedback.matrices, dfa.matrices, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
     rules, _ = levels.available_rules(levels.hand_rules(list(levels.LEVELS)))
     starts = {r: run_rule(r, config, seeds, steps=0).curves[:, 0] for r in rules}
     for r in rules:
