@@ -3,11 +3,16 @@
 ``tests/data/quick_heldout.json``.
 
 The pinned figures are every (setting, rule) pair's final loss, test accuracy (classification) and
-tuned step size of ``marl-net run --budget quick --seed 0``, compared within a relative tolerance of
-:data:`RTOL` (the fast path and the evaluation are seeded and run one torch thread, so on one
-machine they repeat exactly; the tolerance leaves room for another CPU's rounding). A pair the
-run has and the file lacks (a level, rule or setting that landed since) is reported, not failed;
-a pair the file has and the run lacks fails. After an intended change of the figures, regenerate
+tuned step size of ``marl-net run --budget quick --seed 0``. The hand rules run torch alone and
+repeat to float rounding on any CPU: their figures are pinned within :data:`RTOL_HAND` and their
+step sizes exactly. The learned rules go through 12 PPO iterations whose float rounding depends on
+the kernel's build (``-march=native``: the host CPU) and grows through training: their final losses
+are pinned within :data:`RTOL_LEARNED` (the bound tests/test_main_job_kernel_vs_torch.py allows
+between the kernel and torch; a rebuild of the kernel without fast-math moved them by up to 2.5 %
+here), and their tuned ``action_scale`` is not pinned (an argmin over a grid, it may move to a
+neighbour when two scores are close). A pair the run has and the file lacks (a level, rule or
+setting that landed since) is reported, not failed; a pair the file has and the run lacks fails.
+After an intended change of the figures, regenerate
 the file and say why in the commit::
 
     .venv/bin/marl-net run --budget quick --no-progress --out /tmp/quick && \\
@@ -28,7 +33,8 @@ from pathlib import Path
 import pytest
 
 GOLDEN = Path(__file__).parent / "data" / "quick_heldout.json"
-RTOL = 1e-2
+RTOL_HAND = 1e-4
+RTOL_LEARNED = 5e-2
 
 
 def pinned(results: dict) -> dict:
@@ -86,9 +92,13 @@ def test_quick_run_figures_match_the_golden_file(quick_run):
     for task, by_rule in golden.items():
         for rule, expected in by_rule.items():
             assert rule in got.get(task, {}), f"{task}/{rule} is pinned but the quick run no longer has it"
+            learned = rule.startswith("learned")
             for key, value in expected.items():
+                if learned and key == "step":
+                    continue
                 actual = got[task][rule][key]
-                assert math.isclose(actual, value, rel_tol=RTOL), (task, rule, key, actual, value)
+                rtol = RTOL_LEARNED if learned else RTOL_HAND
+                assert math.isclose(actual, value, rel_tol=rtol, abs_tol=1e-12), (task, rule, key, actual, value)
 
 
 def test_check_runs_on_the_quick_run(quick_run, capsys):
