@@ -11,7 +11,7 @@ For one setting (an :class:`EnvConfig` on the ``heldout`` split), every rule:
    minibatches, and makes the same number of updates (``marl_net.rules.trainer``).
 
 Classification settings also report test accuracy on samples no update has seen, from the final
-weights (``marl_net.accuracy.test_accuracy``, where this build has it).
+weights (``marl_net.accuracy.test_accuracy``).
 
 Used by the main job (:func:`evaluate_suite`) and by ``marl-net eval`` (:func:`evaluate_setting`).
 """
@@ -44,15 +44,10 @@ class RuleRun:
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
 
 
-def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """Test accuracy ``[E]`` of the final weights on the task's held-out samples, or None where the
-    task is not a classification task or this build cannot measure it."""
-    try:
-        from marl_net.accuracy import test_accuracy as measure
-    except ModuleNotFoundError as exc:
-        if exc.name != "marl_net.accuracy":
-            raise
-        return None
+def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Test accuracy ``[E]`` of the final weights on the task's test samples (``marl_net.accuracy``)."""
+    from marl_net.accuracy import test_accuracy as measure
+
     return measure(config, list(task_ids), list(params))
 
 

@@ -225,14 +225,9 @@ def memory_of(policy_config: Mapping[str, Any]) -> str:
 
 def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """The policy (feed-forward, or recurrent where ``config`` asks for memory) with ``state_dict``."""
-    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+    from marl_net.policies.recurrent_policy import make_policy
+    from marl_net.policies.synapse_policy import PolicyConfig
 
-    try:  # the recurrent policy's builder, where this build has it
-        from marl_net.policies.recurrent_policy import make_policy
-    except ModuleNotFoundError as exc:
-        if exc.name != "marl_net.policies.recurrent_policy":
-            raise
-        make_policy = SynapsePolicy
     policy = make_policy(PolicyConfig(**config))
     policy.load_state_dict(state_dict)
     return policy
