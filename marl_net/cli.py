@@ -19,6 +19,7 @@ import sys
 
 SUBCOMMANDS = {
     "run": ("marl_net.commands.run", "the rule ladder: meta-learn a rule per information level, compare with its hand rules, SGD, Adam (the main job)"),
+    "report": ("marl_net.commands.report", "rewrite a rule-ladder run's table.md and curves_LEVEL.png from its results.json"),
     "check": ("marl_net.commands.check", "check the rule ladder's targets on one run, or on the median of several seeds' runs"),
     "schemes": ("marl_net.commands.schemes", "list reward schemes, observation features and tasks"),
     "compare": ("marl_net.commands.compare", "run hand-designed rules on a task and write results.json, plots, TensorBoard logs"),

@@ -109,6 +109,19 @@ def plot_setting(path: Path, title: str, by_rule: Mapping) -> None:
     plt.close(fig)
 
 
+def write_table_and_figures(out: Path, results: Mapping) -> list[Path]:
+    """``table.md`` and ``curves_LEVEL.png`` of a ladder's results.json content, written to ``out``
+    (``marl-net run`` and ``marl-net report``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table(results))
+    written = [out / "table.md"]
+    for level in results.get("levels", {}):
+        plot_level(out / f"curves_{level}.png", level, results["heldout"])
+        written.append(out / f"curves_{level}.png")
+    return written
+
+
 def write_report(out: Path, results: Mapping, curves: Mapping) -> list[Path]:
     """results.json, table.md, curves_LEVEL.png and TensorBoard logs of the held-out curves."""
     from marl_net.results import build_results, write_tensorboard
@@ -116,11 +129,7 @@ def write_report(out: Path, results: Mapping, curves: Mapping) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "table.md").write_text(table(results))
-    written = [out / "results.json", out / "table.md"]
-    for level in results.get("levels", {}):
-        plot_level(out / f"curves_{level}.png", level, results["heldout"])
-        written.append(out / f"curves_{level}.png")
+    written = [out / "results.json", *write_table_and_figures(out, results)]
     for task, by_rule in curves.items():
         first = next(iter(by_rule.values()))
         per_task = build_results(task, first.shape[1] - 1, list(range(first.shape[0])),
