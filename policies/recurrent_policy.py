@@ -21,8 +21,8 @@ episode); it lasts the inner episode. Callers carry it:
     state = reset_rows(state, ended_rows)               # zero the rows whose network was reset
 
 and :meth:`RecurrentSynapsePolicy.unroll` runs whole sequences ``[T, N, ...]`` at once (the
-per-step synapse network and heads batched over time, only the GRU recurrence stepped), as PPO's
-learner and the RLlib module's training forward do.
+per-step synapse network and heads batched over time, the GRU recurrence one ``nn.GRU`` call
+between resets), as PPO's learner and the RLlib module's training forward do.
 
 The recurrent policy runs on torch only: the fused CPU kernels (``fused_layer``,
 ``fused_actor_critic``) implement the feed-forward policy, and ``fused_actor_critic.applies``
@@ -66,6 +66,9 @@ class RecurrentSynapsePolicy(nn.Module):
     """The shared actor-critic with a per-synapse GRU state (see the module docstring)."""
 
     recurrent = True
+    # False: unroll steps the GRU update one step at a time, as it did before it ran nn.GRU (the
+    # fallback's way; experiments/recurrent_speed.py's side-by-side "before" row)
+    sequence_recurrence = True
 
     # One implementation each, shared with the feed-forward policy: observation rows, the mask
     # split, the per-feature input scales, the entropy of the one shared log-std.
@@ -102,13 +105,11 @@ class RecurrentSynapsePolicy(nn.Module):
         rows = self.rows(obs)
         return rows.new_zeros(*rows.shape[:-1], self.config.memory_size)
 
-    def _embed(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``obs [..., K, F]`` -> the synapse embedding ``[..., K, H]``, the GRU's input projection
-        ``[..., K, 3 H_m]`` and the mask ``[..., K]`` (no state needed: batched over time)."""
+    def _embed(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``obs [..., K, F]`` -> the synapse embedding ``[..., K, H]`` (the GRU's input) and the
+        mask ``[..., K]`` (no state needed: batched over time)."""
         feats, mask = self.split(obs)
-        embedded = self.synapse_net(feats * self.feature_scale)
-        gates_in = nn.functional.linear(embedded, self.memory.weight_ih, self.memory.bias_ih)
-        return embedded, gates_in, mask
+        return self.synapse_net(feats * self.feature_scale), mask
 
     def _step_state(self, gates_in: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """One GRU step of every synapse row; ``mask`` None: every slot is a real synapse."""
@@ -116,18 +117,24 @@ class RecurrentSynapsePolicy(nn.Module):
         new = gru_update(gates_in.reshape(-1, 3 * m), state.reshape(-1, m), self.memory).view(state.shape)
         return new if mask is None else new * mask.unsqueeze(-1)  # padding slots keep a zero state
 
-    def _heads(self, embedded: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
+    def _heads(self, embedded: torch.Tensor, state: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """Actor mean ``[..., K]``, log-std ``[..., K]`` and value ``[...]`` from the embedding and
-        the updated state (both ``[..., K, .]``)."""
+        the updated state (both ``[..., K, .]``); ``padded`` False (every slot of ``mask`` is a real
+        synapse) skips the mask arithmetic, same results."""
         # z = concat(embedded, state) is never built: every product is split into its two halves
         h = embedded.shape[-1]
-        weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(-1)  # [..., K, 1]
-        pooled = torch.cat([(embedded * weights).sum(-2), (state * weights).sum(-2)], -1)
+        if padded:
+            weights = (mask / mask.sum(-1, keepdim=True).clamp(min=1.0)).unsqueeze(-1)  # [..., K, 1]
+            pooled = torch.cat([(embedded * weights).sum(-2), (state * weights).sum(-2)], -1)
+        else:
+            pooled = torch.cat([embedded.mean(-2), state.mean(-2)], -1)
         w = self.actor_head.weight[0]
         width = pooled.shape[-1]
         per_agent = nn.functional.linear(pooled, w[width:].unsqueeze(0), self.actor_head.bias)  # [..., 1]
         per_synapse = torch.matmul(embedded, w[:h]) + torch.matmul(state, w[h:width])
-        mean = (per_synapse + per_agent) * mask
+        mean = per_synapse + per_agent
+        if padded:
+            mean = mean * mask
         return mean, self.log_std.expand_as(mean), self.critic(pooled).squeeze(-1)
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor):
@@ -137,25 +144,74 @@ class RecurrentSynapsePolicy(nn.Module):
         if state.shape != (*obs.shape[:-1], self.config.memory_size):
             raise ValueError(f"state {tuple(state.shape)} does not fit observations {tuple(obs.shape)}: pass "
                              f"[N, K, {self.config.memory_size}] (policy.initial_state(obs) at an episode start)")
-        embedded, gates_in, mask = self._embed(obs)
-        state = self._step_state(gates_in, state, mask)
-        return (*self._heads(embedded, state, mask), state)
+        embedded, mask = self._embed(obs)
+        m = self.config.memory_size
+        state = self.memory(embedded.reshape(-1, embedded.shape[-1]), state.reshape(-1, m)).view(state.shape)
+        padded = not bool((mask == 1).all())  # the fast path's trimmed blocks have no padding
+        if padded:
+            state = state * mask.unsqueeze(-1)  # padding slots keep a zero state
+        return (*self._heads(embedded, state, mask, padded), state)
 
     def unroll(self, obs: torch.Tensor, state: torch.Tensor, starts: torch.Tensor | None = None):
         """A sequence: ``obs [T, N, K, F]`` (or flat), the state before its first step
         ``[N, K, H_m]`` and ``starts [T, N]`` (bool; true where a new inner episode begins at step
         t, so the state is zeroed before it) -> mean, log-std ``[T, N, K]``, value ``[T, N]`` and the
-        state after the last step. Equals :meth:`forward` called step by step (float rounding)."""
+        state after the last step. Equals :meth:`forward` called step by step (float rounding).
+
+        The synapse network and the heads run once over the whole sequence. The recurrence runs
+        as torch's multi-step GRU (``nn.GRU`` with this cell's parameters, the same weight layout)
+        over each stretch of steps with no reset inside: one stretch when no row
+        begins an episode after step 0 (a rollout of whole inner episodes, the fast path's default
+        ``rollout_steps = max_cycles``), else one per step at which some row does (the reset rows'
+        states zeroed between stretches). A slot's mask must be the same at every step for that
+        (padding slots' states are zeroed afterwards; they never reach another slot's); a mask that
+        changes over time (RLlib's sequences padded at their end), or ``sequence_recurrence =
+        False``, steps torch's GRU update one step at a time instead."""
         obs = self.rows(obs)
-        embedded, gates_in, mask = self._embed(obs)
+        embedded, mask = self._embed(obs)
         padded = not bool((mask == 1).all())  # the fast path's trimmed blocks have no padding
+        if not self.sequence_recurrence or (padded and not bool((mask == mask[:1]).all())):
+            return self._unroll_stepwise(embedded, mask, state, starts)
+        steps, m = obs.shape[0], self.config.memory_size
+        resets = [] if starts is None else (starts[1:].any(1).nonzero().flatten() + 1).tolist()
+        seq, hidden, outs = embedded.flatten(1, -2), state.reshape(1, -1, m), []
+        for a, b in zip([0, *resets], [*resets, steps]):
+            if starts is not None and (a > 0 or bool(starts[0].any())):
+                hidden = reset_rows(hidden.view(state.shape), starts[a]).view(1, -1, m)
+            out, hidden = torch.func.functional_call(self._gru, self._gru_parameters(), (seq[a:b], hidden))
+            outs.append(out)
+        states = (outs[0] if len(outs) == 1 else torch.cat(outs)).view(*embedded.shape[:-1], m)
+        if padded:
+            states = states * mask.unsqueeze(-1)  # padding slots keep a zero state
+        mean, log_std, value = self._heads(embedded, states, mask, padded)
+        return mean, log_std, value, states[-1]
+
+    @property
+    def _gru(self) -> nn.GRU:
+        """An ``nn.GRU`` shell run with this cell's parameters through ``torch.func.functional_call``
+        (``nn.GRU`` and ``nn.GRUCell`` share the weight layout and gate equations). Not a submodule:
+        its own parameters are never used, saved nor trained."""
+        shell = self.__dict__.get("_gru_shell")
+        if shell is None:
+            shell = self.__dict__["_gru_shell"] = nn.GRU(self.config.hidden, self.config.memory_size)
+        return shell
+
+    def _gru_parameters(self) -> dict[str, torch.Tensor]:
+        c = self.memory
+        return {"weight_ih_l0": c.weight_ih, "weight_hh_l0": c.weight_hh, "bias_ih_l0": c.bias_ih,
+                "bias_hh_l0": c.bias_hh}
+
+    def _unroll_stepwise(self, embedded: torch.Tensor, mask: torch.Tensor, state: torch.Tensor,
+                         starts: torch.Tensor | None):
+        """:meth:`unroll` one GRU step at a time (any mask, any resets)."""
+        gates_in = nn.functional.linear(embedded, self.memory.weight_ih, self.memory.bias_ih)
         states = []
         # unbind, not indexing: one backward node for the whole sequence instead of one
         # full-size zero gradient per step
         for t, (gates, step_mask) in enumerate(zip(gates_in.unbind(0), mask.unbind(0))):
             if starts is not None and bool(starts[t].any()):
                 state = reset_rows(state, starts[t])
-            state = self._step_state(gates, state, step_mask if padded else None)
+            state = self._step_state(gates, state, step_mask)
             states.append(state)
         mean, log_std, value = self._heads(embedded, torch.stack(states), mask)
         return mean, log_std, value, state

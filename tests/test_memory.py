@@ -83,6 +83,34 @@ def test_gru_update_is_torchs_gru_cell_and_unroll_equals_stepping():
         policy(obs[0], torch.zeros(6, 4, 2, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("padding", [False, True])
+def test_unroll_through_the_sequence_recurrence_equals_the_stepwise_one_with_resets_inside(padding):
+    """torch's multi-step ``nn.GRU`` run with the cell's parameters over the stretches between
+    resets (padding slots with the same mask at every step) against stepping the GRU update:
+    values, final state and every parameter's gradient, with rows reset at steps 0, 2 and 4 and
+    non-zero start states."""
+    torch.manual_seed(2)
+    policy = make_policy(PolicyConfig(num_features=4, hidden=5, memory="gru", memory_size=3, action_gain=1.0)).double()
+    obs = torch.randn(6, 5, 4, 4, dtype=torch.float64)
+    obs[..., -1] = (torch.rand(1, 5, 4) > 0.3).double().expand(6, 5, 4) if padding else 1.0
+    obs[..., :-1] *= obs[..., -1:]
+    starts = torch.zeros(6, 5, dtype=torch.bool)
+    starts[0, 1], starts[2, :2], starts[4, 3] = True, True, True
+    state0 = torch.randn(5, 4, 3, dtype=torch.float64) * obs[0, ..., -1:]
+    outs = {}
+    for sequence in (True, False):
+        policy.sequence_recurrence = sequence
+        policy.zero_grad()
+        mean, _, value, last = policy.unroll(obs, state0, starts)
+        (mean.pow(2).sum() + value.sum() + last.sum()).backward()
+        outs[sequence] = (mean, value, last, [p.grad.clone() for p in policy.parameters() if p.grad is not None])
+    for ours, stepped in zip(outs[True][:3], outs[False][:3]):
+        torch.testing.assert_close(ours, stepped)
+    assert len(outs[True][3]) == len(outs[False][3])
+    for ours, stepped in zip(outs[True][3], outs[False][3]):
+        torch.testing.assert_close(ours, stepped)
+
+
 def _trainer(seed=0, **ppo):
     return FastPPO(ENV, POLICY, FastPPOConfig(**{**PPO, **ppo}), seed=seed)
 
