@@ -1,7 +1,7 @@
 """How long a learned rule's held-out evaluation takes on a wide network (issue 22's target).
 
-Runs ``marl_net.evaluation.rollout_losses`` with the main job's policy shape (hidden 32, depth 2,
-the perturbation level's observations) on the main job's held-out digits setting widened to
+Runs ``marl_net.evaluation.rollout`` with the main job's policy shape (hidden 32, depth 2,
+the perturbation level's observations) on the rule ladder's held-out ``digits_wide`` setting,
 10-``WIDTH``-10 (Cai & Cheng's digits network with the default width 1000, outgoing ownership):
 ``--episodes`` networks (64) for ``--updates`` weight updates (500), one torch thread. A learned
 rule's cost does not depend on its parameter values, so the policy is freshly initialized. Prints the wall and CPU seconds
@@ -21,8 +21,9 @@ import time
 
 import torch
 
-from marl_net import main_job
-from marl_net.evaluation import rollout_losses
+from marl_net import meta_training, suite
+from marl_net.evaluation import rollout
+from marl_net.heldout import heldout_seeds
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
 
 
@@ -37,13 +38,13 @@ def main(argv=None) -> int:
         print("--episodes, --updates and --width must be positive", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    train = main_job.train_config()
-    setting = main_job.heldout_settings(train.replace(layers=(10, args.width, train.layers[-1])))["digits"]  # 10 PCA inputs
-    setting = setting.replace(max_cycles=args.updates)
+    train = meta_training.train_config("perturbation")
+    setting = suite.setting("digits_wide", train)  # the ladder's held-out digits setting, 10 PCA inputs
+    setting = setting.replace(layers=(10, args.width, setting.layers[-1]), max_cycles=args.updates)
     torch.manual_seed(0)
-    policy = SynapsePolicy(PolicyConfig(num_features=len(train.observations) + 1, **main_job.POLICY)).eval()
+    policy = SynapsePolicy(PolicyConfig(num_features=len(train.observations) + 1, **meta_training.POLICY)).eval()
     wall, cpu = time.perf_counter(), time.process_time()
-    losses = rollout_losses(policy, setting, episodes=args.episodes, seed=main_job.eval_base_seed(0))
+    losses = rollout(policy, setting, heldout_seeds(0, args.episodes)).curves  # the ladder's held-out networks
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     synapses = sum(a * b for a, b in zip(setting.layers[:-1], setting.layers[1:]))
     limit = args.limit * args.updates / 500
