@@ -15,6 +15,7 @@ summarizes the lifetime of every network copy and inner copy:
   (the lifetime where none was).
 
 Every value is ``[E]`` (mean over inner copies); :meth:`summary` averages over copies.
+:meth:`reward_curve` is the mean reward of every recorded inner step, ``[E, steps]``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class LifetimeRecorder:
             self.judged = torch.zeros_like(reward)
             self.first_reward = torch.zeros_like(reward)
             self.episodes = torch.zeros_like(reward)
+            self.curve = []
         self.steps += 1
+        self.curve.append(reward.mean(1))
         self.reward_sum += reward
         if isinstance(self.task, Bandit):
             p = state["arm_probs"]
@@ -79,6 +82,12 @@ class LifetimeRecorder:
             out["episode_length"] = torch.where(self.episodes > 0, completed / self.episodes.clamp(min=1),
                                                 torch.full_like(completed, self.steps)).mean(1)
         return out
+
+    def reward_curve(self) -> torch.Tensor:
+        """``[E, steps]``: the mean reward over inner copies at every recorded inner step."""
+        if self.steps == 0:
+            raise ValueError("nothing recorded: call record() after the reset and after every step")
+        return torch.stack(self.curve, dim=1)
 
     def summary(self) -> dict[str, float]:
         return {k: float(v.mean()) for k, v in self.metrics().items()}

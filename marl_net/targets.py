@@ -92,6 +92,10 @@ def _met(value: float, op: str, bound: float) -> bool:
 
 def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
     """(the targets results.json's figures allow, the skipped ones with the reason)."""
+    if results.get("family") == "rl":  # marl-net run --family rl: its own targets
+        from marl_net.rl_job import targets as rl_targets
+
+        return rl_targets(results)
     heldout = results.get("heldout") or {}
     out, skipped = [], []
     for name, op, bound, fn in _specs(results):

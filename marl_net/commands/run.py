@@ -17,6 +17,10 @@ HELP = "meta-learn a rule per information level and compare each with its hand r
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--family", choices=("supervised", "rl"), default="supervised",
+                        help="'supervised' (default): the rule ladder; 'rl': meta-train a learned RL rule on bandits, "
+                             "Harlow and mazes and compare it with the hand RL rules (marl_net.rl_job; --tasks then "
+                             "names trained RL presets)")
     parser.add_argument("--budget", default="default",
                         help="'default' (what make run runs), 'quick' (the whole pipeline, smaller: about "
                              "2 minutes), or a factor scaling the default's meta-training, e.g. 0.5 or 3")
@@ -68,6 +72,11 @@ def parse_job_overrides(items: list[str]) -> dict[str, dict]:
 
 def main(args) -> int:
     import sys
+
+    if args.family == "rl":
+        from marl_net import rl_job
+
+        return rl_job.main(args)
     from dataclasses import replace
     from pathlib import Path
 

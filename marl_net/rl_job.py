@@ -1,0 +1,500 @@
+"""The RL family of the main job (``marl-net run --family rl``): a learned RL rule against the hand RL rules.
+
+The network under the neurons' control is an RL agent (``marl_net.tasks.rl``, docs/rl_tasks.md).
+For each trained preset of :data:`TRAINED` one learned rule is meta-trained on **train-split**
+lifetimes with fast-path PPO (``marl_net.fast.tune_trainable.train_fast``; one Tune launch, a
+trial per preset), then every rule is measured on **held-out** lifetimes of the presets it
+answers for: unseen arm probabilities (``bandit2``, ``bandit10``), unseen Harlow objects
+(``harlow``), unseen mazes (``maze``) and the larger maze (``maze_large``, with the rule
+meta-trained on ``maze``). Beside the learned rule, under identical conditions (the same per-copy
+seeds, hence the same held-out tasks, initial weights and action noise):
+
+- ``reinforce`` and ``reinforce_backprop`` (``marl_net.policies.rl_hand_rules``), each step size
+  tuned on train-split lifetimes over ``rl_baselines.GRID`` as ``python -m marl_net.rl_baselines``
+  does (``maze_large`` takes ``maze``'s step size);
+- ``uniform`` (a network that never changes) and, on the bandits, ``thompson`` (Beta(1, 1)
+  Thompson sampling, regret only: the Bayes-optimal-like reference, not a weight-changing rule).
+
+What the learned rule sees (:data:`OBSERVATIONS`): the env's local defaults plus the RL signals
+``inner_reward``, ``reward_prediction_error`` (global, neuromodulator-like), ``output_eligibility``
+and ``reinforce_update`` (local, output synapses): the information of the three-factor
+``reinforce`` rule, nothing privileged (no backprop gradient). The meta-training reward is
+``global_loss`` (every synapse is paid the step's mean inner reward) with ``gamma`` 0.99: the
+agents maximize the reward of the whole lifetime.
+
+``results.json`` follows the ladder's layout::
+
+    {"family": "rl", "budget": {...}, "seed": S, "seconds": ...,
+     "levels": {"rl_PRESET": {"observations", "policy", "memory", "env", "ppo", "train": {...}}},
+     "numerics": {...},
+     "tuned_lr": {"PRESET": {"reinforce": lr, "reinforce_backprop": lr}},
+     "heldout": {"PRESET": {"RULE": {"mean_reward", "regret" | "correct_after_first" |
+                                     "steps_to_first_reward", "curve_mean", "curve_std"}}},
+     "settings": {"PRESET": {env config of the learned rule}}, "networks": {"PRESET": {...}},
+     "skipped": {}, "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [...]}
+
+RULE is ``learned_rl`` or ``reinforce``, ``reinforce_backprop``, ``uniform``, ``thompson``;
+``curve_mean`` / ``curve_std`` are the mean reward per inner step over held-out lifetimes (mean and
+std over networks). Targets (:func:`targets`, checked by ``marl-net check``): Harlow
+``correct_after_first >= 0.9``; maze ``steps_to_first_reward <= 30`` on held-out mazes; on each
+bandit the learned rule's cumulative regret / tuned ``reinforce_backprop``'s ``<= 1``. The larger
+maze and Thompson sampling are reported, not targets. Also written: ``table.md``,
+``curves_rl.png`` (reward per inner step, a panel per preset), TensorBoard logs (meta-training
+under ``tune/``, held-out reward curves under ``tb/heldout/PRESET/RULE``) and the learned rules as
+``policies/rl_PRESET.pt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from marl_net.config import EnvConfig
+from marl_net.observations import DEFAULT_FEATURES
+
+# Trained preset -> the held-out presets its learned rule is measured on.
+TRAINED: dict[str, tuple[str, ...]] = {"bandit2": ("bandit2",), "bandit10": ("bandit10",), "harlow": ("harlow",),
+                                       "maze": ("maze", "maze_large")}
+RL_SIGNALS = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update")
+OBSERVATIONS = tuple(DEFAULT_FEATURES) + RL_SIGNALS
+ENV = dict(observations=OBSERVATIONS, reward="global_loss", ownership="outgoing", action_scale=0.5)
+POLICY = dict(hidden=32, depth=2, init_log_std=-2.5)
+PPO = dict(lr=1e-3, gamma=0.99, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
+SECTIONS = {"env": ENV, "policy": POLICY, "ppo": PPO}
+HAND_RULES = ("reinforce", "reinforce_backprop")
+LEARNED = "learned_rl"
+HARLOW_BOUND, MAZE_BOUND, REGRET_RATIO_BOUND = 0.9, 30.0, 1.0
+
+
+@dataclass(frozen=True)
+class RLBudget:
+    """How much work the RL family does. ``copies`` is per PPO iteration; a preset whose lifetime
+    is shorter than 100 inner steps (Harlow: 10) gets proportionally more copies, so every trial
+    samples about the same number of agent-steps per iteration."""
+
+    name: str
+    iterations: int  # PPO iterations per trained preset
+    copies: int = 32
+    eval_episodes: int = 64  # held-out lifetimes per preset and rule
+    tune_seeds: int = 16  # train-split lifetimes per step size when tuning a hand rule
+
+    def __post_init__(self):
+        if min(self.iterations, self.copies, self.eval_episodes, self.tune_seeds) < 1:
+            raise ValueError(f"RL budget {self.name!r}: iterations, copies, eval_episodes and tune_seeds must be "
+                             "positive")
+
+    def copies_for(self, preset_name: str) -> int:
+        from marl_net.tasks.rl import preset
+
+        lifetime = preset(preset_name)["max_cycles"] + 1
+        return self.copies * max(1, 100 // lifetime)
+
+    def scaled(self, factor: float) -> "RLBudget":
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"--budget {factor!r}: a scale factor must be a finite positive number like 0.5 or 3")
+        return RLBudget(f"{factor:g}x", max(1, round(self.iterations * factor)), self.copies, self.eval_episodes,
+                        self.tune_seeds)
+
+
+BUDGETS = {
+    "default": RLBudget("default", iterations=30),
+    "quick": RLBudget("quick", iterations=2, copies=4, eval_episodes=4, tune_seeds=2),
+}
+
+
+def parse_budget(text: str) -> RLBudget:
+    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``)."""
+    if text in BUDGETS:
+        return BUDGETS[text]
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
+    return BUDGETS["default"].scaled(factor)
+
+
+def parse_presets(text: str | None) -> tuple[str, ...]:
+    """``--tasks`` for the RL family: comma-separated trained presets (default: all of :data:`TRAINED`)."""
+    if text is None:
+        return tuple(TRAINED)
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in names if t not in TRAINED]
+    if unknown or not names:
+        raise ValueError(f"--tasks {text!r}: the RL family meta-trains on {list(TRAINED)} (maze also answers for "
+                         "maze_large); e.g. --family rl --tasks bandit2,harlow")
+    return names
+
+
+def job_settings(name: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``{"env", "policy", "ppo"}`` of trained preset ``name``: the preset, :data:`ENV`,
+    :data:`POLICY`, :data:`PPO`, then ``overrides`` (``--set env.action_scale=0.2``)."""
+    from marl_net.tasks.rl import preset
+
+    overrides = dict(overrides or {})
+    unknown = [s for s in overrides if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"override section {unknown[0]!r} is unknown; choose from {list(SECTIONS)} "
+                         "(e.g. --set env.action_scale=0.2)")
+    base = {"env": {**preset(name), **ENV}, "policy": POLICY, "ppo": PPO}
+    return {k: {**v, **(overrides.get(k) or {})} for k, v in base.items()}
+
+
+def check_settings(presets: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Raise ValueError, naming the fix, on a setting the env, the policy or PPO refuses."""
+    from marl_net.fast.ppo import FastPPOConfig
+    from marl_net.policies.synapse_policy import PolicyConfig
+
+    for name in presets:
+        settings = job_settings(name, overrides)
+        for section, check in (("env", lambda s: EnvConfig.from_kwargs(**s)),
+                               ("ppo", lambda s: FastPPOConfig.from_kwargs(**s)),
+                               ("policy", lambda s: PolicyConfig(num_features=2, **s))):
+            try:
+                check(settings[section])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{section} setting: {exc.args[0] if exc.args else exc} (RL preset {name})") from exc
+
+
+def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+           device: str = "cpu") -> dict:
+    """The fast-path launch dict of trained preset ``name`` (learning rate annealed to 0)."""
+    settings = job_settings(name, overrides)
+    env = EnvConfig.from_kwargs(**settings["env"]).to_dict()
+    ppo = {"copies": budget.copies_for(name), "lr_anneal_iterations": budget.iterations, "device": device,
+           **settings["ppo"]}
+    return {"env": env, "policy": dict(settings["policy"]), "ppo": ppo,
+            "run": {"seed": seed, "checkpoint_frequency": 0, "checkpoint_at_end": True},
+            "stop": {"training_iteration": budget.iterations}}
+
+
+def train_trial(config: dict) -> None:
+    """Tune trainable: ``train_fast`` on ``config["launches"][config["trial"]]``."""
+    from marl_net.fast.tune_trainable import train_fast
+
+    train_fast(copy.deepcopy(config["launches"][config["trial"]]))
+
+
+train_trial._handles_checkpoint_freq = True
+train_trial._handles_checkpoint_at_end = True
+
+
+def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, device: str = "cpu",
+               overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """One Tune launch, a trial per trained preset; ``{preset: (policy, levels entry)}``."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    from marl_net.commands.tune import init_ray
+
+    out = Path(out).absolute()
+    launches = {name: launch(name, budget, seed, overrides, device) for name in presets}
+    started_here = not ray.is_initialized()
+    init_ray(address)
+    start = time.perf_counter()
+    tuner = tune.Tuner(train_trial, param_space={"trial": tune.grid_search(list(launches)), "launches": launches},
+                       run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
+                                                 failure_config=tune.FailureConfig(max_failures=1)))
+    try:
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    if grid.errors:
+        raise RuntimeError(f"{len(grid.errors)} RL meta-training trial(s) errored: {grid.errors[0]!r}")
+    wall = round(time.perf_counter() - start, 1)
+    trained = {}
+    for result in grid:
+        name = result.config["trial"]
+        metrics = result.metrics or {}
+        done = int(metrics.get("training_iteration") or 0)
+        if result.checkpoint is None or done < budget.iterations:
+            raise RuntimeError(f"RL meta-training stopped early: trial {name} ran {done} of {budget.iterations} "
+                               f"iterations (interrupted?); its Tune experiment is in {out / 'tune'}")
+        with result.checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
+        policy = policy_from_state(state["policy_config"], state["policy"]).eval()
+        env = launches[name]["env"]
+        trained[name] = (policy, {
+            "observations": list(env["observations"]), "env": env, "policy": policy.config.to_dict(),
+            "ppo": launches[name]["ppo"], "memory": str(policy.config.to_dict().get("memory") or "none"),
+            "train": {"iterations": done, "agent_steps": int(metrics.get("num_agent_steps_sampled_lifetime", 0)),
+                      "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
+                      "final_mean_reward": -float(metrics.get("inner_loss_final", float("nan"))),
+                      "trial_dir": str(result.path), "launch_seconds": wall}})
+    return trained
+
+
+def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+
+    policy = SynapsePolicy(PolicyConfig(**config))
+    policy.load_state_dict(state_dict)
+    return policy
+
+
+def learned_run(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence[int]):
+    """One lifetime of the learned rule (its Gaussian means) in one batched core, a copy per seed;
+    returns the :class:`~marl_net.rl_metrics.LifetimeRecorder`."""
+    from marl_net.core import NetworkWeightsCore
+    from marl_net.evaluation import check_policy_fits, policy_means
+    from marl_net.rl_metrics import LifetimeRecorder
+
+    check_policy_fits(policy, config)
+    act = policy_means(policy)
+    core = NetworkWeightsCore(config, copies=len(seeds))
+    core.seed([int(s) for s in seeds])
+    obs = core.reset()
+    recorder = LifetimeRecorder(core)
+    recorder.record()
+    e, a, k, f = obs.shape
+    with torch.no_grad():
+        for _ in range(config.max_cycles):
+            actions = act(obs.reshape(e * a, k, f)).reshape(e, a, k)
+            obs = core.step(torch.nan_to_num(actions.float(), nan=0.0)).obs
+            recorder.record()
+    return recorder
+
+
+def _entry(recorder) -> dict:
+    curve = recorder.reward_curve()
+    return {**recorder.summary(), "curve_mean": curve.mean(0).tolist(),
+            "curve_std": (curve.std(0) if curve.shape[0] > 1 else torch.zeros_like(curve[0])).tolist()}
+
+
+def seeds_for(seed: int, purpose: int, n: int) -> list[int]:
+    """``n`` per-copy seeds of the job seeded ``seed``: purpose 0 held-out lifetimes, 1 tuning."""
+    from marl_net.seeding import seed_from
+
+    return [seed_from(seed_from(seed, 1000 + purpose), i) for i in range(n)]
+
+
+def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: RLBudget, seed: int) -> dict:
+    """Held-out metrics of every learned rule and baseline: ``{"tuned_lr", "heldout", "settings", "networks"}``."""
+    from marl_net import rl_baselines
+    from marl_net.policies import rl_hand_rules
+    from marl_net.tasks.rl import preset
+
+    eval_seeds = seeds_for(seed, 0, budget.eval_episodes)
+    tune_seeds = seeds_for(seed, 1, budget.tune_seeds)
+    tuned: dict[tuple[str, str], float] = {}
+    out = {"tuned_lr": {}, "heldout": {}, "settings": {}, "networks": {}}
+    for trained_on, (policy, train_config) in policies.items():
+        for name in TRAINED[trained_on]:
+            learned_config = EnvConfig.from_kwargs(**{**train_config.to_dict(), **preset(name), "split": "heldout"})
+            row = {LEARNED: _entry(learned_run(policy, learned_config, eval_seeds))}
+            out["tuned_lr"][name] = {}
+            for rule in HAND_RULES:
+                source = rl_baselines.TUNED_ON.get(name, name)
+                if (rule, source) not in tuned:
+                    config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(source)))
+                    tuned[rule, source] = rl_hand_rules.tune(rule, config, rl_baselines.GRID, tune_seeds).best
+                lr = tuned[rule, source]
+                config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(name))).replace(split="heldout")
+                row[rule] = _entry(rl_hand_rules.run(rule, config, lr, eval_seeds, strict=False))
+                out["tuned_lr"][name][rule] = lr
+            base = EnvConfig(**preset(name, observations=("weight",)))
+            row["uniform"] = rl_baselines.uniform_policy(base, eval_seeds)
+            if base.task == "bandit":
+                probs = rl_baselines.heldout_arm_probabilities(base, eval_seeds)
+                row["thompson"] = {"regret": float(rl_baselines.thompson_regret(probs, base.max_cycles + 1, 16,
+                                                                                seed=seed).mean())}
+            out["heldout"][name] = row
+            out["settings"][name] = learned_config.to_dict()
+            out["networks"][name] = {"eval_episodes": budget.eval_episodes, "tune_seeds": budget.tune_seeds,
+                                     "tune_grid": list(rl_baselines.GRID),
+                                     "tuned_on": rl_baselines.TUNED_ON.get(name, name), "rule_trained_on": trained_on}
+    return out
+
+
+class Missing(Exception):
+    """A figure a target needs is not in the results."""
+
+
+def _figure(heldout: Mapping, task: str, rule: str, metric: str) -> float:
+    try:
+        return float(heldout[task][rule][metric])
+    except KeyError:
+        raise Missing(f"no {metric} of {rule} on {task}") from None
+
+
+def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
+    """(the RL family's targets results.json's figures allow, the skipped ones with the reason);
+    each ``{"name", "value", "op", "bound", "met"}`` as the ladder's."""
+    h = results.get("heldout") or {}
+    specs = [
+        ("rl/harlow: correct_after_first of learned_rl", ">=", HARLOW_BOUND,
+         lambda: _figure(h, "harlow", LEARNED, "correct_after_first")),
+        ("rl/maze: steps_to_first_reward of learned_rl (held-out mazes)", "<=", MAZE_BOUND,
+         lambda: _figure(h, "maze", LEARNED, "steps_to_first_reward")),
+    ]
+    for task in ("bandit2", "bandit10"):
+        specs.append((f"rl/{task}: regret learned_rl / tuned reinforce_backprop", "<=", REGRET_RATIO_BOUND,
+                      lambda t=task: _figure(h, t, LEARNED, "regret") / _figure(h, t, "reinforce_backprop", "regret")))
+    checked, skipped = [], []
+    for name, op, bound, fn in specs:
+        try:
+            value = float(fn())
+        except Missing as exc:
+            skipped.append({"name": name, "reason": str(exc)})
+            continue
+        met = math.isfinite(value) and (value <= bound if op == "<=" else value >= bound)
+        checked.append({"name": name, "value": value, "op": op, "bound": bound, "met": met})
+    return checked, skipped
+
+
+METRICS = ("mean_reward", "regret", "correct_after_first", "steps_to_first_reward")
+
+
+def table(results: Mapping) -> str:
+    """The markdown table of the held-out metrics, every preset and rule."""
+    lines = ["| preset | rule | step size | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS)]
+    for task, by_rule in results["heldout"].items():
+        for rule, e in by_rule.items():
+            lr = results["tuned_lr"].get(task, {}).get(rule)
+            step = f"{lr:g}" if lr is not None else (f"{results['settings'][task]['action_scale']:g}"
+                                                     if rule == LEARNED else "-")
+            cells = [f"{e[m]:.3g}" if m in e else "" for m in METRICS]
+            name = f"**{rule}**" if rule == LEARNED else rule
+            lines.append(f"| {task} | {name} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, heldout: Mapping) -> None:
+    """Mean reward per inner step (a running mean over 10 steps), a panel per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(heldout), figsize=(3.6 * len(heldout) + 0.8, 3.4), squeeze=False)
+    for ax, (task, by_rule) in zip(axes[0], heldout.items()):
+        for rule, e in by_rule.items():
+            if "curve_mean" not in e:
+                continue
+            c = np.asarray(e["curve_mean"])
+            w = min(10, len(c))
+            ax.plot(np.convolve(c, np.ones(w) / w, mode="valid"), label=rule, linewidth=2 if rule == LEARNED else 1)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("inner step")
+    axes[0][0].set_ylabel("held-out reward (mean over networks)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, results: Mapping) -> None:
+    """results.json, table.md, curves_rl.png and TensorBoard logs of the held-out reward curves."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "table.md").write_text(table(results))
+    plot(out / "curves_rl.png", results["heldout"])
+    for task, by_rule in results["heldout"].items():
+        for rule, e in by_rule.items():
+            if "curve_mean" not in e:
+                continue
+            with SummaryWriter(log_dir=str(out / "tb" / "heldout" / task / rule)) as writer:
+                for t, (m, s) in enumerate(zip(e["curve_mean"], e["curve_std"])):
+                    writer.add_scalar("reward/mean", m, t)
+                    writer.add_scalar("reward/std", s, t)
+                for metric in METRICS:
+                    if metric in e:
+                        writer.add_scalar(f"summary/{metric}", e[metric], len(e["curve_mean"]))
+
+
+def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], level: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": policy.config.to_dict(), "state_dict": policy.state_dict(), "env": dict(env),
+                "level": level}, path)
+    return path
+
+
+def run(budget: RLBudget, out: Path, seed: int = 0, presets: Sequence[str] | None = None, device: str = "cpu",
+        overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None) -> dict:
+    """The RL family's whole job; returns the results dict (also written to ``out/results.json``)."""
+    from marl_net import numerics
+
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    presets = tuple(presets or TRAINED)
+    check_settings(presets, overrides)
+    trained = meta_train(presets, budget, seed, out, device, overrides, address)
+    policies = {}
+    for name, (policy, entry) in trained.items():
+        save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}")
+        policies[name] = (policy, EnvConfig.from_kwargs(**entry["env"]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with numerics.recording() as ran:
+            evaluated = evaluate(policies, budget, seed)
+        evaluated_with = numerics.describe("cpu", ran)
+    finally:
+        torch.set_num_threads(threads)
+    results = {"family": "rl", "budget": asdict(budget), "seed": seed,
+               "levels": {f"rl_{name}": entry for name, (_, entry) in trained.items()},
+               **evaluated, "skipped": {}, "numerics": evaluated_with}
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    results["targets"], results["targets_skipped"] = targets(results)
+    write_report(out, results)
+    return results
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
+    """``--set section.key=value`` items (sections env, policy, ppo) -> :func:`run`'s overrides."""
+    from marl_net.experiment import parse_override
+
+    overrides: dict[str, dict] = {}
+    for item in items:
+        parts, value = parse_override(item)
+        if len(parts) != 2 or parts[0] not in SECTIONS:
+            raise ValueError(f"--set {item!r}: with --family rl write SECTION.KEY=VALUE with SECTION one of "
+                             f"{list(SECTIONS)}, e.g. --set env.action_scale=0.2")
+        overrides.setdefault(parts[0], {})[parts[1]] = value
+    return overrides
+
+
+def main(args) -> int:
+    """``marl-net run --family rl``: the options ``--budget``, ``--tasks`` (trained presets),
+    ``--out``, ``--seed``, ``--device``, ``--address`` and ``--set``."""
+    import sys
+
+    budget = parse_budget(args.budget)
+    presets = parse_presets(getattr(args, "tasks", None))
+    overrides = parse_overrides(getattr(args, "overrides", []) or [])
+    check_settings(presets, overrides)  # refuse a bad setting now, naming the fix
+    out = Path(args.out)
+    print(f"marl-net run --family rl: budget {budget.name} ({budget.iterations} PPO iterations x "
+          f"{budget.copies}+ networks per preset), meta-training on {list(presets)}, output in {out}/")
+    try:
+        results = run(budget, out, seed=args.seed, presets=presets, device=args.device, overrides=overrides,
+                      address=getattr(args, "address", None))
+    except RuntimeError as exc:
+        print(f"marl-net run: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print((out / "table.md").read_text())
+    for level, entry in results["levels"].items():
+        t = entry["train"]
+        print(f"meta-training {level}: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps, "
+              f"{t['seconds']} s in its trial")
+    met = sum(t["met"] for t in results["targets"])
+    print(f"targets: {met} of {len(results['targets'])} met; `marl-net check {out}` lists them")
+    print(f"whole run: {results['seconds']} s\nresults:     {out / 'results.json'}\ntable:       {out / 'table.md'}\n"
+          f"curves:      {out / 'curves_rl.png'}\ntensorboard: tensorboard --logdir {out}\n"
+          f"policies:    {out}/policies/rl_PRESET.pt")
+    return 0
