@@ -105,7 +105,7 @@ class RLBudget:
 
 
 BUDGETS = {
-    "default": RLBudget("default", iterations=30),
+    "default": RLBudget("default", iterations=40),
     "quick": RLBudget("quick", iterations=2, copies=4, eval_episodes=4, tune_seeds=2),
 }
 
@@ -468,11 +468,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
     return overrides
 
 
+SUPERVISED_ONLY = {"observations": None, "restarts": 1, "levels": None, "kernels": None}  # run's options, defaults
+
+
 def main(args) -> int:
     """``marl-net run --family rl``: the options ``--budget``, ``--tasks`` (trained presets),
     ``--out``, ``--seed``, ``--device``, ``--address`` and ``--set``."""
     import sys
 
+    for option, default in SUPERVISED_ONLY.items():
+        if getattr(args, option, default) != default:
+            raise ValueError(f"--{option} is an option of --family supervised; drop it with --family rl "
+                             "(the RL family's options: --budget, --tasks, --out, --seed, --device, --address, --set)")
     budget = parse_budget(args.budget)
     presets = parse_presets(getattr(args, "tasks", None))
     overrides = parse_overrides(getattr(args, "overrides", []) or [])

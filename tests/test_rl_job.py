@@ -1,0 +1,131 @@
+"""The RL family of the main job (``marl-net run --family rl``, ``marl_net.rl_job``): one quick run
+through the command line (real Tune, real fast-path PPO, real hand rules), its results.json,
+report and targets, and ``marl-net check`` on it."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from marl_net import cli, rl_job
+from marl_net.config import EnvConfig
+from marl_net.core import NetworkWeightsCore
+from marl_net.policies import rl_hand_rules
+from marl_net.tasks.rl import preset
+
+TASK_METRIC = {"bandit2": "regret", "bandit10": "regret", "harlow": "correct_after_first",
+               "maze": "steps_to_first_reward", "maze_large": "steps_to_first_reward"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rl_quick")
+    torch.set_num_threads(1)
+    code = cli.main(["run", "--family", "rl", "--budget", "quick", "--out", str(out), "--seed", "3"])
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
+    out, results = quick_run
+    assert results["family"] == "rl" and results["seed"] == 3
+    assert set(results["levels"]) == {f"rl_{p}" for p in rl_job.TRAINED}
+    for level in results["levels"].values():
+        assert level["observations"] == list(rl_job.OBSERVATIONS)
+        assert level["train"]["iterations"] == rl_job.BUDGETS["quick"].iterations
+    assert list(results["heldout"]) == ["bandit2", "bandit10", "harlow", "maze", "maze_large"]
+    for task, by_rule in results["heldout"].items():
+        expected = {rl_job.LEARNED, "reinforce", "reinforce_backprop", "uniform"}
+        expected |= {"thompson"} if task.startswith("bandit") else set()
+        assert set(by_rule) == expected
+        lifetime = preset(task)["max_cycles"] + 1
+        for rule in (rl_job.LEARNED, *rl_job.HAND_RULES):
+            e = by_rule[rule]
+            assert TASK_METRIC[task] in e and "mean_reward" in e
+            assert len(e["curve_mean"]) == len(e["curve_std"]) == lifetime
+            assert e["mean_reward"] == pytest.approx(sum(e["curve_mean"]) / lifetime, rel=1e-5, abs=1e-6)
+        assert set(results["tuned_lr"][task]) == set(rl_job.HAND_RULES)
+    # the larger maze is measured with the rule meta-trained on maze and the hand rules' maze step sizes
+    assert results["tuned_lr"]["maze_large"] == results["tuned_lr"]["maze"]
+    assert results["settings"]["maze_large"]["task_kwargs"]["size"] == 11
+    assert results["settings"]["maze_large"]["split"] == "heldout"
+    for name in ("table.md", "curves_rl.png", "policies/rl_maze.pt"):
+        assert (out / name).is_file()
+    assert "| harlow | **learned_rl** |" in (out / "table.md").read_text()
+    assert any((out / "tb" / "heldout" / "harlow" / rl_job.LEARNED).iterdir())
+    assert any((out / "tune").rglob("events.out.tfevents*"))  # meta-training's TensorBoard logs
+
+
+def test_the_saved_learned_rule_reproduces_its_held_out_row(quick_run):
+    out, results = quick_run
+    saved = torch.load(out / "policies" / "rl_harlow.pt", weights_only=False)
+    policy = rl_job.policy_from_state(saved["config"], saved["state_dict"]).eval()
+    config = EnvConfig.from_kwargs(**results["settings"]["harlow"])
+    seeds = rl_job.seeds_for(3, 0, results["budget"]["eval_episodes"])
+    summary = rl_job.learned_run(policy, config, seeds).summary()
+    assert summary["correct_after_first"] == pytest.approx(results["heldout"]["harlow"][rl_job.LEARNED]["correct_after_first"])
+
+
+def test_check_reports_the_rl_targets_and_exits_1_on_a_miss(quick_run, tmp_path, capsys):
+    out, results = quick_run
+    names = [t["name"] for t in results["targets"]]
+    assert len(names) == 4 and results["targets_skipped"] == []
+    code = cli.main(["check", str(out)])
+    printed = capsys.readouterr().out
+    assert code == (0 if all(t["met"] for t in results["targets"]) else 1)
+    assert all(name in printed for name in names)
+    # the same run with every target met passes
+    passing = json.loads(json.dumps(results))
+    h = passing["heldout"]
+    h["harlow"][rl_job.LEARNED]["correct_after_first"] = 0.95
+    h["maze"][rl_job.LEARNED]["steps_to_first_reward"] = 12.0
+    for b in ("bandit2", "bandit10"):
+        h[b][rl_job.LEARNED]["regret"] = h[b]["reinforce_backprop"]["regret"]
+    (tmp_path / "results.json").write_text(json.dumps(passing))
+    assert cli.main(["check", str(tmp_path)]) == 0
+
+
+def test_targets_on_hand_made_figures():
+    heldout = {"harlow": {rl_job.LEARNED: {"correct_after_first": 0.89}},
+               "maze": {rl_job.LEARNED: {"steps_to_first_reward": 30.0}},
+               "bandit2": {rl_job.LEARNED: {"regret": 6.0}, "reinforce_backprop": {"regret": 5.0}}}
+    checked, skipped = rl_job.targets({"heldout": heldout})
+    by_name = {t["name"].split(":")[0]: t for t in checked}
+    assert by_name["rl/harlow"]["met"] is False and by_name["rl/maze"]["met"] is True
+    assert by_name["rl/bandit2"]["value"] == pytest.approx(1.2) and by_name["rl/bandit2"]["met"] is False
+    assert [s["name"].split(":")[0] for s in skipped] == ["rl/bandit10"]  # no figures: skipped, not met
+
+
+def test_learned_and_hand_rules_see_the_same_held_out_tasks_and_initial_weights():
+    seeds = rl_job.seeds_for(0, 0, 3)
+    learned = EnvConfig.from_kwargs(**{**rl_job.job_settings("bandit10")["env"], "split": "heldout"})
+    hand = EnvConfig(**rl_hand_rules.env_kwargs("reinforce", **preset("bandit10"))).replace(split="heldout")
+    cores = []
+    for config in (learned, hand):
+        core = NetworkWeightsCore(config, copies=len(seeds))
+        core.seed(seeds)
+        core.reset()
+        cores.append(core)
+    assert torch.equal(cores[0].rl_state["arm_probs"], cores[1].rl_state["arm_probs"])
+    assert all(torch.equal(a, b) for a, b in zip(cores[0].params, cores[1].params))
+    assert torch.equal(cores[0].rl_state["prev_action"], cores[1].rl_state["prev_action"])  # the first action too
+
+
+def test_bad_rl_settings_name_the_fix():
+    with pytest.raises(ValueError, match="maze_large"):
+        rl_job.parse_presets("cartpole")
+    with pytest.raises(ValueError, match="--set"):
+        rl_job.parse_overrides(["optim.lr=1"])
+    with pytest.raises(ValueError, match="RL preset harlow"):
+        rl_job.check_settings(["harlow"], {"env": {"reward": "difference"}})
+    with pytest.raises(ValueError, match="scale factor"):
+        rl_job.parse_budget("nan")
+    with pytest.raises(ValueError, match="positive"):
+        replace(rl_job.BUDGETS["quick"], iterations=0)
+
+
+def test_supervised_only_options_are_refused_with_family_rl(capsys):
+    assert cli.main(["run", "--family", "rl", "--restarts", "2", "--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "--restarts is an option of --family supervised" in err and len(err.strip().splitlines()) == 1
