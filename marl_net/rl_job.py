@@ -2,8 +2,8 @@
 
 The network under the neurons' control is an RL agent (``marl_net.tasks.rl``, docs/rl_tasks.md).
 For each trained preset of :data:`TRAINED` one learned rule is meta-trained on **train-split**
-lifetimes with fast-path PPO (``marl_net.fast.tune_trainable.train_fast``; one Tune launch, a
-trial per preset), then every rule is measured on **held-out** lifetimes of the presets it
+lifetimes with fast-path PPO (one Tune launch of the ladder's trainable
+``marl_net.meta_training.train_level``, a trial per preset), then every rule is measured on **held-out** lifetimes of the presets it
 answers for: unseen arm probabilities (``bandit2``, ``bandit10``), unseen Harlow objects
 (``harlow``), unseen mazes (``maze``) and the larger maze (``maze_large``, with the rule
 meta-trained on ``maze``). Beside the learned rule, under identical conditions (the same per-copy
@@ -41,12 +41,11 @@ bandit the learned rule's cumulative regret / tuned ``reinforce_backprop``'s ``<
 maze and Thompson sampling are reported, not targets. Also written: ``table.md``,
 ``curves_rl.png`` (reward per inner step, a panel per preset), TensorBoard logs (meta-training
 under ``tune/``, held-out reward curves under ``tb/heldout/PRESET/RULE``) and the learned rules as
-``policies/rl_PRESET.pt``.
+``policies/rl_PRESET.pt`` (``marl_net.meta_training.save_policy``; read back with ``load_policy``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -175,33 +174,25 @@ def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mappi
             "stop": {"training_iteration": budget.iterations}}
 
 
-def train_trial(config: dict) -> None:
-    """Tune trainable: ``train_fast`` on ``config["launches"][config["trial"]]``."""
-    from marl_net.fast.tune_trainable import train_fast
-
-    train_fast(copy.deepcopy(config["launches"][config["trial"]]))
-
-
-train_trial._handles_checkpoint_freq = True
-train_trial._handles_checkpoint_at_end = True
-
-
 def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, device: str = "cpu",
-               overrides: Mapping[str, Mapping[str, Any]] | None = None,
-               address: str | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
-    """One Tune launch, a trial per trained preset; ``{preset: (policy, levels entry)}``."""
+               overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None,
+               kernels: bool | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """One Tune launch of the ladder's trainable (``marl_net.meta_training.train_level``), a trial
+    per trained preset; ``{preset: (policy, levels entry)}``."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
 
     from marl_net.commands.tune import init_ray
+    from marl_net.meta_training import policy_from_state, train_level
 
     out = Path(out).absolute()
     launches = {name: launch(name, budget, seed, overrides, device) for name in presets}
     started_here = not ray.is_initialized()
-    init_ray(address)
+    init_ray(address, log_to_driver=False)
     start = time.perf_counter()
-    tuner = tune.Tuner(train_trial, param_space={"trial": tune.grid_search(list(launches)), "launches": launches},
+    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches,
+                                                 "kernels": kernels},
                        run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=1)))
     try:
@@ -227,19 +218,12 @@ def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, d
         trained[name] = (policy, {
             "observations": list(env["observations"]), "env": env, "policy": policy.config.to_dict(),
             "ppo": launches[name]["ppo"], "memory": str(policy.config.to_dict().get("memory") or "none"),
+            "numerics": state.get("numerics"),
             "train": {"iterations": done, "agent_steps": int(metrics.get("num_agent_steps_sampled_lifetime", 0)),
                       "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
                       "final_mean_reward": -float(metrics.get("inner_loss_final", float("nan"))),
                       "trial_dir": str(result.path), "launch_seconds": wall}})
     return trained
-
-
-def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
-
-    policy = SynapsePolicy(PolicyConfig(**config))
-    policy.load_state_dict(state_dict)
-    return policy
 
 
 def learned_run(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence[int]):
@@ -415,27 +399,30 @@ def write_report(out: Path, results: Mapping) -> None:
                         writer.add_scalar(f"summary/{metric}", e[metric], len(e["curve_mean"]))
 
 
-def save_policy(path: Path, policy: torch.nn.Module, env: Mapping[str, Any], level: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": policy.config.to_dict(), "state_dict": policy.state_dict(), "env": dict(env),
-                "level": level}, path)
-    return path
-
-
 def run(budget: RLBudget, out: Path, seed: int = 0, presets: Sequence[str] | None = None, device: str = "cpu",
-        overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None) -> dict:
-    """The RL family's whole job; returns the results dict (also written to ``out/results.json``)."""
+        overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None,
+        kernels: bool | None = None) -> dict:
+    """The RL family's whole job; returns the results dict (also written to ``out/results.json``).
+    ``kernels``: the C++ kernels on or off in meta-training and evaluation (None: as configured)."""
     from marl_net import numerics
+
+    with numerics.kernels(kernels):
+        return _run(budget, out, seed, presets, device, overrides, address, kernels)
+
+
+def _run(budget, out, seed, presets, device, overrides, address, kernels) -> dict:
+    from marl_net import numerics
+    from marl_net.meta_training import save_policy
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     presets = tuple(presets or TRAINED)
     check_settings(presets, overrides)
-    trained = meta_train(presets, budget, seed, out, device, overrides, address)
+    trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels)
     policies = {}
     for name, (policy, entry) in trained.items():
-        save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}")
+        save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}", entry["numerics"])
         policies[name] = (policy, EnvConfig.from_kwargs(**entry["env"]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -468,18 +455,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
     return overrides
 
 
-SUPERVISED_ONLY = {"observations": None, "restarts": 1, "levels": None, "kernels": None}  # run's options, defaults
+SUPERVISED_ONLY = {"observations": None, "restarts": 1, "levels": None}  # run's options, defaults
 
 
 def main(args) -> int:
     """``marl-net run --family rl``: the options ``--budget``, ``--tasks`` (trained presets),
-    ``--out``, ``--seed``, ``--device``, ``--address`` and ``--set``."""
+    ``--out``, ``--seed``, ``--device``, ``--address``, ``--set`` and ``--kernels``."""
     import sys
 
     for option, default in SUPERVISED_ONLY.items():
         if getattr(args, option, default) != default:
             raise ValueError(f"--{option} is an option of --family supervised; drop it with --family rl "
-                             "(the RL family's options: --budget, --tasks, --out, --seed, --device, --address, --set)")
+                             "(the RL family's options: --budget, --tasks, --out, --seed, --device, --address, --set, --kernels)")
     budget = parse_budget(args.budget)
     presets = parse_presets(getattr(args, "tasks", None))
     overrides = parse_overrides(getattr(args, "overrides", []) or [])
@@ -488,8 +475,9 @@ def main(args) -> int:
     print(f"marl-net run --family rl: budget {budget.name} ({budget.iterations} PPO iterations x "
           f"{budget.copies}+ networks per preset), meta-training on {list(presets)}, output in {out}/")
     try:
+        kernels = getattr(args, "kernels", None)
         results = run(budget, out, seed=args.seed, presets=presets, device=args.device, overrides=overrides,
-                      address=getattr(args, "address", None))
+                      address=getattr(args, "address", None), kernels=None if kernels is None else kernels == "on")
     except RuntimeError as exc:
         print(f"marl-net run: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import torch
 from marl_net import cli, rl_job
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
+from marl_net.meta_training import load_policy
 from marl_net.policies import rl_hand_rules
 from marl_net.tasks.rl import preset
 
@@ -59,8 +60,8 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
 
 def test_the_saved_learned_rule_reproduces_its_held_out_row(quick_run):
     out, results = quick_run
-    saved = torch.load(out / "policies" / "rl_harlow.pt", weights_only=False)
-    policy = rl_job.policy_from_state(saved["config"], saved["state_dict"]).eval()
+    policy, trained_env, level = load_policy(out / "policies" / "rl_harlow.pt")
+    assert level == "rl_harlow" and trained_env.split == "train" and trained_env.task == "harlow"
     config = EnvConfig.from_kwargs(**results["settings"]["harlow"])
     seeds = rl_job.seeds_for(3, 0, results["budget"]["eval_episodes"])
     summary = rl_job.learned_run(policy, config, seeds).summary()
@@ -129,3 +130,17 @@ def test_supervised_only_options_are_refused_with_family_rl(capsys):
     assert cli.main(["run", "--family", "rl", "--restarts", "2", "--out", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err
     assert "--restarts is an option of --family supervised" in err and len(err.strip().splitlines()) == 1
+
+
+def test_family_rl_tasks_name_trained_presets(capsys):
+    assert cli.main(["run", "--family", "rl", "--tasks", "cartpole", "--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert "maze_large" in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_takes_the_median_of_several_rl_runs(quick_run, capsys):
+    out, results = quick_run
+    code = cli.main(["check", str(out), str(out)])
+    printed = capsys.readouterr().out
+    assert code == (0 if all(t["met"] for t in results["targets"]) else 1)
+    assert "rl/harlow" in printed and "median of 2 runs" in printed
