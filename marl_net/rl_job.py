@@ -104,7 +104,7 @@ class RLBudget:
 
 
 BUDGETS = {
-    "default": RLBudget("default", iterations=40),
+    "default": RLBudget("default", iterations=150),
     "quick": RLBudget("quick", iterations=2, copies=4, eval_episodes=4, tune_seeds=2),
 }
 
