@@ -57,6 +57,8 @@ BAD_INPUT_CASES = {
     "missing launch config": (["tune", "--config", "no/such/launch.yaml"], "marl-net tune: launch config "
                                                                            "'no/such/launch.yaml' does not exist"),
     "missing checkpoint": (["eval", "no/such/checkpoint"], "marl-net eval: checkpoint 'no/such/checkpoint' does not exist"),
+    "bench without threads": (["bench", "throughput", "--threads", "0"], r"marl-net bench: --threads 0: give at least "
+                                                                          "1 torch thread"),
 }
 
 
