@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from marl_net.suite import SUITE
 
@@ -71,14 +71,17 @@ BUDGETS = {
 }
 
 
-def parse_budget(text: str) -> Budget:
-    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``)."""
-    if text in BUDGETS:
-        return BUDGETS[text]
+def parse_budget(text: str, budgets: Mapping[str, Any] | None = None):
+    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``), from
+    ``budgets`` (a name -> budget table with a ``"default"`` entry that has ``scaled``; the ladder's
+    :data:`BUDGETS` when None)."""
+    budgets = BUDGETS if budgets is None else budgets
+    if text in budgets:
+        return budgets[text]
     try:
         factor = float(text)
     except ValueError:
-        raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
+        raise ValueError(f"--budget {text!r}: choose {sorted(budgets)} or a positive scale factor like 0.5") from None
     if not math.isfinite(factor):
         raise ValueError(f"--budget {text!r}: a scale factor must be a finite positive number like 0.5 or 3")
-    return BUDGETS["default"].scaled(factor)
+    return budgets["default"].scaled(factor)

@@ -56,6 +56,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from marl_net import budgets
 from marl_net.config import EnvConfig
 from marl_net.observations import DEFAULT_FEATURES
 
@@ -110,14 +111,9 @@ BUDGETS = {
 
 
 def parse_budget(text: str) -> RLBudget:
-    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``)."""
-    if text in BUDGETS:
-        return BUDGETS[text]
-    try:
-        factor = float(text)
-    except ValueError:
-        raise ValueError(f"--budget {text!r}: choose {sorted(BUDGETS)} or a positive scale factor like 0.5") from None
-    return BUDGETS["default"].scaled(factor)
+    """``default``, ``quick``, or a factor scaling the default's meta-training (``0.5``, ``2``):
+    :func:`marl_net.budgets.parse_budget` over this family's budgets."""
+    return budgets.parse_budget(text, BUDGETS)
 
 
 def parse_presets(text: str | None) -> tuple[str, ...]:
