@@ -50,6 +50,8 @@ class EnvConfig:
     divergence_threshold: float = 1.0e4  # |loss| or |w| beyond it ends the episode
     divergence_penalty: float = 10.0  # reward of every agent on the diverging step is -penalty
     crash_probability: float = 0.0  # for fault-tolerance tests: step() raises with this probability
+    # RL tasks: "env" (default) or "chung": the random draws of `marl-net reproduce chung` (see _check_rl_draws)
+    rl_draws: str = "env"
 
     def __post_init__(self):
         check_field_types(self)  # types first: no string, float or bool passes for a size or a flag
@@ -82,6 +84,7 @@ class EnvConfig:
                              "'output_gradient'")
         check_split(self.split)
         self._check_rl()
+        self._check_rl_draws()
         spec = self.network_spec()  # validates activations, init_gain
         check_mode(self.feedback)
         if uses_feedback(signals):
@@ -111,6 +114,26 @@ class EnvConfig:
         if wrong:
             raise ValueError(f"observations {wrong} compare a perturbed supervised loss with the step's loss, which "
                              f"task={self.task!r} (RL) does not have: drop them (see marl_net.rl_features)")
+
+    def _check_rl_draws(self) -> None:
+        """``rl_draws="chung"`` makes an RL lifetime draw its randomness as Chung's trainer
+        (``marl_net.reproduce.control``) does for the same seed s: one generator keyed
+        ``(s, STREAM_ACTOR)`` (``marl_net.reproduce.randomness``) draws the initial weights
+        (Glorot-uniform, biases U(-1e-3, 1e-3): ``marl_net.rules.reinforce.init_params``) and then every
+        step's hidden-unit and action uniforms, 1,024 steps at a time (``UniformStream``); CartPole's
+        start states come from Gymnasium's reset stream seeded s (``CartPole.use_gym_resets``). It
+        needs task='cartpole', one inner copy (Chung: one environment per seed), biases, and logits
+        out; the copies are reset together (one lifetime per seed)."""
+        if self.rl_draws not in ("env", "chung"):
+            raise ValueError(f"rl_draws={self.rl_draws!r} is unknown; choose 'env' or 'chung'")
+        if self.rl_draws == "env":
+            return
+        wrong = {"task": (self.task, "cartpole"), "batch_size": (self.batch_size, 1), "bias": (self.bias, True),
+                 "output_activation": (self.output_activation, "linear")}
+        for name, (value, need) in wrong.items():
+            if value != need:
+                raise ValueError(f"rl_draws='chung' draws as Chung's CartPole trainer: pass {name}={need!r} "
+                                 f"(got {value!r}), or rl_draws='env'")
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(self.layers, self.hidden_activation, self.output_activation, self.bias, self.init_gain)

@@ -24,7 +24,10 @@ RL inner tasks (``marl_net.tasks.rl``): the network is a policy acting in ``batc
 copies of its task. A step then applies the weight changes, runs the forward pass on the RL²
 input, samples actions (noise generator), steps the task (data generator) and takes the loss
 ``-mean reward``; the running reward baseline ``[E]`` is core state, reset to 0 with the network.
-Supervised tasks take none of these paths and draw exactly what they drew before.
+Supervised tasks take none of these paths and draw exactly what they drew before. With
+``rl_draws="chung"`` (``EnvConfig``) the initial weights, the Bernoulli units' and the actions'
+uniforms and CartPole's start states are drawn as ``marl-net reproduce chung`` draws them for the
+same seeds (one uniform stream per copy, :class:`marl_net.reproduce.randomness.UniformStream`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from marl_net.feedback_alignment import draw_feedback, uses_feedback
 from marl_net.network import forward, init_weights, join_bias, split_bias
 from marl_net.observations import LAYOUTS, observe
 from marl_net.ownership import Ownership
+from marl_net.reproduce.randomness import STREAM_ACTOR, UniformStream, copy_generators
 from marl_net.rewards import REWARDS, compute_rewards
+from marl_net.rules.reinforce import init_params as chung_init_params
 from marl_net.tasks import make_task, sample_task_id
 from marl_net.tasks.rl import RLTask, assign_state, index_state
 
@@ -85,6 +90,12 @@ class NetworkWeightsCore:
         self.task = make_task(config.task, self.spec.layers[0], self.spec.layers[-1], **config.task_kwargs)
         self.task.check_network(self.spec.layers[0], self.spec.layers[-1])
         self.rl = isinstance(self.task, RLTask)
+        if self.rl and self.task.reference_logit and "gradient" in accumulators.signals_of(config.observations):
+            raise ValueError("the 'gradient' feature (REINFORCE surrogate over every logit) is undefined with "
+                             "reference_logit=True: drop it, or pass reference_logit=False")
+        self.chung_draws = config.rl_draws == "chung"
+        self.seeds: list[int] | None = None
+        self.chung_stream: UniformStream | None = None
         self.scheme = REWARDS[config.reward]
         self.num_features = len(config.observations) + 1
         # accumulator features (ema<decay>[<signal>]): their state, {name: [E, rows, cols] per layer},
@@ -107,6 +118,7 @@ class NetworkWeightsCore:
     def seed(self, seeds: Sequence[int]) -> None:
         if len(seeds) != self.copies:
             raise ValueError(f"got {len(seeds)} seeds for {self.copies} copies; pass one seed per copy")
+        self.seeds = [int(s) for s in seeds]
         self.data_gens = seeding.make_generators([seeding.seed_from(s, 0) for s in seeds])
         self.noise_gens = seeding.make_generators([seeding.seed_from(s, 1) for s in seeds])
         import random
@@ -124,6 +136,9 @@ class NetworkWeightsCore:
         else:
             if not self.is_reset:
                 raise ValueError("the first reset must reset every copy: call reset() without a mask")
+            if self.chung_draws:
+                raise ValueError("rl_draws='chung' runs one lifetime per seed in one uniform stream: reset every "
+                                 "copy (reset() without a mask)")
             idx = torch.nonzero(copies.cpu()).flatten().tolist()
             if not idx:
                 return self.last_obs
@@ -187,8 +202,15 @@ class NetworkWeightsCore:
         states, that a draw at every step would give; integer draws are serial). RL: weights, the
         inner copies' first states, a zero reward baseline, and the task's reward scale as the
         initial loss (see ``marl_net.tasks.rl``)."""
-        if self.rl:
+        if self.rl and self.chung_draws:  # every copy (partial resets are refused): Chung's draws
+            actor_gens = copy_generators(self.seeds, STREAM_ACTOR, self.device)
+            init = chung_init_params(self.spec, actor_gens, device=self.device)
+            params = join_bias(init[0::2], init[1::2])
+            self.chung_stream = UniformStream(actor_gens, self._chung_width())
+            self.task.use_gym_resets(self.seeds)
+        elif self.rl:
             params = join_bias(*init_weights(self.spec, gens, device=self.device))
+        if self.rl:
             return {
                 "params": params,
                 "rl_state": self.task.initial_state(task_ids, gens, self.config.batch_size, self.device),
@@ -293,10 +315,12 @@ class NetworkWeightsCore:
             x, y = seeding.take_minibatch(self.inputs, self.targets, self._batch_rows(sel, pick), idx)
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
-        fwd = forward(self.spec, weights, x, biases, generators=noise_gens)
+        bernoulli_uniforms, action_uniforms = self._chung_uniforms() if self.chung_draws else (None, None)
+        fwd = forward(self.spec, weights, x, biases, generators=noise_gens, bernoulli_uniforms=bernoulli_uniforms)
         rl_step = None
         if self.rl:  # act, step the task, keep the new state and baseline; loss = -mean reward
-            state, rl_step = self.task.act(state, fwd.output, take(self.baseline), noise_gens, pick(self.data_gens))
+            state, rl_step = self.task.act(state, fwd.output, take(self.baseline), noise_gens, pick(self.data_gens),
+                                           action_uniforms)
             baseline = rl_step.baseline + self.task.baseline_rate * rl_step.rpe
             if sel is None:
                 self.rl_state, self.baseline = state, baseline
@@ -327,6 +351,27 @@ class NetworkWeightsCore:
             feedback=None if self.feedback is None else self.feedback.select(sel),
             rl=rl_step,
         )
+
+    def _chung_width(self) -> int:
+        """Uniforms per copy and step under ``rl_draws="chung"``: one per Bernoulli hidden unit, one
+        for the action (``CoagentActor.num_uniforms``)."""
+        hidden = self.spec.layers[1:-1]
+        return (sum(hidden) if self.spec.hidden_activation == "bernoulli" else 0) + 1
+
+    def _chung_uniforms(self) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+        """This step's row of the copies' uniform streams, split as Chung's actor reads it: the
+        hidden layers' Bernoulli uniforms ``[E, 1, n]`` in order, then the action's ``[E, 1]``."""
+        u = self.chung_stream.next().to(self.device)
+        per_layer: list[torch.Tensor | None] = []
+        col = 0
+        for l in range(self.spec.num_layers):
+            if l < self.spec.num_layers - 1 and self.spec.hidden_activation == "bernoulli":
+                n = self.spec.layers[l + 1]
+                per_layer.append(u[:, col:col + n].unsqueeze(1))
+                col += n
+            else:
+                per_layer.append(None)
+        return per_layer, u[:, -1:]
 
     def _batch_rows(self, sel: torch.Tensor | None, pick) -> torch.Tensor:
         """``[E', batch_size]``: the minibatch indices of every copy (or of the copies ``sel``) at its

@@ -105,11 +105,14 @@ def forward(
     biases: Sequence[torch.Tensor] | None = None,
     node_noise: Sequence[torch.Tensor | None] | None = None,
     generators: Sequence[torch.Generator] | None = None,
+    bernoulli_uniforms: Sequence[torch.Tensor | None] | None = None,
 ) -> ForwardPass:
     """Batched forward pass of E copies: ``x`` is ``[E, B, n_0]``.
 
     ``node_noise[l]`` (``[E, B, n_{l+1}]``), when given, is added to layer l's pre-activation
-    (node perturbation). Weight perturbation passes perturbed ``weights``.
+    (node perturbation). Weight perturbation passes perturbed ``weights``. Bernoulli units draw
+    their uniforms from ``generators``, or take them from ``bernoulli_uniforms[l]``
+    (``[E, B, n_{l+1}]``) when given (the RL core's ``rl_draws="chung"``).
     """
     activity = [x]
     preact = []
@@ -123,9 +126,12 @@ def forward(
         act = spec.activation(l)
         uniforms = None
         if act == "bernoulli":
-            if generators is None:
+            if bernoulli_uniforms is not None and bernoulli_uniforms[l] is not None:
+                uniforms = bernoulli_uniforms[l]
+            elif generators is None:
                 raise ValueError("bernoulli units need random draws: pass generators to forward()")
-            uniforms = seeding.rand(generators, z.shape[1:], device=z.device, dtype=z.dtype)
+            else:
+                uniforms = seeding.rand(generators, z.shape[1:], device=z.device, dtype=z.dtype)
         h = activate(z, act, uniforms)
         preact.append(z)
         activity.append(h)

@@ -38,6 +38,7 @@ def _output_layer(ctx: StepContext, layer: int, weighted: bool) -> torch.Tensor:
             return torch.zeros_like(ctx.params[layer])
         step = ctx.rl
         dz = torch.nn.functional.one_hot(step.actions, step.probs.shape[-1]).to(step.probs.dtype) - step.probs
+        dz = dz[..., :ctx.spec.layers[-1]]  # a reference logit (fixed at 0) has no synapses
         if weighted:
             dz = dz * (step.rewards - step.baseline.unsqueeze(1)).unsqueeze(-1)
         return torch.matmul(dz.transpose(1, 2), ctx.pre(last)) / dz.shape[1]

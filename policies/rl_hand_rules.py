@@ -12,6 +12,12 @@ policy                      observation it needs    change
 ``reinforce_backprop``      ``gradient``            ``-lr * dL/dw`` of the REINFORCE surrogate
                                                     ``L = -1/B sum_b (r_b - b) log pi(a_b | x_b)``
                                                     through every layer (privileged: backprop)
+``weight_max``              ``weight``,             Chung's (2022) Weight Maximization (eq. 4,
+(:class:`WeightMaxPolicy`)  ``bernoulli_            7-8) with incoming ownership: the output unit
+                            eligibility``,          a REINFORCE learner on a critic's TD error,
+                            ``output_eligibility``, each hidden unit one on ``v . dv`` of its
+                            ``pre_activity``,       outgoing weights; Adam; the critic (TD(0),
+                            ``inner_reward``        gamma = 0) on the input layer's activity
 ==========================  ======================  ============================================
 
 Both act on the step's own action: the observation after a step carries the eligibility of the
@@ -32,12 +38,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
 
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
+from marl_net.reproduce.agent import Critic, per_tensor
+from marl_net.reproduce.optim import Adam
+from marl_net.reproduce.randomness import STREAM_CRITIC, copy_generators
 from marl_net.policies.hand_rules import HandRulePolicy, SGDPolicy
 from marl_net.rl_metrics import LifetimeRecorder
 from marl_net.rules.common import PerCopy
+from marl_net.rules.reinforce import split
+from marl_net.rules.weight_max import WeightMax
 
 # Weight changes of the RL rules reach a few units (rewards up to 10 times activities up to 1 times
 # the step size): a power of two keeps change / scale * scale exact.
@@ -74,6 +86,100 @@ class ReinforceBackpropPolicy(SGDPolicy):
     def __init__(self, config: EnvConfig, lr: float | Sequence[float] = 0.5, strict: bool = True):
         _check_rl(config, self.name)
         super().__init__(config, lr=lr, strict=strict)
+
+
+class WeightMaxPolicy(HandRulePolicy):
+    """Chung's (2022) Weight Max actor-critic as a policy in the env, computed by the code of
+    ``marl-net reproduce chung`` (one implementation): the rule's maths are
+    :meth:`marl_net.rules.weight_max.WeightMax.update_from_grads`, the optimizer
+    :class:`marl_net.reproduce.optim.Adam` (per-layer step sizes, linear decay), the critic
+    :class:`marl_net.reproduce.agent.Critic`. What the policy reads is local or global: each
+    synapse's ``weight`` and eligibility (``bernoulli_eligibility`` for hidden units,
+    ``output_eligibility`` for the output's, with B = 1 exactly Chung's ``(h - mean) x``), the
+    ``inner_reward`` and the input layer's ``pre_activity`` (the state the critic values).
+
+    The signal is the critic's one-step TD error with gamma = 0, ``delta_t = r_t - V(s_t)``, with
+    ``V`` evaluated as Chung's trainer evaluates it (under the critic's weights before its last
+    update). gamma > 0 would need the next state and whether the episode ended, which the env does
+    not show a neuron, so it is not offered. The critic's initial weights come from each copy
+    seed's critic stream (``STREAM_CRITIC``), as in the trainer: pass the core's ``seeds``.
+
+    Under ``rl_draws="chung"`` and Chung's network interface (``previous_action_reward=False``,
+    ``reference_logit=True``, CartPole's reward of 1 per step), a lifetime equals ``marl-net
+    reproduce chung --methods weight_max`` with gamma = 0, episode for episode
+    (``tests/test_rl_cartpole_equivalence.py``). Keep ``action_scale`` a power of two above the
+    largest Adam step (Adam moves a weight by about its step size), so ``change / scale * scale`` is
+    the trainer's change exactly."""
+
+    name = "weight_max"
+    features = ("weight", "bernoulli_eligibility", "output_eligibility", "pre_activity", "inner_reward")
+
+    def __init__(self, config: EnvConfig, seeds: Sequence[int], lr: Sequence[float],
+                 lr_end: Sequence[float] | None = None, decay_steps: int = 1, critic_lr: Sequence[float] = (0.0,) * 3,
+                 critic_lr_end: Sequence[float] | None = None, critic_hidden: Sequence[int] = (64, 32),
+                 p: float = 2.0, weight_decay: float = 0.0, strict: bool = True):
+        _check_rl(config, self.name)
+        if config.ownership != "incoming" or not config.bias or config.hidden_activation != "bernoulli":
+            raise ValueError("policy 'weight_max' needs Chung's network: pass ownership='incoming', bias=True and "
+                             "hidden_activation='bernoulli'")
+        super().__init__(config, strict)
+        n_layers = self.ownership.spec.num_layers
+        if len(lr) != n_layers or (lr_end is not None and len(lr_end) != n_layers):
+            raise ValueError(f"give one actor step size per weight layer ({n_layers}): lr={list(lr)!r}, "
+                             f"lr_end={lr_end!r}")
+        self.seeds = [int(s) for s in seeds]
+        self.lr, self.lr_end, self.decay_steps = list(lr), lr_end, int(decay_steps)
+        self.critic_lr, self.critic_lr_end, self.critic_hidden = list(critic_lr), critic_lr_end, tuple(critic_hidden)
+        self.make_rule = lambda: WeightMax(p=p, weight_decay=weight_decay)
+        self.reset(len(self.seeds))
+
+    @staticmethod
+    def env_kwargs(**kwargs) -> dict:
+        """``network_weights_v0`` arguments for this policy with Chung's CartPole interface
+        (64-32 Bernoulli hidden units, one logistic output, CartPole-v1's reward of 1 per step,
+        Chung's random draws), updated with ``kwargs``."""
+        task_kwargs = {"sutton_barto_reward": False, "previous_action_reward": False, "reference_logit": True,
+                       **kwargs.pop("task_kwargs", {})}
+        return {"task": "cartpole", "layers": (4, 64, 32, 1), "hidden_activation": "bernoulli", "bias": True,
+                "ownership": "incoming", "batch_size": 1, "rl_draws": "chung", "action_scale": 4.0,
+                "observations": WeightMaxPolicy.features, "task_kwargs": task_kwargs, **kwargs}
+
+    def reset(self, copies: int = 1) -> None:
+        if copies != len(self.seeds):
+            raise ValueError(f"policy 'weight_max' was built for {len(self.seeds)} seeds but the env has {copies} "
+                             "copies: pass the core's seeds")
+        super().reset(copies)
+        spec = self.ownership.spec
+        self.sizes = [n for rows, cols in zip(spec.layers[1:], spec.layers[:-1]) for n in (rows * cols, rows)]
+        self.rule = self.make_rule()
+        self.adam = Adam(torch.zeros(copies, sum(self.sizes)), self.sizes, per_tensor(self.lr),
+                         per_tensor(self.lr_end) if self.lr_end is not None else None, self.decay_steps)
+        self.critic = Critic(copy_generators(self.seeds, STREAM_CRITIC), spec.layers[0], self.critic_lr,
+                             self.critic_lr_end, self.decay_steps, trace_decay=0.0, hidden=self.critic_hidden)
+        self.critic_before = [p.clone() for p in self.critic.params]  # the weights V is evaluated under
+
+    def per_layer(self, obs: torch.Tensor, name: str) -> list[torch.Tensor]:
+        """Feature ``name`` as Chung's parameter list ``[W_0, b_0, W_1, ...]`` (bias column split off)."""
+        out = []
+        for x in self.ownership.from_agents(self.feature(obs, name)):
+            out += [x[..., :-1], x[..., -1]]
+        return out
+
+    def change(self, obs):
+        params = self.per_layer(obs, "weight")
+        hidden, output = self.per_layer(obs, "bernoulli_eligibility"), self.per_layer(obs, "output_eligibility")
+        grads = [h + o for h, o in zip(hidden, output)]  # each is zero where the other is not
+        state = self.per_layer(obs, "pre_activity")[0][:, :1, :]  # [E, 1, n_in]: the input layer's activity
+        reward = self.feature(obs, "inner_reward")[:, 0, 0]
+        start = torch.zeros(obs.shape[0], dtype=torch.bool)  # gamma = 0: no trace crosses a step
+        v, inputs, preacts = self.critic.value(state, self.critic_before)
+        td = reward - v[:, 0]
+        self.critic_before = [p.clone() for p in self.critic.params]
+        self.critic.learn(inputs, preacts, 0, td, start)
+        delta = self.adam.step(self.rule.update_from_grads(grads, params, td, start))
+        parts = split(delta, params)
+        per_layer = [torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(parts[0::2], parts[1::2])]
+        return self.ownership.to_agents(per_layer)
 
 
 POLICIES = {p.name: p for p in (ReinforcePolicy, ReinforceBackpropPolicy)}

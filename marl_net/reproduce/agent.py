@@ -66,13 +66,16 @@ class Critic:
                          per_tensor(lr_end) if lr_end is not None else None, decay_steps)
         self.traces = Traces(trace_decay)
 
-    def value(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def value(self, x: torch.Tensor, params: list[torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Values ``[E, B]`` of states ``x`` ``[E, B, n_in]``, with the layer inputs and
-        pre-activations the gradient needs."""
+        pre-activations the gradient needs; under ``params`` (split like :attr:`params`) when given,
+        else the critic's own."""
+        params = self.params if params is None else params
         inputs, preacts, h = [], [], x
-        n = len(self.params) // 2
+        n = len(params) // 2
         for l in range(n):
-            z = torch.baddbmm(self.params[2 * l + 1].unsqueeze(1), h, self.params[2 * l].transpose(1, 2))
+            z = torch.baddbmm(params[2 * l + 1].unsqueeze(1), h, params[2 * l].transpose(1, 2))
             inputs.append(h)
             preacts.append(z)
             h = F.softplus(z) if l < n - 1 else z

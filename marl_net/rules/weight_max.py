@@ -71,17 +71,26 @@ class WeightMax:
     def update(self, actor: CoagentActor, step: ActorStep, signal: torch.Tensor,
                episode_start: torch.Tensor) -> torch.Tensor:
         check_signal(signal, step.action.shape[0])
-        grads = local_log_prob_grads(step)
+        return self.update_from_grads(local_log_prob_grads(step), actor.params, signal, episode_start)
+
+    def update_from_grads(self, grads: list[torch.Tensor], params: list[torch.Tensor], signal: torch.Tensor,
+                          episode_start: torch.Tensor) -> torch.Tensor:
+        """The raw update ``[E, P]`` from every unit's eligibility ``grads`` ``[gW_0, gb_0, ...]`` (what
+        :func:`~marl_net.rules.reinforce.local_log_prob_grads` gives), the parameters ``params``
+        ``[W_0, b_0, ...]`` the step acted with and the global signal ``[E]``: the maths of eq. 4, 7-8,
+        shared by :meth:`update` (Chung's trainer) and the env's RL policy
+        (``marl_net.policies.rl_hand_rules.WeightMaxPolicy``, which reads ``grads`` from its features)."""
+        check_signal(signal, grads[0].shape[0])
         z = split(self.traces.accumulate(flatten(grads), episode_start), grads)
         n = len(z) // 2
         updates: list[torch.Tensor] = [torch.empty(0)] * len(z)
         reward = signal
         for l in reversed(range(n)):
             u_w, u_b = scale_rows(reward, z[2 * l:2 * l + 2])
-            u_w, u_b = add_weight_decay([u_w, u_b], actor.params[2 * l:2 * l + 2], self.weight_decay)
+            u_w, u_b = add_weight_decay([u_w, u_b], params[2 * l:2 * l + 2], self.weight_decay)
             updates[2 * l], updates[2 * l + 1] = u_w, u_b
             if l > 0:
-                reward = weight_max_gain(actor.weights[l], u_w, self.p)
+                reward = weight_max_gain(params[2 * l], u_w, self.p)
         return flatten(updates)
 
 

@@ -13,6 +13,11 @@ generator (4 uniforms per inner copy and step), so the copy's streams stay its o
 observation is then the new episode's first. The observation is the 4-d state (float32, as
 Gymnasium returns it). All instances are the same CartPole: task ids only name the start states'
 stream; the lifetime is the env's ``max_cycles + 1`` steps (preset ``cartpole``: 1,000).
+
+With ``rl_draws="chung"`` (``marl_net.config.EnvConfig``) the start states come instead from
+Gymnasium's own reset stream, as ``marl-net reproduce chung`` gets them: copy e's (one inner copy)
+is ``gymnasium.utils.seeding.np_random(s_e)`` for its seed ``s_e``, and each start state is its
+``uniform(-0.05, 0.05, size=4)``, drawn only when an episode starts (:meth:`CartPole.use_gym_resets`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+from gymnasium.utils.seeding import np_random
 
 from marl_net.tasks.base import register_task
 from marl_net.tasks.rl import RLTask, State
@@ -35,13 +41,25 @@ class CartPole(RLTask):
     uniforms_per_step = 4
 
     def __init__(self, input_dim: int | None = None, output_dim: int | None = None, max_episode_steps: int = 500,
-                 sutton_barto_reward: bool = True, baseline_rate: float = 0.1):
+                 sutton_barto_reward: bool = True, baseline_rate: float = 0.1, previous_action_reward: bool = True,
+                 reference_logit: bool = False):
         if int(max_episode_steps) < 1:
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be >= 1 (CartPole-v1: 500)")
         self.max_episode_steps = int(max_episode_steps)
         self.sutton_barto_reward = bool(sutton_barto_reward)
         self._engines: dict[int, CartPoleVectorEnv] = {}
-        super().__init__(input_dim, output_dim, baseline_rate)
+        self._gym_rngs: list[np.random.Generator] | None = None
+        super().__init__(input_dim, output_dim, baseline_rate, previous_action_reward, reference_logit)
+
+    def use_gym_resets(self, seeds) -> None:
+        """Draw start states from Gymnasium's reset stream of each copy's seed (one inner copy per
+        network copy), as Gymnasium's ``CartPole-v1`` seeded ``reset(seed=s)`` and its autoresets do."""
+        self._gym_rngs = [np_random(int(s))[0] for s in seeds]
+
+    def _gym_start(self, copies) -> torch.Tensor:
+        """``[len(copies), 1, 4]`` float64 start states from the gym streams of ``copies``."""
+        return torch.from_numpy(np.stack([self._gym_rngs[i].uniform(low=-RESET_BOUND, high=RESET_BOUND, size=(4,))
+                                          for i in copies])).unsqueeze(1)
 
     def engine(self, n: int) -> CartPoleVectorEnv:
         """Gymnasium's vector CartPole over ``n`` inner copies (kept per size; its own reset and
@@ -59,7 +77,8 @@ class CartPole(RLTask):
 
     def start(self, task_ids, uniforms) -> State:
         e, b = uniforms.shape[:2]
-        return {"physics": self._fresh(uniforms), "episode_steps": torch.zeros(e, b, dtype=torch.long)}
+        physics = self._fresh(uniforms) if self._gym_rngs is None else self._gym_start(range(e))
+        return {"physics": physics, "episode_steps": torch.zeros(e, b, dtype=torch.long)}
 
     def observe(self, state: State) -> torch.Tensor:
         return state["physics"].float()
@@ -75,7 +94,14 @@ class CartPole(RLTask):
         moved = torch.from_numpy(env.state.T.copy()).reshape(e, b, 4).to(physics.device)
         done = torch.from_numpy(terminated | truncated).reshape(e, b).to(physics.device)
         new = dict(state)
-        new["physics"] = torch.where(done.unsqueeze(-1), self._fresh(uniforms).to(physics.device), moved)
+        if self._gym_rngs is None:
+            fresh = self._fresh(uniforms).to(physics.device)
+        else:  # only the copies whose episode ended draw, in copy order (one inner copy each)
+            fresh = moved.clone()
+            ended = torch.nonzero(done.any(1).cpu()).flatten().tolist()
+            if ended:
+                fresh[ended] = self._gym_start(ended).to(physics.device)
+        new["physics"] = torch.where(done.unsqueeze(-1), fresh, moved)
         new["episode_steps"] = torch.where(done, 0, steps + 1)
         rewards = torch.from_numpy(reward).reshape(e, b).to(physics.device)
         return new, rewards

@@ -59,7 +59,15 @@ class RLTask(Task):
 
     Subclasses set ``obs_dim``, ``num_actions``, ``reward_scale`` and implement :meth:`start`,
     :meth:`observe` and :meth:`transition`. ``baseline_rate`` is the step size of the running
-    reward baseline ``b <- b + baseline_rate * (mean reward - b)`` (reset to 0 with the network)."""
+    reward baseline ``b <- b + baseline_rate * (mean reward - b)`` (reset to 0 with the network).
+
+    Two options, off by default, give the network Chung's (2022) interface, as ``marl-net
+    reproduce chung`` trains it (``tests/test_rl_cartpole_equivalence.py``):
+    ``previous_action_reward=False`` feeds the observation alone (no RL² memory: ``input_dim =
+    obs_dim``), and ``reference_logit=True`` gives the network ``num_actions - 1`` outputs, the free
+    logits of a softmax whose last logit is fixed at 0 (for two actions, one logistic output unit).
+    The ``gradient`` feature is refused with a reference logit (the REINFORCE surrogate takes every
+    logit from the network)."""
 
     loss = "reinforce"
     obs_dim: int
@@ -68,12 +76,18 @@ class RLTask(Task):
     num_samples = 0  # no data set
     uniforms_per_step = 1  # data-generator uniforms per inner copy and step (1: shape [E, B], else [E, B, k])
 
-    def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1):
+    def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1,
+                 previous_action_reward: bool = True, reference_logit: bool = False):
         if not 0.0 < float(baseline_rate) <= 1.0:
             raise ValueError(f"baseline_rate={baseline_rate!r} must be in (0, 1]")
+        for name, flag in (("previous_action_reward", previous_action_reward), ("reference_logit", reference_logit)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}={flag!r} must be True or False")
         self.baseline_rate = float(baseline_rate)
-        self.input_dim = self.obs_dim + self.num_actions + 1
-        self.output_dim = self.num_actions
+        self.previous_action_reward = previous_action_reward
+        self.reference_logit = reference_logit
+        self.input_dim = self.obs_dim + (self.num_actions + 1 if previous_action_reward else 0)
+        self.output_dim = self.num_actions - int(reference_logit)
         self.check_network(int(input_dim or self.input_dim), int(output_dim or self.output_dim))
 
     def instance(self, task_id: int) -> TaskData:
@@ -112,21 +126,29 @@ class RLTask(Task):
         return (inner,) if self.uniforms_per_step == 1 else (inner, self.uniforms_per_step)
 
     def network_input(self, state: State) -> torch.Tensor:
-        """``[E, B, input_dim]``: observation, previous action one-hot, previous reward (RL²)."""
+        """``[E, B, input_dim]``: observation, previous action one-hot, previous reward (RL²; the
+        observation alone with ``previous_action_reward=False``)."""
         obs = self.observe(state)
+        if not self.previous_action_reward:
+            return obs
         prev = state["prev_action"]
         onehot = torch.nn.functional.one_hot(prev.clamp(min=0), self.num_actions).to(obs.dtype)
         onehot = onehot * (prev >= 0).unsqueeze(-1).to(obs.dtype)
         return torch.cat([obs, onehot, state["prev_reward"].unsqueeze(-1).to(obs.dtype)], dim=-1)
 
     def act(self, state: State, logits: torch.Tensor, baseline: torch.Tensor,
-            noise_gens: Sequence[torch.Generator], data_gens: Sequence[torch.Generator]) -> tuple[State, RLStep]:
-        """Sample actions from ``softmax(logits [E, B, num_actions])`` (one uniform per inner copy
-        from ``noise_gens``, inverse CDF), step the task (one uniform per inner copy from
-        ``data_gens``) and update the RL² memory. Returns the next state and the step's record."""
+            noise_gens: Sequence[torch.Generator], data_gens: Sequence[torch.Generator],
+            action_uniforms: torch.Tensor | None = None) -> tuple[State, RLStep]:
+        """Sample actions from ``softmax(logits [E, B, output_dim])`` (with ``reference_logit`` a 0
+        logit appended; one uniform per inner copy from ``noise_gens``, or ``action_uniforms [E, B]``
+        when given, inverse CDF), step the task (one uniform per inner copy from ``data_gens``) and
+        update the RL² memory. Returns the next state and the step's record."""
+        if self.reference_logit:
+            logits = torch.cat([logits, torch.zeros_like(logits[..., :1])], dim=-1)
         probs = torch.softmax(logits, dim=-1)
         e, b = probs.shape[:2]
-        u = seeding.rand(noise_gens, (b,), device=probs.device, dtype=probs.dtype)
+        u = action_uniforms if action_uniforms is not None else seeding.rand(
+            noise_gens, (b,), device=probs.device, dtype=probs.dtype)
         actions = sample_categorical(probs, u)
         state, rewards = self.transition(state, actions, seeding.rand(data_gens, self._uniform_shape(b),
                                                                       device=probs.device))
