@@ -17,6 +17,17 @@ accept them (``EnvConfig`` refuses them for supervised tasks, which have no acti
   running baseline for the output layer (with B > 1 it differs from ``rpe * output_eligibility``,
   the product of the two means). Zero for the other layers.
 
+- ``next_input`` (local): for a synapse of the first layer from input j, the input the network
+  will see at the next step, ``1/B sum_b x_{t+1,bj}`` (the bias input is 1): what an input neuron
+  emits next, the state the transition led to; zero for the other layers. (A critic's ``V(s_{t+1})``.)
+- ``final_input`` (local): the same for the state the transition *ended* in, which differs from
+  ``next_input`` only where an inner episode ended and restarted (Gymnasium's ``final_obs``; a
+  critic bootstraps from it on a time-limit truncation).
+- ``inner_terminated`` (global): the fraction of inner copies whose episode terminated this step
+  (CartPole: the pole fell or the cart left; never for the continuing tasks).
+- ``inner_episode_end`` (global): the fraction whose episode ended, terminated or truncated (500
+  steps on CartPole): the next step starts a new episode there.
+
 The Bernoulli-unit eligibility of stochastic hidden units is ``bernoulli_eligibility``
 (``marl_net.perturbation_features``).
 """
@@ -28,7 +39,8 @@ import torch
 from marl_net.context import StepContext
 from marl_net.features import register_feature
 
-RL_FEATURES = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update")
+RL_FEATURES = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update", "next_input",
+               "final_input", "inner_terminated", "inner_episode_end")
 
 
 def _output_layer(ctx: StepContext, layer: int, weighted: bool) -> torch.Tensor:
@@ -69,3 +81,45 @@ def _output_eligibility(ctx, l):
                   "RL tasks: 1/B sum_b (r_b - baseline) (onehot(a_b) - pi(x_b)) x_b for output synapses; zero elsewhere")
 def _reinforce_update(ctx, l):
     return _output_layer(ctx, l, weighted=True)
+
+
+def _input_layer(ctx: StepContext, layer: int, final: bool) -> torch.Tensor:
+    def compute():
+        if layer != 0:
+            return torch.zeros_like(ctx.params[layer])
+        x = ctx.rl.task.network_input(ctx.rl.next_state, final=final).to(ctx.params[0].dtype)
+        if ctx.spec.bias:
+            x = torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], dim=-1)
+        return x.mean(1).unsqueeze(1)  # [E, 1, cols], the same for every row
+
+    return ctx.cached(f"{'final_input' if final else 'next_input'}/{layer}", compute)
+
+
+@register_feature("next_input", "RL tasks: first-layer synapses: the input the network sees at the next step, "
+                  "mean over inner copies; zero elsewhere")
+def _next_input(ctx, l):
+    return _input_layer(ctx, l, final=False)
+
+
+@register_feature("final_input", "RL tasks: first-layer synapses: the input of the state the transition ended in "
+                  "(before an inner episode's restart), mean over inner copies; zero elsewhere")
+def _final_input(ctx, l):
+    return _input_layer(ctx, l, final=True)
+
+
+def _flag(ctx, index: int) -> torch.Tensor:
+    terminated, truncated = ctx.rl.task.episode_flags(ctx.rl.next_state)
+    flag = terminated if index == 0 else terminated | truncated
+    return flag.to(ctx.loss.dtype).mean(1).reshape(-1, 1, 1)
+
+
+@register_feature("inner_terminated", "RL tasks: fraction of inner copies whose episode terminated this step "
+                  "(global signal)", global_signal=True)
+def _inner_terminated(ctx, l):
+    return _flag(ctx, 0)
+
+
+@register_feature("inner_episode_end", "RL tasks: fraction of inner copies whose episode ended (terminated or "
+                  "truncated) this step (global signal)", global_signal=True)
+def _inner_episode_end(ctx, l):
+    return _flag(ctx, 1)

@@ -16,8 +16,8 @@ policy                      observation it needs    change
 (:class:`WeightMaxPolicy`)  ``bernoulli_            7-8) with incoming ownership: the output unit
                             eligibility``,          a REINFORCE learner on a critic's TD error,
                             ``output_eligibility``, each hidden unit one on ``v . dv`` of its
-                            ``pre_activity``,       outgoing weights; Adam; the critic (TD(0),
-                            ``inner_reward``        gamma = 0) on the input layer's activity
+                            ``inner_reward``, the   outgoing weights; Adam; the critic
+                            critic's inputs         (TD(lambda)) on the input layer's activity
 ==========================  ======================  ============================================
 
 Both act on the step's own action: the observation after a step carries the eligibility of the
@@ -93,35 +93,40 @@ class WeightMaxPolicy(HandRulePolicy):
     ``marl-net reproduce chung`` (one implementation): the rule's maths are
     :meth:`marl_net.rules.weight_max.WeightMax.update_from_grads`, the optimizer
     :class:`marl_net.reproduce.optim.Adam` (per-layer step sizes, linear decay), the critic
-    :class:`marl_net.reproduce.agent.Critic`. What the policy reads is local or global: each
-    synapse's ``weight`` and eligibility (``bernoulli_eligibility`` for hidden units,
-    ``output_eligibility`` for the output's, with B = 1 exactly Chung's ``(h - mean) x``), the
-    ``inner_reward`` and the input layer's ``pre_activity`` (the state the critic values).
+    :class:`marl_net.reproduce.agent.Critic` (TD(lambda), accumulating traces). What the policy
+    reads is local or global: each synapse's ``weight`` and eligibility (``bernoulli_eligibility``
+    for hidden units, ``output_eligibility`` for the output's; with one inner copy exactly Chung's
+    ``(h - mean) x``), the ``inner_reward``, and, for the critic, the input layer's activity now
+    (``pre_activity``), next (``next_input``) and where the transition ended (``final_input``), and
+    whether the inner episode ended (``inner_terminated``, ``inner_episode_end``).
 
-    The signal is the critic's one-step TD error with gamma = 0, ``delta_t = r_t - V(s_t)``, with
-    ``V`` evaluated as Chung's trainer evaluates it (under the critic's weights before its last
-    update). gamma > 0 would need the next state and whether the episode ended, which the env does
-    not show a neuron, so it is not offered. The critic's initial weights come from each copy
-    seed's critic stream (``STREAM_CRITIC``), as in the trainer: pass the core's ``seeds``.
+    Its signal is the critic's TD error, step for step as ``marl_net.reproduce.control`` computes it:
+    ``delta_t = r_t + gamma (1 - terminated) V(final state) - V(s_t)``, with ``V(s_t)`` evaluated when
+    ``s_t`` was the next state (under the critic's weights of that step) and the critic's and rule's
+    traces cleared where an episode starts. The critic's initial weights come from each copy seed's
+    critic stream (``STREAM_CRITIC``), as in the trainer: pass the core's ``seeds``.
 
-    Under ``rl_draws="chung"`` and Chung's network interface (``previous_action_reward=False``,
-    ``reference_logit=True``, CartPole's reward of 1 per step), a lifetime equals ``marl-net
-    reproduce chung --methods weight_max`` with gamma = 0, episode for episode
+    Under :meth:`env_kwargs` (Chung's network interface and ``rl_draws="chung"``) a lifetime equals
+    ``marl-net reproduce chung --task cartpole --methods weight_max`` episode for episode
     (``tests/test_rl_cartpole_equivalence.py``). Keep ``action_scale`` a power of two above the
     largest Adam step (Adam moves a weight by about its step size), so ``change / scale * scale`` is
     the trainer's change exactly."""
 
     name = "weight_max"
-    features = ("weight", "bernoulli_eligibility", "output_eligibility", "pre_activity", "inner_reward")
+    features = ("weight", "bernoulli_eligibility", "output_eligibility", "pre_activity", "inner_reward", "next_input",
+                "final_input", "inner_terminated", "inner_episode_end")
 
     def __init__(self, config: EnvConfig, seeds: Sequence[int], lr: Sequence[float],
                  lr_end: Sequence[float] | None = None, decay_steps: int = 1, critic_lr: Sequence[float] = (0.0,) * 3,
-                 critic_lr_end: Sequence[float] | None = None, critic_hidden: Sequence[int] = (64, 32),
-                 p: float = 2.0, weight_decay: float = 0.0, strict: bool = True):
+                 critic_lr_end: Sequence[float] | None = None, gamma: float = 0.98, lam: float = 0.8,
+                 critic_hidden: Sequence[int] = (64, 32), p: float = 2.0, weight_decay: float = 0.0,
+                 strict: bool = True):
         _check_rl(config, self.name)
         if config.ownership != "incoming" or not config.bias or config.hidden_activation != "bernoulli":
             raise ValueError("policy 'weight_max' needs Chung's network: pass ownership='incoming', bias=True and "
                              "hidden_activation='bernoulli'")
+        if not (0 <= gamma <= 1 and 0 <= lam <= 1):
+            raise ValueError(f"gamma={gamma!r} and lam={lam!r} must be in [0, 1]")
         super().__init__(config, strict)
         n_layers = self.ownership.spec.num_layers
         if len(lr) != n_layers or (lr_end is not None and len(lr_end) != n_layers):
@@ -130,6 +135,7 @@ class WeightMaxPolicy(HandRulePolicy):
         self.seeds = [int(s) for s in seeds]
         self.lr, self.lr_end, self.decay_steps = list(lr), lr_end, int(decay_steps)
         self.critic_lr, self.critic_lr_end, self.critic_hidden = list(critic_lr), critic_lr_end, tuple(critic_hidden)
+        self.gamma, self.lam = float(gamma), float(lam)
         self.make_rule = lambda: WeightMax(p=p, weight_decay=weight_decay)
         self.reset(len(self.seeds))
 
@@ -150,13 +156,15 @@ class WeightMaxPolicy(HandRulePolicy):
                              "copies: pass the core's seeds")
         super().reset(copies)
         spec = self.ownership.spec
-        self.sizes = [n for rows, cols in zip(spec.layers[1:], spec.layers[:-1]) for n in (rows * cols, rows)]
+        sizes = [n for rows, cols in zip(spec.layers[1:], spec.layers[:-1]) for n in (rows * cols, rows)]
         self.rule = self.make_rule()
-        self.adam = Adam(torch.zeros(copies, sum(self.sizes)), self.sizes, per_tensor(self.lr),
+        self.adam = Adam(torch.zeros(copies, sum(sizes)), sizes, per_tensor(self.lr),
                          per_tensor(self.lr_end) if self.lr_end is not None else None, self.decay_steps)
         self.critic = Critic(copy_generators(self.seeds, STREAM_CRITIC), spec.layers[0], self.critic_lr,
-                             self.critic_lr_end, self.decay_steps, trace_decay=0.0, hidden=self.critic_hidden)
-        self.critic_before = [p.clone() for p in self.critic.params]  # the weights V is evaluated under
+                             self.critic_lr_end, self.decay_steps, trace_decay=self.gamma * self.lam,
+                             hidden=self.critic_hidden)
+        self.value = None  # (values, inputs, pre-activations, row) of V(s_t), computed when s_t was next
+        self.start = torch.ones(copies, dtype=torch.bool)  # an episode starts at this step
 
     def per_layer(self, obs: torch.Tensor, name: str) -> list[torch.Tensor]:
         """Feature ``name`` as Chung's parameter list ``[W_0, b_0, W_1, ...]`` (bias column split off)."""
@@ -165,21 +173,29 @@ class WeightMaxPolicy(HandRulePolicy):
             out += [x[..., :-1], x[..., -1]]
         return out
 
+    def state(self, obs: torch.Tensor, name: str) -> torch.Tensor:
+        """``[E, n_in]``: the network input a first-layer feature holds (``pre_activity``, ``next_input``...)."""
+        return self.per_layer(obs, name)[0][:, 0, :]
+
     def change(self, obs):
+        if self.value is None:  # the lifetime's first state, valued as the trainer values it
+            self.value = (*self.critic.value(self.state(obs, "pre_activity").unsqueeze(1)), 0)
+        v, inputs, preacts, row = self.value
+        # row 0: the state the transition ended in; row 1: where the next step starts
+        pair = torch.stack([self.state(obs, "final_input"), self.state(obs, "next_input")], 1)
+        v_pair, pair_inputs, pair_preacts = self.critic.value(pair)
+        reward = self.feature(obs, "inner_reward")[:, 0, 0]
+        alive = 1.0 - self.feature(obs, "inner_terminated")[:, 0, 0]
+        td = reward + self.gamma * alive * v_pair[:, 0] - v[:, row]
+        self.critic.learn(inputs, preacts, row, td, self.start)
         params = self.per_layer(obs, "weight")
         hidden, output = self.per_layer(obs, "bernoulli_eligibility"), self.per_layer(obs, "output_eligibility")
         grads = [h + o for h, o in zip(hidden, output)]  # each is zero where the other is not
-        state = self.per_layer(obs, "pre_activity")[0][:, :1, :]  # [E, 1, n_in]: the input layer's activity
-        reward = self.feature(obs, "inner_reward")[:, 0, 0]
-        start = torch.zeros(obs.shape[0], dtype=torch.bool)  # gamma = 0: no trace crosses a step
-        v, inputs, preacts = self.critic.value(state, self.critic_before)
-        td = reward - v[:, 0]
-        self.critic_before = [p.clone() for p in self.critic.params]
-        self.critic.learn(inputs, preacts, 0, td, start)
-        delta = self.adam.step(self.rule.update_from_grads(grads, params, td, start))
+        delta = self.adam.step(self.rule.update_from_grads(grads, params, td, self.start))
+        self.start = self.feature(obs, "inner_episode_end")[:, 0, 0] > 0
+        self.value = (v_pair, pair_inputs, pair_preacts, 1)
         parts = split(delta, params)
-        per_layer = [torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(parts[0::2], parts[1::2])]
-        return self.ownership.to_agents(per_layer)
+        return self.ownership.to_agents([torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(parts[0::2], parts[1::2])])
 
 
 POLICIES = {p.name: p for p in (ReinforcePolicy, ReinforceBackpropPolicy)}

@@ -78,7 +78,15 @@ class CartPole(RLTask):
     def start(self, task_ids, uniforms) -> State:
         e, b = uniforms.shape[:2]
         physics = self._fresh(uniforms) if self._gym_rngs is None else self._gym_start(range(e))
-        return {"physics": physics, "episode_steps": torch.zeros(e, b, dtype=torch.long)}
+        no = torch.zeros(e, b, dtype=torch.bool)
+        return {"physics": physics, "episode_steps": torch.zeros(e, b, dtype=torch.long), "terminated": no,
+                "truncated": no.clone(), "final_physics": physics.clone()}
+
+    def final_observe(self, state: State) -> torch.Tensor:
+        return state["final_physics"].float()
+
+    def episode_flags(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        return state["terminated"], state["truncated"]
 
     def observe(self, state: State) -> torch.Tensor:
         return state["physics"].float()
@@ -94,6 +102,9 @@ class CartPole(RLTask):
         moved = torch.from_numpy(env.state.T.copy()).reshape(e, b, 4).to(physics.device)
         done = torch.from_numpy(terminated | truncated).reshape(e, b).to(physics.device)
         new = dict(state)
+        new["terminated"] = torch.from_numpy(terminated).reshape(e, b).to(physics.device)
+        new["truncated"] = torch.from_numpy(truncated).reshape(e, b).to(physics.device)
+        new["final_physics"] = moved  # where the episode ended, before a restart (Gymnasium's final_obs)
         if self._gym_rngs is None:
             fresh = self._fresh(uniforms).to(physics.device)
         else:  # only the copies whose episode ended draw, in copy order (one inner copy each)

@@ -52,6 +52,8 @@ class RLStep:
     rewards: torch.Tensor  # [E, B]
     baseline: torch.Tensor  # [E], the running reward baseline before this step
     rpe: torch.Tensor  # [E], mean reward minus that baseline (reward-prediction error)
+    task: "RLTask | None" = None  # the task and its state after the step, for the episode-boundary
+    next_state: "State | None" = None  # features (next_input, final_input, inner_terminated, ...)
 
 
 class RLTask(Task):
@@ -111,6 +113,17 @@ class RLTask(Task):
         """Apply ``actions [E, B]``; returns the next state and the rewards ``[E, B]``.
         ``uniforms [E, B]`` are this step's draws of the copies' data generators."""
 
+    def final_observe(self, state: State) -> torch.Tensor:
+        """The observations ``[E, B, obs_dim]`` the last transition ended in: :meth:`observe`'s,
+        except where an episodic task restarted an inner episode (CartPole overrides it)."""
+        return self.observe(state)
+
+    def episode_flags(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(terminated, truncated)`` ``[E, B]`` bool: which inner episodes the last transition
+        ended (continuing tasks: none; CartPole overrides it)."""
+        none = torch.zeros_like(state["prev_action"], dtype=torch.bool)
+        return none, none
+
     # ---------------------------------------------------------------- shared by every RL task
     def initial_state(self, task_ids: Sequence[int], data_gens: Sequence[torch.Generator], inner: int,
                       device: torch.device) -> State:
@@ -125,10 +138,11 @@ class RLTask(Task):
     def _uniform_shape(self, inner: int) -> tuple[int, ...]:
         return (inner,) if self.uniforms_per_step == 1 else (inner, self.uniforms_per_step)
 
-    def network_input(self, state: State) -> torch.Tensor:
+    def network_input(self, state: State, final: bool = False) -> torch.Tensor:
         """``[E, B, input_dim]``: observation, previous action one-hot, previous reward (RL²; the
-        observation alone with ``previous_action_reward=False``)."""
-        obs = self.observe(state)
+        observation alone with ``previous_action_reward=False``). ``final=True``: with the
+        observation the transition ended in (:meth:`final_observe`)."""
+        obs = self.final_observe(state) if final else self.observe(state)
         if not self.previous_action_reward:
             return obs
         prev = state["prev_action"]
@@ -155,7 +169,8 @@ class RLTask(Task):
         rewards = rewards.to(probs.dtype)
         state = {**state, "prev_action": actions, "prev_reward": rewards}
         rpe = rewards.mean(1) - baseline
-        return state, RLStep(actions=actions, probs=probs, rewards=rewards, baseline=baseline, rpe=rpe)
+        return state, RLStep(actions=actions, probs=probs, rewards=rewards, baseline=baseline, rpe=rpe, task=self,
+                             next_state=state)
 
 
 def sample_categorical(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
