@@ -129,3 +129,34 @@ def test_chung_draws_bad_input():
         WeightMaxPolicy(config, [1, 2, 3], lr=TASK.actor_lr).reset(2)
     with pytest.raises(ValueError, match="one actor step size per weight layer"):
         WeightMaxPolicy(config, SEEDS, lr=(0.1, 0.1))
+
+
+def test_episode_boundary_features_on_cartpole():
+    """``final_input`` is where the transition ended (Gymnasium's CartPole stepped from the state
+    before it with the action taken), ``next_input`` the next step's input, and the flags mark the
+    time-limit truncations (episodes of 2 transitions; the reset's is the first)."""
+    import gymnasium as gym
+
+    names = ("pre_activity", "next_input", "final_input", "inner_terminated", "inner_episode_end")
+    config = EnvConfig(task="cartpole", task_kwargs={"max_episode_steps": 2, "previous_action_reward": False},
+                       layers=(4, 5, 2), ownership="incoming", batch_size=1, max_cycles=6, observations=names)
+    core = NetworkWeightsCore(config, copies=1)
+    core.seed([5])
+    obs = core.reset()
+    col = {n: i for i, n in enumerate(names)}
+    first_layer = lambda o, n: o[0, 0, :4, col[n]]  # agent 0 is a first-layer neuron: its 4 input synapses
+    reference = gym.make("CartPole-v1").unwrapped
+    reference.reset(seed=0)
+    ends = []
+    for k in range(1, 7):
+        before, prev_obs = core.rl_state["physics"][0, 0].numpy().copy(), obs
+        obs = core.step(torch.zeros(1, *core.ownership.mask.shape)).obs
+        assert torch.equal(first_layer(prev_obs, "next_input"), first_layer(obs, "pre_activity"))
+        reference.state = before
+        ended_at, *_ = reference.step(int(core.rl_state["prev_action"][0, 0]))
+        assert torch.equal(first_layer(obs, "final_input"), torch.from_numpy(ended_at))
+        ended = float(obs[0, 0, 0, col["inner_episode_end"]])
+        assert float(obs[0, 0, 0, col["inner_terminated"]]) == 0.0  # a pole does not fall in 2 steps
+        assert torch.equal(first_layer(obs, "final_input"), first_layer(obs, "next_input")) == (ended == 0.0)
+        ends.append(ended)
+    assert ends == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]  # the reset's transition was the first of its episode

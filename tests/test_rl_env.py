@@ -18,7 +18,8 @@ from marl_net.rl_features import RL_FEATURES
 from marl_net.tasks.rl import preset
 
 RL_OBS = ("weight", "pre_activity", "post_activity", "inner_reward", "reward_prediction_error",
-          "output_eligibility", "reinforce_update", "rel_loss", "step_fraction")
+          "output_eligibility", "reinforce_update", "next_input", "final_input", "inner_terminated",
+          "inner_episode_end", "rel_loss", "step_fraction")
 SMALL = {
     "bandit": dict(task="bandit", task_kwargs={"arms": 3}, layers=(5, 6, 3)),
     "harlow": dict(task="harlow", layers=(17, 6, 3)),
