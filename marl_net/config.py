@@ -121,7 +121,8 @@ class EnvConfig:
         ``(s, STREAM_ACTOR)`` (``marl_net.reproduce.randomness``) draws the initial weights
         (Glorot-uniform, biases U(-1e-3, 1e-3): ``marl_net.rules.reinforce.init_params``) and then every
         step's hidden-unit and action uniforms, 1,024 steps at a time (``UniformStream``); CartPole's
-        start states come from Gymnasium's reset stream seeded s (``CartPole.use_gym_resets``). It
+        start states come from Gymnasium's reset stream seeded s (``CartPole.use_gym_resets``); each
+        layer's pre-activation is summed by the actor's ``coagent_preact`` (bit-equal results). It
         needs task='cartpole', one inner copy (Chung: one environment per seed), biases, and logits
         out; the copies are reset together (one lifetime per seed)."""
         if self.rl_draws not in ("env", "chung"):

@@ -27,7 +27,8 @@ input, samples actions (noise generator), steps the task (data generator) and ta
 Supervised tasks take none of these paths and draw exactly what they drew before. With
 ``rl_draws="chung"`` (``EnvConfig``) the initial weights, the Bernoulli units' and the actions'
 uniforms and CartPole's start states are drawn as ``marl-net reproduce chung`` draws them for the
-same seeds (one uniform stream per copy, :class:`marl_net.reproduce.randomness.UniformStream`).
+same seeds (one uniform stream per copy, :class:`marl_net.reproduce.randomness.UniformStream`), and
+each layer's pre-activation is summed as Chung's actor sums it, so the two agree bit for bit.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from marl_net.observations import LAYOUTS, observe
 from marl_net.ownership import Ownership
 from marl_net.reproduce.randomness import STREAM_ACTOR, UniformStream, copy_generators
 from marl_net.rewards import REWARDS, compute_rewards
+from marl_net.rules.reinforce import coagent_preact
 from marl_net.rules.reinforce import init_params as chung_init_params
 from marl_net.tasks import make_task, sample_task_id
 from marl_net.tasks.rl import RLTask, assign_state, index_state
@@ -316,7 +318,8 @@ class NetworkWeightsCore:
         weights, biases = split_bias(self.spec, params)
         noise_gens = pick(self.noise_gens)
         bernoulli_uniforms, action_uniforms = self._chung_uniforms() if self.chung_draws else (None, None)
-        fwd = forward(self.spec, weights, x, biases, generators=noise_gens, bernoulli_uniforms=bernoulli_uniforms)
+        fwd = forward(self.spec, weights, x, biases, generators=noise_gens, bernoulli_uniforms=bernoulli_uniforms,
+                      preact_fn=_chung_preact if self.chung_draws else None)
         rl_step = None
         if self.rl:  # act, step the task, keep the new state and baseline; loss = -mean reward
             state, rl_step = self.task.act(state, fwd.output, take(self.baseline), noise_gens, pick(self.data_gens),
@@ -387,6 +390,14 @@ class NetworkWeightsCore:
             late = [gens[i] for i in torch.nonzero(beyond).flatten().tolist()]
             rows[beyond] = seeding.randint(late, self.inputs.shape[1], (self.config.batch_size,), device=rows.device)
         return rows
+
+
+def _chung_preact(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``rl_draws="chung"``'s pre-activation ``[E, 1, n_out]`` of one inner copy's input ``[E, 1, n_in]``:
+    Chung's actor's sum (:func:`marl_net.rules.reinforce.coagent_preact`), on contiguous copies of
+    the weight and bias columns of the env's ``[W | b]`` layout (a strided operand may take another
+    BLAS path, which rounds differently)."""
+    return coagent_preact(w.contiguous(), b.contiguous(), h[:, 0]).unsqueeze(1)
 
 
 def _max_abs(x: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor:

@@ -13,7 +13,7 @@ Activations: relu, tanh, sigmoid, linear, and ``bernoulli``: Bernoulli-logistic 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -106,21 +106,27 @@ def forward(
     node_noise: Sequence[torch.Tensor | None] | None = None,
     generators: Sequence[torch.Generator] | None = None,
     bernoulli_uniforms: Sequence[torch.Tensor | None] | None = None,
+    preact_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> ForwardPass:
     """Batched forward pass of E copies: ``x`` is ``[E, B, n_0]``.
 
     ``node_noise[l]`` (``[E, B, n_{l+1}]``), when given, is added to layer l's pre-activation
     (node perturbation). Weight perturbation passes perturbed ``weights``. Bernoulli units draw
     their uniforms from ``generators``, or take them from ``bernoulli_uniforms[l]``
-    (``[E, B, n_{l+1}]``) when given (the RL core's ``rl_draws="chung"``).
+    (``[E, B, n_{l+1}]``) when given (the RL core's ``rl_draws="chung"``). ``preact_fn(h, W, b)``,
+    when given, computes each layer's pre-activation instead of ``h W^T + b`` (the same sum in
+    another order: the RL core's ``rl_draws="chung"`` passes Chung's actor's).
     """
     activity = [x]
     preact = []
     h = x
     for l, w in enumerate(weights):
-        z = torch.matmul(h, w.transpose(-1, -2))
-        if biases is not None:
-            z = z + biases[l].unsqueeze(-2)
+        if preact_fn is not None:
+            z = preact_fn(h, w, None if biases is None else biases[l])
+        else:
+            z = torch.matmul(h, w.transpose(-1, -2))
+            if biases is not None:
+                z = z + biases[l].unsqueeze(-2)
         if node_noise is not None and node_noise[l] is not None:
             z = z + node_noise[l]
         act = spec.activation(l)

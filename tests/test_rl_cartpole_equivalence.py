@@ -7,13 +7,11 @@ logistic output, CartPole-v1's reward of 1 per step, ``rl_draws="chung"``), driv
 ``weight_max`` and the task's own settings (``TASKS["cartpole"]``: step sizes and their decay, the
 64-32 TD(lambda) critic, gamma 0.98, lambda 0.8), two seeds run as one batch in both.
 
-What is equal: every episode's return, exactly (the env's sampled actions, hence its CartPole
-trajectories, are the trainer's), and the actor's weights after every update, to 1e-5. Not bit for
-bit: the env's forward pass computes ``h W^T + b`` on its ``[W | b]`` parameter layout where
-Chung's actor computes ``b + W h`` (``baddbmm``) on a flat buffer, float32 sums in another order
-that differ in the last bit (measured: at most 4.2e-7 in any weight over the 381 updates compared
-here, torch 2.13.0, CPU, one thread). A return would differ only if a uniform fell within that
-rounding of a unit's firing probability.
+What is equal, bit for bit: every episode's return (the env's sampled actions, hence its CartPole
+trajectories, are the trainer's) and the actor's weights after every update. Under
+``rl_draws="chung"`` the env sums each layer's pre-activation with the actor's own function
+(``marl_net.rules.reinforce.coagent_preact``); the env's default ``h W^T + b`` sums in another
+order, and the weights would drift apart in the last float32 bits.
 """
 
 from __future__ import annotations
@@ -94,9 +92,9 @@ def test_in_env_weight_max_returns_equal_chung_trainer(monkeypatch):
     steps = min(len(weights), len(env_weights))
     assert steps >= 300
     moved = (weights[steps - 1] - weights[0]).abs().max()
-    assert moved > 1e-2  # the weights have learned: far more than the tolerance below
-    for t in range(steps):
-        torch.testing.assert_close(env_weights[t], weights[t], rtol=0, atol=1e-5, msg=f"update {t}")
+    assert moved > 1e-2  # the weights have learned
+    unequal = [t for t in range(steps) if not torch.equal(env_weights[t], weights[t])]
+    assert not unequal, f"weights differ after updates {unequal[:5]}..."
 
 
 def test_comparison_sees_the_step_size():

@@ -72,6 +72,13 @@ def init_params(spec: NetworkSpec, gens, device=None, dtype=torch.float32) -> li
     return params
 
 
+def coagent_preact(weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """A layer's pre-activation ``b + W h`` ``[E, n_out]`` for inputs ``h`` ``[E, n_in]`` (one sample per
+    copy), as the actor computes it (one ``baddbmm``). The env's forward pass uses it under
+    ``rl_draws="chung"`` (``marl_net.core``), so both sum in the same order, bit for bit."""
+    return torch.baddbmm(bias.unsqueeze(-1), weight, h.unsqueeze(-1)).squeeze(-1)
+
+
 class CoagentActor:
     """E copies of Chung's actor: ``spec.layers = (n_in, hidden..., n_actions - 1)``.
 
@@ -131,7 +138,7 @@ class CoagentActor:
         n_layers = self.spec.num_layers
         for l in range(n_layers - 1):
             n = self.spec.layers[l + 1]
-            z = torch.baddbmm(self.biases[l].unsqueeze(-1), self.weights[l], h.unsqueeze(-1)).squeeze(-1)
+            z = coagent_preact(self.weights[l], self.biases[l], h)
             inputs.append(h)
             preacts.append(z)
             if self.spec.hidden_activation == "bernoulli":  # network.activate's rule, sigmoid kept
@@ -150,8 +157,7 @@ class CoagentActor:
             explore.append(mask)
             h = out
         # softmax output: K - 1 free logits and a fixed zero logit
-        z = torch.baddbmm(self.biases[-1].unsqueeze(-1), self.weights[-1], h.unsqueeze(-1)).squeeze(-1)
-        z = z / self.output_temperature
+        z = coagent_preact(self.weights[-1], self.biases[-1], h) / self.output_temperature
         probs = torch.softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), dim=1)
         action = (probs.cumsum(1)[:, :-1] <= uniforms[:, -1:]).sum(1)
         onehot = (action.unsqueeze(1) == torch.arange(z.shape[1], device=z.device)).to(z.dtype)
