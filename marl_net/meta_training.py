@@ -12,7 +12,8 @@ Trials write TensorBoard events to ``RUN_DIR/tune/<trial>/fast_ppo/`` and a chec
 :data:`CHECKPOINT_EVERY` iterations and at the end. With restarts, the restart whose policy has
 the lowest mean final loss on train-split networks is kept (never held-out ones). The kept
 policies are saved as ``RUN_DIR/policies/LEVEL.pt`` (:func:`save_policy`, read by
-:func:`load_policy` and ``marl-net eval``).
+:func:`load_policy` and ``marl-net eval``). :func:`launch_trials` is the Tune launch itself, shared
+with the RL family (``marl_net.rl_job``, a trial per trained preset).
 
 Memory: the levels run the feed-forward per-synapse policy (``memory: none`` in results.json);
 ``--set policy.memory=gru`` (where the recurrent policy exists) switches every level,
@@ -25,7 +26,7 @@ import copy
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -132,7 +133,7 @@ def _progress_callback(total: int, enabled: bool):
     from tqdm import tqdm
 
     class Progress(Callback):
-        """One bar over every trial's iterations, with each level's latest inner loss."""
+        """One bar over every trial's iterations, with each trial's latest inner loss."""
 
         def __init__(self):
             self.bar = tqdm(total=total, desc="meta-training (fast-path PPO, one Tune launch)", unit="it",
@@ -150,12 +151,26 @@ def _progress_callback(total: int, enabled: bool):
     return Progress()
 
 
-def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, device: str = "cpu",
-               progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-               address: str | None = None, kernels: bool | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
-    """Meta-train every level in ``levels`` as trials of one Tune launch; returns
-    ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``.
-    ``kernels``: the C++ kernels on or off in every trial (None: each worker's own setting)."""
+class TrialResult(NamedTuple):
+    """One finished trial of :func:`launch_trials`: its final policy (as trained, in train mode),
+    Tune's last metrics, the trial's folder and the numerics record of its meta-training."""
+
+    policy: torch.nn.Module
+    metrics: dict
+    path: str
+    numerics: dict | None
+
+
+def launch_trials(launches: Mapping[str, dict], iterations: int, out: Path, progress: bool = True,
+                  address: str | None = None, kernels: bool | None = None,
+                  what: str = "meta-training") -> tuple[dict[str, TrialResult], float]:
+    """Run every fast-path launch dict of ``launches`` (key -> ``marl_net.experiment`` launch) as a
+    trial of ONE Tune launch of :func:`train_level` (experiment ``out/tune``, local Ray in-process
+    unless ``address`` or ``$RAY_ADDRESS`` names a cluster; a Ray started here is shut down after).
+    Returns ``({key: TrialResult}, the launch's wall-clock seconds)``. Raises RuntimeError (its
+    message begins with ``what``) when a trial errored or stopped before ``iterations`` iterations.
+    ``progress``: one bar over every trial's iterations. ``kernels``: the C++ kernels on or off in
+    every trial (None: each worker's own setting)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing: the progress bar is ours
     import ray
     from ray import tune
@@ -163,16 +178,14 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     from marl_net.commands.tune import init_ray
 
     out = Path(out).absolute()
-    launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device)
-                for lv in levels for k in range(budget.restarts)}
     started_here = not ray.is_initialized()
     init_ray(address, log_to_driver=False)  # the progress bar reports the trials
     start = time.perf_counter()
     run_config = tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=1),
-                                callbacks=[_progress_callback(len(launches) * budget.iterations, progress)])
-    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches,
-                                                    "kernels": kernels},
+                                callbacks=[_progress_callback(len(launches) * iterations, progress)])
+    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)),
+                                                    "launches": dict(launches), "kernels": kernels},
                        run_config=run_config)
     try:
         grid = tuner.fit()
@@ -180,19 +193,32 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
         if started_here:
             ray.shutdown()  # free the CPUs for the held-out evaluation
     if grid.errors:
-        raise RuntimeError(f"{len(grid.errors)} meta-training trial(s) errored: {grid.errors[0]!r}")
+        raise RuntimeError(f"{len(grid.errors)} {what} trial(s) errored: {grid.errors[0]!r}")
     wall = round(time.perf_counter() - start, 1)
     trained = {}
     for result in grid:
         key = result.config["trial"]
-        done = int((result.metrics or {}).get("training_iteration") or 0)
-        if result.checkpoint is None or done < budget.iterations:
-            raise RuntimeError(f"meta-training stopped early: trial {key} ran {done} of {budget.iterations} iterations "
+        metrics = result.metrics or {}
+        done = int(metrics.get("training_iteration") or 0)
+        if result.checkpoint is None or done < iterations:
+            raise RuntimeError(f"{what} stopped early: trial {key} ran {done} of {iterations} iterations "
                                f"(interrupted?); its Tune experiment is in {out / 'tune'}")
         with result.checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
-        trained[key] = (policy_from_state(state["policy_config"], state["policy"]), result.metrics, result.path,
-                        state.get("numerics"))
+        trained[key] = TrialResult(policy_from_state(state["policy_config"], state["policy"]), metrics,
+                                   str(result.path), state.get("numerics"))
+    return trained, wall
+
+
+def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, device: str = "cpu",
+               progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               address: str | None = None, kernels: bool | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """Meta-train every level in ``levels`` as trials of one Tune launch (:func:`launch_trials`);
+    returns ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``.
+    ``kernels``: the C++ kernels on or off in every trial (None: each worker's own setting)."""
+    launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device)
+                for lv in levels for k in range(budget.restarts)}
+    trained, wall = launch_trials(launches, budget.iterations, out, progress, address, kernels)
     kept = {}
     for level in levels:
         keys = [trial_key(level, k) for k in range(budget.restarts)]

@@ -2,8 +2,8 @@
 
 The network under the neurons' control is an RL agent (``marl_net.tasks.rl``, docs/rl_tasks.md).
 For each trained preset of :data:`TRAINED` one learned rule is meta-trained on **train-split**
-lifetimes with fast-path PPO (one Tune launch of the ladder's trainable
-``marl_net.meta_training.train_level``, a trial per preset), then every rule is measured on **held-out** lifetimes of the presets it
+lifetimes with fast-path PPO (the ladder's Tune launch, ``marl_net.meta_training.launch_trials``,
+a trial per preset), then every rule is measured on **held-out** lifetimes of the presets it
 answers for: unseen arm probabilities (``bandit2``, ``bandit10``), unseen Harlow objects
 (``harlow``), unseen mazes (``maze``) and the larger maze (``maze_large``, with the rule
 meta-trained on ``maze``). Beside the learned rule, under identical conditions (the same per-copy
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -172,53 +171,26 @@ def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mappi
 
 def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, device: str = "cpu",
                overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None,
-               kernels: bool | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
-    """One Tune launch of the ladder's trainable (``marl_net.meta_training.train_level``), a trial
-    per trained preset; ``{preset: (policy, levels entry)}``."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-    from ray import tune
+               kernels: bool | None = None, progress: bool = True) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """One Tune launch of the ladder's trainable (``marl_net.meta_training.launch_trials``), a
+    trial per trained preset; ``{preset: (policy, levels entry)}``."""
+    from marl_net.meta_training import launch_trials, memory_of
 
-    from marl_net.commands.tune import init_ray
-    from marl_net.meta_training import policy_from_state, train_level
-
-    out = Path(out).absolute()
     launches = {name: launch(name, budget, seed, overrides, device) for name in presets}
-    started_here = not ray.is_initialized()
-    init_ray(address, log_to_driver=False)
-    start = time.perf_counter()
-    tuner = tune.Tuner(train_level, param_space={"trial": tune.grid_search(list(launches)), "launches": launches,
-                                                 "kernels": kernels},
-                       run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
-                                                 failure_config=tune.FailureConfig(max_failures=1)))
-    try:
-        grid = tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
-    if grid.errors:
-        raise RuntimeError(f"{len(grid.errors)} RL meta-training trial(s) errored: {grid.errors[0]!r}")
-    wall = round(time.perf_counter() - start, 1)
+    trials, wall = launch_trials(launches, budget.iterations, out, progress, address, kernels, what="RL meta-training")
     trained = {}
-    for result in grid:
-        name = result.config["trial"]
-        metrics = result.metrics or {}
-        done = int(metrics.get("training_iteration") or 0)
-        if result.checkpoint is None or done < budget.iterations:
-            raise RuntimeError(f"RL meta-training stopped early: trial {name} ran {done} of {budget.iterations} "
-                               f"iterations (interrupted?); its Tune experiment is in {out / 'tune'}")
-        with result.checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / "fast_ppo.pt", map_location="cpu", weights_only=False)
-        policy = policy_from_state(state["policy_config"], state["policy"]).eval()
+    for name, trial in trials.items():
+        policy, metrics = trial.policy.eval(), trial.metrics
         env = launches[name]["env"]
         trained[name] = (policy, {
             "observations": list(env["observations"]), "env": env, "policy": policy.config.to_dict(),
-            "ppo": launches[name]["ppo"], "memory": str(policy.config.to_dict().get("memory") or "none"),
-            "numerics": state.get("numerics"),
-            "train": {"iterations": done, "agent_steps": int(metrics.get("num_agent_steps_sampled_lifetime", 0)),
+            "ppo": launches[name]["ppo"], "memory": memory_of(policy.config.to_dict()),
+            "numerics": trial.numerics,
+            "train": {"iterations": int(metrics["training_iteration"]),
+                      "agent_steps": int(metrics.get("num_agent_steps_sampled_lifetime", 0)),
                       "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
                       "final_mean_reward": -float(metrics.get("inner_loss_final", float("nan"))),
-                      "trial_dir": str(result.path), "launch_seconds": wall}})
+                      "trial_dir": trial.path, "launch_seconds": wall}})
     return trained
 
 
@@ -398,16 +370,17 @@ def write_report(out: Path, results: Mapping) -> None:
 
 def run(budget: RLBudget, out: Path, seed: int = 0, presets: Sequence[str] | None = None, device: str = "cpu",
         overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None,
-        kernels: bool | None = None) -> dict:
+        kernels: bool | None = None, progress: bool = True) -> dict:
     """The RL family's whole job; returns the results dict (also written to ``out/results.json``).
-    ``kernels``: the C++ kernels on or off in meta-training and evaluation (None: as configured)."""
+    ``kernels``: the C++ kernels on or off in meta-training and evaluation (None: as configured);
+    ``progress``: a progress bar over the meta-training trials' iterations."""
     from marl_net import numerics
 
     with numerics.kernels(kernels):
-        return _run(budget, out, seed, presets, device, overrides, address, kernels)
+        return _run(budget, out, seed, presets, device, overrides, address, kernels, progress)
 
 
-def _run(budget, out, seed, presets, device, overrides, address, kernels) -> dict:
+def _run(budget, out, seed, presets, device, overrides, address, kernels, progress) -> dict:
     from marl_net import numerics
     from marl_net.meta_training import save_policy
 
@@ -416,7 +389,7 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels) -> dic
     out.mkdir(parents=True, exist_ok=True)
     presets = tuple(presets or TRAINED)
     check_settings(presets, overrides)
-    trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels)
+    trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels, progress)
     policies = {}
     for name, (policy, entry) in trained.items():
         save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}", entry["numerics"])
@@ -450,43 +423,3 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
                              f"{list(SECTIONS)}, e.g. --set env.action_scale=0.2")
         overrides.setdefault(parts[0], {})[parts[1]] = value
     return overrides
-
-
-SUPERVISED_ONLY = {"observations": None, "restarts": 1, "levels": None}  # run's options, defaults
-
-
-def main(args) -> int:
-    """``marl-net run --family rl``: the options ``--budget``, ``--tasks`` (trained presets),
-    ``--out``, ``--seed``, ``--device``, ``--address``, ``--set`` and ``--kernels``."""
-    import sys
-
-    for option, default in SUPERVISED_ONLY.items():
-        if getattr(args, option, default) != default:
-            raise ValueError(f"--{option} is an option of --family supervised; drop it with --family rl "
-                             "(the RL family's options: --budget, --tasks, --out, --seed, --device, --address, --set, --kernels)")
-    budget = parse_budget(args.budget)
-    presets = parse_presets(getattr(args, "tasks", None))
-    overrides = parse_overrides(getattr(args, "overrides", []) or [])
-    check_settings(presets, overrides)  # refuse a bad setting now, naming the fix
-    out = Path(args.out)
-    print(f"marl-net run --family rl: budget {budget.name} ({budget.iterations} PPO iterations x "
-          f"{budget.copies}+ networks per preset), meta-training on {list(presets)}, output in {out}/")
-    try:
-        kernels = getattr(args, "kernels", None)
-        results = run(budget, out, seed=args.seed, presets=presets, device=args.device, overrides=overrides,
-                      address=getattr(args, "address", None), kernels=None if kernels is None else kernels == "on")
-    except RuntimeError as exc:
-        print(f"marl-net run: {exc}", file=sys.stderr)
-        return 1
-    print()
-    print((out / "table.md").read_text())
-    for level, entry in results["levels"].items():
-        t = entry["train"]
-        print(f"meta-training {level}: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps, "
-              f"{t['seconds']} s in its trial")
-    met = sum(t["met"] for t in results["targets"])
-    print(f"targets: {met} of {len(results['targets'])} met; `marl-net check {out}` lists them")
-    print(f"whole run: {results['seconds']} s\nresults:     {out / 'results.json'}\ntable:       {out / 'table.md'}\n"
-          f"curves:      {out / 'curves_rl.png'}\ntensorboard: tensorboard --logdir {out}\n"
-          f"policies:    {out}/policies/rl_PRESET.pt")
-    return 0

@@ -4,6 +4,7 @@
     marl-net run --budget quick --out /tmp/quick    # the whole pipeline, smaller (about 2 minutes)
     marl-net run --levels perturbation,gradient --seed 1
     marl-net run --address 10.0.0.10:6379          # the same Tune launch on a Ray cluster
+    marl-net run --family rl --budget quick        # the RL family (marl_net.rl_job), the same summary
 
 Meta-learns one local learning rule per information level (perturbation, feedback, gradient) with
 fast-path PPO, one Tune launch with a trial per level, then measures every learned rule on a
@@ -70,13 +71,25 @@ def parse_job_overrides(items: list[str]) -> dict[str, dict]:
     return overrides
 
 
+SUPERVISED_ONLY = {"restarts": 1, "levels": None}  # the ladder's options and their defaults
+
+
 def main(args) -> int:
     import sys
 
-    if args.family == "rl":
-        from marl_net import rl_job
+    job, curves, policies = (_rl_job if args.family == "rl" else _ladder_job)(args)
+    try:
+        results = job()
+    except RuntimeError as exc:  # a meta-training trial errored or was stopped
+        print(f"marl-net run: {exc}", file=sys.stderr)
+        return 1
+    print_summary(args.out, results, curves, policies)
+    return 0
 
-        return rl_job.main(args)
+
+def _ladder_job(args):
+    """Validate the ladder's options and print its plan; (the job to run, the curves' and the
+    policies' lines of the summary)."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -97,13 +110,51 @@ def main(args) -> int:
     for kind, reasons in chosen["skipped"].items():
         for name, reason in reasons.items():
             print(f"  skipped {kind[:-1]} {name}: {reason}")
-    try:
-        results = main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
-                               progress=not args.no_progress, overrides=overrides, address=args.address,
-                               kernels=None if args.kernels is None else args.kernels == "on")
-    except RuntimeError as exc:  # a meta-training trial errored or was stopped
-        print(f"marl-net run: {exc}", file=sys.stderr)
-        return 1
+
+    def job():
+        return main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
+                            progress=not args.no_progress, overrides=overrides, address=args.address,
+                            kernels=None if args.kernels is None else args.kernels == "on")
+
+    return job, f"{out}/curves_LEVEL.png", f"{out}/policies/LEVEL.pt (marl-net eval POLICY ...)"
+
+
+def _rl_job(args):
+    """The same for ``--family rl`` (``marl_net.rl_job``): the options ``--budget``, ``--tasks``
+    (trained presets), ``--out``, ``--seed``, ``--device``, ``--address``, ``--set``, ``--kernels``
+    and ``--no-progress``."""
+    from pathlib import Path
+
+    from marl_net import rl_job
+
+    for option, default in SUPERVISED_ONLY.items():
+        if getattr(args, option, default) != default:
+            raise ValueError(f"--{option} is an option of --family supervised; drop it with --family rl (the RL "
+                             "family's options: --budget, --tasks, --out, --seed, --device, --address, --set, "
+                             "--kernels, --no-progress)")
+    budget = rl_job.parse_budget(args.budget)
+    presets = rl_job.parse_presets(args.tasks)
+    overrides = rl_job.parse_overrides(args.overrides)
+    rl_job.check_settings(presets, overrides)  # refuse a bad setting now, naming the fix
+    out = Path(args.out)
+    print(f"marl-net run --family rl: budget {budget.name} ({budget.iterations} PPO iterations x "
+          f"{budget.copies}+ networks per preset), meta-training on {list(presets)}, output in {out}/")
+
+    def job():
+        return rl_job.run(budget, out, seed=args.seed, presets=presets, device=args.device, overrides=overrides,
+                          address=args.address, kernels=None if args.kernels is None else args.kernels == "on",
+                          progress=not args.no_progress)
+
+    return job, f"{out}/curves_rl.png", f"{out}/policies/rl_PRESET.pt"
+
+
+def print_summary(out, results: dict, curves: str, policies: str) -> None:
+    """The end of ``marl-net run`` (either family): the table, each trial's meta-training, the
+    targets, the run's time and numerics, and where every output is (``curves``, ``policies``:
+    those lines' text)."""
+    from pathlib import Path
+
+    out = Path(out)
     print()
     print((out / "table.md").read_text())
     for level, entry in results["levels"].items():
@@ -115,7 +166,5 @@ def main(args) -> int:
           f"`marl-net check {out}` lists them")
     n = results["numerics"]
     print(f"whole run: {results['seconds']} s; numerics: {n['policy_path']}, torch {n['torch']}, {n['device_name']}")
-    print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}\n"
-          f"curves:      {out}/curves_LEVEL.png\ntensorboard: tensorboard --logdir {out}\n"
-          f"policies:    {out}/policies/LEVEL.pt (marl-net eval POLICY ...)")
-    return 0
+    print(f"results:     {out / 'results.json'}\ntable:       {out / 'table.md'}\ncurves:      {curves}\n"
+          f"tensorboard: tensorboard --logdir {out}\npolicies:    {policies}")
