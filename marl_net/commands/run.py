@@ -160,7 +160,7 @@ def print_summary(out, results: dict, curves: str, policies: str) -> None:
     for level, entry in results["levels"].items():
         t = entry["train"]
         print(f"meta-training {level}: {t['iterations']} iterations, {t['agent_steps']:,} agent-steps, "
-              f"{t['seconds']} s in its trial")
+              f"{t['seconds']:.1f} s in its trial")
     met = sum(t["met"] for t in results["targets"])
     print(f"targets: {met} of {len(results['targets'])} met ({len(results['targets_skipped'])} not measurable here); "
           f"`marl-net check {out}` lists them")
