@@ -2,6 +2,8 @@
 through the command line (real Tune, real fast-path PPO, real hand rules), its results.json,
 report and targets, and ``marl-net check`` on it."""
 
+import contextlib
+import io
 import json
 from dataclasses import replace
 
@@ -23,9 +25,29 @@ TASK_METRIC = {"bandit2": "regret", "bandit10": "regret", "harlow": "correct_aft
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rl_quick")
     torch.set_num_threads(1)
-    code = cli.main(["run", "--family", "rl", "--budget", "quick", "--out", str(out), "--seed", "3"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["run", "--family", "rl", "--budget", "quick", "--out", str(out), "--seed", "3",
+                         "--no-progress"])
     assert code == 0
+    out.joinpath("stdout.txt").write_text(printed.getvalue())
     return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_prints_the_runs_summary(quick_run):
+    """The summary ``marl-net run`` prints for either family (``commands.run.print_summary``)."""
+    out, results = quick_run
+    printed = (out / "stdout.txt").read_text()
+    assert (out / "table.md").read_text() in printed
+    for preset in rl_job.TRAINED:
+        t = results["levels"][f"rl_{preset}"]["train"]
+        assert f"meta-training rl_{preset}: 2 iterations, {t['agent_steps']:,} agent-steps, {t['seconds']:.1f} s" \
+            in printed
+    met = sum(t["met"] for t in results["targets"])
+    assert f"targets: {met} of 4 met (0 not measurable here); `marl-net check {out}` lists them" in printed
+    n = results["numerics"]
+    assert f"whole run: {results['seconds']} s; numerics: {n['policy_path']}, torch {n['torch']}" in printed
+    assert f"curves:      {out}/curves_rl.png" in printed and f"policies:    {out}/policies/rl_PRESET.pt" in printed
 
 
 def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
