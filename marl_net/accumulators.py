@@ -24,6 +24,15 @@ registered before a config is built; :func:`ema_feature_names` lists (and regist
     from marl_net.accumulators import ema_feature_names
     names = ema_feature_names("gradient")        # ('ema0.5[gradient]', 'ema0.9[gradient]', 'ema0.99[gradient]')
     EnvConfig(observations=DEFAULT_FEATURES + names)
+
+``rms<decay>[<signal>]`` (e.g. ``rms0.99[gradient]``) is the signal divided by its own running
+root mean square, as Adam and RMSprop scale a gradient: with ``v_t`` the moving average of
+``s_t**2`` (the same recurrence) and the bias correction ``vhat_t = v_t / (1 - decay**(t + 1))``,
+the observation is ``s_t / (sqrt(vhat_t) + 1e-12)`` (0 where the signal has always been 0). It is
+scale-free: the same rule sees the same numbers whether a task's gradients are 1e-4 or 1, which is
+what lets a rule meta-trained on one network run on another. At a reset it is ``sign(s_0)``; its
+magnitude is at most ``(1 - decay) ** -0.5``. Per synapse and in time only, so it is local iff its
+signal is.
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ from marl_net.context import StepContext
 from marl_net.features import FEATURE_FAMILIES, FEATURES, register_feature, resolve_feature, sanitize
 
 DEFAULT_DECAYS = (0.5, 0.9, 0.99)
-_NAME = re.compile(r"^ema(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")
+KINDS = ("ema", "rms")  # a moving average of the signal; the signal over its running root mean square
+_NAME = re.compile(r"^(?P<kind>ema|rms)(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")
+_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -47,13 +58,14 @@ class Accumulator:
     name: str
     signal: str
     decay: float
+    kind: str = "ema"  # one of KINDS
 
 
 ACCUMULATORS: dict[str, Accumulator] = {}
 
 
-def ema_name(signal: str, decay: float) -> str:
-    return f"ema{float(decay)!r}[{signal}]"
+def ema_name(signal: str, decay: float, kind: str = "ema") -> str:
+    return f"{kind}{float(decay)!r}[{signal}]"
 
 
 def signal_choices() -> list[str]:
@@ -71,29 +83,32 @@ def _check(signal: str, decay: float, name: str) -> None:
                          f"{signal_choices()}")
 
 
-def _register(name: str, signal: str, decay: float) -> None:
+def _register(name: str, signal: str, decay: float, kind: str) -> None:
     _check(signal, decay, name)
     source = FEATURES[signal]
-    ACCUMULATORS[name] = Accumulator(name, signal, decay)
-    register_feature(name, f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, "
-                     f"zero at reset ({'privileged' if source.privileged else 'local'}, as its signal)",
+    ACCUMULATORS[name] = Accumulator(name, signal, decay, kind)
+    what = (f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, zero at reset"
+            if kind == "ema" else
+            f"{signal!r} over its running root mean square (decay {decay:g}, bias-corrected, from zero at reset)")
+    register_feature(name, f"{what} ({'privileged' if source.privileged else 'local'}, as its signal)",
                      privileged=source.privileged)(lambda ctx, l: ctx.accumulators[name][l])
 
 
 def _resolve(name: str) -> bool:
-    """The ``ema`` feature family: register ``name`` if it is ``ema<decay>[<signal>]``."""
-    if not name.startswith("ema"):
+    """The ``ema`` and ``rms`` feature families: register ``name`` if it is ``ema<decay>[<signal>]``
+    or ``rms<decay>[<signal>]``."""
+    if not name.startswith(KINDS):
         return False
     match = _NAME.match(name)
     if match is None:
-        raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>], e.g. "
-                         f"{ema_name('gradient', 0.9)!r}")
+        raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>] or "
+                         f"rms<decay>[<signal>], e.g. {ema_name('gradient', 0.9)!r}")
     try:
         decay = float(match["decay"])
     except ValueError:
         raise ValueError(f"observation feature {name!r}: decay {match['decay']!r} is not a number; write e.g. "
                          f"{ema_name(match['signal'] or 'gradient', 0.9)!r}") from None
-    _register(name, match["signal"], decay)
+    _register(name, match["signal"], decay, match["kind"])
     return True
 
 
@@ -124,17 +139,25 @@ def signals_of(observations: Sequence[str]) -> tuple[str, ...]:
 
 def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, list[torch.Tensor]] | None
            ) -> dict[str, list[torch.Tensor]]:
-    """One update of every accumulator from this evaluation's signals: ``decay * previous + (1 - decay)
-    * signal``, per layer ``[E', rows, cols]`` for the copies ``ctx`` holds; ``previous=None``: from zero
-    (a reset). Also stores the result in ``ctx.accumulators`` for the features to read."""
-    out: dict[str, list[torch.Tensor]] = {}
+    """One update of every accumulator's state from this evaluation's signals: ``decay * previous +
+    (1 - decay) * x`` with ``x`` the signal (``ema``) or its square (``rms``), per layer ``[E', rows,
+    cols]`` for the copies ``ctx`` holds; ``previous=None``: from zero (a reset). Returns the states
+    and stores the observed values in ``ctx.accumulators`` for the features to read."""
+    states: dict[str, list[torch.Tensor]] = {}
+    values: dict[str, list[torch.Tensor]] = {}
     for a in accs:
-        layers = []
+        layers, shown = [], []
         for l in range(ctx.spec.num_layers):
             shape = (ctx.copies, *ctx.ownership.weight_space_shape(l))
             s = sanitize(FEATURES[a.signal].fn(ctx, l)).expand(shape)
-            fresh = (1.0 - a.decay) * s
-            layers.append(fresh if previous is None else a.decay * previous[a.name][l] + fresh)
-        out[a.name] = layers
-    ctx.accumulators = out
-    return out
+            fresh = (1.0 - a.decay) * (s if a.kind == "ema" else s * s)
+            state = fresh if previous is None else a.decay * previous[a.name][l] + fresh
+            layers.append(state)
+            if a.kind == "ema":
+                shown.append(state)
+            else:  # s / sqrt(vhat), vhat = v / (1 - decay ** (updates so far)); t = 0 at the reset's update
+                correction = 1.0 - a.decay ** (ctx.t.to(state.dtype) + 1.0)
+                shown.append(s / ((state / correction.reshape(-1, 1, 1)).sqrt() + _EPS))
+        states[a.name], values[a.name] = layers, shown
+    ctx.accumulators = values
+    return states

@@ -18,6 +18,11 @@ gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
                learned optimizer
 =============  =====================================================  ==========================
 
+Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
+averages ``ema<d>[s]`` and RMS-normalized signals ``rms<d>[s]`` of its own signals), chosen where
+they help on the *train* split only, by ``python experiments/level_features.py`` (its rows are in
+docs/ladder.md); they are :attr:`Level.memory` and part of the level's observations.
+
 Only ``gradient`` observes a feature the registry marks privileged. A level is *available* when
 its features are registered and its env options exist in this build (:func:`unavailable_reason`);
 the main job skips an unavailable level, or a hand rule this build lacks, and says why.
@@ -46,10 +51,11 @@ class Level:
     signals: tuple[str, ...]  # observation features beyond the local defaults
     baselines: tuple[str, ...]  # the hand-designed rules that use the same information
     env: Mapping[str, Any] = field(default_factory=dict)  # env settings the signals need
+    memory: tuple[str, ...] = ()  # accumulator features of its signals, chosen on the train split
 
     @property
     def observations(self) -> tuple[str, ...]:
-        return DEFAULT_FEATURES + self.signals
+        return DEFAULT_FEATURES + self.signals + self.memory
 
     @property
     def learned(self) -> str:

@@ -15,9 +15,10 @@ policies are saved as ``RUN_DIR/policies/LEVEL.pt`` (:func:`save_policy`, read b
 :func:`load_policy` and ``marl-net eval``). :func:`launch_trials` is the Tune launch itself, shared
 with the RL family (``marl_net.rl_job``, a trial per trained preset).
 
-Memory: the levels run the feed-forward per-synapse policy (``memory: none`` in results.json);
-``--set policy.memory=gru`` (where the recurrent policy exists) switches every level,
-``--set feedback.policy.memory=gru`` one level (:func:`job_settings`).
+Memory: the levels run the feed-forward per-synapse policy with the accumulator features their
+definitions choose (``marl_net.levels``; results.json's ``memory`` names both, e.g. ``none +
+accumulators ema0.9[gradient], rms0.99[gradient]``); ``--set policy.memory=gru`` (where the
+recurrent policy exists) switches every level, ``--set feedback.policy.memory=gru`` one level (:func:`job_settings`).
 """
 
 from __future__ import annotations
@@ -239,14 +240,20 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
         summary.update(final_inner_loss=metrics.get("inner_loss_final"), trial_dir=str(path), launch_seconds=wall)
         kept[level] = (policy.eval(), {"observations": list(env.observations), "env": env.to_dict(),
                                        "policy": policy.config.to_dict(), "ppo": launch["ppo"],
-                                       "memory": memory_of(policy.config.to_dict()), "train": summary,
+                                       "memory": memory_of(policy.config.to_dict(), env.observations),
+                                       "train": summary,
                                        "numerics": ran})
     return kept
 
 
-def memory_of(policy_config: Mapping[str, Any]) -> str:
-    """results.json's ``memory``: the recurrent cell, or ``none`` for the feed-forward policy."""
-    return str(policy_config.get("memory") or "none")
+def memory_of(policy_config: Mapping[str, Any], observations: Sequence[str] = ()) -> str:
+    """results.json's ``memory``: the recurrent cell (or ``none`` for the feed-forward policy), then
+    the accumulator features among ``observations``, e.g. ``none + accumulators ema0.9[gradient]``."""
+    from marl_net.accumulators import accumulators_of
+
+    cell = str(policy_config.get("memory") or "none")
+    accs = [a.name for a in accumulators_of(observations)]
+    return f"{cell} + accumulators {', '.join(accs)}" if accs else cell
 
 
 def policy_from_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:

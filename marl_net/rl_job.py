@@ -184,7 +184,7 @@ def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, d
         env = launches[name]["env"]
         trained[name] = (policy, {
             "observations": list(env["observations"]), "env": env, "policy": policy.config.to_dict(),
-            "ppo": launches[name]["ppo"], "memory": memory_of(policy.config.to_dict()),
+            "ppo": launches[name]["ppo"], "memory": memory_of(policy.config.to_dict(), env["observations"]),
             "numerics": trial.numerics,
             "train": {"iterations": int(metrics["training_iteration"]),
                       "agent_steps": int(metrics.get("num_agent_steps_sampled_lifetime", 0)),

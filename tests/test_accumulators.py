@@ -1,4 +1,5 @@
-"""Accumulator features ``ema<decay>[<signal>]``: the recurrence by hand, resets, checkpoints, bad names.
+"""Accumulator features ``ema<decay>[<signal>]`` and ``rms<decay>[<signal>]``: the recurrences by hand,
+resets, checkpoints, bad names.
 
 Run: ``.venv/bin/pytest -q tests/test_accumulators.py`` (about 5 s). The PettingZoo env == batched
 env check with accumulators on is in ``tests/test_fast_vector_env.py``.
@@ -52,6 +53,33 @@ def test_ema_values_follow_the_recurrence_by_hand(signal, ownership):
                                    generator=gen) * 2 - 1).obs
     # after 6 updates the slow accumulator still remembers far more than the fast one forgets
     assert not torch.equal(columns(obs)[1][0], columns(obs)[1][2])
+
+
+@pytest.mark.parametrize("signal,ownership", [("gradient", "outgoing"), ("feedback_eligibility", "incoming")])
+def test_rms_values_follow_the_recurrence_by_hand(signal, ownership):
+    """v_t = d v_{t-1} + (1 - d) s_t^2 from 0; shown: s_t / sqrt(v_t / (1 - d^(t+1))), scale-free."""
+    names = tuple(f"rms{d!r}[{signal}]" for d in DECAYS)
+    config = EnvConfig(layers=(3, 4, 2), ownership=ownership, bias=ownership == "incoming", batch_size=8,
+                       max_cycles=20, observations=("weight", signal) + names)
+    core = NetworkWeightsCore(config, copies=2)
+    core.seed([0, 1])
+    gen = torch.Generator().manual_seed(0)
+    obs = core.reset()
+    s0 = columns(obs)[0]
+    for i in range(len(DECAYS)):  # at the reset: the signal's sign
+        torch.testing.assert_close(columns(obs)[1][i], torch.sign(s0), rtol=1e-6, atol=1e-6)
+    v = [torch.zeros_like(s0, dtype=torch.float64) for _ in DECAYS]
+    for t in range(6):
+        s, shown = columns(obs)
+        for i, d in enumerate(DECAYS):
+            v[i] = d * v[i] + (1 - d) * s.double() ** 2
+            expected = s.double() / ((v[i] / (1 - d ** (t + 1))).sqrt() + 1e-12)
+            torch.testing.assert_close(shown[i].double(), expected, rtol=1e-5, atol=1e-6)
+            assert shown[i].abs().max() <= (1 - d) ** -0.5 + 1e-4
+        obs = core.step(torch.rand(2, core.ownership.num_agents, core.ownership.max_fan,
+                                   generator=gen) * 2 - 1).obs
+    # not a constant: both signs show
+    assert torch.unique(torch.sign(columns(obs)[1][2])).numel() > 1
 
 
 def test_reset_zeroes_the_accumulators_full_and_partial():
@@ -109,6 +137,8 @@ def test_privileged_iff_the_signal_is_and_nothing_without_them():
     ("ema0.9[nosuch]", "'nosuch' is not a per-synapse signal; average one of"),
     ("ema0.9[loss]", "'loss' is not a per-synapse signal"),
     ("ema0.9[ema0.5[gradient]]", "is not a per-synapse signal"),
+    ("rms0.9[ema0.5[gradient]]", "is not a per-synapse signal"),
+    ("rms1.5[gradient]", "strictly between 0 and 1"),
     ("ema1.0[gradient]", "decay 1.0 must lie strictly between 0 and 1"),
     ("ema0[gradient]", "strictly between 0 and 1"),
     ("emafast[gradient]", "decay 'fast' is not a number"),

@@ -14,6 +14,7 @@ from marl_net.cli import main as cli_main
 from marl_net.config import EnvConfig
 from marl_net.evaluation import rollout
 from marl_net.meta_training import save_policy, train_config
+from marl_net.accumulators import accumulators_of
 from marl_net.observations import DEFAULT_FEATURES, is_privileged
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
 from marl_net.rules.registry import run_rule
@@ -27,13 +28,17 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
                 "gradient": ("gradient",)}
     assert list(levels.LEVELS) == ["perturbation", "feedback", "gradient"]
     for name, level in levels.LEVELS.items():
-        assert level.observations == DEFAULT_FEATURES + expected[name]
+        assert level.observations == DEFAULT_FEATURES + expected[name] + level.memory
+        # memory: accumulator features only, of a signal as local as the level's (none privileged
+        # below the gradient level)
+        assert [a.name for a in accumulators_of(level.memory)] == list(level.memory)
+        assert all(is_privileged(n) == (name == "gradient") for n in level.memory)
         assert level.learned == f"learned_{name}"
         assert level.compared_with[-2:] == ("sgd", "adam") or level.compared_with == ("sgd", "adam")
     assert levels.LEVELS["perturbation"].baselines == ("np", "wp")
     assert levels.LEVELS["feedback"].baselines == ("dfa", "fa")
     assert levels.LEVELS["gradient"].baselines == ("sgd", "adam")
-    assert levels.LEVELS["gradient"].privileged == ["gradient"]
+    assert levels.LEVELS["gradient"].privileged == ["gradient", *levels.LEVELS["gradient"].memory]
     assert levels.LEVELS["perturbation"].privileged == []
     assert not any(is_privileged(n) for n in DEFAULT_FEATURES)
     assert levels.LEVELS["feedback"].privileged == []  # the feedback signals are local: no weight transport

@@ -36,8 +36,6 @@ from marl_net.rules.trainer import train
 
 METRICS = ("auc", "final")
 TUNING_METRIC = "final"  # how every rule's step size is scored, everywhere
-# The learned rule's action_scale values tried: multiples of the one it was meta-trained with.
-ACTION_SCALE_FACTORS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
 
 
 def score(curves: torch.Tensor, metric: str) -> torch.Tensor:
@@ -50,12 +48,20 @@ def score(curves: torch.Tensor, metric: str) -> torch.Tensor:
     raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
 
 
+def grid_factors(points: int = 6) -> tuple[float, ...]:
+    """The one grid shape every rule's step size is tuned over: ``points`` factors spaced by 3x
+    around 1 (``points // 2`` below, the rest from 1 up), e.g. 6: 1/27, 1/9, 1/3, 1, 3, 9."""
+    if points < 1:
+        raise ValueError(f"points={points!r}: try at least one step size")
+    return tuple(3.0 ** k for k in range(-(points // 2), points - points // 2))
+
+
 def default_grid(name: str, task: str, points: int = 6, param: str = "lr") -> list[float]:
-    """``points`` values of ``param`` spaced by 3x around the rule's default (three below, the rest above)."""
+    """``points`` values of ``param``: the rule's default times :func:`grid_factors`."""
     hyper = default_hyper(name, task)
     if param not in hyper or param == "sigma":
         raise ValueError(f"rule {name!r} has step sizes {[k for k in hyper if k != 'sigma']}, not {param!r}")
-    return [hyper[param] * 3.0 ** k for k in range(-(points // 2), points - points // 2)]
+    return [hyper[param] * f for f in grid_factors(points)]
 
 
 def lowest(grid: Sequence[float], scores: Sequence[float]) -> float:
@@ -110,16 +116,10 @@ def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | Non
     return TuneResult(name, param, metric, grid, scores.tolist(), diverged.tolist(), curves)
 
 
-def scale_factors(points: int | None = None) -> tuple[float, ...]:
-    """``points`` of :data:`ACTION_SCALE_FACTORS` centred on 1.0 (all of them for ``None``)."""
-    grid = ACTION_SCALE_FACTORS
-    if points is None or points >= len(grid):
-        return grid
-    if points < 1:
-        raise ValueError(f"points={points!r}: try at least one action_scale factor")
-    centre = grid.index(1.0)
-    start = min(max(0, centre - points // 2), len(grid) - points)
-    return grid[start : start + points]
+def scale_factors(points: int = 6) -> tuple[float, ...]:
+    """A learned rule's ``action_scale`` factors (multiples of the one it was meta-trained with):
+    the hand rules' grid shape, :func:`grid_factors`, so every rule is tuned alike."""
+    return grid_factors(points)
 
 
 def tune_action_scale(policy, config: EnvConfig, seeds: Sequence[int], factors: Sequence[float] | None = None,
@@ -132,7 +132,7 @@ def tune_action_scale(policy, config: EnvConfig, seeds: Sequence[int], factors: 
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
     seeds = [int(s) for s in seeds]
-    factors = [float(f) for f in (factors if factors is not None else ACTION_SCALE_FACTORS)]
+    factors = [float(f) for f in (factors if factors is not None else scale_factors())]
     if not factors or not seeds:
         raise ValueError("tune_action_scale needs a non-empty grid of factors and at least one seed")
     grid = [config.action_scale * f for f in factors]

@@ -1,0 +1,91 @@
+"""Which observation set (memory features) each ladder level uses, chosen on the TRAIN split only.
+
+For one level, meta-trains the level's rule once per variant (the level's observations plus the
+variant's extra features: accumulators ``ema<d>[s]`` / ``rms<d>[s]``, ``marl_net.accumulators``),
+with the main job's settings and budget, in this process (no Tune), then tunes each learned rule's
+``action_scale`` on train-split networks of each setting (``marl_net.rules.tuning``) and prints its
+tuned final loss there, with tuned SGD and Adam on the same train-split networks beside it. No
+held-out task is used: the level definitions in ``marl_net.levels`` take the variant this prints
+as best. The rows are what docs/ladder.md quotes.
+
+    python experiments/level_features.py --level gradient \\
+        --variant none= --variant rms='rms0.99[gradient]' --settings teacher_student,teacher_student_long
+
+(about 3 minutes per variant for meta-training on one core at the default budget, plus the
+tuning runs; ``--budget quick`` for a smoke run.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from marl_net import suite
+from marl_net.budgets import BUDGETS
+from marl_net.config import EnvConfig
+from marl_net.fast.tune_trainable import trainer_from_launch
+from marl_net.heldout import tuning_seeds
+from marl_net.levels import DEFAULT_FEATURES, LEVELS
+from marl_net.meta_training import job_settings, level_launch
+from marl_net.rules.tuning import default_grid, tune_action_scale, tune_lr
+
+# action_scale factors tried for every variant: finer near the trained scale than the suite's grid
+SCALE_FACTORS = (1 / 27, 1 / 9, 0.25, 1 / 3, 0.35, 0.5, 0.7, 1.0, 1.4)
+
+def variant(text: str) -> tuple[str, tuple[str, ...]]:
+    name, _, extra = text.partition("=")
+    return name, tuple(f for f in extra.split(",") if f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--level", required=True, choices=list(LEVELS))
+    parser.add_argument("--variant", action="append", type=variant, required=True,
+                        help="NAME=FEATURE[,FEATURE...] (NAME= for the level as defined)")
+    parser.add_argument("--settings", default="teacher_student,teacher_student_long")
+    parser.add_argument("--budget", default="default", choices=list(BUDGETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tune-seeds", type=int, default=8)
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    budget = BUDGETS[args.budget]
+    base = job_settings(args.level)["env"]["observations"]
+    hand_base = EnvConfig.from_kwargs(**{**job_settings("perturbation")["env"], "observations": DEFAULT_FEATURES})
+    rows = {}
+    seeds = tuning_seeds(args.seed, args.tune_seeds)
+    settings = [s for s in args.settings.split(",") if s]
+    for name, extra in args.variant:
+        overrides = {args.level: {"env": {"observations": tuple(base) + extra}}}
+        launch = level_launch(args.level, budget, args.seed, overrides=overrides)
+        trainer = trainer_from_launch(launch)
+        start = time.perf_counter()
+        while trainer.iteration < budget.iterations:
+            metrics = trainer.train()
+        policy = trainer.policy.eval()
+        env = trainer.env.config
+        row = {"extra": list(extra), "train_seconds": round(time.perf_counter() - start, 1),
+               "train_final_inner_loss": metrics.get("inner_loss_final")}
+        for setting in settings:
+            cfg = suite.setting(setting, env)
+            with torch.no_grad():
+                tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
+            row[setting] = {"final": float(min(tuned.scores)), "action_scale": tuned.best}
+        rows[name] = row
+        print(name, json.dumps(row), flush=True)
+    for setting in settings:
+        cfg = suite.setting(setting, hand_base)
+        for rule in ("sgd", "adam"):
+            tuned = tune_lr(rule, cfg.replace(split="train"), seeds=seeds, grid=default_grid(rule, cfg.task))
+            rows.setdefault(rule, {})[setting] = {"final": float(min(tuned.scores)), "lr": tuned.best}
+        print(setting, {r: rows[r][setting] for r in ("sgd", "adam")}, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
