@@ -77,9 +77,9 @@ LEVELS: dict[str, Level] = {
     "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp")),
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
-                      env={"feedback": "dfa"}),
+                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",)),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam")),
+                      ("sgd", "adam"), memory=("rms0.99[gradient]", "ema0.9[gradient]")),
 }
 
 

@@ -99,5 +99,6 @@ def _sanitized_feature(ctx: StepContext, name: str, layer: int, global_signals: 
 
 
 import marl_net.perturbation_features  # noqa: E402,F401  (registers the hand-rule features: NP, WP, Weight Max)
+import marl_net.feedback_alignment  # noqa: E402,F401  (registers the feedback features: FA/DFA signals)
 import marl_net.accumulators  # noqa: E402,F401  (registers the ema<decay>[<signal>] family)
 import marl_net.rl_features  # noqa: E402,F401  (registers the RL features: reward, RPE, REINFORCE eligibility)
