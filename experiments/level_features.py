@@ -1,18 +1,21 @@
-"""Which observation set (memory features) each ladder level uses, chosen on the TRAIN split only.
+"""Which memory features each ladder level uses, chosen on the TRAIN split only.
 
-For one level, meta-trains the level's rule once per variant (the level's observations plus the
-variant's extra features: accumulators ``ema<d>[s]`` / ``rms<d>[s]``, ``marl_net.accumulators``),
-with the main job's settings and budget, in this process (no Tune), then tunes each learned rule's
-``action_scale`` on train-split networks of each setting (``marl_net.rules.tuning``) and prints its
-tuned final loss there, with tuned SGD and Adam on the same train-split networks beside it. No
-held-out task is used: the level definitions in ``marl_net.levels`` take the variant this prints
-as best. The rows are what docs/ladder.md quotes.
+For one level, meta-trains the level's rule once per variant: the level's local defaults and
+signals (without the memory ``marl_net.levels`` gave it) plus the variant's extra features,
+accumulators ``ema<d>[s]`` / ``rms<d>[s]`` (``marl_net.accumulators``), with the main job's
+settings and budget, in this process (no Tune). Then it tunes each learned rule's
+``action_scale`` on train-split networks of each setting (``marl_net.rules.tuning``) and prints
+its tuned final loss there, with tuned SGD and Adam on the same train-split networks beside it.
+No held-out task is used. ``marl_net.levels`` adopts a variant where it lowers the final loss on
+the train split (the sum of the log ratios to ``none`` over the settings is negative); the rows
+are in docs/results/level_features/results.json and docs/ladder.md::
 
-    python experiments/level_features.py --level gradient \\
-        --variant none= --variant rms='rms0.99[gradient]' --settings teacher_student,teacher_student_long
+    python experiments/level_features.py --level gradient --variant none= \
+        --variant rms='rms0.99[gradient]' --variant rms_ema='rms0.99[gradient],ema0.9[gradient]' \
+        --settings teacher_student,teacher_student_long,digits_wide --out gradient.json
 
-(about 3 minutes per variant for meta-training on one core at the default budget, plus the
-tuning runs; ``--budget quick`` for a smoke run.)
+(4-8 minutes per variant on the 2-core VM while shared: meta-training at the default budget on
+one core, then the tuning runs; ``--budget quick`` for a smoke run.)
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     budget = BUDGETS[args.budget]
-    base = job_settings(args.level)["env"]["observations"]
+    base = DEFAULT_FEATURES + LEVELS[args.level].signals  # the level without the memory it now uses
     hand_base = EnvConfig.from_kwargs(**{**job_settings("perturbation")["env"], "observations": DEFAULT_FEATURES})
     rows = {}
     seeds = tuning_seeds(args.seed, args.tune_seeds)
