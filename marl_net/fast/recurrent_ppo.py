@@ -1,13 +1,13 @@
-"""Fast-path PPO for the recurrent policy (``PolicyConfig(memory="gru")``): rollout with state and a
-learner that recomputes the states through whole agent sequences.
+"""Fast-path PPO for the recurrent policies (``PolicyConfig(memory="gru")`` or ``"gru_neuron"``):
+rollout with state and a learner that recomputes the states through whole agent sequences.
 
 :class:`~marl_net.fast.ppo.FastPPO` hands its collection and learning to :class:`RecurrentPPO` when
 its policy is recurrent (``marl_net.policies.recurrent_policy``); everything else (the env, the
 rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward trainer's.
 
 - **Rollout**: every agent row of every copy carries its GRU state from step to step, one state
-  tensor per ownership block (``[E * agents_of_block, fan, H_m]``, padding trimmed like the
-  buffer's observations). The states at the start of the rollout are kept. A copy whose inner
+  tensor per ownership block (``[E * agents_of_block, fan, H_m]`` for ``"gru"``, padding trimmed
+  like the buffer's observations; ``[E * agents_of_block, H_m]`` for ``"gru_neuron"``). The states at the start of the rollout are kept. A copy whose inner
   network is reset (the autoreset at ``max_cycles`` or on divergence, any subset of copies at any
   step) has its rows' states set to zero before its next step; a truncated episode's bootstrap
   value reads the ended episode's state.
@@ -47,9 +47,10 @@ class RecurrentPPO:
 
     def __init__(self, trainer):
         self.trainer = trainer
-        env, m = trainer.env, trainer.policy.config.memory_size
+        env = trainer.env
         self.sizes = [env.copies * (b.stop - b.start) for b in env.blocks]
-        self.state = [torch.zeros(n, b.fan, m, device=trainer.device) for n, b in zip(self.sizes, env.blocks)]
+        shape = trainer.policy.state_shape  # per agent: (fan, H_m) per synapse row, (H_m,) per neuron
+        self.state = [torch.zeros(n, *shape(b.fan), device=trainer.device) for n, b in zip(self.sizes, env.blocks)]
         self.start_state = [s.clone() for s in self.state]
 
     # ---------------------------------------------------------------- acting
