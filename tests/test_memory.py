@@ -1,6 +1,7 @@
-"""The recurrent shared policy (``PolicyConfig(memory="gru")``) on the fast path: settings refused,
-state zero at every inner reset, the learner's recomputation equal to the rollout, determinism and
-resume."""
+"""The recurrent shared policies (``PolicyConfig(memory="gru")``: a state per synapse row;
+``"gru_neuron"``: a state per neuron) on the fast path: settings refused, state zero at every inner
+reset, the learner's recomputation equal to the rollout, determinism and resume, the RLlib module
+(interchange), the memory-use check. The guarantees are checked for both kinds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from marl_net.fast.ppo import FastPPO, FastPPOConfig
+from marl_net import numerics
+from marl_net.policies.neuron_memory import NeuronMemoryPolicy
 from marl_net.policies.recurrent_policy import RecurrentSynapsePolicy, gru_update, make_policy
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, masked_log_prob
 
@@ -16,6 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {"layers": (3, 5, 2), "max_cycles": 6}
 POLICY = {"hidden": 8, "depth": 1, "memory": "gru", "memory_size": 4}  # depth as in rllib_memory_quick.yaml
 PPO = dict(copies=4, minibatch_size=48, num_epochs=2)
+NEURON = {**POLICY, "memory": "gru_neuron"}
+KINDS = {"gru": POLICY, "gru_neuron": NEURON}
 
 
 def _params(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -23,7 +28,8 @@ def _params(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"memory": "lstm"}, ["'none'", "'gru'"]),
+    ({"memory": "lstm"}, ["'none'", "'gru'", "'gru_neuron'"]),
+    ({"memory": "gru_neuron", "memory_size": 0}, ["memory_size", ">= 1"]),
     ({"memory": "gru", "memory_size": 0}, ["memory_size", ">= 1"]),
     ({"memory": "gru", "memory_size": 2.5}, ["memory_size", "integer"]),
     ({"memory": "gru", "memory_size": -3}, ["memory_size", ">= 1"]),
@@ -39,6 +45,11 @@ def test_the_feed_forward_class_refuses_a_recurrent_config_and_make_policy_picks
     with pytest.raises(ValueError, match="make_policy"):
         SynapsePolicy(config)
     assert isinstance(make_policy(config), RecurrentSynapsePolicy)
+    neuron = PolicyConfig(num_features=3, memory="gru_neuron")
+    assert isinstance(make_policy(neuron), NeuronMemoryPolicy)
+    for cls, wrong in ((NeuronMemoryPolicy, config), (RecurrentSynapsePolicy, neuron)):
+        with pytest.raises(ValueError, match="make_policy"):
+            cls(wrong)
     assert type(make_policy(PolicyConfig(num_features=3))) is SynapsePolicy
     with pytest.raises(ValueError, match="policy settings"):
         FastPPO(ENV, {"memroy": "gru"}, FastPPOConfig(**PPO))
@@ -111,8 +122,58 @@ def test_unroll_through_the_sequence_recurrence_equals_the_stepwise_one_with_res
         torch.testing.assert_close(ours, stepped)
 
 
-def _trainer(seed=0, **ppo):
-    return FastPPO(ENV, POLICY, FastPPOConfig(**{**PPO, **ppo}), seed=seed)
+def test_neuron_memory_unroll_equals_stepping_through_resets_padding_and_either_synapse_path():
+    """``memory="gru_neuron"``: one state per agent; :meth:`unroll` (the synapse network once over
+    the sequence, ``nn.GRU`` between resets) equals stepping :meth:`forward` with rows reset at step
+    3 and non-zero start states, padding slots get a zero mean, the fused synapse kernel and the torch
+    path give the same outputs and gradients, and steps padded at a sequence's end (RLlib's) leave
+    the real steps' outputs as they are."""
+    torch.manual_seed(0)
+    policy = make_policy(PolicyConfig(num_features=4, hidden=16, memory="gru_neuron", memory_size=3, action_gain=1.0))
+    with torch.no_grad():
+        policy.gain.weight.normal_()  # a state that scales the synapses' own proposals (zero at init)
+    obs = torch.randn(5, 6, 4, 4)
+    obs[..., -1] = (torch.rand(1, 6, 4) > 0.3).float().expand(5, 6, 4)
+    obs[..., :-1] *= obs[..., -1:]
+    starts = torch.zeros(5, 6, dtype=torch.bool)
+    starts[3, :2] = True  # rows 0 and 1 begin a new episode at step 3
+    state0 = torch.randn(6, 3)
+    assert policy.initial_state(obs[0]).shape == (6, 3) and policy.state_shape(4) == (3,)
+    state, stepped = state0, []
+    with torch.no_grad():
+        for t in range(5):
+            if t == 3:
+                state = state.clone()
+                state[:2] = 0
+            mean, _, value, state = policy(obs[t], state)
+            stepped.append((mean, value))
+            assert torch.all(mean[obs[t][..., -1] == 0] == 0)
+    grads = {}
+    for kernels in (True, False):
+        with numerics.kernels(kernels), numerics.recording() as ran:
+            policy.zero_grad()
+            mean, log_std, value, last = policy.unroll(obs, state0, starts)
+            (mean.pow(2).sum() + value.sum() + last.sum() + log_std.sum()).backward()
+        assert (numerics.POLICY_KERNEL in ran) == kernels
+        grads[kernels] = [p.grad.clone() for p in policy.parameters()]
+        torch.testing.assert_close(mean, torch.stack([m for m, _ in stepped]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(value, torch.stack([v for _, v in stepped]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(last, state, rtol=1e-5, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in grads[True])  # every parameter is used
+    for fused, plain in zip(grads[True], grads[False]):
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        padded_starts = torch.cat([starts, torch.zeros(2, 6, dtype=torch.bool)])
+        tail = policy.unroll(torch.cat([obs, torch.zeros(2, 6, 4, 4)]), state0, padded_starts)
+    torch.testing.assert_close(tail[0][:5], mean.detach())
+    torch.testing.assert_close(tail[2][:5], value.detach())
+    assert torch.all(tail[0][5:] == 0)
+    with pytest.raises(ValueError, match="initial_state"):
+        policy(obs[0], torch.zeros(6, 4, 3))
+
+
+def _trainer(seed=0, kind="gru", **ppo):
+    return FastPPO(ENV, KINDS[kind], FastPPOConfig(**{**PPO, **ppo}), seed=seed)
 
 
 def _episode_log_probs(trainer, block: int, rows: torch.Tensor, steps: slice) -> torch.Tensor:
@@ -124,11 +185,12 @@ def _episode_log_probs(trainer, block: int, rows: torch.Tensor, steps: slice) ->
     return masked_log_prob(actions, mean, log_std, obs[..., -1])
 
 
-def test_state_is_zero_at_every_inner_reset_including_a_partial_autoreset():
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_state_is_zero_at_every_inner_reset_including_a_partial_autoreset(kind):
     """Copy 0 is moved 3 steps into its episode, so it is autoreset alone in the middle of the
     rollout. Every inner episode in the rollout, its new one included, must match the policy run
     from a zero state; a state carried over the reset would change copy 0's later log-densities."""
-    trainer = _trainer(rollout_steps=6)
+    trainer = _trainer(kind=kind, rollout_steps=6)
     trainer.env.core.t[0] = 3  # copy 0 truncates after 3 steps, the others after 6
     with torch.no_grad():
         trainer.recurrent.collect()
@@ -150,12 +212,13 @@ def test_state_is_zero_at_every_inner_reset_including_a_partial_autoreset():
             assert not torch.allclose(stale_logp, logp[3:, 0], atol=1e-5)  # the reset matters here
 
 
-def test_learner_recomputes_the_rollouts_log_probs_from_the_kept_start_states():
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_learner_recomputes_the_rollouts_log_probs_from_the_kept_start_states(kind):
     """Rollouts of 4 steps in 6-step episodes: the second rollout starts in the middle of every
     episode (non-zero start states) and contains a reset. Before any update the learner's sequences,
     unrolled from the kept start states, give the rollout's log-densities and values: PPO's ratio
     starts at 1."""
-    trainer = _trainer(rollout_steps=4)
+    trainer = _trainer(kind=kind, rollout_steps=4)
     trainer.train()
     with torch.no_grad():
         next_value, _ = trainer.recurrent.collect()
@@ -177,13 +240,14 @@ def test_learner_recomputes_the_rollouts_log_probs_from_the_kept_start_states():
     assert abs(metrics["old_approx_kl"]) < 0.05  # the update moved the policy a little, not a lot
 
 
-def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
-    a, b = _trainer(seed=3, rollout_steps=4), _trainer(seed=3, rollout_steps=4)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path, kind):
+    a, b = _trainer(3, kind, rollout_steps=4), _trainer(3, kind, rollout_steps=4)
     for _ in range(2):
         ma, mb = a.train(), b.train()
         assert ma["policy_loss"] == mb["policy_loss"] and ma["value_loss"] == mb["value_loss"]
     assert all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(b.policy)))
-    c = _trainer(seed=4, rollout_steps=4)
+    c = _trainer(4, kind, rollout_steps=4)
     assert not all(torch.equal(x, y) for x, y in zip(_params(a.policy), _params(c.policy)))
 
     a.save(str(tmp_path))  # mid-episode: the rollout of 4 steps left every copy 2 steps into an episode
@@ -192,10 +256,10 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
     from marl_net.fast import checkpoints
 
     loaded, env_config = checkpoints.load_policy(checkpoints.find(tmp_path))  # what `marl-net eval` loads
-    assert isinstance(loaded, RecurrentSynapsePolicy)
+    assert type(loaded) is type(a.policy) and loaded.config.memory == kind
     assert torch.equal(rollout_losses(loaded, a.env.config, episodes=3, seed=1),
                        rollout_losses(a.policy, a.env.config, episodes=3, seed=1))
-    resumed = _trainer(seed=99, rollout_steps=4)
+    resumed = _trainer(99, kind, rollout_steps=4)
     resumed.restore(str(tmp_path))
     for _ in range(2):
         ma, mr = a.train(), resumed.train()
@@ -253,11 +317,13 @@ def _assert_module_matches_fast_rollout(trainer, module):
                                        out[Columns.ACTION_DIST_INPUTS][:, step], rtol=1e-5, atol=1e-6)
 
 
-def test_a_rule_trained_on_the_fast_path_acts_alike_in_the_rllib_module():
-    trainer = _trainer(seed=2)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_rule_trained_on_the_fast_path_acts_alike_in_the_rllib_module(kind):
+    trainer = _trainer(seed=2, kind=kind)
     trainer.train()  # trained: parameters moved from their initial values
-    module = _module(trainer)
-    assert module.is_stateful() and module.get_initial_state()["h"].shape == (trainer.env.max_fan, 4)
+    module = _module(trainer, KINDS[kind])
+    shape = (trainer.env.max_fan, 4) if kind == "gru" else (4,)  # per synapse slot, or per neuron
+    assert module.is_stateful() and module.get_initial_state()["h"].shape == shape
     module.policy.load_state_dict(trainer.policy.state_dict())
     _assert_module_matches_fast_rollout(trainer, module)
 
