@@ -45,7 +45,7 @@ POLICY = {"hidden": 16, "depth": 1, "action_gain": 0.1}
 
 
 def train_and_evaluate(memory: str, iterations: int, seed: int, episodes: int) -> float:
-    policy = {**POLICY, "memory": memory, **({"memory_size": 8} if memory == "gru" else {})}
+    policy = {**POLICY, "memory": memory, **({"memory_size": 8} if memory != "none" else {})}
     trainer = FastPPO(ENV, policy, FastPPOConfig(**PPO), seed=seed)
     trainer.policy.calibrate(sample_observations(trainer.policy, trainer.env.config, seed=seed))  # as launches do
     for _ in range(iterations):
@@ -62,20 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=128, help="held-out inner episodes per rule")
     parser.add_argument("--margin", type=float, default=0.8,
                         help="pass when recurrent final loss < margin * feed-forward final loss")
+    parser.add_argument("--memory", nargs="+", choices=["gru", "gru_neuron"], default=["gru", "gru_neuron"],
+                        help="the recurrent policies to check (each against the one feed-forward rule)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     ff = train_and_evaluate("none", args.iterations, args.seed, args.episodes)
-    gru = train_and_evaluate("gru", args.iterations, args.seed, args.episodes)
+    recurrent = {m: train_and_evaluate(m, args.iterations, args.seed, args.episodes) for m in args.memory}
     initial = float(rollout_losses(lambda obs: torch.zeros(obs.shape[:2]), EnvConfig.from_kwargs(
         **{**ENV, "split": "heldout"}), args.episodes, seed=args.seed + 1000)[:, -1].mean())
-    ok = gru < args.margin * ff
+    ok = all(loss < args.margin * ff for loss in recurrent.values())
     print(f"held-out final inner loss after {ENV['max_cycles']} steps ({args.episodes} episodes, "
           f"{args.iterations} PPO iterations each, seed {args.seed}):")
     print(f"  no update (actions 0): {initial:.4f}")
     print(f"  feed-forward rule:     {ff:.4f}")
-    print(f"  recurrent rule (GRU):  {gru:.4f}   ratio {gru / ff:.2f}  target < {args.margin:.2f}  "
-          f"{'met' if ok else 'MISSED'}")
+    for memory, loss in recurrent.items():
+        print(f"  recurrent rule ({memory + '):':12s} {loss:.4f}   ratio {loss / ff:.2f}  target < {args.margin:.2f}  "
+              f"{'met' if loss < args.margin * ff else 'MISSED'}")
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0 if ok else 1
 

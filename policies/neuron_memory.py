@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from marl_net.policies.recurrence import gru_shell, run_gru
+from marl_net.policies.recurrence import gru_sequence, gru_step, tanh_via_sigmoid
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, _mlp
 
 
@@ -106,25 +106,78 @@ class NeuronMemoryPolicy(nn.Module):
         per_synapse, pooled, mask = self.encode(obs.reshape(-1, *obs.shape[-2:]))
         return per_synapse.view(*lead, -1), pooled.view(*lead, -1), mask.view(*lead, -1)
 
-    def _heads(self, per_synapse: torch.Tensor, pooled: torch.Tensor, state: torch.Tensor, mask: torch.Tensor):
-        """Actor mean ``[..., K]``, log-std ``[..., K]`` and value ``[...]`` from each synapse's
-        share ``[..., K]``, the pooled summary ``[..., H]`` and the updated state ``[..., H_m]``."""
+    def _agent_terms(self, pooled: torch.Tensor, state: torch.Tensor):
+        """From the pooled summary ``[..., H]`` and the updated state ``[..., H_m]``: the per-agent
+        shift of the mean ``[..., 1]``, the gain of the synapses' own shares ``[..., 1]`` and the
+        value ``[...]``. The three linear reads of ``concat(pooled, state)`` (the critic's first
+        layer, the actor head's per-agent half, the gain, which reads the state only) run as one
+        product."""
+        h, m = self.config.hidden, self.config.memory_size
         z = torch.cat([pooled, state], -1)
-        h = self.config.hidden
-        per_agent = nn.functional.linear(z, self.actor_head.weight[:, h:], self.actor_head.bias)  # [..., 1]
-        mean = (per_synapse * (1.0 + self.gain(state)) + per_agent) * mask
-        return mean, self.log_std.expand_as(mean), self.critic(z).squeeze(-1)
+        gain_row = torch.cat([self.gain.weight.new_zeros(1, h), self.gain.weight], 1)
+        weight = torch.cat([self.critic[0].weight, self.actor_head.weight[:, h:], gain_row])  # [H + 2, H + H_m]
+        bias = torch.cat([self.critic[0].bias, self.actor_head.bias, self.gain.bias])
+        hidden, per_agent, gain = nn.functional.linear(z, weight, bias).split([h, 1, 1], -1)
+        value = self.critic[2](tanh_via_sigmoid(hidden)).squeeze(-1)
+        return per_agent, 1.0 + gain, value
+
+    def _blocks(self, obs: list[torch.Tensor], run) -> tuple[list[tuple], torch.Tensor]:
+        """The policy over several blocks of agents at once (``obs[b] [..., N_b, K_b, F]``, the
+        same leading dimensions, any fans): the synapse network per block, then the per-agent
+        part (``run(pooled [..., sum N_b, H])`` -> the updated states, and the heads) once over
+        every block's agents. -> per block (mean, log-std ``[..., N_b, K_b]``, value ``[..., N_b]``)
+        and the states ``[..., sum N_b, H_m]``."""
+        encoded = [self._encode(self.rows(x)) for x in obs]
+        sizes = [p.shape[-2] for _, p, _ in encoded]
+        pooled = encoded[0][1] if len(encoded) == 1 else torch.cat([p for _, p, _ in encoded], -2)
+        states = run(pooled)
+        per_agent, gain, value = self._agent_terms(pooled, states)
+        outs = []
+        for (per_synapse, _, mask), a, g, v in zip(encoded, per_agent.split(sizes, -2), gain.split(sizes, -2),
+                                                   value.split(sizes, -1)):
+            mean = torch.addcmul(a, per_synapse, g) * mask
+            outs.append((mean, self.log_std.expand_as(mean), v))
+        return outs, states
+
+    def _check_state(self, obs: torch.Tensor, state: torch.Tensor) -> None:
+        if state.shape != (obs.shape[-3], self.config.memory_size):
+            raise ValueError(f"state {tuple(state.shape)} does not fit observations {tuple(obs.shape)}: pass "
+                             f"[N, {self.config.memory_size}] (policy.initial_state(obs) at an episode start)")
+
+    def step_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor]):
+        """One step of several blocks of agents (``obs[b] [N_b, K_b, F]``, ``state[b] [N_b, H_m]``;
+        one GRU call for all of them) -> per block (mean, log-std ``[N_b, K_b]``, value ``[N_b]``)
+        and the new states per block."""
+        obs = [self.rows(x) for x in obs]
+        for x, s in zip(obs, state):
+            self._check_state(x, s)
+        sizes = [s.shape[0] for s in state]
+        previous = state[0] if len(state) == 1 else torch.cat(state)
+        cell = self.memory
+        outs, states = self._blocks(obs, lambda pooled: gru_step(
+            nn.functional.linear(pooled, cell.weight_ih, cell.bias_ih), previous, cell.weight_hh, cell.bias_hh)[0])
+        return outs, list(states.split(sizes))
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor):
         """One step: ``obs [N, K, F]`` (or flat), ``state [N, H_m]`` -> action mean ``[N, K]``,
         log-std ``[N, K]``, value ``[N]`` and the new state ``[N, H_m]``."""
-        obs = self.rows(obs)
-        if state.shape != (*obs.shape[:-2], self.config.memory_size):
-            raise ValueError(f"state {tuple(state.shape)} does not fit observations {tuple(obs.shape)}: pass "
-                             f"[N, {self.config.memory_size}] (policy.initial_state(obs) at an episode start)")
-        per_synapse, pooled, mask = self._encode(obs)
-        state = self.memory(pooled, state)
-        return (*self._heads(per_synapse, pooled, state, mask), state)
+        ((mean, log_std, value),), (state,) = self.step_blocks([obs], [state])
+        return mean, log_std, value, state
+
+    def unroll_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor],
+                      starts: list[torch.Tensor] | None = None):
+        """:meth:`unroll` of several blocks of agents over the same steps (``obs[b] [T, N_b, K_b,
+        F]``, ``state[b] [N_b, H_m]``, ``starts[b] [T, N_b]``; one GRU recurrence for all of them)
+        -> per block (mean, log-std ``[T, N_b, K_b]``, value ``[T, N_b]``) and the states after
+        the last step per block."""
+        obs = [self.rows(x) for x in obs]
+        for x, s in zip(obs, state):
+            self._check_state(x[0], s)
+        sizes = [s.shape[0] for s in state]
+        first = state[0] if len(state) == 1 else torch.cat(state)
+        begins = None if starts is None else (starts[0] if len(starts) == 1 else torch.cat(starts, 1))
+        outs, states = self._blocks(obs, lambda pooled: gru_sequence(self.memory, pooled, first, begins))
+        return outs, list(states[-1].split(sizes))
 
     def unroll(self, obs: torch.Tensor, state: torch.Tensor, starts: torch.Tensor | None = None):
         """A sequence: ``obs [T, N, K, F]`` (or flat), the state before its first step ``[N, H_m]``
@@ -136,8 +189,5 @@ class NeuronMemoryPolicy(nn.Module):
         torch's multi-step GRU between resets (:func:`marl_net.policies.recurrence.run_gru`).
         Steps padded at a sequence's end (RLlib's, all-zero observations: a zero summary) update
         the state after the real steps only, so the real steps' outputs do not depend on them."""
-        obs = self.rows(obs)
-        per_synapse, pooled, mask = self._encode(obs)
-        states = run_gru(gru_shell(self, self.memory), self.memory, pooled, state, starts)
-        mean, log_std, value = self._heads(per_synapse, pooled, states, mask)
-        return mean, log_std, value, states[-1]
+        ((mean, log_std, value),), (last,) = self.unroll_blocks([obs], [state], None if starts is None else [starts])
+        return mean, log_std, value, last

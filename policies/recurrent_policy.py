@@ -180,6 +180,20 @@ class RecurrentSynapsePolicy(nn.Module):
         mean, log_std, value = self._heads(embedded, states, mask, padded)
         return mean, log_std, value, states[-1]
 
+    def step_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor]):
+        """:meth:`forward` on several blocks of agents, one call per block: per block (mean,
+        log-std, value) and the new states per block (the interface ``NeuronMemoryPolicy`` shares)."""
+        outs = [self(x, s) for x, s in zip(obs, state)]
+        return [o[:3] for o in outs], [o[3] for o in outs]
+
+    def unroll_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor],
+                      starts: list[torch.Tensor] | None = None):
+        """:meth:`unroll` on several blocks of agents over the same steps, one call per block: per
+        block (mean, log-std, value) and the states after the last step per block."""
+        outs = [self.unroll(x, s, None if starts is None else b) for x, s, b in
+                zip(obs, state, starts or [None] * len(obs))]
+        return [o[:3] for o in outs], [o[3] for o in outs]
+
     def _unroll_stepwise(self, embedded: torch.Tensor, mask: torch.Tensor, state: torch.Tensor,
                          starts: torch.Tensor | None):
         """:meth:`unroll` one GRU step at a time (any mask, any resets)."""

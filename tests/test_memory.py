@@ -230,10 +230,10 @@ def test_learner_recomputes_the_rollouts_log_probs_from_the_kept_start_states(ki
     assert any(g["starts"].any() for g in groups) and all(bool(g["state"].abs().sum() > 0) for g in groups)
     env = trainer.env
     values = buf.values.view(4, env.copies, env.num_agents)
-    for g, b in zip(groups, env.blocks):
-        idx = torch.randperm(g["state"].shape[0])[:5]  # a few sequences, in any order
-        with torch.no_grad():
-            logp, _, value = trainer.recurrent.evaluate(g, idx)
+    idxs = [torch.randperm(g["state"].shape[0])[:5] for g in groups]  # a few sequences, in any order
+    with torch.no_grad():
+        evaluated = trainer.recurrent.evaluate(groups, idxs)
+    for g, b, idx, (logp, _, value) in zip(groups, env.blocks, idxs, evaluated):
         torch.testing.assert_close(logp, g["logp"][:, idx], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(value, values[:, :, b.start : b.stop].reshape(4, -1)[:, idx], rtol=1e-5, atol=1e-5)
     metrics = trainer.recurrent.learn(adv, returns)

@@ -71,14 +71,13 @@ class RecurrentPPO:
         noise = torch.randn((env.num_rows, env.max_fan), generator=tr.action_gen, device=tr.device)
         a, k = env.num_agents, env.max_fan
         noise = noise.view(env.copies, a, k)
-        blocks = self._block_rows(obs)
+        xs = [buf.obs[i][t].copy_(rows) for i, rows in enumerate(self._block_rows(obs))]
+        heads, self.state = tr.policy.step_blocks(xs, self.state)
         actions = []
-        logp, value = blocks[0].new_empty(env.copies, a), blocks[0].new_empty(env.copies, a)
-        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
+        logp, value = xs[0].new_empty(env.copies, a), xs[0].new_empty(env.copies, a)
+        for i, (b, x, (mean, log_std, v)) in enumerate(zip(env.blocks, xs, heads)):
             n, cols = b.stop - b.start, slice(b.start, b.stop)
-            x, out = buf.obs[i][t], buf.actions[i][t]
-            x.copy_(rows)
-            mean, log_std, v, self.state[i] = tr.policy(x, self.state[i])
+            out = buf.actions[i][t]
             mask = x[..., -1]
             out.copy_((mean + torch.exp(log_std) * noise[:, cols, : b.fan].reshape(-1, b.fan)) * mask)
             actions.append(out)
@@ -91,8 +90,9 @@ class RecurrentPPO:
         env = self.trainer.env
         blocks = self._block_rows(obs)
         value = blocks[0].new_empty(env.copies, env.num_agents)
-        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
-            value[:, b.start : b.stop] = self.trainer.policy(rows, self.state[i])[2].view(env.copies, -1)
+        heads, _ = self.trainer.policy.step_blocks(blocks, self.state)
+        for b, (_, _, v) in zip(env.blocks, heads):
+            value[:, b.start : b.stop] = v.view(env.copies, -1)
         return value.view(-1)
 
     def collect(self) -> tuple[torch.Tensor, int]:
@@ -139,15 +139,19 @@ class RecurrentPPO:
                            "returns": cols(returns), "starts": starts, "state": self.start_state[i]})
         return groups
 
-    def evaluate(self, group: dict[str, torch.Tensor], idx: torch.Tensor):
-        """The policy unrolled through the sequences ``idx`` of one block: log-densities of their
-        actions, entropies and values, each ``[T, len(idx)]`` (with gradients)."""
-        obs = group["obs"].index_select(1, idx)
-        mean, log_std, value, _ = self.trainer.policy.unroll(obs, group["state"].index_select(0, idx),
-                                                             group["starts"].index_select(1, idx))
-        mask = obs[..., -1]
-        return (masked_log_prob(group["actions"].index_select(1, idx), mean, log_std, mask),
-                masked_entropy(log_std, mask), value)
+    def evaluate(self, groups: list[dict[str, torch.Tensor]], idxs: list[torch.Tensor]):
+        """The policy unrolled through the sequences ``idxs[b]`` of every block ``groups[b]`` (one
+        ``unroll_blocks`` call): per block the log-densities of their actions, the entropies and
+        the values, each ``[T, len(idxs[b])]`` (with gradients)."""
+        obs = [g["obs"].index_select(1, idx) for g, idx in zip(groups, idxs)]
+        heads, _ = self.trainer.policy.unroll_blocks(obs, [g["state"].index_select(0, idx) for g, idx in zip(groups, idxs)],
+                                                     [g["starts"].index_select(1, idx) for g, idx in zip(groups, idxs)])
+        out = []
+        for g, idx, x, (mean, log_std, value) in zip(groups, idxs, obs, heads):
+            mask = x[..., -1]
+            out.append((masked_log_prob(g["actions"].index_select(1, idx), mean, log_std, mask),
+                        masked_entropy(log_std, mask), value))
+        return out
 
     def learn(self, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         """PPO epochs over minibatches of whole agent sequences (``FastPPO._learn``'s loss and statistics)."""
@@ -159,11 +163,9 @@ class RecurrentPPO:
             picks = [minibatch_picks(torch.randperm(n, generator=tr.shuffle_gen).to(tr.device), batches)
                      for n in self.sizes]
             for j in range(batches):
-                parts = []
-                for g, p in zip(groups, picks):
-                    idx = p[j]
-                    logp, entropy, value = self.evaluate(g, idx)
-                    parts.append((logp - g["logp"][:, idx], entropy, value, g["adv"][:, idx], g["returns"][:, idx]))
+                idxs = [p[j] for p in picks]
+                parts = [(logp - g["logp"][:, idx], entropy, value, g["adv"][:, idx], g["returns"][:, idx])
+                         for g, idx, (logp, entropy, value) in zip(groups, idxs, self.evaluate(groups, idxs))]
                 logratio, entropy, value, mb_adv, mb_returns = (torch.cat([x.reshape(-1) for x in p]) for p in zip(*parts))
                 if cfg.normalize_advantages and mb_adv.numel() > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
