@@ -92,48 +92,58 @@ class GRUSequence(torch.autograd.Function):
     a row's state is zeroed before step t, 1 elsewhere; None: no resets) and ``W_hh, b_hh`` ->
     the states after every step ``[T, M, H_m]``.
 
-    Autograd over :func:`gru_step` would record about ten nodes per step and a weight-gradient
-    product per step; here the forward keeps the gates, the backward runs the recurrence back in a
-    few tensor operations per step and forms ``dW_hh`` and ``db_hh`` in one product over all steps."""
+    Autograd over :func:`gru_step` would record about ten nodes and a weight-gradient product per
+    step and copy every step's gradients into place; here the forward writes the gates into
+    buffers kept for the backward, the backward carries the state's gradient back step by step
+    (writing each step's gate gradients in place) and forms ``dW_hh`` and ``db_hh`` in one product
+    over all steps."""
 
     @staticmethod
     def forward(ctx, gates_in, state, keep, weight_hh, bias_hh):
         steps, rows, m = gates_in.shape[0], state.shape[0], state.shape[1]
-        states = gates_in.new_empty(steps, rows, m)
-        previous = gates_in.new_empty(steps, rows, m)  # the state each step starts from (after resets)
-        rz, cand, hn = gates_in.new_empty(steps, rows, 2 * m), gates_in.new_empty(steps, rows, m), gates_in.new_empty(steps, rows, m)
-        h = state
-        for t in range(steps):
-            h = h if keep is None else h * keep[t]
-            previous[t] = h
-            h, rz[t], cand[t], hn[t] = gru_step(gates_in[t], h, weight_hh, bias_hh)
-            states[t] = h
-        ctx.save_for_backward(previous, rz, cand, hn, keep, weight_hh)
-        return states
+        history = gates_in.new_empty(steps + 1, rows, m)  # the state before every step, then after the last
+        history[0] = state
+        gates_h = gates_in.new_empty(steps, rows, 3 * m)
+        rz, cand = gates_in.new_empty(steps, rows, 2 * m), gates_in.new_empty(steps, rows, m)
+        resets = [] if keep is None else keep.view(steps, -1).lt(1).any(1).nonzero().flatten().tolist()
+        for t in range(steps):  # gru_step's operations, written into the kept buffers
+            h = history[t] * keep[t] if t in resets else history[t]
+            torch.addmm(bias_hh, h, weight_hh.t(), out=gates_h[t])
+            torch.add(gates_in[t, :, : 2 * m], gates_h[t, :, : 2 * m], out=rz[t]).sigmoid_()
+            n = torch.addcmul(gates_in[t, :, 2 * m :], rz[t, :, :m], gates_h[t, :, 2 * m :], out=cand[t])
+            n.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)  # tanh_via_sigmoid
+            torch.lerp(n, h, rz[t, :, m:], out=history[t + 1])
+        ctx.save_for_backward(history, gates_h, rz, cand, keep, weight_hh)
+        ctx.resets = resets
+        return history[1:]
 
     @staticmethod
     def backward(ctx, grad_states):
-        previous, rz, cand, hn, keep, weight_hh = ctx.saved_tensors
-        steps, rows, m = previous.shape
-        grad_gates_in = previous.new_empty(steps, rows, 3 * m)
-        grad_gates_h = previous.new_empty(steps, rows, 3 * m)
-        dh = torch.zeros_like(previous[0])
+        history, gates_h, rz, cand, keep, weight_hh = ctx.saved_tensors
+        steps, rows, m = cand.shape
+        grad_gates_h = cand.new_empty(steps, rows, 3 * m)
+        grad_n = torch.empty_like(cand)  # the gradient of n's pre-activation (the input gates' third part)
+        carry = torch.zeros_like(history[0])
         for t in reversed(range(steps)):
-            dh = dh + grad_states[t]
+            d = carry + grad_states[t]
+            h = history[t] * keep[t] if t in ctx.resets else history[t]
             r, z, n = rz[t, :, :m], rz[t, :, m:], cand[t]
-            dpre_n = dh * (1.0 - z) * (1.0 - n * n)
-            dpre_r = dpre_n * hn[t] * r * (1.0 - r)
-            dpre_z = dh * (previous[t] - n) * z * (1.0 - z)
-            grad_gates_in[t, :, :m], grad_gates_in[t, :, m : 2 * m], grad_gates_in[t, :, 2 * m :] = dpre_r, dpre_z, dpre_n
-            grad_gates_h[t, :, : 2 * m] = grad_gates_in[t, :, : 2 * m]
-            grad_gates_h[t, :, 2 * m :] = dpre_n * r
-            dh = torch.addmm(dh * z, grad_gates_h[t], weight_hh)
-            if keep is not None:
-                dh = dh * keep[t]
+            dpre_n = torch.mul(d * (1.0 - z), 1.0 - n * n, out=grad_n[t])
+            dpre_r = dpre_n * gates_h[t, :, 2 * m :] * r * (1.0 - r)
+            dpre_z = d * (h - n) * z * (1.0 - z)
+            torch.cat([dpre_r, dpre_z, dpre_n * r], 1, out=grad_gates_h[t])
+            carry = torch.addmm(d * z, grad_gates_h[t], weight_hh)
+            if t in ctx.resets:
+                carry = carry * keep[t]
+        grad_gates_in = torch.cat([grad_gates_h[..., : 2 * m], grad_n], -1)
         flat = grad_gates_h.view(-1, 3 * m)
-        grad_w = flat.t() @ previous.view(-1, m) if ctx.needs_input_grad[3] else None
-        grad_b = flat.sum(0) if ctx.needs_input_grad[4] else None
-        return grad_gates_in, dh, None, grad_w, grad_b
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[3]:
+            previous = history[:-1] if keep is None else history[:-1] * keep
+            grad_w = flat.t() @ previous.reshape(-1, m)
+        if ctx.needs_input_grad[4]:
+            grad_b = flat.sum(0)
+        return grad_gates_in, carry, None, grad_w, grad_b
 
 
 def gru_sequence(cell: nn.GRUCell, seq: torch.Tensor, state: torch.Tensor,

@@ -172,6 +172,29 @@ def test_neuron_memory_unroll_equals_stepping_through_resets_padding_and_either_
         policy(obs[0], torch.zeros(6, 4, 3))
 
 
+def test_gru_sequence_backward_is_autograds_through_resets():
+    """``GRUSequence`` (the per-neuron memory's BPTT, written by hand): its states equal torch's
+    ``nn.GRU`` run stretch by stretch (``run_gru``), and gradcheck holds its backward equal to the
+    numerical gradient for the input gates, the start state and ``W_hh``, ``b_hh``, with rows reset
+    at steps 0 and 3 (float64)."""
+    from marl_net.policies.recurrence import GRUSequence, gru_sequence, gru_shell, run_gru
+
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(5, 3).double()
+    seq = torch.randn(6, 7, 5, dtype=torch.float64)
+    state = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    starts = torch.zeros(6, 7, dtype=torch.bool)
+    starts[0, 1], starts[3, :2] = True, True
+    torch.testing.assert_close(gru_sequence(cell, seq, state, starts),
+                               run_gru(gru_shell(torch.nn.Module(), cell), cell, seq, state, starts))
+    gates_in = torch.nn.functional.linear(seq, cell.weight_ih, cell.bias_ih).detach().requires_grad_()
+    keep = (~starts).double().unsqueeze(-1)
+    assert torch.autograd.gradcheck(lambda g, s, w, b: GRUSequence.apply(g, s, keep, w, b),
+                                    (gates_in, state, cell.weight_hh, cell.bias_hh))
+    assert torch.autograd.gradcheck(lambda g, s, w, b: GRUSequence.apply(g, s, None, w, b),
+                                    (gates_in, state, cell.weight_hh, cell.bias_hh))
+
+
 def _trainer(seed=0, kind="gru", **ppo):
     return FastPPO(ENV, KINDS[kind], FastPPOConfig(**{**PPO, **ppo}), seed=seed)
 
