@@ -351,8 +351,9 @@ def test_a_rule_trained_on_the_fast_path_acts_alike_in_the_rllib_module(kind):
     _assert_module_matches_fast_rollout(trainer, module)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_recurrent_rllib_launch_trains_two_iterations_checkpoints_and_its_rule_runs_on_the_fast_path(
-        ray_session, tmp_path):
+        ray_session, tmp_path, kind):
     """``experiments/configs/rllib_memory_quick.yaml`` (made tinier here) trains the stateful module
     for two iterations with one remote env runner and checkpoints; the rule in that checkpoint,
     loaded into the fast path's recurrent trainer, gives the RLlib module's log-densities and
@@ -365,7 +366,7 @@ def test_recurrent_rllib_launch_trains_two_iterations_checkpoints_and_its_rule_r
 
     config = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "rllib_memory_quick.yaml"
     small = [f"env.layers={list(ENV['layers'])}", f"env.max_cycles={ENV['max_cycles']}", "policy.hidden=8",
-             "policy.memory_size=4", "ppo.train_batch_size=120", "ppo.minibatch_size=60"]
+             "policy.memory_size=4", "ppo.train_batch_size=120", "ppo.minibatch_size=60", f"policy.memory={kind}"]
     rc = cli.main(["tune", "--config", str(config), "--set", f"run.storage_path={tmp_path}",
                    *sum([["--set", s] for s in small], [])])
     assert rc == 0
@@ -374,28 +375,29 @@ def test_recurrent_rllib_launch_trains_two_iterations_checkpoints_and_its_rule_r
     assert [r["training_iteration"] for r in results] == [1, 2]
     assert results[-1]["fault_tolerance"]["num_healthy_workers"] == 1  # the remote env runner sampled
     module = load_module(trial / "checkpoint_000001")
-    assert module.policy.recurrent and module.model_config["max_seq_len"] == ENV["max_cycles"]
-    trainer = _trainer(seed=5)
+    assert module.policy.config.memory == kind and module.model_config["max_seq_len"] == ENV["max_cycles"]
+    trainer = _trainer(seed=5, kind=kind)
     initial = _params(trainer.policy)
     trainer.policy.load_state_dict(module.policy.state_dict())
     assert not all(torch.equal(a, b) for a, b in zip(initial, _params(trainer.policy)))
     _assert_module_matches_fast_rollout(trainer, module)
 
 
-def test_fast_tune_trainable_runs_the_recurrent_policy_and_its_checkpoint_resumes_exactly(ray_session, tmp_path):
-    """``path: fast`` with ``policy.memory=gru``: the Tune function trainable trains the recurrent
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_fast_tune_trainable_runs_the_recurrent_policy_and_its_checkpoint_resumes_exactly(ray_session, tmp_path, kind):
+    """``path: fast`` with ``policy.memory=gru`` (or ``gru_neuron``): the Tune function trainable trains the recurrent
     policy (features calibrated through a stateful episode) and its checkpoint restores the states."""
     from marl_net.commands.tune import run_launch
     from marl_net.experiment import load_launch
     from marl_net.fast.tune_trainable import trainer_from_launch
 
     launch = load_launch("experiments/configs/fast_quick.yaml", [
-        f"run.storage_path={tmp_path}", "policy.memory=gru", "policy.memory_size=4", "policy.hidden=8",
+        f"run.storage_path={tmp_path}", f"policy.memory={kind}", "policy.memory_size=4", "policy.hidden=8",
         f"env.layers={list(ENV['layers'])}", "env.max_cycles=6", "ppo.copies=4", "ppo.rollout_steps=4"])
     (result,) = list(run_launch(launch))
     assert result.metrics["training_iteration"] == 2 and result.checkpoint is not None
     expected = trainer_from_launch(launch)
-    assert expected.policy.recurrent and not torch.equal(expected.policy.feature_scale, torch.ones_like(expected.policy.feature_scale))
+    assert expected.policy.config.memory == kind and expected.policy.recurrent and not torch.equal(expected.policy.feature_scale, torch.ones_like(expected.policy.feature_scale))
     for _ in range(2):
         expected.train()
     restored = trainer_from_launch(launch)
@@ -423,3 +425,22 @@ def test_the_recurrent_rule_uses_its_memory_where_the_right_change_depends_on_th
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     assert check.main([]) == 0
+
+
+def test_marl_net_run_takes_either_memory_and_refuses_an_unknown_one_naming_both(capsys, tmp_path):
+    """``marl-net run --set policy.memory=...``: an unknown memory is one line on stderr naming the
+    choices (exit 2, before any training); both memories pass the job's setting checks on every
+    level, and a saved per-neuron rule loads back as what it was (``policy_from_state``)."""
+    from marl_net import cli
+    from marl_net.meta_training import LEVELS, check_settings, job_settings, policy_from_state
+
+    assert cli.main(["run", "--set", "policy.memory=lstm", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'gru'" in err and "'gru_neuron'" in err
+    for memory in ("gru", "gru_neuron"):
+        check_settings(list(LEVELS), {"policy": {"memory": memory}})
+        assert job_settings("feedback", {"policy": {"memory": memory}})["policy"]["memory"] == memory
+    policy = make_policy(PolicyConfig(num_features=4, hidden=8, memory="gru_neuron", memory_size=4))
+    loaded = policy_from_state(policy.config.to_dict(), policy.state_dict())
+    assert type(loaded) is NeuronMemoryPolicy
+    assert all(torch.equal(a, b) for a, b in zip(_params(policy), _params(loaded)))
