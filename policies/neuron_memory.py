@@ -12,7 +12,8 @@ its synapses:
   ``p = mean_k mlp(x_k * scale)`` ``[H]`` (on the CPU one fused kernel,
   :func:`marl_net.policies.fused_layer.synapse_layer`, as :meth:`SynapsePolicy.encode` runs it);
 - the GRU cell updates the neuron's state from the summary: ``s' = GRU(p, s)`` (torch's
-  ``GRUCell`` parameters and gate equations);
+  ``GRUCell`` parameters and gate equations; run by ``marl_net.policies.recurrence``, on the CPU
+  through the fused GRU kernel where it applies);
 - the state is broadcast to the neuron's synapses: the action mean of synapse k is
   ``(1 + g . s') a_k + c . concat(p, s') + b`` (the state scales every synapse's own proposal, and
   shifts them all; ``g`` starts at zero, so an untrained rule acts as the feed-forward one with a
@@ -155,7 +156,7 @@ class NeuronMemoryPolicy(nn.Module):
         previous = state[0] if len(state) == 1 else torch.cat(state)
         cell = self.memory
         outs, states = self._blocks(obs, lambda pooled: gru_step(
-            nn.functional.linear(pooled, cell.weight_ih, cell.bias_ih), previous, cell.weight_hh, cell.bias_hh)[0])
+            nn.functional.linear(pooled, cell.weight_ih, cell.bias_ih), previous, cell.weight_hh, cell.bias_hh))
         return outs, list(states.split(sizes))
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor):

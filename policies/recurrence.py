@@ -4,13 +4,19 @@ per synapse row; ``marl_net.policies.neuron_memory``: a state per neuron).
 - :func:`reset_rows`: zero the states of the rows whose inner episode begins;
 - :func:`gru_update`: one step of torch's ``GRUCell`` from a precomputed input projection;
 - :func:`run_gru`: a whole sequence through torch's multi-step GRU (``nn.GRU`` run with a
-  ``GRUCell``'s parameters), one call per stretch of steps with no reset inside.
+  ``GRUCell``'s parameters), one call per stretch of steps with no reset inside (``memory="gru"``);
+- :func:`gru_sequence` / :class:`GRUSequence` and :func:`gru_step`: the same equations with a
+  hand-written backward, on the CPU through the fused kernel (``marl_net.policies.fused_gru``)
+  where it applies (``memory="gru_neuron"``; the per-row policy keeps ``run_gru`` so its results
+  stay as they were).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from marl_net.policies import fused_gru
 
 
 def reset_rows(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -74,15 +80,10 @@ def tanh_via_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def gru_step(gates_in: torch.Tensor, state: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor):
     """One step of torch's GRU equations (gates r, z, n in torch's order) from the input projection
-    ``gates_in = W_ih x + b_ih [M, 3 H_m]`` and the state ``[M, H_m]``, the candidate's tanh taken
-    as :func:`tanh_via_sigmoid` -> the new state and, for :class:`GRUSequence`'s backward, the gates
-    ``r, z [M, 2 H_m]``, the candidate ``n [M, H_m]`` and ``W_hn h + b_hn [M, H_m]``."""
-    m = state.shape[-1]
-    gates_h = torch.addmm(bias_hh, state, weight_hh.t())
-    rz = torch.sigmoid(gates_in[:, : 2 * m] + gates_h[:, : 2 * m])
-    hn = gates_h[:, 2 * m :]
-    n = tanh_via_sigmoid(torch.addcmul(gates_in[:, 2 * m :], rz[:, :m], hn))
-    return torch.lerp(n, state, rz[:, m:]), rz, n, hn
+    ``gates_in = W_ih x + b_ih [M, 3 H_m]`` and the state ``[M, H_m]`` -> the new state, computed
+    as :class:`GRUSequence` computes a step (the fused kernel where it applies, else torch with the
+    candidate's tanh taken as :func:`tanh_via_sigmoid`), so acting and learning agree."""
+    return GRUSequence.apply(gates_in.unsqueeze(0), state, None, weight_hh, bias_hh)[0]
 
 
 class GRUSequence(torch.autograd.Function):
@@ -100,19 +101,12 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_in, state, keep, weight_hh, bias_hh):
-        steps, rows, m = gates_in.shape[0], state.shape[0], state.shape[1]
-        history = gates_in.new_empty(steps + 1, rows, m)  # the state before every step, then after the last
-        history[0] = state
-        gates_h = gates_in.new_empty(steps, rows, 3 * m)
-        rz, cand = gates_in.new_empty(steps, rows, 2 * m), gates_in.new_empty(steps, rows, m)
-        resets = [] if keep is None else keep.view(steps, -1).lt(1).any(1).nonzero().flatten().tolist()
-        for t in range(steps):  # gru_step's operations, written into the kept buffers
-            h = history[t] * keep[t] if t in resets else history[t]
-            torch.addmm(bias_hh, h, weight_hh.t(), out=gates_h[t])
-            torch.add(gates_in[t, :, : 2 * m], gates_h[t, :, : 2 * m], out=rz[t]).sigmoid_()
-            n = torch.addcmul(gates_in[t, :, 2 * m :], rz[t, :, :m], gates_h[t, :, 2 * m :], out=cand[t])
-            n.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)  # tanh_via_sigmoid
-            torch.lerp(n, h, rz[t, :, m:], out=history[t + 1])
+        ctx.fused = fused_gru.applies(gates_in, weight_hh)
+        resets = [] if keep is None else keep.view(gates_in.shape[0], -1).lt(1).any(1).nonzero().flatten().tolist()
+        if ctx.fused:
+            history, gates_h, rz, cand = fused_gru.forward(gates_in, state, keep, weight_hh, bias_hh)
+        else:
+            history, gates_h, rz, cand = _forward_loop(gates_in, state, keep, resets, weight_hh, bias_hh)
         ctx.save_for_backward(history, gates_h, rz, cand, keep, weight_hh)
         ctx.resets = resets
         return history[1:]
@@ -121,21 +115,13 @@ class GRUSequence(torch.autograd.Function):
     def backward(ctx, grad_states):
         history, gates_h, rz, cand, keep, weight_hh = ctx.saved_tensors
         steps, rows, m = cand.shape
-        grad_gates_h = cand.new_empty(steps, rows, 3 * m)
-        grad_n = torch.empty_like(cand)  # the gradient of n's pre-activation (the input gates' third part)
-        carry = torch.zeros_like(history[0])
-        for t in reversed(range(steps)):
-            d = carry + grad_states[t]
-            h = history[t] * keep[t] if t in ctx.resets else history[t]
-            r, z, n = rz[t, :, :m], rz[t, :, m:], cand[t]
-            dpre_n = torch.mul(d * (1.0 - z), 1.0 - n * n, out=grad_n[t])
-            dpre_r = dpre_n * gates_h[t, :, 2 * m :] * r * (1.0 - r)
-            dpre_z = d * (h - n) * z * (1.0 - z)
-            torch.cat([dpre_r, dpre_z, dpre_n * r], 1, out=grad_gates_h[t])
-            carry = torch.addmm(d * z, grad_gates_h[t], weight_hh)
-            if t in ctx.resets:
-                carry = carry * keep[t]
-        grad_gates_in = torch.cat([grad_gates_h[..., : 2 * m], grad_n], -1)
+        if ctx.fused:
+            grad_gates_in, grad_gates_h, carry = fused_gru.backward(grad_states, history, gates_h, rz, cand, keep,
+                                                                    weight_hh)
+        else:
+            grad_gates_h, grad_n, carry = _backward_loop(grad_states, history, gates_h, rz, cand, keep, ctx.resets,
+                                                         weight_hh)
+            grad_gates_in = torch.cat([grad_gates_h[..., : 2 * m], grad_n], -1)
         flat = grad_gates_h.view(-1, 3 * m)
         grad_w = grad_b = None
         if ctx.needs_input_grad[3]:
@@ -144,6 +130,45 @@ class GRUSequence(torch.autograd.Function):
         if ctx.needs_input_grad[4]:
             grad_b = flat.sum(0)
         return grad_gates_in, carry, None, grad_w, grad_b
+
+
+def _forward_loop(gates_in, state, keep, resets, weight_hh, bias_hh):
+    """:class:`GRUSequence`'s forward in torch, step by step, into the buffers its backward keeps."""
+    steps, rows, m = gates_in.shape[0], state.shape[0], state.shape[1]
+    history = gates_in.new_empty(steps + 1, rows, m)  # the state before every step, then after the last
+    history[0] = state
+    gates_h = gates_in.new_empty(steps, rows, 3 * m)
+    rz, cand = gates_in.new_empty(steps, rows, 2 * m), gates_in.new_empty(steps, rows, m)
+    for t in range(steps):
+        h = history[t] * keep[t] if t in resets else history[t]
+        torch.addmm(bias_hh, h, weight_hh.t(), out=gates_h[t])
+        torch.add(gates_in[t, :, : 2 * m], gates_h[t, :, : 2 * m], out=rz[t]).sigmoid_()
+        n = torch.addcmul(gates_in[t, :, 2 * m :], rz[t, :, :m], gates_h[t, :, 2 * m :], out=cand[t])
+        n.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)  # tanh_via_sigmoid
+        torch.lerp(n, h, rz[t, :, m:], out=history[t + 1])
+    return history, gates_h, rz, cand
+
+
+def _backward_loop(grad_states, history, gates_h, rz, cand, keep, resets, weight_hh):
+    """:class:`GRUSequence`'s backward recurrence in torch: the gradients of the hidden gates'
+    pre-activations ``[T, M, 3 H_m]`` (r, z and r times n's), of n's pre-activation ``[T, M, H_m]``
+    and of the start state ``[M, H_m]``."""
+    steps, rows, m = cand.shape
+    grad_gates_h = cand.new_empty(steps, rows, 3 * m)
+    grad_n = torch.empty_like(cand)
+    carry = torch.zeros_like(history[0])
+    for t in reversed(range(steps)):
+        d = carry + grad_states[t]
+        h = history[t] * keep[t] if t in resets else history[t]
+        r, z, n = rz[t, :, :m], rz[t, :, m:], cand[t]
+        dpre_n = torch.mul(d * (1.0 - z), 1.0 - n * n, out=grad_n[t])
+        dpre_r = dpre_n * gates_h[t, :, 2 * m :] * r * (1.0 - r)
+        dpre_z = d * (h - n) * z * (1.0 - z)
+        torch.cat([dpre_r, dpre_z, dpre_n * r], 1, out=grad_gates_h[t])
+        carry = torch.addmm(d * z, grad_gates_h[t], weight_hh)
+        if t in resets:
+            carry = carry * keep[t]
+    return grad_gates_h, grad_n, carry
 
 
 def gru_sequence(cell: nn.GRUCell, seq: torch.Tensor, state: torch.Tensor,

@@ -195,6 +195,34 @@ def test_gru_sequence_backward_is_autograds_through_resets():
                                     (gates_in, state, cell.weight_hh, cell.bias_hh))
 
 
+
+def test_the_fused_gru_kernel_equals_the_torch_loop_forward_and_backward():
+    """``policies/gru_kernel.cpp`` (float32, state width 16 and 32) against ``GRUSequence``'s torch
+    loop: states, the input's, the start state's and every GRU parameter's gradient, with resets
+    at steps 0 and 3, to float rounding (the kernel's tanh is a rational approximation)."""
+    from marl_net.policies import fused_gru
+    from marl_net.policies.recurrence import gru_sequence
+
+    for width in (16, 32):
+        torch.manual_seed(width)
+        cell = torch.nn.GRUCell(8, width)
+        seq, state = torch.randn(6, 70, 8), torch.randn(70, width)
+        starts = torch.zeros(6, 70, dtype=torch.bool)
+        starts[0, 1], starts[3, :20] = True, True
+        weights = torch.randn(6, 70, width)
+        outs = {}
+        for kernels in (True, False):
+            with numerics.kernels(kernels), numerics.recording() as ran:
+                cell.zero_grad()
+                x, h = seq.clone().requires_grad_(), state.clone().requires_grad_()
+                states = gru_sequence(cell, x, h, starts)
+                (states * weights).sum().backward()
+            assert (fused_gru.KERNEL in ran) == kernels
+            outs[kernels] = [states.detach(), x.grad, h.grad] + [p.grad.clone() for p in cell.parameters()]
+        for fused, plain in zip(outs[True], outs[False]):
+            torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+
+
 def _trainer(seed=0, kind="gru", **ppo):
     return FastPPO(ENV, KINDS[kind], FastPPOConfig(**{**PPO, **ppo}), seed=seed)
 
