@@ -425,7 +425,8 @@ def test_fast_tune_trainable_runs_the_recurrent_policy_and_its_checkpoint_resume
     (result,) = list(run_launch(launch))
     assert result.metrics["training_iteration"] == 2 and result.checkpoint is not None
     expected = trainer_from_launch(launch)
-    assert expected.policy.config.memory == kind and expected.policy.recurrent and not torch.equal(expected.policy.feature_scale, torch.ones_like(expected.policy.feature_scale))
+    scale = expected.policy.feature_scale
+    assert expected.policy.config.memory == kind and expected.policy.recurrent and not torch.equal(scale, torch.ones_like(scale))
     for _ in range(2):
         expected.train()
     restored = trainer_from_launch(launch)

@@ -7,14 +7,16 @@ rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward
 
 - **Rollout**: every agent row of every copy carries its GRU state from step to step, one state
   tensor per ownership block (``[E * agents_of_block, fan, H_m]`` for ``"gru"``, padding trimmed
-  like the buffer's observations; ``[E * agents_of_block, H_m]`` for ``"gru_neuron"``). The states at the start of the rollout are kept. A copy whose inner
-  network is reset (the autoreset at ``max_cycles`` or on divergence, any subset of copies at any
-  step) has its rows' states set to zero before its next step; a truncated episode's bootstrap
-  value reads the ended episode's state.
+  like the buffer's observations; ``[E * agents_of_block, H_m]`` for ``"gru_neuron"``), every
+  block advanced by one ``policy.step_blocks`` call. The states at the start of the rollout are
+  kept. A copy whose inner network is reset (the autoreset at ``max_cycles`` or on divergence, any
+  subset of copies at any step) has its rows' states set to zero before its next step; a truncated
+  episode's bootstrap value reads the ended episode's state.
 - **Learner**: minibatches are whole agent sequences (every step of the rollout for a set of
   (copy, agent) rows, stratified by ownership block as the feed-forward learner does), and the
   policy is unrolled through them from the kept start states, with the states zeroed where an
-  inner episode begins (:meth:`RecurrentSynapsePolicy.unroll`), so gradients flow back through the
+  inner episode begins (the policy's ``unroll_blocks``: every block of a minibatch in one call),
+  so gradients flow back through the
   whole sequence (full backpropagation through time) and no state stored by an older policy is
   used inside the rollout. At the first minibatch of the first epoch the recomputed
   log-probabilities equal the rollout's (float rounding), so PPO's ratio starts at 1. With the
@@ -23,9 +25,10 @@ rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward
   episode; otherwise a sequence starts from the state its row had when the rollout began.
 
 The number of minibatches is the feed-forward learner's (``ceil(agent-steps / minibatch_size)``),
-capped so that every block gives each minibatch at least one sequence. The policy runs on torch
-(the fused kernels are the feed-forward policy's), over all rows of a block at once
-(``collect_chunk`` does not apply).
+capped so that every block gives each minibatch at least one sequence. ``"gru"`` runs on torch
+(the fused kernels are the feed-forward policy's); ``"gru_neuron"`` runs its synapse network on the
+fused synapse kernel and its recurrence on the fused GRU kernel where they apply. All rows of a
+block at once (``collect_chunk`` does not apply).
 """
 
 from __future__ import annotations
@@ -144,8 +147,9 @@ class RecurrentPPO:
         ``unroll_blocks`` call): per block the log-densities of their actions, the entropies and
         the values, each ``[T, len(idxs[b])]`` (with gradients)."""
         obs = [g["obs"].index_select(1, idx) for g, idx in zip(groups, idxs)]
-        heads, _ = self.trainer.policy.unroll_blocks(obs, [g["state"].index_select(0, idx) for g, idx in zip(groups, idxs)],
-                                                     [g["starts"].index_select(1, idx) for g, idx in zip(groups, idxs)])
+        states = [g["state"].index_select(0, idx) for g, idx in zip(groups, idxs)]
+        starts = [g["starts"].index_select(1, idx) for g, idx in zip(groups, idxs)]
+        heads, _ = self.trainer.policy.unroll_blocks(obs, states, starts)
         out = []
         for g, idx, x, (mean, log_std, value) in zip(groups, idxs, obs, heads):
             mask = x[..., -1]
