@@ -117,8 +117,8 @@ def recording() -> Iterator[set[str]]:
     _ran.append(seen)
     try:
         yield seen
-    finally:
-        _ran.remove(seen)
+    finally:  # by identity: list.remove would take the first *equal* set (the process-wide one, say)
+        del _ran[next(i for i, other in enumerate(_ran) if other is seen)]
 
 
 def cpu_model() -> str:
