@@ -4,13 +4,16 @@
     python experiments/recurrent_speed.py                 # the benchmark's fast-PPO sizes, 3 rounds
     python experiments/recurrent_speed.py --copies 64     # smaller, quicker (ratio still side by side)
 
+    python experiments/recurrent_speed.py --per-synapse   # also (e'), the per-synapse-row GRU (slow)
+
 In one process, on ``marl-net bench throughput``'s ``THROUGHPUT`` launch and ``fast_ppo`` sizes,
 (d) fast PPO with the feed-forward policy (the fused kernel) and (e) the same with ``RECURRENT``
-(a GRU per synapse row) each run one iteration per round, alternating; printed are the medians of
-agent-steps/s and of collection and learning microseconds per agent-step, and the ratio (e)/(d)
-against the benchmark's target. Exits 1 when the ratio misses the target.
+(``memory="gru_neuron"``: a GRU state per neuron) each run one iteration per round, alternating
+(with ``--per-synapse`` also (e'), ``PER_SYNAPSE_MEMORY``: a GRU per synapse row); printed are the
+medians of agent-steps/s and of collection and learning microseconds per agent-step, and the ratio
+(e)/(d) against the benchmark's target. Exits 1 when the ratio misses the target.
 
-``--recurrence`` instead times the learner's recurrence alone (forward + backward, CPU time of this
+``--recurrence`` instead times the per-synapse-row learner's recurrence alone (forward + backward, CPU time of this
 process, median of alternating rounds) at the size of one of (e)'s minibatches of the first block
 (T = 20 steps, 512 rows of 16 synapses, memory 16): ``nn.GRU`` run with a ``GRUCell``'s
 parameters (``torch.func.functional_call``, what ``unroll`` runs) and the GRU update stepped one
@@ -25,7 +28,7 @@ import sys
 
 import torch
 
-from marl_net.commands.bench import FULL, RECURRENT, TARGETS, THROUGHPUT, FastPPORun
+from marl_net.commands.bench import FULL, PER_SYNAPSE_MEMORY, RECURRENT, TARGETS, THROUGHPUT, FastPPORun
 
 
 def recurrence(rounds: int) -> int:
@@ -37,7 +40,7 @@ def recurrence(rounds: int) -> int:
     from marl_net.policies.recurrent_policy import gru_update
 
     torch.manual_seed(0)
-    steps, rows, m = 20, 512 * 16, RECURRENT["memory_size"]
+    steps, rows, m = 20, 512 * 16, PER_SYNAPSE_MEMORY["memory_size"]
     cell, shell = nn.GRUCell(THROUGHPUT["policy"]["hidden"], m), nn.GRU(THROUGHPUT["policy"]["hidden"], m)
     x = torch.randn(steps, rows, THROUGHPUT["policy"]["hidden"], requires_grad=True)
     h0 = torch.zeros(rows, m)
@@ -76,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=FULL["fast_ppo"]["copies"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--per-synapse", action="store_true",
+                        help="add (e'): (d) with the per-synapse-row GRU (memory='gru')")
     parser.add_argument("--before", action="store_true",
-                        help="add (e0): (e) with the recurrence stepped one GRU update at a time in the learner, "
+                        help="add (e0): (e') with the recurrence stepped one GRU update at a time in the learner, "
                              "as before (sequence_recurrence = False)")
     parser.add_argument("--recurrence", action="store_true",
                         help="time the learner's recurrence alone two ways (see the docstring)")
@@ -89,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes["minibatch_size"] = FULL["fast_ppo"]["minibatch_size"] * args.copies // FULL["fast_ppo"]["copies"]
     runs = {"(d) fast_ppo": FastPPORun(THROUGHPUT["policy"], sizes, "cpu"),
             "(e) fast_ppo_recurrent": FastPPORun({**THROUGHPUT["policy"], **RECURRENT}, sizes, "cpu")}
+    if args.per_synapse:
+        runs["(e') per-synapse gru"] = FastPPORun({**THROUGHPUT["policy"], **PER_SYNAPSE_MEMORY}, sizes, "cpu")
     if args.before:
-        runs["(e0) recurrent, stepwise"] = FastPPORun({**THROUGHPUT["policy"], **RECURRENT}, sizes, "cpu")
+        runs["(e0) recurrent, stepwise"] = FastPPORun({**THROUGHPUT["policy"], **PER_SYNAPSE_MEMORY}, sizes, "cpu")
         runs["(e0) recurrent, stepwise"].trainer.policy.sequence_recurrence = False
     for _ in range(args.rounds):
         for run in runs.values():
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:24s} {s['agent_steps_per_s']:10.0f} agent-steps/s  collect {s['collect_us_per_agent_step']:7.2f} us"
               f"  learn {s['learn_us_per_agent_step']:7.2f} us per agent-step")
     d, e = (s["agent_steps_per_s"] for s in list(summaries.values())[:2])
+    if args.per_synapse:
+        per_synapse = summaries["(e') per-synapse gru"]["agent_steps_per_s"]
+        print(f"ratio (e')/(d) {per_synapse / d:.3f}")
     if args.before:
         print(f"ratio (e0)/(d) {summaries['(e0) recurrent, stepwise']['agent_steps_per_s'] / d:.3f}")
     target = TARGETS["fast_ppo_recurrent/fast_ppo"]

@@ -1,7 +1,8 @@
 """C++ kernels compiled on first use for the machine they run on, cached, loaded with ctypes.
 
-Two sources use it: the policy's fused synapse kernel (``marl_net.policies.fused_layer``) and the
-observation table's row writer (``marl_net.observation_rows``). Each is built with the system's C++
+Three sources use it: the policy's fused synapse kernel (``marl_net.policies.fused_layer``), the
+per-neuron memory's GRU (``marl_net.policies.fused_gru``) and the observation table's row writer
+(``marl_net.observation_rows``). Each is built with the system's C++
 compiler (``g++``, or ``$CXX``) once per source, compiler, flags and host, under
 ``$MARL_NET_KERNEL_CACHE`` (default ``~/.cache/marl_net/kernels``); each Ray node builds its own.
 Where a kernel cannot be built (no compiler) or is turned off (``marl_net.numerics``' switch:

@@ -1,9 +1,11 @@
 """Which arithmetic produced a result: the kernel switch and the record every output carries.
 
-Two C++ kernels can stand in for torch on the CPU (``marl_net.native`` builds them): the policy's
-fused synapse kernel (``policies/synapse_kernel.cpp``: acting, PPO's learner) and the observation
-table's row writer (``marl_net/observation_rows.cpp``, a pure copy). The policy kernel's results
-agree with torch's to float rounding, not bit for bit, so a result names the path it took.
+Three C++ kernels can stand in for torch on the CPU (``marl_net.native`` builds them): the
+policy's fused synapse kernel (``policies/synapse_kernel.cpp``: acting, PPO's learner), the
+per-neuron memory's GRU recurrence (``policies/gru_kernel.cpp``, recorded as ``gru_kernel``) and
+the observation table's row writer (``marl_net/observation_rows.cpp``, a pure copy). The policy
+kernels' results agree with torch's to float rounding, not bit for bit, so a result names the path
+it took.
 
 **The switch.** :func:`set_kernels` (``marl-net run --kernels on|off``, ``main_job.run(kernels=)``,
 the ``kernels`` context manager) turns every kernel on or off for the process; where nothing set
@@ -115,8 +117,8 @@ def recording() -> Iterator[set[str]]:
     _ran.append(seen)
     try:
         yield seen
-    finally:
-        _ran.remove(seen)
+    finally:  # by identity: list.remove would take the first *equal* set (the process-wide one, say)
+        del _ran[next(i for i, other in enumerate(_ran) if other is seen)]
 
 
 def cpu_model() -> str:

@@ -29,6 +29,11 @@ The recurrent policy runs on torch only: the fused CPU kernels (``fused_layer``,
 answers False for this one. Plain torch, no RLlib types: ``SynapseRLModule`` wraps it as a
 stateful RLModule, the fast path's recurrent PPO (``marl_net.fast.recurrent_ppo``) trains it, and
 the same state dict loads on either path.
+
+``memory="gru_neuron"`` is the cheaper variant, a state per neuron instead of per synapse row
+(:class:`~marl_net.policies.neuron_memory.NeuronMemoryPolicy`); :func:`make_policy` builds either.
+The recurrence itself (resets, the GRU update, ``nn.GRU`` over stretches between resets) is
+``marl_net.policies.recurrence``, shared by both.
 """
 
 from __future__ import annotations
@@ -36,30 +41,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from marl_net.policies.neuron_memory import NeuronMemoryPolicy
+from marl_net.policies.recurrence import gru_shell, gru_update, reset_rows, run_gru
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy, _mlp
 
+__all__ = ["RecurrentSynapsePolicy", "NeuronMemoryPolicy", "make_policy", "gru_update", "reset_rows"]
 
-def make_policy(config: PolicyConfig) -> SynapsePolicy | "RecurrentSynapsePolicy":
+
+def make_policy(config: PolicyConfig) -> "SynapsePolicy | RecurrentSynapsePolicy | NeuronMemoryPolicy":
     """The policy ``config`` asks for: :class:`SynapsePolicy` (``memory="none"``, the default; the
-    same parameters and draws as building it directly) or :class:`RecurrentSynapsePolicy`."""
-    return RecurrentSynapsePolicy(config) if config.memory == "gru" else SynapsePolicy(config)
-
-
-def reset_rows(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``state [N, ...]`` with the rows where ``rows [N]`` (bool) is true set to zero (a new inner
-    episode begins for them); a new tensor, no Python loop over rows."""
-    keep = (~rows.to(torch.bool)).to(state.dtype)
-    return state * keep.view(-1, *([1] * (state.dim() - 1)))
-
-
-def gru_update(gates_in: torch.Tensor, state: torch.Tensor, cell: nn.GRUCell) -> torch.Tensor:
-    """torch's ``GRUCell`` update from its input projection ``gates_in = W_ih x + b_ih [M, 3 H_m]``
-    (computed once for a whole sequence) and the state ``[M, H_m]``: gates r, z, n in torch's order."""
-    m = state.shape[-1]
-    gates_h = nn.functional.linear(state, cell.weight_hh, cell.bias_hh)
-    reset, update = torch.sigmoid(gates_in[..., : 2 * m] + gates_h[..., : 2 * m]).split(m, -1)
-    new = torch.tanh(torch.addcmul(gates_in[..., 2 * m :], reset, gates_h[..., 2 * m :]))
-    return torch.lerp(new, state, update)  # (1 - update) * new + update * state
+    same parameters and draws as building it directly), :class:`RecurrentSynapsePolicy`
+    (``"gru"``: a state per synapse row) or :class:`NeuronMemoryPolicy` (``"gru_neuron"``: a state
+    per neuron)."""
+    if config.memory == "gru":
+        return RecurrentSynapsePolicy(config)
+    if config.memory == "gru_neuron":
+        return NeuronMemoryPolicy(config)
+    return SynapsePolicy(config)
 
 
 class RecurrentSynapsePolicy(nn.Module):
@@ -104,6 +102,10 @@ class RecurrentSynapsePolicy(nn.Module):
         ``[..., K * F]``): zeros ``[..., K, H_m]``."""
         rows = self.rows(obs)
         return rows.new_zeros(*rows.shape[:-1], self.config.memory_size)
+
+    def state_shape(self, fan: int) -> tuple[int, ...]:
+        """The state of one agent with ``fan`` synapse slots: ``(fan, H_m)``, one per synapse row."""
+        return (fan, self.config.memory_size)
 
     def _embed(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``obs [..., K, F]`` -> the synapse embedding ``[..., K, H]`` (the GRU's input) and the
@@ -172,34 +174,25 @@ class RecurrentSynapsePolicy(nn.Module):
         padded = not bool((mask == 1).all())  # the fast path's trimmed blocks have no padding
         if not self.sequence_recurrence or (padded and not bool((mask == mask[:1]).all())):
             return self._unroll_stepwise(embedded, mask, state, starts)
-        steps, m = obs.shape[0], self.config.memory_size
-        resets = [] if starts is None else (starts[1:].any(1).nonzero().flatten() + 1).tolist()
-        seq, hidden, outs = embedded.flatten(1, -2), state.reshape(1, -1, m), []
-        for a, b in zip([0, *resets], [*resets, steps]):
-            if starts is not None and (a > 0 or bool(starts[0].any())):
-                hidden = reset_rows(hidden.view(state.shape), starts[a]).view(1, -1, m)
-            out, hidden = torch.func.functional_call(self._gru, self._gru_parameters(), (seq[a:b], hidden))
-            outs.append(out)
-        states = (outs[0] if len(outs) == 1 else torch.cat(outs)).view(*embedded.shape[:-1], m)
+        states = run_gru(gru_shell(self, self.memory), self.memory, embedded, state, starts)
         if padded:
             states = states * mask.unsqueeze(-1)  # padding slots keep a zero state
         mean, log_std, value = self._heads(embedded, states, mask, padded)
         return mean, log_std, value, states[-1]
 
-    @property
-    def _gru(self) -> nn.GRU:
-        """An ``nn.GRU`` shell run with this cell's parameters through ``torch.func.functional_call``
-        (``nn.GRU`` and ``nn.GRUCell`` share the weight layout and gate equations). Not a submodule:
-        its own parameters are never used, saved nor trained."""
-        shell = self.__dict__.get("_gru_shell")
-        if shell is None:
-            shell = self.__dict__["_gru_shell"] = nn.GRU(self.config.hidden, self.config.memory_size)
-        return shell
+    def step_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor]):
+        """:meth:`forward` on several blocks of agents, one call per block: per block (mean,
+        log-std, value) and the new states per block (the interface ``NeuronMemoryPolicy`` shares)."""
+        outs = [self(x, s) for x, s in zip(obs, state)]
+        return [o[:3] for o in outs], [o[3] for o in outs]
 
-    def _gru_parameters(self) -> dict[str, torch.Tensor]:
-        c = self.memory
-        return {"weight_ih_l0": c.weight_ih, "weight_hh_l0": c.weight_hh, "bias_ih_l0": c.bias_ih,
-                "bias_hh_l0": c.bias_hh}
+    def unroll_blocks(self, obs: list[torch.Tensor], state: list[torch.Tensor],
+                      starts: list[torch.Tensor] | None = None):
+        """:meth:`unroll` on several blocks of agents over the same steps, one call per block: per
+        block (mean, log-std, value) and the states after the last step per block."""
+        outs = [self.unroll(x, s, None if starts is None else b) for x, s, b in
+                zip(obs, state, starts or [None] * len(obs))]
+        return [o[:3] for o in outs], [o[3] for o in outs]
 
     def _unroll_stepwise(self, embedded: torch.Tensor, mask: torch.Tensor, state: torch.Tensor,
                          starts: torch.Tensor | None):

@@ -22,7 +22,9 @@ the single module id :data:`SHARED_MODULE_ID`, and :func:`policy_mapping_fn` map
 Memory: with ``model_config["memory"] == "gru"`` the module holds a
 :class:`~marl_net.policies.recurrent_policy.RecurrentSynapsePolicy` and is stateful on RLlib's
 terms: :meth:`SynapseRLModule.get_initial_state` returns ``{"h": zeros [K, memory_size]}`` (one GRU
-state per synapse slot), the forward passes read ``Columns.STATE_IN`` and write
+state per synapse slot; with ``"gru_neuron"`` a
+:class:`~marl_net.policies.neuron_memory.NeuronMemoryPolicy` and ``{"h": zeros [memory_size]}``,
+one per neuron), the forward passes read ``Columns.STATE_IN`` and write
 ``Columns.STATE_OUT``, and observations arrive as ``[B, T, K * (F + 1)]`` sequences (``T = 1`` when
 acting). ``model_config["max_seq_len"]`` must equal the env's ``max_cycles`` so that one sequence
 is one inner episode (:func:`shared_module_spec` sets it; ``marl_net.rllib.algo`` passes the
@@ -113,11 +115,12 @@ class SynapseRLModule(TorchRLModule, ValueFunctionAPI):
         self.action_dist_cls = MaskedDiagGaussian
 
     def get_initial_state(self) -> dict:
-        """``{}`` (feed-forward: not stateful) or ``{"h": zeros [K, memory_size]}`` (recurrent)."""
+        """``{}`` (feed-forward: not stateful) or ``{"h": zeros [K, memory_size]}`` (``memory="gru"``)
+        or ``{"h": zeros [memory_size]}`` (``"gru_neuron"``)."""
         if not self.policy.recurrent:
             return {}
         k = int(self.action_space.shape[-1])
-        return {"h": np.zeros((k, self.policy.config.memory_size), dtype=np.float32)}
+        return {"h": np.zeros(self.policy.state_shape(k), dtype=np.float32)}
 
     def _dist_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """-> the distribution inputs ``[..., 3K]``, values ``[...]`` and (recurrent) the state out."""

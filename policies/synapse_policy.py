@@ -57,7 +57,7 @@ def _slot_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return 0.5 + _LOG_SQRT_2PI + log_std
 
 
-MEMORY_CHOICES = ("none", "gru")
+MEMORY_CHOICES = ("none", "gru", "gru_neuron")
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,11 @@ class PolicyConfig:
     init_log_std: float = -1.0
     action_gain: float = 0.01  # scale of the actor head at init: small weight changes at first
     # "none": this feed-forward policy; "gru": a GRU cell per synapse row whose state lasts the inner
-    # episode (marl_net.policies.recurrent_policy.RecurrentSynapsePolicy; make_policy picks the class)
+    # episode (marl_net.policies.recurrent_policy.RecurrentSynapsePolicy); "gru_neuron": a GRU cell
+    # per neuron fed its synapses' pooled summary (marl_net.policies.neuron_memory.NeuronMemoryPolicy,
+    # cheaper); make_policy picks the class
     memory: str = "none"
-    memory_size: int = 16  # H of the per-synapse GRU state (used with memory="gru")
+    memory_size: int = 16  # H of the GRU state per synapse row ("gru") or per neuron ("gru_neuron")
 
     def __post_init__(self):
         check_field_types(self)
@@ -81,7 +83,7 @@ class PolicyConfig:
         if self.memory not in MEMORY_CHOICES:
             raise ValueError(f"memory={self.memory!r}: choose one of {list(MEMORY_CHOICES)}")
         if self.memory_size < 1:  # (its type is checked above)
-            raise ValueError(f"memory_size={self.memory_size!r}: pass an integer >= 1 (the GRU state's width per synapse)")
+            raise ValueError(f"memory_size={self.memory_size!r}: pass an integer >= 1 (the GRU state's width)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +128,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class SynapsePolicy(nn.Module):
-    recurrent = False  # RecurrentSynapsePolicy (memory="gru") carries a state from step to step
+    recurrent = False  # the recurrent policies (memory="gru", "gru_neuron") carry a state from step to step
 
     def __init__(self, config: PolicyConfig):
         super().__init__()

@@ -18,12 +18,15 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
                            "fast_ppo_flops_per_s", "peak_memory_mb", "synapse_steps_per_s", "config", "numerics"}
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
                                                 "rllib_ppo_default_objective", "fast_ppo_1_core", "fast_ppo_2_cores",
-                                                "fast_ppo_2_cores_kernel_only", "fast_ppo_recurrent"}
+                                                "fast_ppo_2_cores_kernel_only", "fast_ppo_recurrent",
+                                                "fast_ppo_recurrent_per_synapse"}
     assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo",
                                      "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core",
-                                     "fast_ppo_recurrent/fast_ppo"}
+                                     "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"}
     assert result["ratios"]["fast_ppo_recurrent/fast_ppo"] == rates_of(result, "fast_ppo_recurrent") / rates_of(
         result, "fast_ppo")  # the recurrent policy's fast PPO beside the feed-forward one
+    assert result["config"]["recurrent_policy"]["memory"] == "gru_neuron"  # (e): the memory the runs use
+    assert result["config"]["per_synapse_memory_policy"]["memory"] == "gru"
     cores = result["config"]["cores"]  # one core and two, the same seed: the same results, bit for bit
     assert cores["same_results"] is True
     assert result["ratios"]["fast_ppo_2_cores/1_core"] == rates_of(result, "fast_ppo_2_cores") / rates_of(

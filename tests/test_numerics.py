@@ -22,8 +22,9 @@ def _policy_and_obs():
 
 def test_no_fast_math_in_any_kernel_build():
     from marl_net import observation_rows
+    from marl_net.policies import fused_gru
 
-    for flags in (fused_layer.FLAGS, observation_rows.FLAGS):
+    for flags in (fused_layer.FLAGS, observation_rows.FLAGS, fused_gru.FLAGS):
         assert not any("fast-math" in f or f.startswith("-Ofast") or f.startswith("-mrecip") for f in flags), flags
 
 
@@ -47,6 +48,21 @@ def test_a_nan_observation_reaches_the_kernels_outputs_as_it_does_torchs():
     others = torch.arange(16) != 3
     assert torch.isfinite(value[others]).all() and torch.isfinite(actions[others]).all()
     torch.testing.assert_close(value[others], torch_value[others], rtol=1e-5, atol=1e-6)
+
+
+def test_recordings_close_by_identity_even_when_their_sets_are_equal():
+    """A recording closes its own set, not the first equal one: an inner recording that closes
+    while its set equals the outer one's (nothing ran in between) left the outer one's set out of
+    the record (``list.remove`` took the first equal set), so what ran next was not recorded for
+    the outer block and its exit raised ValueError (seen in ``marl-net bench throughput``)."""
+    numerics.record_ran("test_kernel_a")
+    opened = len(numerics._ran)
+    with numerics.recording() as outer:
+        with numerics.recording() as inner:
+            pass
+        numerics.record_ran("test_kernel_b")
+    assert outer == {"test_kernel_b"} and inner == set() and len(numerics._ran) == opened
+    assert {"test_kernel_a", "test_kernel_b"} <= numerics._ran[0]
 
 
 def test_the_switch_is_a_setting_that_wins_over_the_environment_variable(monkeypatch):

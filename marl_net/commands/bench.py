@@ -11,9 +11,12 @@ configured like-for-like with (d): the same objective and the same optimizer ste
 (``marl_net.ppo_objective``: no KL term, the same clipping, value-loss coefficient, no value
 clipping on either side, global-norm gradient clipping, epochs and minibatches per epoch), (c) the
 batched fast-path env stepped with random actions, (d) fast-path PPO end to end (collection plus
-learning), (e) the same as (d) with the recurrent policy (``RECURRENT``: a GRU per synapse row;
-torch path, whole-sequence learner; alternating with (d) iteration by iteration), and (b') RLlib PPO with its own default objective (KL penalty, value clipping), labelled
-and without a target. The table prints both sides' settings, read back from the built configs;
+learning), (e) the same as (d) with the recurrent policy (``RECURRENT``: a GRU state per neuron,
+``memory="gru_neuron"``, the memory to use; the fused synapse kernel plus a torch GRU,
+whole-sequence learner; alternating with (d) iteration by iteration), (e') the same with the
+per-synapse-row GRU (``PER_SYNAPSE_MEMORY``, ``memory="gru"``; torch path; one iteration per
+round, no target), and (b') RLlib PPO with its own default objective (KL penalty, value clipping),
+labelled and without a target. The table prints both sides' settings, read back from the built configs;
 when (b) and (d) differ in any, no (d)/(b) ratio is reported and the target counts as missed. The
 paired rates, (a) with (c) and (b), (d), (b') together, are measured in alternating rounds and
 reported as medians (three rounds for PPO), so both sides of a ratio see the same machine load.
@@ -38,10 +41,11 @@ least 1.6x its one-core rate, (e) at least 40% of (d)'s agent-steps/s; fast PPO 
 copies. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
-rllib_ppo_default_objective, fast_ppo_recurrent, fast_ppo_1_core, fast_ppo_2_cores,
-fast_ppo_2_cores_kernel_only}, "ratios": {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo" (null when
-the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core",
-"fast_ppo_recurrent/fast_ppo"}, "like_for_like": {"fast_ppo",
+rllib_ppo_default_objective, fast_ppo_recurrent, fast_ppo_recurrent_per_synapse, fast_ppo_1_core,
+fast_ppo_2_cores, fast_ppo_2_cores_kernel_only}, "ratios": {"fast_env/pettingzoo_env",
+"fast_ppo/rllib_ppo" (null when the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective",
+"fast_ppo_2_cores/1_core", "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"},
+"like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
 "differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
 "fast_ppo_flops_per_s", "peak_memory_mb": {...}, "synapse_steps_per_s": {network: {fast_ppo,
@@ -70,8 +74,11 @@ HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 
 TARGETS = {"fast_ppo/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores/1_core": 1.6,
            "fast_ppo_recurrent/fast_ppo": 0.40}
-# (e): (d) with the recurrent policy (a GRU per synapse row, torch path) added to the same policy
-RECURRENT = {"memory": "gru", "memory_size": 16}
+# (e): (d) with the recurrent policy the runs use (a GRU state per neuron, fed the pooled summary of
+# its synapses: marl_net.policies.neuron_memory) added to the same policy; (e'): with a GRU per
+# synapse row instead (marl_net.policies.recurrent_policy, torch path), shown without a target
+RECURRENT = {"memory": "gru_neuron", "memory_size": 16}
+PER_SYNAPSE_MEMORY = {"memory": "gru", "memory_size": 16}
 # (d) on one core and on two: FastPPOConfig's kernel_threads (the fused kernel's acting and
 # minibatches) and torch_threads (the env's and the learner's torch ops). "2_cores" gives both two
 # threads; "2_cores_kernel_only" leaves torch on one (shown, no target).
@@ -280,8 +287,9 @@ def env_rates(s: dict[str, Any], device: str) -> tuple[float, float]:
 def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any],
                                                        dict[str, float]]:
     """Median (b), (d) and (b') over alternating rounds (one RLlib iteration, ``iterations`` fast
-    ones each, (d) and (e) alternating iteration by iteration), and both sides' objectives:
-    ``(rates, fast summary, like_for_like, recurrent summary)``."""
+    ones each, (d) and (e) alternating iteration by iteration, then one of (e')), and both sides'
+    objectives: ``(rates, fast summary, like_for_like, {"fast_ppo_recurrent": (e)'s summary,
+    "fast_ppo_recurrent_per_synapse": (e')'s})``."""
     import ray
 
     from marl_net.ppo_objective import NOTES, differences, fast_ppo_objective, rllib_settings_like
@@ -293,6 +301,7 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
     try:
         fast = FastPPORun(THROUGHPUT["policy"], s["fast_ppo"], device)
         recurrent = FastPPORun({**THROUGHPUT["policy"], **RECURRENT}, s["fast_ppo"], device)
+        per_synapse = FastPPORun({**THROUGHPUT["policy"], **PER_SYNAPSE_MEMORY}, s["fast_ppo"], device)
         runner = {k: v for k, v in s["rllib_ppo"].items() if k != "train_batch_size"}
         like = rllib_settings_like(fast.trainer.config, fast.batch, s["rllib_ppo"]["train_batch_size"])
         rows["rllib_ppo"] = RLlibPPO({**like, **runner})
@@ -303,6 +312,7 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
             for _ in range(s["fast_ppo"]["iterations"]):
                 fast.run()
                 recurrent.run()
+            per_synapse.run()
             rates["rllib_ppo_default_objective"].append(rows["rllib_ppo_default_objective"].run())
         fast_objective = fast_ppo_objective(fast.trainer.config, fast.batch)
         like_for_like = {
@@ -311,7 +321,8 @@ def ppo_rates(s: dict[str, Any], device: str) -> tuple[dict[str, float], dict[st
             "rllib_ppo_default_objective": rows["rllib_ppo_default_objective"].objective,
             "batch_agent_steps": {"fast_ppo": fast.batch, "rllib_ppo": rows["rllib_ppo"].batch}, "notes": NOTES,
         }
-        return {k: statistics.median(v) for k, v in rates.items()}, fast.summary(), like_for_like, recurrent.summary()
+        return ({k: statistics.median(v) for k, v in rates.items()}, fast.summary(), like_for_like,
+                {"fast_ppo_recurrent": recurrent.summary(), "fast_ppo_recurrent_per_synapse": per_synapse.summary()})
     finally:
         for row in rows.values():
             row.stop()
@@ -440,8 +451,9 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
 
     s = QUICK if quick else FULL
     rates = dict(zip(("pettingzoo_env", "fast_env"), env_rates(s, device)))
-    rllib, fast, like_for_like, recurrent = ppo_rates(s, device)
-    rates.update(rllib, fast_ppo=fast["agent_steps_per_s"], fast_ppo_recurrent=recurrent["agent_steps_per_s"])
+    rllib, fast, like_for_like, memories = ppo_rates(s, device)
+    recurrent = memories["fast_ppo_recurrent"]
+    rates.update(rllib, fast_ppo=fast["agent_steps_per_s"], **{k: m["agent_steps_per_s"] for k, m in memories.items()})
     size = 1024 if quick else 2048
     matmul_before = matmul_flops_per_s(device, size=size)  # the matmul rate around the large-batch run
     large = large_batch_run(s["large_batch"], device)
@@ -454,7 +466,8 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
     ratios = {"fast_env/pettingzoo_env": rates["fast_env"] / rates["pettingzoo_env"],
               "fast_ppo/rllib_ppo": rates["fast_ppo"] / rates["rllib_ppo"] if comparable else None,
               "fast_ppo/rllib_ppo_default_objective": rates["fast_ppo"] / rates["rllib_ppo_default_objective"],
-              "fast_ppo_recurrent/fast_ppo": rates["fast_ppo_recurrent"] / rates["fast_ppo"]}
+              "fast_ppo_recurrent/fast_ppo": rates["fast_ppo_recurrent"] / rates["fast_ppo"],
+              "fast_ppo_recurrent_per_synapse/fast_ppo": rates["fast_ppo_recurrent_per_synapse"] / rates["fast_ppo"]}
     flop_fraction = large["flops_per_s"] / matmul
     met = {"fast_ppo/rllib_ppo": comparable and ratios["fast_ppo/rllib_ppo"] >= TARGETS["fast_ppo/rllib_ppo"],
            "fast_ppo_flops/matmul": flop_fraction >= TARGETS["fast_ppo_flops/matmul"],
@@ -482,6 +495,8 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
             "quick": quick, "throughput_launch": THROUGHPUT, "settings": s, "targets": TARGETS, "targets_met": met,
             "fast_ppo_flops_fraction_of_matmul": flop_fraction, "large_batch": large, "fast_ppo_throughput": fast,
             "fast_ppo_recurrent_throughput": recurrent, "recurrent_policy": RECURRENT,
+            "fast_ppo_recurrent_per_synapse_throughput": memories["fast_ppo_recurrent_per_synapse"],
+            "per_synapse_memory_policy": PER_SYNAPSE_MEMORY,
             "deep_policy_fast_ppo": deep, "cores": cores,
             "scale": {str(c): r for c, r in scale.items()}, "fans": fans,
             "flop_counting": "matmul FLOPs only (2 per multiply-add), padding slots included, backward = 2x forward; "
@@ -500,7 +515,8 @@ def print_table(r: dict[str, Any]) -> None:
     for key, label in (("pettingzoo_env", "(a) PettingZoo env, random"), ("rllib_ppo", "(b) RLlib PPO, like-for-like"),
                        ("fast_env", "(c) batched env, random"), ("fast_ppo", "(d) fast PPO, end to end"),
                        ("rllib_ppo_default_objective", "(b') RLlib PPO, its objective"),
-                       ("fast_ppo_recurrent", "(e) (d), recurrent policy")):
+                       ("fast_ppo_recurrent", "(e) (d), memory per neuron"),
+                       ("fast_ppo_recurrent_per_synapse", "(e') (d), memory per synapse")):
         print(f"{label:32s}{rates[key]:16,.0f}")
     like = r["like_for_like"]
     print("\nPPO settings (the objective and optimizer steps; marl_net/ppo_objective.py):")
@@ -523,10 +539,14 @@ def print_table(r: dict[str, Any]) -> None:
           "objective; no target)")
     print(f"ratio (e)/(d): {ratios['fast_ppo_recurrent/fast_ppo']:8.2f}x   "
           f"target >= {TARGETS['fast_ppo_recurrent/fast_ppo']:.2f}x"
-          f"   {'met' if cfg['targets_met']['fast_ppo_recurrent/fast_ppo'] else 'MISSED'}   (torch GRU vs fused kernel)")
-    rec = cfg["fast_ppo_recurrent_throughput"]
-    print(f"(e) per agent-step:  collection {rec['collect_us_per_agent_step']:.2f} us, "
-          f"learning {rec['learn_us_per_agent_step']:.2f} us")
+          f"   {'met' if cfg['targets_met']['fast_ppo_recurrent/fast_ppo'] else 'MISSED'}   "
+          f"({cfg['recurrent_policy']['memory']}: a GRU state per neuron)")
+    print(f"ratio (e')/(d): {ratios['fast_ppo_recurrent_per_synapse/fast_ppo']:7.2f}x   (gru: a GRU per synapse row, "
+          "torch path; no target)")
+    for key, label in (("fast_ppo_recurrent_throughput", "(e) "), ("fast_ppo_recurrent_per_synapse_throughput", "(e')")):
+        rec = cfg[key]
+        print(f"{label} per agent-step: collection {rec['collect_us_per_agent_step']:.2f} us, "
+              f"learning {rec['learn_us_per_agent_step']:.2f} us")
     fast = cfg["fast_ppo_throughput"]
     print(f"(d) per agent-step:  collection {fast['collect_us_per_agent_step']:.2f} us, "
           f"learning {fast['learn_us_per_agent_step']:.2f} us ({r['config']['throughput_launch']['ppo']['num_epochs']} epochs; "

@@ -1,20 +1,22 @@
-"""Fast-path PPO for the recurrent policy (``PolicyConfig(memory="gru")``): rollout with state and a
-learner that recomputes the states through whole agent sequences.
+"""Fast-path PPO for the recurrent policies (``PolicyConfig(memory="gru")`` or ``"gru_neuron"``):
+rollout with state and a learner that recomputes the states through whole agent sequences.
 
 :class:`~marl_net.fast.ppo.FastPPO` hands its collection and learning to :class:`RecurrentPPO` when
 its policy is recurrent (``marl_net.policies.recurrent_policy``); everything else (the env, the
 rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward trainer's.
 
 - **Rollout**: every agent row of every copy carries its GRU state from step to step, one state
-  tensor per ownership block (``[E * agents_of_block, fan, H_m]``, padding trimmed like the
-  buffer's observations). The states at the start of the rollout are kept. A copy whose inner
-  network is reset (the autoreset at ``max_cycles`` or on divergence, any subset of copies at any
-  step) has its rows' states set to zero before its next step; a truncated episode's bootstrap
-  value reads the ended episode's state.
+  tensor per ownership block (``[E * agents_of_block, fan, H_m]`` for ``"gru"``, padding trimmed
+  like the buffer's observations; ``[E * agents_of_block, H_m]`` for ``"gru_neuron"``), every
+  block advanced by one ``policy.step_blocks`` call. The states at the start of the rollout are
+  kept. A copy whose inner network is reset (the autoreset at ``max_cycles`` or on divergence, any
+  subset of copies at any step) has its rows' states set to zero before its next step; a truncated
+  episode's bootstrap value reads the ended episode's state.
 - **Learner**: minibatches are whole agent sequences (every step of the rollout for a set of
   (copy, agent) rows, stratified by ownership block as the feed-forward learner does), and the
   policy is unrolled through them from the kept start states, with the states zeroed where an
-  inner episode begins (:meth:`RecurrentSynapsePolicy.unroll`), so gradients flow back through the
+  inner episode begins (the policy's ``unroll_blocks``: every block of a minibatch in one call),
+  so gradients flow back through the
   whole sequence (full backpropagation through time) and no state stored by an older policy is
   used inside the rollout. At the first minibatch of the first epoch the recomputed
   log-probabilities equal the rollout's (float rounding), so PPO's ratio starts at 1. With the
@@ -23,9 +25,10 @@ rollout buffer, GAE, the optimizer, metrics, checkpoints) stays the feed-forward
   episode; otherwise a sequence starts from the state its row had when the rollout began.
 
 The number of minibatches is the feed-forward learner's (``ceil(agent-steps / minibatch_size)``),
-capped so that every block gives each minibatch at least one sequence. The policy runs on torch
-(the fused kernels are the feed-forward policy's), over all rows of a block at once
-(``collect_chunk`` does not apply).
+capped so that every block gives each minibatch at least one sequence. ``"gru"`` runs on torch
+(the fused kernels are the feed-forward policy's); ``"gru_neuron"`` runs its synapse network on the
+fused synapse kernel and its recurrence on the fused GRU kernel where they apply. All rows of a
+block at once (``collect_chunk`` does not apply).
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ class RecurrentPPO:
 
     def __init__(self, trainer):
         self.trainer = trainer
-        env, m = trainer.env, trainer.policy.config.memory_size
+        env = trainer.env
         self.sizes = [env.copies * (b.stop - b.start) for b in env.blocks]
-        self.state = [torch.zeros(n, b.fan, m, device=trainer.device) for n, b in zip(self.sizes, env.blocks)]
+        shape = trainer.policy.state_shape  # per agent: (fan, H_m) per synapse row, (H_m,) per neuron
+        self.state = [torch.zeros(n, *shape(b.fan), device=trainer.device) for n, b in zip(self.sizes, env.blocks)]
         self.start_state = [s.clone() for s in self.state]
 
     # ---------------------------------------------------------------- acting
@@ -70,14 +74,13 @@ class RecurrentPPO:
         noise = torch.randn((env.num_rows, env.max_fan), generator=tr.action_gen, device=tr.device)
         a, k = env.num_agents, env.max_fan
         noise = noise.view(env.copies, a, k)
-        blocks = self._block_rows(obs)
+        xs = [buf.obs[i][t].copy_(rows) for i, rows in enumerate(self._block_rows(obs))]
+        heads, self.state = tr.policy.step_blocks(xs, self.state)
         actions = []
-        logp, value = blocks[0].new_empty(env.copies, a), blocks[0].new_empty(env.copies, a)
-        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
+        logp, value = xs[0].new_empty(env.copies, a), xs[0].new_empty(env.copies, a)
+        for i, (b, x, (mean, log_std, v)) in enumerate(zip(env.blocks, xs, heads)):
             n, cols = b.stop - b.start, slice(b.start, b.stop)
-            x, out = buf.obs[i][t], buf.actions[i][t]
-            x.copy_(rows)
-            mean, log_std, v, self.state[i] = tr.policy(x, self.state[i])
+            out = buf.actions[i][t]
             mask = x[..., -1]
             out.copy_((mean + torch.exp(log_std) * noise[:, cols, : b.fan].reshape(-1, b.fan)) * mask)
             actions.append(out)
@@ -90,8 +93,9 @@ class RecurrentPPO:
         env = self.trainer.env
         blocks = self._block_rows(obs)
         value = blocks[0].new_empty(env.copies, env.num_agents)
-        for i, (b, rows) in enumerate(zip(env.blocks, blocks)):
-            value[:, b.start : b.stop] = self.trainer.policy(rows, self.state[i])[2].view(env.copies, -1)
+        heads, _ = self.trainer.policy.step_blocks(blocks, self.state)
+        for b, (_, _, v) in zip(env.blocks, heads):
+            value[:, b.start : b.stop] = v.view(env.copies, -1)
         return value.view(-1)
 
     def collect(self) -> tuple[torch.Tensor, int]:
@@ -138,15 +142,20 @@ class RecurrentPPO:
                            "returns": cols(returns), "starts": starts, "state": self.start_state[i]})
         return groups
 
-    def evaluate(self, group: dict[str, torch.Tensor], idx: torch.Tensor):
-        """The policy unrolled through the sequences ``idx`` of one block: log-densities of their
-        actions, entropies and values, each ``[T, len(idx)]`` (with gradients)."""
-        obs = group["obs"].index_select(1, idx)
-        mean, log_std, value, _ = self.trainer.policy.unroll(obs, group["state"].index_select(0, idx),
-                                                             group["starts"].index_select(1, idx))
-        mask = obs[..., -1]
-        return (masked_log_prob(group["actions"].index_select(1, idx), mean, log_std, mask),
-                masked_entropy(log_std, mask), value)
+    def evaluate(self, groups: list[dict[str, torch.Tensor]], idxs: list[torch.Tensor]):
+        """The policy unrolled through the sequences ``idxs[b]`` of every block ``groups[b]`` (one
+        ``unroll_blocks`` call): per block the log-densities of their actions, the entropies and
+        the values, each ``[T, len(idxs[b])]`` (with gradients)."""
+        obs = [g["obs"].index_select(1, idx) for g, idx in zip(groups, idxs)]
+        states = [g["state"].index_select(0, idx) for g, idx in zip(groups, idxs)]
+        starts = [g["starts"].index_select(1, idx) for g, idx in zip(groups, idxs)]
+        heads, _ = self.trainer.policy.unroll_blocks(obs, states, starts)
+        out = []
+        for g, idx, x, (mean, log_std, value) in zip(groups, idxs, obs, heads):
+            mask = x[..., -1]
+            out.append((masked_log_prob(g["actions"].index_select(1, idx), mean, log_std, mask),
+                        masked_entropy(log_std, mask), value))
+        return out
 
     def learn(self, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         """PPO epochs over minibatches of whole agent sequences (``FastPPO._learn``'s loss and statistics)."""
@@ -158,11 +167,9 @@ class RecurrentPPO:
             picks = [minibatch_picks(torch.randperm(n, generator=tr.shuffle_gen).to(tr.device), batches)
                      for n in self.sizes]
             for j in range(batches):
-                parts = []
-                for g, p in zip(groups, picks):
-                    idx = p[j]
-                    logp, entropy, value = self.evaluate(g, idx)
-                    parts.append((logp - g["logp"][:, idx], entropy, value, g["adv"][:, idx], g["returns"][:, idx]))
+                idxs = [p[j] for p in picks]
+                parts = [(logp - g["logp"][:, idx], entropy, value, g["adv"][:, idx], g["returns"][:, idx])
+                         for g, idx, (logp, entropy, value) in zip(groups, idxs, self.evaluate(groups, idxs))]
                 logratio, entropy, value, mb_adv, mb_returns = (torch.cat([x.reshape(-1) for x in p]) for p in zip(*parts))
                 if cfg.normalize_advantages and mb_adv.numel() > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
