@@ -13,9 +13,11 @@ perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP
 feedback       ``teaching_signal`` (the output units' error),         DFA, FA
                ``feedback_error`` and ``feedback_eligibility``
                (hidden units' error through fixed random feedback
-               weights, env ``feedback="dfa"``): no weight transport
+               weights, env ``feedback="dfa"``): no weight transport;
+               memory ``ema0.9[feedback_eligibility]``
 gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
-               learned optimizer
+               learned optimizer; memory ``rms0.99[gradient]``,
+               ``ema0.9[gradient]``
 =============  =====================================================  ==========================
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
