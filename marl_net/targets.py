@@ -14,9 +14,13 @@ Each target is ``{"name", "value", "op", "bound", "met"}`` with ``met = value op
   baseline <= 1.5;
 - the default budget's whole run (``seconds``) <= 900 s.
 
-A target whose figures a results.json lacks (a level, rule or setting not run) is listed in
-``skipped`` with the reason, not counted as met or missed. :func:`median_targets` takes each
-target's median value over several runs (``marl-net check DIR0 DIR1 DIR2 DIR3``: four seeds).
+A ratio against baselines that did not learn is no evidence: where every baseline of a ratio
+target ended at a mean final loss at or above its mean initial loss (a step size tuned on the
+train split that diverged on some held-out networks), the target is *vacuous*: it carries
+``"vacuous": REASON`` and is not met, whatever its value. A target whose figures a results.json
+lacks (a level, rule or setting not run) is listed in ``skipped`` with the reason, not counted
+as met or missed. :func:`median_targets` takes each target's median value over several runs
+(``marl-net check DIR0 DIR1 DIR2 DIR3``: four seeds), leaving out the runs where it is vacuous.
 """
 
 from __future__ import annotations
@@ -50,6 +54,19 @@ def _accuracy(heldout: Mapping, task: str, rule: str) -> float:
         raise Missing(f"no test accuracy of {rule} on {task}") from None
 
 
+def _unlearned(heldout: Mapping, task: str, baselines: Sequence[str]) -> str | None:
+    """Why a ratio over ``baselines`` on ``task`` is vacuous (every baseline ended at or above its
+    initial loss, NaN included), or None."""
+    failed = []
+    for rule in baselines:
+        entry = heldout.get(task, {}).get(rule, {})
+        final, initial = entry.get("final_loss_mean"), entry.get("initial_loss_mean")
+        if final is None or initial is None or float(final) < float(initial):
+            return None  # it learned (or results too old to tell)
+        failed.append(f"{rule} {float(final):.4g} >= initial {float(initial):.4g}")
+    return f"no baseline learned on {task} ({'; '.join(failed)}: diverged on some networks)"
+
+
 def _best_final(heldout: Mapping, task: str, rules: Sequence[str]) -> float:
     return min(_final(heldout, task, r) for r in rules)
 
@@ -59,29 +76,34 @@ def _ratio(heldout: Mapping, task: str, rule: str, baselines: Sequence[str]) -> 
     return learned / _best_final(heldout, task, baselines) if math.isfinite(learned) else math.inf
 
 
-def _specs(results: Mapping) -> Iterator[tuple[str, str, float, object]]:
-    """(name, op, bound, a function of heldout -> value) of every target."""
+def _specs(results: Mapping) -> Iterator[tuple[str, str, float, object, tuple[str, str] | None]]:
+    """(name, op, bound, a function of heldout -> value, (task, baselines) of a ratio target or
+    None) of every target."""
     h_tasks = [t for t in SUITE if t != "teacher_student_long"]
     gm = "/".join(GRADIENT_METHODS)
     for task in ("teacher_student", "teacher_student_wide"):
         yield (f"feedback/{task}: learned / best of {gm}", "<=", 1.0,
-               lambda h, t=task: _ratio(h, t, "learned_feedback", GRADIENT_METHODS))
+               lambda h, t=task: _ratio(h, t, "learned_feedback", GRADIENT_METHODS), (task, GRADIENT_METHODS))
     for task in h_tasks + ["teacher_student_long"]:
-        yield (f"feedback/{task}: learned / dfa", "<=", 0.8, lambda h, t=task: _ratio(h, t, "learned_feedback", ("dfa",)))
+        yield (f"feedback/{task}: learned / dfa", "<=", 0.8,
+               lambda h, t=task: _ratio(h, t, "learned_feedback", ("dfa",)), (task, ("dfa",)))
     for task in (t for t, s in SUITE.items() if s.classification):
         yield (f"feedback/{task}: test accuracy learned - dfa", ">=", 0.0,
-               lambda h, t=task: _accuracy(h, t, "learned_feedback") - _accuracy(h, t, "dfa"))
+               lambda h, t=task: _accuracy(h, t, "learned_feedback") - _accuracy(h, t, "dfa"), None)
         yield (f"feedback/{task}: test accuracy best of {gm} - learned", "<=", ACCURACY_POINTS,
-               lambda h, t=task: max(_accuracy(h, t, r) for r in GRADIENT_METHODS) - _accuracy(h, t, "learned_feedback"))
+               lambda h, t=task: max(_accuracy(h, t, r) for r in GRADIENT_METHODS) - _accuracy(h, t, "learned_feedback"),
+               None)
     for task in SUITE:
         bound = 0.8 if task in ("teacher_student", "teacher_student_wide") else 1.0
         yield (f"gradient/{task}: learned / best of {gm}", "<=", bound,
-               lambda h, t=task: _ratio(h, t, "learned_gradient", GRADIENT_METHODS))
+               lambda h, t=task: _ratio(h, t, "learned_gradient", GRADIENT_METHODS), (task, GRADIENT_METHODS))
     yield ("perturbation/teacher_student: learned / best of np/wp", "<=", 0.7,
-           lambda h: _ratio(h, "teacher_student", "learned_perturbation", ("np", "wp")))
+           lambda h: _ratio(h, "teacher_student", "learned_perturbation", ("np", "wp")),
+           ("teacher_student", ("np", "wp")))
     for name, level in LEVELS.items():
         yield (f"{name}/teacher_student_long: learned / best of {'/'.join(level.baselines)} (finite)", "<=", 1.5,
-               lambda h, lv=level: _ratio(h, "teacher_student_long", lv.learned, lv.baselines))
+               lambda h, lv=level: _ratio(h, "teacher_student_long", lv.learned, lv.baselines),
+               ("teacher_student_long", level.baselines))
 
 
 def _met(value: float, op: str, bound: float) -> bool:
@@ -98,13 +120,17 @@ def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
         return rl_targets(results)
     heldout = results.get("heldout") or {}
     out, skipped = [], []
-    for name, op, bound, fn in _specs(results):
+    for name, op, bound, fn, ratio_of in _specs(results):
         try:
             value = float(fn(heldout))
         except Missing as exc:
             skipped.append({"name": name, "reason": str(exc)})
             continue
-        out.append({"name": name, "value": value, "op": op, "bound": bound, "met": _met(value, op, bound)})
+        target = {"name": name, "value": value, "op": op, "bound": bound, "met": _met(value, op, bound)}
+        vacuous = _unlearned(heldout, *ratio_of) if ratio_of else None
+        if vacuous:
+            target.update(met=False, vacuous=vacuous)
+        out.append(target)
     seconds = results.get("seconds")
     if (results.get("budget") or {}).get("name") == "default" and seconds is not None:
         out.append({"name": "make run (default budget): seconds", "value": float(seconds), "op": "<=",
@@ -114,7 +140,8 @@ def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
 
 def median_targets(runs: Sequence[Mapping]) -> tuple[list[dict], list[dict]]:
     """Each target's median value over ``runs`` (several seeds' results), checked against its bound;
-    a target is kept only where every run has its figures."""
+    a target is kept only where every run has its figures; runs where it is vacuous are left out of
+    its median (``"vacuous_runs"``: their indices), and it is vacuous where it is in every run."""
     per_run = [targets(r) for r in runs]
     names = [t["name"] for t in per_run[0][0]]
     out, skipped = [], list(per_run[0][1])
@@ -124,8 +151,15 @@ def median_targets(runs: Sequence[Mapping]) -> tuple[list[dict], list[dict]]:
             skipped.append({"name": name, "reason": "not every run has its figures"})
             continue
         values = [t["value"] for t in found]
-        value = statistics.median(values)
+        vacuous = [i for i, t in enumerate(found) if t.get("vacuous")]
+        counted = [v for i, v in enumerate(values) if i not in vacuous]
         op, bound = found[0]["op"], found[0]["bound"]
-        out.append({"name": name, "value": value, "op": op, "bound": bound, "met": _met(value, op, bound),
-                    "values": values})
+        value = statistics.median(counted) if counted else statistics.median(values)
+        target = {"name": name, "value": value, "op": op, "bound": bound,
+                  "met": bool(counted) and _met(value, op, bound), "values": values}
+        if vacuous:
+            target["vacuous_runs"] = vacuous
+            if not counted:
+                target["vacuous"] = found[0]["vacuous"]
+        out.append(target)
     return out, skipped

@@ -228,6 +228,39 @@ def test_targets_on_the_long_horizon_need_finite_losses():
     assert len(long) == 1 and not long[0]["met"]
 
 
+def test_a_ratio_over_a_baseline_that_did_not_learn_is_vacuous_and_left_out_of_medians(tmp_path, capsys):
+    """A learned rule 'beating' a baseline that diverged (final loss above its initial one) is no
+    evidence: the target is not met, and the median over seeds leaves that run out."""
+    from marl_net.targets import median_targets, targets
+
+    def with_initial(results, np_final, wp_final):
+        for task in results["heldout"]:
+            for rule, entry in results["heldout"][task].items():
+                entry["initial_loss_mean"] = 1.5
+            results["heldout"][task]["np"]["final_loss_mean"] = np_final
+            results["heldout"][task]["wp"]["final_loss_mean"] = wp_final
+        return results
+
+    name = "perturbation/teacher_student: learned / best of np/wp"
+    diverged = with_initial(_results(perturbation=0.5), 1e4, float("nan"))
+    (t,) = [t for t in targets(diverged)[0] if t["name"] == name]
+    assert t["value"] < 0.7 and not t["met"] and "np 1e+04 >= initial 1.5" in t["vacuous"]
+    # one baseline that learned is enough for a real comparison
+    (t,) = [t for t in targets(with_initial(_results(perturbation=0.5), 1e4, 1.0))[0] if t["name"] == name]
+    assert t["met"] and "vacuous" not in t
+    learned = with_initial(_results(perturbation=0.65), 1.0, 1.2)  # 0.65 <= 0.7
+    missed = with_initial(_results(perturbation=0.75), 1.0, 1.2)
+    (m,) = [t for t in median_targets([diverged, learned, missed, missed])[0] if t["name"] == name]
+    assert m["vacuous_runs"] == [0] and m["value"] == 0.75 and not m["met"]  # median of 0.65, 0.75, 0.75
+    (m,) = [t for t in median_targets([diverged, learned])[0] if t["name"] == name]
+    assert m["value"] == 0.65 and m["met"]
+    folder = tmp_path / "diverged"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(diverged))
+    assert cli_main(["check", str(folder)]) == 1
+    assert "(vacuous: no baseline learned on teacher_student" in capsys.readouterr().out
+
+
 def test_budgets_and_bad_options_name_the_fix():
     from marl_net.budgets import BUDGETS, Budget, parse_budget
     from marl_net.commands.run import parse_job_overrides

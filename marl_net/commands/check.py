@@ -47,7 +47,11 @@ def main(args) -> int:
     where = "" if len(runs) == 1 else f" (median of {len(runs)} runs)"
     for t in checked:
         values = f" from {', '.join(f'{v:.3g}' for v in t['values'])}" if "values" in t else ""
-        print(f"[{'PASS' if t['met'] else 'FAIL'}] {t['name']}{where}: {t['value']:.4g} {t['op']} {t['bound']:g}{values}")
+        note = f" (vacuous: {t['vacuous']})" if t.get("vacuous") else ""
+        if t.get("vacuous_runs") and not t.get("vacuous"):
+            note = f" (runs {t['vacuous_runs']} left out: their baseline did not learn)"
+        print(f"[{'PASS' if t['met'] else 'FAIL'}] {t['name']}{where}: {t['value']:.4g} {t['op']} {t['bound']:g}{values}"
+              f"{note}")
     for t in skipped:
         print(f"[SKIP] {t['name']}: {t['reason']}")
     return 0 if all(t["met"] for t in checked) else 1
