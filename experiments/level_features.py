@@ -38,6 +38,7 @@ from marl_net.rules.tuning import default_grid, tune_action_scale, tune_lr
 # action_scale factors tried for every variant: finer near the trained scale than the suite's grid
 SCALE_FACTORS = (1 / 27, 1 / 9, 0.25, 1 / 3, 0.35, 0.5, 0.7, 1.0, 1.4)
 
+
 def variant(text: str) -> tuple[str, tuple[str, ...]]:
     name, _, extra = text.partition("=")
     return name, tuple(f for f in extra.split(",") if f)
