@@ -18,17 +18,18 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
                            "fast_ppo_flops_per_s", "peak_memory_mb", "synapse_steps_per_s", "config", "numerics"}
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
                                                 "rllib_ppo_default_objective", "fast_ppo_1_core", "fast_ppo_2_cores",
-                                                "fast_ppo_2_cores_kernel_only", "fast_ppo_recurrent",
+                                                "fast_ppo_2_threads", "fast_ppo_all_cores", "fast_ppo_recurrent",
                                                 "fast_ppo_recurrent_per_synapse"}
-    assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo",
+    assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo", "fast_ppo_all_cores/rllib_ppo",
                                      "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core",
                                      "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"}
     assert result["ratios"]["fast_ppo_recurrent/fast_ppo"] == rates_of(result, "fast_ppo_recurrent") / rates_of(
         result, "fast_ppo")  # the recurrent policy's fast PPO beside the feed-forward one
     assert result["config"]["recurrent_policy"]["memory"] == "gru_neuron"  # (e): the memory the runs use
     assert result["config"]["per_synapse_memory_policy"]["memory"] == "gru"
-    cores = result["config"]["cores"]  # one core and two, the same seed: the same results, bit for bit
+    cores = result["config"]["cores"]  # one thread and two in one process, the same seed: the same results
     assert cores["same_results"] is True
+    assert cores["runs"]["2_cores"]["workers"] == 2 and cores["runs"]["1_core"]["workers"] == 1
     assert result["ratios"]["fast_ppo_2_cores/1_core"] == rates_of(result, "fast_ppo_2_cores") / rates_of(
         result, "fast_ppo_1_core")
     assert all(v > 0 for v in result["agent_steps_per_s"].values())
@@ -38,6 +39,9 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert like["rllib_ppo"]["kl_coeff"] == 0.0 and like["rllib_ppo"]["minibatches_per_epoch"] == 4
     assert like["rllib_ppo_default_objective"]["kl_coeff"] == 0.2  # the labelled second row keeps RLlib's
     assert result["ratios"]["fast_ppo/rllib_ppo"] == rates["fast_ppo"] / rates["rllib_ppo"]
+    # the target's row: (d) on two worker processes, measured in the same rounds as (b)
+    assert result["ratios"]["fast_ppo_all_cores/rllib_ppo"] == rates["fast_ppo_all_cores"] / rates["rllib_ppo"]
+    assert result["config"]["fast_ppo_all_cores_throughput"]["workers"] == 2
     assert result["numerics"]["policy_path"] == "fused kernel" and result["numerics"]["kernels_ran"]
     assert result["matmul_flops_per_s"] > 0 and result["fast_ppo_flops_per_s"] > 0
     scale_keys = [k for k in result["peak_memory_mb"] if k.startswith("fast_ppo_")]

@@ -46,6 +46,7 @@ from torch import nn
 
 from marl_net import numerics
 from marl_net.config import EnvConfig
+from marl_net.fast import data_parallel
 from marl_net.fast.recurrent_ppo import RecurrentPPO
 from marl_net.fast.rollout import Rollout, gae, minibatch_picks
 from marl_net.fast.vector_env import VectorNetworkEnv
@@ -86,10 +87,14 @@ class FastPPOConfig:
     # "blocks" draws only the real synapses' (other numbers; what networks with very different fans
     # want: on 10-1000-10 outgoing the padded draw is 50x the synapses).
     action_noise: str = "padded"
+    # processes that split the copies (rank 0 is this one; marl_net.fast.data_parallel): each
+    # collects copies / workers copies and takes its share of every minibatch, gradients summed
+    # over them. Other numbers than one worker's (per-worker noise), same seed same run for one value.
+    workers: int = 1
 
     def __post_init__(self):
         check_field_types(self)  # numbers are numbers (not strings), integers integers, flags booleans
-        positive = ("lr", "num_epochs", "minibatch_size", "copies")
+        positive = ("lr", "num_epochs", "minibatch_size", "copies", "workers")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
@@ -110,6 +115,12 @@ class FastPPOConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but torch sees no CUDA GPU here: pass device='cpu'")
         torch.device(self.device)  # raises on a malformed device string
+        if self.copies % self.workers:
+            raise ValueError(f"copies={self.copies} must be a multiple of workers={self.workers}: each worker "
+                             "steps the same number of network copies")
+        if self.workers > 1 and self.device != "cpu":
+            raise ValueError(f"workers={self.workers} splits the copies over CPU processes; on device="
+                             f"{self.device!r} use workers=1")
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "FastPPOConfig":
@@ -163,33 +174,57 @@ class FastPPO:
         config: FastPPOConfig | None = None,
         seed: int = 0,
         log_dir: str | None = None,
+        # (rank, gloo store file or a data_parallel.Solo-like collective): one rank's trainer of workers > 1,
+        # built by data_parallel's worker processes (None: the trainer a user holds, rank 0)
+        _shard: tuple[int, Any] | None = None,
     ):
         self.config = config = config or FastPPOConfig()
-        if config.torch_threads is not None:
-            torch.set_num_threads(config.torch_threads)
-        self.kernel_threads = config.kernel_threads or os.cpu_count() or 1
+        # threads per process: as configured, else the machine's cores shared among the workers
+        cores_each = max(1, (os.cpu_count() or 1) // config.workers)
+        self.torch_threads = config.torch_threads or (cores_each if config.workers > 1 else None)
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        self.kernel_threads = config.kernel_threads or cores_each
         self.device = torch.device(config.device)
         self.seed = int(seed)
-        self.env = VectorNetworkEnv(env_config, copies=config.copies, device=self.device, layout="blocks")
+        # One process (workers=1), or rank `rank` of `workers` each stepping copies / workers copies
+        # (marl_net.fast.data_parallel); rank 0 is the trainer the user holds and starts the others.
+        self.rank, self.world = (_shard[0] if _shard else 0), config.workers
+        copies = config.copies // self.world
+        self.env = VectorNetworkEnv(env_config, copies=copies, device=self.device, layout="blocks")
         self.policy = build_policy(self.env, policy_kwargs or {}, self.seed).to(self.device)
+        if self.world > 1 and self.policy.recurrent:
+            raise ValueError("a recurrent policy (memory='gru') trains in one process: set ppo workers=1")
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5, fused=True)
-        self.steps = config.steps_per_iteration(self.env.num_rows, self.env.config.max_cycles)
-        self.action_gen = torch.Generator(self.device).manual_seed(seed_from(self.seed, 4))
-        self.shuffle_gen = torch.Generator("cpu").manual_seed(seed_from(self.seed, 5))
+        self.steps = config.steps_per_iteration(self.env.num_rows * self.world, self.env.config.max_cycles)
+        rank_keys = (self.rank,) if self.world > 1 else ()
+        self.action_gen = torch.Generator(self.device).manual_seed(seed_from(self.seed, 4, *rank_keys))
+        self.shuffle_gen = torch.Generator("cpu").manual_seed(seed_from(self.seed, 5, *rank_keys))
         self.buffer = Rollout.allocate(self.steps, self.env.copies, self.env.blocks, self.env.num_features, self.device)
-        self.obs, _ = self.env.reset(seed=self.seed)
+        self.obs, _ = self.env.reset(seed=self.seed + self.rank * copies)
         self.iteration = 0
         self.agent_steps = 0
         self.running_return = torch.zeros(self.env.num_rows, device=self.device)
         self.running_length = torch.zeros(self.env.copies, dtype=torch.long, device=self.device)
         # per copy-episode: (return per agent, length, final inner loss, initial inner loss, diverged)
         self.episodes = collections.deque(maxlen=100)
+        self.fresh_episodes: list[tuple] = []  # this iteration's, this rank's (gathered on rank 0)
         self.kernels_ran: set[str] = set()  # the C++ kernels this trainer's iterations ran (marl_net.numerics)
         # The recurrent policy (memory="gru") collects and learns through RecurrentPPO (states
         # carried, whole agent sequences in the learner; torch only, never the fused kernel).
         self.recurrent = RecurrentPPO(self) if self.policy.recurrent else None
+        self.pool = None
+        if _shard is not None:
+            link = _shard[1]
+            self.comm = link if isinstance(link, data_parallel.Solo) else data_parallel.Group(self.rank, self.world, link)
+        elif self.world > 1:
+            self.pool = data_parallel.WorkerPool(self.world, self.env.config.to_dict(), policy_kwargs or {},
+                                                 dataclasses.asdict(config), self.seed)
+            self.comm = self.pool.comm
+        else:
+            self.comm = data_parallel.Solo()
         self.writer = None
-        if log_dir is not None:
+        if log_dir is not None and self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir)
@@ -279,9 +314,7 @@ class FastPPO:
         cfg = self.config
         blocks = [(g, idx) for g, idx in zip(groups, picks) if idx.numel()]
         take = [{k: g[k].index_select(0, idx) for k in ("logp", "adv", "returns")} for g, idx in blocks]
-        mb_adv = torch.cat([t["adv"] for t in take])
-        if cfg.normalize_advantages and mb_adv.numel() > 1:
-            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+        mb_adv = self._normalized(torch.cat([t["adv"] for t in take]))
         advs = mb_adv.split([t["adv"].numel() for t in take])
         fused = fused_actor_critic.applies(self.policy, blocks[0][0]["obs"])
         parts, anchor = [], None
@@ -289,7 +322,7 @@ class FastPPO:
             if fused:
                 part, logp, value, real = fused_actor_critic.ppo_minibatch(
                     self.policy, g["obs"], g["actions"], idx, t["logp"], adv, t["returns"], cfg.clip_param,
-                    cfg.vf_loss_coeff, 1.0 / mb_adv.numel())
+                    cfg.vf_loss_coeff, 1.0 / (mb_adv.numel() * self.world))
                 anchor = part if anchor is None else anchor + part
                 entropy = self.policy.entropy(real)
             else:
@@ -297,18 +330,34 @@ class FastPPO:
             parts.append((logp - t["logp"], entropy, value, adv, t["returns"]))
         return (*(torch.cat(p) for p in zip(*parts)), anchor)
 
+    def _normalized(self, adv: torch.Tensor) -> torch.Tensor:
+        """The minibatch's advantages normalized to mean 0 and standard deviation 1 over the whole
+        minibatch, every rank's share of it (when configured)."""
+        n = adv.numel() * self.world  # every rank holds an equal share
+        if not self.config.normalize_advantages or n <= 1:
+            return adv
+        if self.world == 1:
+            return (adv - adv.mean()) / (adv.std() + 1e-8)
+        mean = self.comm.all_reduce_(adv.sum().reshape(1)) / n
+        var = self.comm.all_reduce_((adv - mean).pow(2).sum().reshape(1)) / (n - 1)
+        return (adv - mean) / (var.sqrt() + 1e-8)
+
     # ---------------------------------------------------------------- one iteration
     def train(self) -> dict[str, Any]:
         """Collect one rollout and learn from it. Returns the iteration's metrics (flat keys, plus
         ``env_runners/episode_return_mean`` as RLlib names it, so one Tune metric fits both paths)."""
         start = time.perf_counter()
         numerics.set_kernel_threads(self.kernel_threads)  # this trainer's threads, for this iteration
-        if self.config.torch_threads is not None and torch.get_num_threads() != self.config.torch_threads:
-            torch.set_num_threads(self.config.torch_threads)
+        if self.torch_threads is not None and torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
         collect, learn = (self.recurrent.collect, self.recurrent.learn) if self.recurrent else (self._collect, self._learn)
+        if self.pool is not None:
+            self.pool.train()  # the workers run this iteration in lockstep with this one
+        with torch.no_grad():  # rank 0's policy is everyone's (a no-op with one worker)
+            self.comm.broadcast_(list(self.policy.state_dict().values()))
         with numerics.recording() as ran:
             with torch.no_grad():
-                next_value, ended_episodes = collect()
+                next_value, _ = collect()
             collected = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr_at(self.iteration)
@@ -318,7 +367,12 @@ class FastPPO:
         self.kernels_ran |= ran
         elapsed = time.perf_counter() - start
         stats.update(collect_time_s=collected - start, learn_time_s=elapsed - (collected - start))
-        batch = self.steps * self.env.num_rows
+        ended_episodes = 0
+        for part in self.comm.gather_objects(self.fresh_episodes):  # every rank's, in rank order
+            self.episodes.extend(part)
+            ended_episodes += len(part)
+        self.fresh_episodes = []
+        batch = self.steps * self.env.num_rows * self.world
         self.iteration += 1
         self.agent_steps += batch
         metrics = self._metrics(stats, batch / elapsed, elapsed, ended_episodes)
@@ -352,8 +406,8 @@ class FastPPO:
         per_copy_return = self.running_return.view(self.env.copies, -1).mean(1)  # mean over a copy's agents
         diverged = terminated.view(self.env.copies, -1)[:, 0]
         for e in torch.nonzero(ended).flatten().tolist():
-            self.episodes.append((float(per_copy_return[e]), int(self.running_length[e]), float(final_loss[e]),
-                                  float(initial_loss[e]), float(diverged[e])))
+            self.fresh_episodes.append((float(per_copy_return[e]), int(self.running_length[e]), float(final_loss[e]),
+                                        float(initial_loss[e]), float(diverged[e])))
         rows = ended.repeat_interleave(self.env.num_agents)
         self.running_return[rows] = 0.0
         self.running_length[ended] = 0
@@ -361,7 +415,7 @@ class FastPPO:
 
     def _learn(self, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         cfg, buf = self.config, self.buffer
-        n = adv.numel()
+        n = adv.numel() * self.world  # the iteration's samples, every rank's
         b_values, b_returns = buf.values.flatten(), returns.flatten()
         # Minibatches are stratified by ownership block: each holds the same share of every
         # block's samples, so every policy call sees one fan and no padding.
@@ -382,11 +436,12 @@ class FastPPO:
                 entropy = entropy.mean()
                 if fused_part is None:
                     pg_loss, v_loss = self._losses(ratio, value, mb_adv, mb_returns)
-                    loss = pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss
-                else:  # the kernel's gradient of pg_loss + vf_loss_coeff * v_loss
-                    loss = fused_part - cfg.entropy_coeff * entropy
+                    loss = self._share(pg_loss - cfg.entropy_coeff * entropy + cfg.vf_loss_coeff * v_loss)
+                else:  # the kernel's gradient of pg_loss + vf_loss_coeff * v_loss (already this rank's share)
+                    loss = fused_part - cfg.entropy_coeff * self._share(entropy)
                 self.optimizer.zero_grad()
                 loss.backward()
+                data_parallel.sum_gradients(self.comm, list(self.policy.parameters()))  # the whole minibatch's
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
                 self.optimizer.step()
@@ -394,14 +449,29 @@ class FastPPO:
             pg_loss, v_loss = self._losses(ratio, value, mb_adv, mb_returns)
             old_approx_kl = (-logratio).mean()
             approx_kl = ((ratio - 1) - logratio).mean()
-        var_y = b_returns.var()
-        explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-        stats.update(
-            policy_loss=float(pg_loss.detach()), value_loss=float(v_loss.detach()), entropy=float(entropy.detach()),
-            old_approx_kl=float(old_approx_kl), approx_kl=float(approx_kl),
-            clipfrac=float(torch.stack(clipfracs).mean()), explained_variance=explained_var,
-        )
+            # means over ranks (every rank's share is as large)
+            means = torch.stack([pg_loss, v_loss, entropy.detach(), old_approx_kl, approx_kl, torch.stack(clipfracs).mean()])
+            if self.world > 1:
+                means = self.comm.all_reduce_(means) / self.world
+        stats.update(zip(("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"),
+                         means.tolist()), explained_variance=self._explained_variance(b_returns, b_values))
         return stats
+
+    def _share(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a minibatch mean (the ranks' gradients are summed)."""
+        return loss if self.world == 1 else loss / self.world
+
+    def _explained_variance(self, returns: torch.Tensor, values: torch.Tensor) -> float:
+        """``1 - Var(returns - values) / Var(returns)`` over the iteration's samples, every rank's."""
+        if self.world == 1:
+            var_y = returns.var()
+            return float("nan") if var_y == 0 else float(1 - (returns - values).var() / var_y)
+        res = returns - values
+        sums = torch.stack([returns.sum(), returns.pow(2).sum(), res.sum(), res.pow(2).sum()]).double()
+        sums = self.comm.all_reduce_(sums)
+        n = returns.numel() * self.world
+        var_y, var_res = ((sums[1] - sums[0] ** 2 / n) / (n - 1)), ((sums[3] - sums[2] ** 2 / n) / (n - 1))
+        return float("nan") if var_y == 0 else float(1 - var_res / var_y)
 
     def _losses(self, ratio, value, adv, returns) -> tuple[torch.Tensor, torch.Tensor]:
         """PPO's clipped surrogate and value loss over a minibatch (the kernel's gradient is theirs)."""
@@ -473,7 +543,16 @@ class FastPPO:
             # this process's arithmetic, with this trainer's kernel threads; a record only
             "numerics": {**numerics.describe(str(self.device), self.kernels_ran), "kernel_threads": self.kernel_threads},
             **({"memory": self.recurrent.state_dict()} if self.recurrent else {}),
+            # workers > 1: ranks 1.. (their copies' envs, observations and streams; the policy is rank 0's)
+            **({"worker_states": self.pool.states()} if self.pool is not None else {}),
         }
+
+    def shard_state(self) -> dict[str, Any]:
+        """A worker's part of the training state (:meth:`state_dict` less the policy and optimizer, which
+        are rank 0's)."""
+        state = self.state_dict()
+        del state["policy"], state["optimizer"]
+        return state
 
     # PPO settings that say how a run computes, not what: a checkpoint may resume with others.
     RUNTIME_SETTINGS = ("device", "torch_threads", "kernel_threads", "collect_chunk")
@@ -505,6 +584,9 @@ class FastPPO:
         if not isinstance(state["obs"], list):  # checked before anything is restored
             raise ValueError(f"{where} was saved by an earlier marl_net, whose fast path kept padded observations: "
                              "resume it with that version, or start the run afresh")
+        if self.pool is not None and len(state.get("worker_states") or ()) != self.world - 1:
+            raise ValueError(f"{where} holds no state for this trainer's {self.world - 1} worker processes: resume "
+                             "it with the workers it was saved with")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env.load_state_dict(state["env"])
@@ -521,6 +603,19 @@ class FastPPO:
         self.seed = int(state["seed"])  # the run's seed (a later save records it, not the constructor's)
         if self.recurrent:
             self.recurrent.load_state_dict(state["memory"])
+        if self.pool is not None:
+            self.pool.load([{**w, "policy": state["policy"], "optimizer": state["optimizer"]}
+                            for w in state["worker_states"]])
+
+    def close(self) -> None:
+        """Stop the worker processes (workers > 1) and close the TensorBoard writer; the trainer
+        trains no more after it."""
+        if self.pool is not None:
+            self.pool.close()
+        else:
+            self.comm.close()
+        if self.writer is not None:
+            self.writer.close()
 
     CHECKPOINT_FILE = "fast_ppo.pt"
 

@@ -63,19 +63,22 @@ def train_fast(config: dict) -> None:
     last = (config.get("stop") or {}).get("training_iteration")
     trial_dir = tune.get_context().get_trial_dir()
     trainer = trainer_from_launch(config, log_dir=os.path.join(trial_dir, "fast_ppo") if trial_dir else None)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.restore(directory)
-    while last is None or trainer.iteration < int(last):
-        metrics = trainer.train()
-        at_end = last is not None and trainer.iteration >= int(last)
-        if (frequency and trainer.iteration % frequency == 0) or (at_end and run.get("checkpoint_at_end", True)):
-            with tempfile.TemporaryDirectory() as directory:
-                trainer.save(directory)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report(metrics)
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                trainer.restore(directory)
+        while last is None or trainer.iteration < int(last):
+            metrics = trainer.train()
+            at_end = last is not None and trainer.iteration >= int(last)
+            if (frequency and trainer.iteration % frequency == 0) or (at_end and run.get("checkpoint_at_end", True)):
+                with tempfile.TemporaryDirectory() as directory:
+                    trainer.save(directory)
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            else:
+                tune.report(metrics)
+    finally:
+        trainer.close()  # its worker processes (ppo.workers > 1) and TensorBoard writer
 
 
 # Tell Tune that this trainable writes its own checkpoints (every run.checkpoint_frequency

@@ -1,0 +1,239 @@
+"""Fast PPO on several cores: data-parallel worker processes (``FastPPOConfig.workers``).
+
+A one-process trainer spends its time in many small torch ops (the env step, the minibatch
+bookkeeping), which a second intra-op thread does not speed up. Processes do: with
+``workers = W`` the trainer the user holds is rank 0 and starts ``W - 1`` worker processes, each a :class:`~marl_net.fast.ppo.FastPPO` of its own over ``copies / W`` of the
+network copies, as DD-PPO (Wijmans et al., 2020) splits environments over GPUs. Every rank collects
+its copies' rollout and computes GAE alone; in each minibatch every rank takes its share of every
+ownership block's samples, the advantages are normalized with the whole minibatch's mean and
+standard deviation, each rank's loss is its share of the minibatch mean, and the gradients are
+summed over ranks (``torch.distributed``, gloo) before clipping and the optimizer step, so every
+rank makes the same update and holds the same policy. Rank 0 broadcasts its policy at the start of
+every iteration (so a policy changed between iterations, e.g. calibrated, is everyone's) and
+gathers the episodes and statistics it reports.
+
+What changes with W: the copies' tasks and initial weights are those of a one-worker run (rank r's
+copies are seeded as copies ``r * copies / W ...`` of it), but each rank draws its own action noise
+and minibatch shuffles (``seed_from(seed, 4, r)``, ``seed_from(seed, 5, r)``), so the numbers
+differ from one worker's; the same seed and the same W give the same run, bit for bit, resumed
+from a checkpoint or not.
+
+:class:`Solo` is the one-process case (every collective the identity); :class:`Group` a member
+of the gloo group; :class:`WorkerPool` rank 0's handle on the worker processes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import multiprocessing.connection
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+import weakref
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+
+from marl_net import numerics
+
+# How long a rank waits for the others at a collective (a worker that died ends the wait sooner,
+# when gloo sees its connection close).
+TIMEOUT = datetime.timedelta(minutes=10)
+
+
+class Solo:
+    """One process: the collectives of :class:`Group` as identities."""
+
+    rank, world = 0, 1
+
+    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Group(Solo):
+    """This process as rank ``rank`` of a gloo group of ``world`` (the default torch.distributed
+    group, which a process holds once: one multi-worker trainer per process at a time)."""
+
+    def __init__(self, rank: int, world: int, store_file: str):
+        if dist.is_initialized():
+            raise ValueError("workers > 1 needs a process outside any torch.distributed group (this one is in "
+                             "one, perhaps another multi-worker trainer's: close() it first), or set workers=1")
+        dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world,
+                                timeout=TIMEOUT)
+        self.rank, self.world = rank, world
+
+    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place (every rank gets the same sum)."""
+        dist.all_reduce(tensor)
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Rank 0's values of ``tensors`` copied into every rank's, in place."""
+        for t in tensors:
+            dist.broadcast(t, 0)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def sum_gradients(comm: Solo, parameters: Sequence[torch.nn.Parameter]) -> None:
+    """Every parameter's ``.grad`` replaced by its sum over ranks (one flat all-reduce)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if comm.world == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    comm.all_reduce_(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _worker_main(address: str, authkey: bytes) -> None:
+    """A worker process (``python -m marl_net.fast.data_parallel ADDRESS``): connects to rank 0,
+    builds its rank's trainer from what rank 0 sends, then runs rank 0's commands in lockstep."""
+    conn = multiprocessing.connection.Client(address, authkey=authkey)
+    trainer = None
+    try:
+        rank, world, store_file, env_config, policy_kwargs, ppo_kwargs, seed = conn.recv()
+        from marl_net.fast.ppo import FastPPO, FastPPOConfig  # (ppo imports this module)
+
+        trainer = FastPPO(env_config, policy_kwargs, FastPPOConfig(**ppo_kwargs), seed=seed,
+                          _shard=(rank, store_file))
+        conn.send(("ready", None))
+        while True:
+            command, arg = conn.recv()
+            if command == "train":  # with rank 0's kernel switch (marl_net.numerics)
+                with numerics.kernels(arg):
+                    trainer.train()
+            elif command == "state":
+                conn.send(("state", _pack(trainer.shard_state())))
+            elif command == "load":
+                trainer.load_state_dict(_unpack(arg))
+                conn.send(("loaded", None))
+            elif command == "close":
+                break
+    except EOFError:  # rank 0 went away
+        pass
+    except BaseException:  # noqa: BLE001 - reported to rank 0, which raises it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        if trainer is not None:
+            trainer.close()
+
+
+class WorkerPool:
+    """Rank 0's worker processes (ranks ``1 .. world - 1``) and its own :class:`Group`.
+
+    Workers are started as ``python -m marl_net.fast.data_parallel`` (not by multiprocessing's
+    spawn, which would re-run the user's main script in every worker) and talk to rank 0 over an
+    authenticated local connection."""
+
+    def __init__(self, world: int, env_config: Mapping[str, Any], policy_kwargs: Mapping[str, Any],
+                 ppo_kwargs: Mapping[str, Any], seed: int):
+        self._dir = tempfile.mkdtemp(prefix="marl_net_workers_")
+        store_file = os.path.join(self._dir, "store")
+        authkey = os.urandom(32)
+        self.conns, self.procs = [], []
+        with multiprocessing.connection.Listener(os.path.join(self._dir, "socket"), "AF_UNIX",
+                                                 authkey=authkey) as listener:
+            for rank in range(1, world):
+                proc = subprocess.Popen([sys.executable, "-m", "marl_net.fast.data_parallel", listener.address],
+                                        stdin=subprocess.PIPE)
+                proc.stdin.write(authkey)  # the key travels by pipe, never on the command line
+                proc.stdin.close()
+                self.procs.append(proc)
+                conn = listener.accept()
+                conn.send((rank, world, store_file, dict(env_config), dict(policy_kwargs), dict(ppo_kwargs), seed))
+                self.conns.append(conn)
+        self._finalizer = weakref.finalize(self, _shut_down, self.conns, self.procs, None, self._dir)
+        self.comm = Group(0, world, store_file)
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _shut_down, self.conns, self.procs, self.comm, self._dir)
+        self._replies("ready")
+
+    def _replies(self, expected: str) -> list[Any]:
+        out = []
+        for rank, conn in enumerate(self.conns, start=1):
+            kind, payload = conn.recv()
+            if kind == "error":
+                self.close()
+                raise RuntimeError(f"fast PPO worker {rank} failed:\n{payload}")
+            if kind != expected:
+                raise RuntimeError(f"fast PPO worker {rank} answered {kind!r}, expected {expected!r}")
+            out.append(payload)
+        return out
+
+    def train(self) -> None:
+        """Every worker starts the iteration rank 0 is starting, with rank 0's kernel switch."""
+        self.send("train", [numerics.kernels_on()] * len(self.conns))
+
+    def send(self, command: str, args: Sequence[Any] | None = None) -> None:
+        """``command`` to every worker (``args[i]`` to worker ``i + 1`` when given)."""
+        for i, conn in enumerate(self.conns):
+            conn.send((command, None if args is None else args[i]))
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every worker's :meth:`FastPPO.shard_state`, in rank order."""
+        self.send("state")
+        return [_unpack(data) for data in self._replies("state")]
+
+    def load(self, states: Sequence[Mapping[str, Any]]) -> None:
+        self.send("load", [_pack(state) for state in states])
+        self._replies("loaded")
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _pack(state: Mapping[str, Any]) -> bytes:
+    """A training state as bytes (torch.save): tensors cross the connection by value, not as
+    shared-memory handles, which need multiprocessing's own process tree."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> dict[str, Any]:
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def _shut_down(conns, procs, comm: Group | None, directory: str) -> None:
+    for conn in conns:
+        try:
+            conn.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+    if comm is not None:
+        comm.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1], sys.stdin.buffer.read())
