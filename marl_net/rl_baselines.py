@@ -2,8 +2,8 @@
 
 ``python -m marl_net.rl_baselines [--quick]`` tunes the step sizes of each hand RL rule
 (``marl_net.policies.rl_hand_rules``: REINFORCE with a running baseline on the output synapses,
-REINFORCE with backprop, Weight Maximization with its output and hidden step sizes tuned one after
-the other, on the network it requires: Bernoulli hidden units, incoming ownership, biases) on
+REINFORCE with backprop, Weight Maximization with its output, hidden and critic step sizes tuned one
+after the other, on the network it requires: Bernoulli hidden units, incoming ownership, biases) on
 train-split lifetimes of every RL preset, then prints its held-out
 metrics (``marl_net.rl_metrics``) beside a uniform random policy's and, on the bandits, Thompson
 sampling's (Beta(1, 1) priors: the Bayes-optimal-like reference, not a weight-changing rule). The

@@ -11,8 +11,9 @@ seeds, hence the same held-out tasks, initial weights and action noise):
 
 - ``reinforce``, ``reinforce_backprop`` and ``weight_max`` (``marl_net.policies.rl_hand_rules``),
   each step size tuned on train-split lifetimes over ``rl_baselines.GRID`` as ``python -m
-  marl_net.rl_baselines`` does (``maze_large`` takes ``maze``'s step sizes). Weight Max has two,
-  the output layer's ``lr`` and the hidden layers' ``hidden_lr``, tuned one after the other, and
+  marl_net.rl_baselines`` does (``maze_large`` takes ``maze``'s step sizes). Weight Max has three,
+  the output layer's ``lr``, the hidden layers' ``hidden_lr`` and its critic's ``critic_lr``, tuned
+  one after the other, and
   runs on the network it requires (as in Chung's paper): Bernoulli-logistic hidden units, incoming
   ownership and biases, the same layer sizes, tasks and per-copy seeds (hence different initial
   weights). A hand rule that cannot act on a preset is left out of its row, the reason under
@@ -33,7 +34,7 @@ agents maximize the reward of the whole lifetime.
      "levels": {"rl_PRESET": {"observations", "policy", "memory", "env", "ppo", "train": {...}}},
      "numerics": {...},
      "tuned_lr": {"PRESET": {"reinforce": lr, "reinforce_backprop": lr,
-                             "weight_max": {"lr": output lr, "hidden_lr": hidden lr}}},
+                             "weight_max": {"lr": output, "hidden_lr": hidden, "critic_lr": critic}}},
      "heldout": {"PRESET": {"RULE": {"mean_reward", "regret" | "correct_after_first" |
                                      "steps_to_first_reward", "curve_mean", "curve_std"}}},
      "settings": {"PRESET": {env config of the learned rule}}, "networks": {"PRESET": {...}},
@@ -317,7 +318,7 @@ METRICS = ("mean_reward", "regret", "correct_after_first", "steps_to_first_rewar
 
 
 def _step_cell(tuned, action_scale) -> str:
-    """A rule's step size(s) in the table: one number, ``lr 0.03, hidden_lr 0.1`` (Weight Max), the
+    """A rule's step size(s) in the table: one number, ``lr 0.03, hidden_lr 0.1, ...`` (Weight Max), the
     learned rule's ``action_scale``, or ``-``."""
     if isinstance(tuned, Mapping):
         return ", ".join(f"{k} {v:g}" for k, v in tuned.items())

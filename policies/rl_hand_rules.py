@@ -24,8 +24,8 @@ Each acts on the step's own action: the observation after a step carries the eli
 action just taken and its reward, and the change applies before the next action. A step size is
 tuned on train tasks by :func:`tune` (every grid value and seed one copy of a batched core,
 common random numbers); :func:`tune_step_sizes` tunes each of a rule's step sizes
-(:data:`STEP_SIZES`: Weight Max has the output layer's ``lr`` and the hidden layers' ``hidden_lr``)
-one after the other, and :func:`evaluate` runs the tuned rule on held-out tasks::
+(:data:`STEP_SIZES`: Weight Max has the output layer's ``lr``, the hidden layers' ``hidden_lr`` and
+its critic's ``critic_lr``) one after the other, and :func:`evaluate` runs the tuned rule on held-out tasks::
 
     from marl_net.config import EnvConfig
     from marl_net.tasks.rl import preset
@@ -35,7 +35,7 @@ one after the other, and :func:`evaluate` runs the tuned rule on held-out tasks:
     evaluate("reinforce", config, lr=best.best, seeds=range(100, 104))   # {"mean_reward": ..., "regret": ...}
     wm = EnvConfig(**env_kwargs("weight_max", **preset("bandit2")))   # Bernoulli hidden, incoming, biases
     steps, sweeps = tune_step_sizes("weight_max", wm, grid=[0.03, 0.1, 0.3], seeds=range(4))
-    evaluate("weight_max", wm, seeds=range(100, 104), **steps)   # steps = {"lr": ..., "hidden_lr": ...}
+    evaluate("weight_max", wm, seeds=range(100, 104), **steps)   # {"lr", "hidden_lr", "critic_lr"}
 
 On the RL presets Weight Max runs on the same tasks, layers, lifetimes and seeds as the other
 rules, with the network it requires (:data:`WEIGHT_MAX_NETWORK`, as in Chung's paper):
@@ -116,7 +116,7 @@ class WeightMaxPolicy(HandRulePolicy):
     traces cleared where an episode starts. The critic's initial weights come from each copy seed's
     critic stream (``STREAM_CRITIC``), as in the trainer: pass the core's ``seeds``.
 
-    An actor step size is one number per weight layer, or one list of a number per copy (a grid
+    An actor or critic step size is one number per layer, or one list of a number per copy (a grid
     of step sizes tuned as one batch, :func:`tune`); :func:`weight_max_policy` builds the policy
     with the RL job's settings for the RL presets.
 
@@ -150,9 +150,9 @@ class WeightMaxPolicy(HandRulePolicy):
             raise ValueError(f"give one actor step size per weight layer ({n_layers}): lr={list(lr)!r}, "
                              f"lr_end={lr_end!r}")
         self.seeds = [int(s) for s in seeds]
-        for rate in (*lr, *(lr_end or ())):
+        for rate in (*lr, *(lr_end or ()), *critic_lr, *(critic_lr_end or ())):
             if not isinstance(rate, (int, float)) and len(rate) != len(self.seeds):
-                raise ValueError(f"a per-copy actor step size needs one value per seed ({len(self.seeds)}), got "
+                raise ValueError(f"a per-copy step size needs one value per seed ({len(self.seeds)}), got "
                                  f"{len(rate)}: pass a number or a list as long as seeds")
         self.lr, self.lr_end, self.decay_steps = list(lr), lr_end, int(decay_steps)
         self.critic_lr, self.critic_lr_end, self.critic_hidden = list(critic_lr), critic_lr_end, tuple(critic_hidden)
@@ -222,17 +222,18 @@ class WeightMaxPolicy(HandRulePolicy):
 POLICIES = {p.name: p for p in (ReinforcePolicy, ReinforceBackpropPolicy, WeightMaxPolicy)}
 # The step sizes each rule is tuned over, in the order the tuner picks them (:func:`tune_step_sizes`).
 STEP_SIZES: dict[str, tuple[str, ...]] = {"reinforce": ("lr",), "reinforce_backprop": ("lr",),
-                                          "weight_max": ("lr", "hidden_lr")}
+                                          "weight_max": ("lr", "hidden_lr", "critic_lr")}
 
 # Weight Max on the RL presets (:func:`weight_max_policy`). The network it needs, as in Chung's
 # paper: Bernoulli-logistic hidden units (the agents it pays), incoming ownership (a unit owns its
 # incoming weights and is paid for its outgoing ones), biases. Its critic (Chung's 64-32 TD(lambda)
-# network on the input layer) learns with one Adam step size in every layer, not tuned. On the
-# bandits every pull is its own one-step episode (Chung's multiplexer setting): gamma = lambda = 0,
-# the signal r - V(s); elsewhere Chung's gamma 0.98 and lambda 0.8.
+# network on the input layer) learns with one Adam step size in every layer. On the bandits every
+# pull is its own one-step episode (Chung's multiplexer setting): gamma = lambda = 0, the signal
+# r - V(s); elsewhere Chung's gamma 0.98 and lambda 0.8. The defaults below hold a step size until
+# the tuner reaches it (the output layer's ``lr`` is tuned first, with these two).
 WEIGHT_MAX_NETWORK = {"ownership": "incoming", "bias": True, "hidden_activation": "bernoulli"}
+WEIGHT_MAX_HIDDEN_LR = 0.1
 WEIGHT_MAX_CRITIC_LR = 0.1
-WEIGHT_MAX_HIDDEN_LR = 0.1  # the hidden layers' step size while the output layer's is tuned
 ONE_STEP_TASKS = ("bandit",)
 CHUNG_GAMMA, CHUNG_LAMBDA = 0.98, 0.8
 
@@ -243,13 +244,14 @@ def _check_name(name: str) -> None:
 
 
 def weight_max_policy(config: EnvConfig, seeds: Sequence[int], lr: float | Sequence[float],
-                      hidden_lr: float | Sequence[float] = WEIGHT_MAX_HIDDEN_LR, strict: bool = True) -> WeightMaxPolicy:
-    """Weight Max with the RL job's settings (:data:`WEIGHT_MAX_CRITIC_LR`, :data:`ONE_STEP_TASKS`):
-    the output layer's Adam step size ``lr``, every hidden layer's ``hidden_lr`` (each a number or
-    one per seed)."""
+                      hidden_lr: float | Sequence[float] = WEIGHT_MAX_HIDDEN_LR,
+                      critic_lr: float | Sequence[float] = WEIGHT_MAX_CRITIC_LR, strict: bool = True) -> WeightMaxPolicy:
+    """Weight Max with the RL job's settings (:data:`ONE_STEP_TASKS`): the Adam step sizes of the
+    output layer ``lr``, of every hidden layer ``hidden_lr`` and of every critic layer ``critic_lr``
+    (each a number or one per seed)."""
     one_step = config.task in ONE_STEP_TASKS
     hidden = [hidden_lr] * max(0, len(config.layers) - 2)
-    return WeightMaxPolicy(config, seeds, lr=[*hidden, lr], critic_lr=(WEIGHT_MAX_CRITIC_LR,) * 3,
+    return WeightMaxPolicy(config, seeds, lr=[*hidden, lr], critic_lr=[critic_lr] * 3,
                            gamma=0.0 if one_step else CHUNG_GAMMA, lam=0.0 if one_step else CHUNG_LAMBDA,
                            strict=strict)
 
@@ -328,7 +330,7 @@ class RLTuneResult:
 
 def tune(name: str, config: EnvConfig, grid: Sequence[float], seeds: Sequence[int], param: str = "lr",
          **fixed) -> RLTuneResult:
-    """Pick step size ``param`` of rule ``name`` (``lr``, or Weight Max's ``hidden_lr``) from ``grid``
+    """Pick step size ``param`` of rule ``name`` (``lr``, or Weight Max's ``hidden_lr``, ``critic_lr``) from ``grid``
     by the mean reward over train-split lifetimes (every grid value sees the same seeds: tasks and
     initial weights), the rule's other step sizes ``fixed``. Changes beyond ``action_scale`` are
     clipped by the env during the sweep (``strict=False``), so a too-large step size scores what it

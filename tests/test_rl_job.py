@@ -69,8 +69,8 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
             assert len(e["curve_mean"]) == len(e["curve_std"]) == lifetime
             assert e["mean_reward"] == pytest.approx(sum(e["curve_mean"]) / lifetime, rel=1e-5, abs=1e-6)
         assert set(results["tuned_lr"][task]) == set(rl_job.HAND_RULES)
-        wm = results["tuned_lr"][task]["weight_max"]  # both step sizes, each from the one grid
-        assert set(wm) == {"lr", "hidden_lr"} and set(wm.values()) <= set(rl_baselines.GRID)
+        wm = results["tuned_lr"][task]["weight_max"]  # its three step sizes, each from the one grid
+        assert set(wm) == {"lr", "hidden_lr", "critic_lr"} and set(wm.values()) <= set(rl_baselines.GRID)
     assert results["skipped"] == {}  # Weight Max runs on every RL preset
     # the larger maze is measured with the rule meta-trained on maze and the hand rules' maze step sizes
     assert results["tuned_lr"]["maze_large"] == results["tuned_lr"]["maze"]
@@ -81,7 +81,8 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
     table = (out / "table.md").read_text()
     assert "| harlow | **learned_rl** |" in table
     wm = results["tuned_lr"]["bandit2"]["weight_max"]
-    assert f"| bandit2 | weight_max | lr {wm['lr']:g}, hidden_lr {wm['hidden_lr']:g} |" in table
+    assert f"| bandit2 | weight_max | lr {wm['lr']:g}, hidden_lr {wm['hidden_lr']:g}, critic_lr {wm['critic_lr']:g} |" \
+        in table
     assert any((out / "tb" / "heldout" / "harlow" / rl_job.LEARNED).iterdir())
     assert any((out / "tune").rglob("events.out.tfevents*"))  # meta-training's TensorBoard logs
 

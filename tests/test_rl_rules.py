@@ -160,15 +160,16 @@ def test_cartpole_episode_length_is_the_mean_length_of_the_completed_inner_episo
 
 
 def test_tuned_weight_max_learns_within_a_bandit_lifetime():
-    """Weight Max's two step sizes tuned on train bandits (the job's grid, one after the other), then
+    """Weight Max's step sizes tuned on train bandits (the job's grid, one after the other), then
     held-out lifetimes: its regret is below the uniform policy's on the same bandits."""
     from marl_net.rl_baselines import GRID, uniform_policy
 
     config = EnvConfig(**env_kwargs("weight_max", **preset("bandit2")))
     steps, sweeps = tune_step_sizes("weight_max", config, GRID, seeds=range(8))
-    assert [s.param for s in sweeps] == ["lr", "hidden_lr"] and set(steps.values()) <= set(GRID)
-    assert steps["lr"] == sweeps[0].best and steps["hidden_lr"] == sweeps[1].best
-    assert max(sweeps[1].scores) >= max(sweeps[0].scores)  # the second sweep includes the first's pick
+    assert [s.param for s in sweeps] == ["lr", "hidden_lr", "critic_lr"] and set(steps.values()) <= set(GRID)
+    assert [steps[s.param] for s in sweeps] == [s.best for s in sweeps]
+    # each sweep includes the values already picked (the defaults, 0.1, are on the grid)
+    assert max(sweeps[2].scores) >= max(sweeps[1].scores) >= max(sweeps[0].scores)
     seeds = range(100, 132)
     held = evaluate("weight_max", config, seeds=seeds, **steps)
     uniform = uniform_policy(EnvConfig(**preset("bandit2", observations=("weight",))), seeds)
@@ -178,9 +179,10 @@ def test_tuned_weight_max_learns_within_a_bandit_lifetime():
 def test_weight_max_per_copy_step_sizes_act_as_separate_runs():
     """A grid of step sizes as one batch (how tune runs it) gives each copy the lifetime it has alone."""
     config = _config("weight_max", "harlow", max_cycles=9)
-    batched = run("weight_max", config, lr=[0.03, 0.3], hidden_lr=[0.3, 0.01], seeds=[5, 6]).metrics()["mean_reward"]
-    alone = [run("weight_max", config, lr=lr, hidden_lr=h, seeds=[s]).metrics()["mean_reward"][0]
-             for lr, h, s in ((0.03, 0.3, 5), (0.3, 0.01, 6))]
+    batched = run("weight_max", config, lr=[0.03, 0.3], hidden_lr=[0.3, 0.01], critic_lr=[0.01, 1.0],
+                  seeds=[5, 6]).metrics()["mean_reward"]
+    alone = [run("weight_max", config, lr=lr, hidden_lr=h, critic_lr=c, seeds=[s]).metrics()["mean_reward"][0]
+             for lr, h, c, s in ((0.03, 0.3, 0.01, 5), (0.3, 0.01, 1.0, 6))]
     torch.testing.assert_close(batched, torch.stack(alone))
 
 
@@ -200,5 +202,5 @@ def test_weight_max_bad_settings_name_the_fix():
         make_policy("reinforce", _config("reinforce"), lr=0.1, hidden_lr=0.1)
     with pytest.raises(ValueError, match="pass lr="):
         tune("weight_max", good, grid=[0.1], seeds=[0], param="hidden_lr")
-    with pytest.raises(ValueError, match=r"tuned over \['lr', 'hidden_lr'\]"):
+    with pytest.raises(ValueError, match=r"tuned over \['lr', 'hidden_lr', 'critic_lr'\]"):
         tune("weight_max", good, grid=[0.1], seeds=[0], param="sigma", lr=0.1)
