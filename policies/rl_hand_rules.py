@@ -245,7 +245,8 @@ def _check_name(name: str) -> None:
 
 def weight_max_policy(config: EnvConfig, seeds: Sequence[int], lr: float | Sequence[float],
                       hidden_lr: float | Sequence[float] = WEIGHT_MAX_HIDDEN_LR,
-                      critic_lr: float | Sequence[float] = WEIGHT_MAX_CRITIC_LR, strict: bool = True) -> WeightMaxPolicy:
+                      critic_lr: float | Sequence[float] = WEIGHT_MAX_CRITIC_LR,
+                      strict: bool = True) -> WeightMaxPolicy:
     """Weight Max with the RL job's settings (:data:`ONE_STEP_TASKS`): the Adam step sizes of the
     output layer ``lr``, of every hidden layer ``hidden_lr`` and of every critic layer ``critic_lr``
     (each a number or one per seed)."""
