@@ -1,12 +1,15 @@
 """Baselines on the RL inner tasks, tuned on train tasks and measured on held-out ones.
 
-``python -m marl_net.rl_baselines [--quick]`` tunes the step size of each hand RL rule
+``python -m marl_net.rl_baselines [--quick]`` tunes the step sizes of each hand RL rule
 (``marl_net.policies.rl_hand_rules``: REINFORCE with a running baseline on the output synapses,
-REINFORCE with backprop) on train-split lifetimes of every RL preset, then prints its held-out
+REINFORCE with backprop, Weight Maximization with its output, hidden and critic step sizes tuned one
+after the other, on the network it requires: Bernoulli hidden units, incoming ownership, biases) on
+train-split lifetimes of every RL preset, then prints its held-out
 metrics (``marl_net.rl_metrics``) beside a uniform random policy's and, on the bandits, Thompson
 sampling's (Beta(1, 1) priors: the Bayes-optimal-like reference, not a weight-changing rule). The
-larger maze (``maze_large``) is evaluated with the step size tuned on ``maze``. It exits 1 when a
-tuned rule earns no more than the uniform policy on a bandit (the rules' sanity target).
+larger maze (``maze_large``) is evaluated with the step sizes tuned on ``maze``. A rule that cannot
+act on a preset is listed as skipped with the reason. It exits 1 when a tuned rule earns no more
+than the uniform policy on a bandit (the rules' sanity target).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from marl_net.policies import rl_hand_rules
 from marl_net.rl_metrics import LifetimeRecorder
 from marl_net.tasks.rl import preset
 
-RULES = ("reinforce", "reinforce_backprop")
+RULES = ("reinforce", "reinforce_backprop", "weight_max")
 GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 TUNED_ON = {"maze_large": "maze"}  # evaluated with the step size tuned on another preset
 
@@ -72,32 +75,64 @@ def heldout_arm_probabilities(config: EnvConfig, seeds: Sequence[int]) -> torch.
     return core.rl_state["arm_probs"]
 
 
+def hand_rule_config(rule: str, name: str) -> EnvConfig:
+    """The env of hand rule ``rule`` on RL preset ``name`` (``rl_hand_rules.env_kwargs``)."""
+    return EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(name)))
+
+
+def tuned_step_sizes(rule: str, name: str, tuned: dict, tune_seeds: Sequence[int],
+                     grid: Sequence[float] = GRID) -> dict[str, float]:
+    """Rule ``rule``'s step sizes for preset ``name``, tuned on the preset of :data:`TUNED_ON`
+    (``rl_hand_rules.tune_step_sizes``), remembered in ``tuned`` by (rule, that preset)."""
+    source = TUNED_ON.get(name, name)
+    if (rule, source) not in tuned:
+        tuned[rule, source] = rl_hand_rules.tune_step_sizes(rule, hand_rule_config(rule, source), grid, tune_seeds)[0]
+    return tuned[rule, source]
+
+
+def refused(rule: str, name: str) -> str | None:
+    """Why ``rule`` cannot act on preset ``name`` (or on the preset its step sizes come from), or None."""
+    for p in dict.fromkeys((name, TUNED_ON.get(name, name))):
+        reason = rl_hand_rules.refusal(rule, hand_rule_config(rule, p))
+        if reason:
+            return f"{rule} on {p}: {reason}"
+    return None
+
+
 def measure(presets: Sequence[str], tune_seeds: Sequence[int], eval_seeds: Sequence[int],
             grid: Sequence[float] = GRID) -> dict:
+    """``{preset: {rule: {step sizes, "tuned_on", metrics...}}}``; a rule that cannot act on a
+    preset is left out of its row and listed under ``"skipped"`` (``{"preset/rule": reason}``)."""
     results: dict = {}
     tuned: dict = {}
+    skipped: dict[str, str] = {}
     for name in presets:
         row: dict = {}
         for rule in RULES:
-            config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(name)))
-            source = TUNED_ON.get(name, name)
-            if (rule, source) not in tuned:
-                source_config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(source)))
-                tuned[rule, source] = rl_hand_rules.tune(rule, source_config, grid, tune_seeds)
-            lr = tuned[rule, source].best
-            row[rule] = {"lr": lr, "tuned_on": source, **rl_hand_rules.evaluate(rule, config, lr, eval_seeds)}
+            reason = refused(rule, name)
+            if reason:
+                skipped[f"{name}/{rule}"] = reason
+                continue
+            steps = tuned_step_sizes(rule, name, tuned, tune_seeds, grid)
+            metrics = rl_hand_rules.evaluate(rule, hand_rule_config(rule, name), seeds=eval_seeds, **steps)
+            row[rule] = {**steps, "tuned_on": TUNED_ON.get(name, name), **metrics}
         base = EnvConfig(**preset(name, observations=("weight",)))
         row["uniform"] = uniform_policy(base, eval_seeds)
         if base.task == "bandit":
             probs = heldout_arm_probabilities(base, eval_seeds)
             row["thompson"] = {"regret": float(thompson_regret(probs, base.max_cycles + 1, 16, seed=0).mean())}
         results[name] = row
+    if skipped:
+        results["skipped"] = skipped
     return results
 
 
 def table(results: dict) -> str:
     lines = []
     for name, row in results.items():
+        if name == "skipped":
+            lines += [f"skipped {key}: {reason}" for key, reason in row.items()]
+            continue
         for method, m in row.items():
             figures = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
             lines.append(f"{name:<11} {method:<19} {figures}")
@@ -121,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     missed = [f"{name}/{rule}" for name, row in results.items() if name.startswith("bandit") for rule in RULES
-              if row[rule]["mean_reward"] <= row["uniform"]["mean_reward"]]
+              if rule in row and row[rule]["mean_reward"] <= row["uniform"]["mean_reward"]]
     if missed:
         print(f"MISSED: tuned rules no better than the uniform policy: {missed}", file=sys.stderr)
         return 1

@@ -9,9 +9,15 @@ answers for: unseen arm probabilities (``bandit2``, ``bandit10``), unseen Harlow
 meta-trained on ``maze``). Beside the learned rule, under identical conditions (the same per-copy
 seeds, hence the same held-out tasks, initial weights and action noise):
 
-- ``reinforce`` and ``reinforce_backprop`` (``marl_net.policies.rl_hand_rules``), each step size
-  tuned on train-split lifetimes over ``rl_baselines.GRID`` as ``python -m marl_net.rl_baselines``
-  does (``maze_large`` takes ``maze``'s step size);
+- ``reinforce``, ``reinforce_backprop`` and ``weight_max`` (``marl_net.policies.rl_hand_rules``),
+  each step size tuned on train-split lifetimes over ``rl_baselines.GRID`` as ``python -m
+  marl_net.rl_baselines`` does (``maze_large`` takes ``maze``'s step sizes). Weight Max has three,
+  the output layer's ``lr``, the hidden layers' ``hidden_lr`` and its critic's ``critic_lr``, tuned
+  one after the other, and
+  runs on the network it requires (as in Chung's paper): Bernoulli-logistic hidden units, incoming
+  ownership and biases, the same layer sizes, tasks and per-copy seeds (hence different initial
+  weights). A hand rule that cannot act on a preset is left out of its row, the reason under
+  ``skipped["rules"]["PRESET/RULE"]``;
 - ``uniform`` (a network that never changes) and, on the bandits, ``thompson`` (Beta(1, 1)
   Thompson sampling, regret only: the Bayes-optimal-like reference, not a weight-changing rule).
 
@@ -27,13 +33,16 @@ agents maximize the reward of the whole lifetime.
     {"family": "rl", "budget": {...}, "seed": S, "seconds": ...,
      "levels": {"rl_PRESET": {"observations", "policy", "memory", "env", "ppo", "train": {...}}},
      "numerics": {...},
-     "tuned_lr": {"PRESET": {"reinforce": lr, "reinforce_backprop": lr}},
+     "tuned_lr": {"PRESET": {"reinforce": lr, "reinforce_backprop": lr,
+                             "weight_max": {"lr": output, "hidden_lr": hidden, "critic_lr": critic}}},
      "heldout": {"PRESET": {"RULE": {"mean_reward", "regret" | "correct_after_first" |
                                      "steps_to_first_reward", "curve_mean", "curve_std"}}},
      "settings": {"PRESET": {env config of the learned rule}}, "networks": {"PRESET": {...}},
-     "skipped": {}, "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [...]}
+     "skipped": {"rules": {"PRESET/RULE": reason}},  # {} when every rule ran
+     "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [...]}
 
-RULE is ``learned_rl`` or ``reinforce``, ``reinforce_backprop``, ``uniform``, ``thompson``;
+RULE is ``learned_rl`` or ``reinforce``, ``reinforce_backprop``, ``weight_max``, ``uniform``,
+``thompson``;
 ``curve_mean`` / ``curve_std`` are the mean reward per inner step over held-out lifetimes (mean and
 std over networks). Targets (:func:`targets`, checked by ``marl-net check``): Harlow
 ``correct_after_first >= 0.9``; maze ``steps_to_first_reward <= 30`` on held-out mazes; on each
@@ -68,7 +77,7 @@ ENV = dict(observations=OBSERVATIONS, reward="global_loss", ownership="outgoing"
 POLICY = dict(hidden=32, depth=2, init_log_std=-2.5)
 PPO = dict(lr=1e-3, gamma=0.99, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
 SECTIONS = {"env": ENV, "policy": POLICY, "ppo": PPO}
-HAND_RULES = ("reinforce", "reinforce_backprop")
+HAND_RULES = ("reinforce", "reinforce_backprop", "weight_max")
 LEARNED = "learned_rl"
 HARLOW_BOUND, MAZE_BOUND, REGRET_RATIO_BOUND = 0.9, 30.0, 1.0
 
@@ -238,22 +247,22 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
 
     eval_seeds = seeds_for(seed, 0, budget.eval_episodes)
     tune_seeds = seeds_for(seed, 1, budget.tune_seeds)
-    tuned: dict[tuple[str, str], float] = {}
-    out = {"tuned_lr": {}, "heldout": {}, "settings": {}, "networks": {}}
+    tuned: dict[tuple[str, str], dict[str, float]] = {}
+    out = {"tuned_lr": {}, "heldout": {}, "settings": {}, "networks": {}, "skipped": {}}
     for trained_on, (policy, train_config) in policies.items():
         for name in TRAINED[trained_on]:
             learned_config = EnvConfig.from_kwargs(**{**train_config.to_dict(), **preset(name), "split": "heldout"})
             row = {LEARNED: _entry(learned_run(policy, learned_config, eval_seeds))}
             out["tuned_lr"][name] = {}
             for rule in HAND_RULES:
-                source = rl_baselines.TUNED_ON.get(name, name)
-                if (rule, source) not in tuned:
-                    config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(source)))
-                    tuned[rule, source] = rl_hand_rules.tune(rule, config, rl_baselines.GRID, tune_seeds).best
-                lr = tuned[rule, source]
-                config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **preset(name))).replace(split="heldout")
-                row[rule] = _entry(rl_hand_rules.run(rule, config, lr, eval_seeds, strict=False))
-                out["tuned_lr"][name][rule] = lr
+                reason = rl_baselines.refused(rule, name)
+                if reason:
+                    out["skipped"].setdefault("rules", {})[f"{name}/{rule}"] = reason
+                    continue
+                steps = rl_baselines.tuned_step_sizes(rule, name, tuned, tune_seeds)
+                config = rl_baselines.hand_rule_config(rule, name).replace(split="heldout")
+                row[rule] = _entry(rl_hand_rules.run(rule, config, seeds=eval_seeds, strict=False, **steps))
+                out["tuned_lr"][name][rule] = steps["lr"] if len(steps) == 1 else steps
             base = EnvConfig(**preset(name, observations=("weight",)))
             row["uniform"] = rl_baselines.uniform_policy(base, eval_seeds)
             if base.task == "bandit":
@@ -264,7 +273,8 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
             out["settings"][name] = learned_config.to_dict()
             out["networks"][name] = {"eval_episodes": budget.eval_episodes, "tune_seeds": budget.tune_seeds,
                                      "tune_grid": list(rl_baselines.GRID),
-                                     "tuned_on": rl_baselines.TUNED_ON.get(name, name), "rule_trained_on": trained_on}
+                                     "tuned_on": rl_baselines.TUNED_ON.get(name, name), "rule_trained_on": trained_on,
+                                     "weight_max_network": dict(rl_hand_rules.WEIGHT_MAX_NETWORK)}
     return out
 
 
@@ -307,14 +317,23 @@ def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
 METRICS = ("mean_reward", "regret", "correct_after_first", "steps_to_first_reward")
 
 
+def _step_cell(tuned, action_scale) -> str:
+    """A rule's step size(s) in the table: one number, ``lr 0.03, hidden_lr 0.1, ...`` (Weight Max), the
+    learned rule's ``action_scale``, or ``-``."""
+    if isinstance(tuned, Mapping):
+        return ", ".join(f"{k} {v:g}" for k, v in tuned.items())
+    if tuned is not None:
+        return f"{tuned:g}"
+    return f"{action_scale:g}" if action_scale is not None else "-"
+
+
 def table(results: Mapping) -> str:
     """The markdown table of the held-out metrics, every preset and rule."""
     lines = ["| preset | rule | step size | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS)]
     for task, by_rule in results["heldout"].items():
         for rule, e in by_rule.items():
-            lr = results["tuned_lr"].get(task, {}).get(rule)
-            step = f"{lr:g}" if lr is not None else (f"{results['settings'][task]['action_scale']:g}"
-                                                     if rule == LEARNED else "-")
+            step = _step_cell(results["tuned_lr"].get(task, {}).get(rule),
+                              results["settings"][task]["action_scale"] if rule == LEARNED else None)
             cells = [f"{e[m]:.3g}" if m in e else "" for m in METRICS]
             name = f"**{rule}**" if rule == LEARNED else rule
             lines.append(f"| {task} | {name} | {step} | " + " | ".join(cells) + " |")
@@ -404,7 +423,7 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
         torch.set_num_threads(threads)
     results = {"family": "rl", "budget": asdict(budget), "seed": seed,
                "levels": {f"rl_{name}": entry for name, (_, entry) in trained.items()},
-               **evaluated, "skipped": {}, "numerics": evaluated_with}
+               **evaluated, "numerics": evaluated_with}
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["targets"], results["targets_skipped"] = targets(results)
     write_report(out, results)

@@ -20,10 +20,12 @@ policy                      observation it needs    change
                             critic's inputs         (TD(lambda)) on the input layer's activity
 ==========================  ======================  ============================================
 
-Both act on the step's own action: the observation after a step carries the eligibility of the
-action just taken and its reward, and the change applies before the next action. The step size
-is tuned on train tasks by :func:`tune` (every grid value and seed one copy of a batched core,
-common random numbers), and :func:`evaluate` runs the tuned rule on held-out tasks::
+Each acts on the step's own action: the observation after a step carries the eligibility of the
+action just taken and its reward, and the change applies before the next action. A step size is
+tuned on train tasks by :func:`tune` (every grid value and seed one copy of a batched core,
+common random numbers); :func:`tune_step_sizes` tunes each of a rule's step sizes
+(:data:`STEP_SIZES`: Weight Max has the output layer's ``lr``, the hidden layers' ``hidden_lr`` and
+its critic's ``critic_lr``) one after the other, and :func:`evaluate` runs the tuned rule on held-out tasks::
 
     from marl_net.config import EnvConfig
     from marl_net.tasks.rl import preset
@@ -31,6 +33,14 @@ common random numbers), and :func:`evaluate` runs the tuned rule on held-out tas
     config = EnvConfig(**env_kwargs("reinforce", **preset("bandit2")))
     best = tune("reinforce", config, grid=[0.1, 0.3, 1.0], seeds=range(4))
     evaluate("reinforce", config, lr=best.best, seeds=range(100, 104))   # {"mean_reward": ..., "regret": ...}
+    wm = EnvConfig(**env_kwargs("weight_max", **preset("bandit2")))   # Bernoulli hidden, incoming, biases
+    steps, sweeps = tune_step_sizes("weight_max", wm, grid=[0.03, 0.1, 0.3], seeds=range(4))
+    evaluate("weight_max", wm, seeds=range(100, 104), **steps)   # {"lr", "hidden_lr", "critic_lr"}
+
+On the RL presets Weight Max runs on the same tasks, layers, lifetimes and seeds as the other
+rules, with the network it requires (:data:`WEIGHT_MAX_NETWORK`, as in Chung's paper):
+Bernoulli-logistic hidden units, incoming ownership and biases, so its initial weights are not the
+other rules'.
 """
 
 from __future__ import annotations
@@ -106,6 +116,10 @@ class WeightMaxPolicy(HandRulePolicy):
     traces cleared where an episode starts. The critic's initial weights come from each copy seed's
     critic stream (``STREAM_CRITIC``), as in the trainer: pass the core's ``seeds``.
 
+    An actor or critic step size is one number per layer, or one list of a number per copy (a grid
+    of step sizes tuned as one batch, :func:`tune`); :func:`weight_max_policy` builds the policy
+    with the RL job's settings for the RL presets.
+
     Under :meth:`env_kwargs` (Chung's network interface and ``rl_draws="chung"``) a lifetime equals
     ``marl-net reproduce chung --task cartpole --methods weight_max`` episode for episode
     (``tests/test_rl_cartpole_equivalence.py``). Keep ``action_scale`` a power of two above the
@@ -127,12 +141,19 @@ class WeightMaxPolicy(HandRulePolicy):
                              "hidden_activation='bernoulli'")
         if not (0 <= gamma <= 1 and 0 <= lam <= 1):
             raise ValueError(f"gamma={gamma!r} and lam={lam!r} must be in [0, 1]")
+        if len(config.layers) < 3:
+            raise ValueError(f"layers={config.layers!r}: policy 'weight_max' needs at least one hidden layer (its "
+                             "hidden units are the agents Weight Max pays), e.g. layers=(4, 16, 2)")
         super().__init__(config, strict)
         n_layers = self.ownership.spec.num_layers
         if len(lr) != n_layers or (lr_end is not None and len(lr_end) != n_layers):
             raise ValueError(f"give one actor step size per weight layer ({n_layers}): lr={list(lr)!r}, "
                              f"lr_end={lr_end!r}")
         self.seeds = [int(s) for s in seeds]
+        for rate in (*lr, *(lr_end or ()), *critic_lr, *(critic_lr_end or ())):
+            if not isinstance(rate, (int, float)) and len(rate) != len(self.seeds):
+                raise ValueError(f"a per-copy step size needs one value per seed ({len(self.seeds)}), got "
+                                 f"{len(rate)}: pass a number or a list as long as seeds")
         self.lr, self.lr_end, self.decay_steps = list(lr), lr_end, int(decay_steps)
         self.critic_lr, self.critic_lr_end, self.critic_hidden = list(critic_lr), critic_lr_end, tuple(critic_hidden)
         self.gamma, self.lam = float(gamma), float(lam)
@@ -198,29 +219,87 @@ class WeightMaxPolicy(HandRulePolicy):
         return self.ownership.to_agents([torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(parts[0::2], parts[1::2])])
 
 
-POLICIES = {p.name: p for p in (ReinforcePolicy, ReinforceBackpropPolicy)}
+POLICIES = {p.name: p for p in (ReinforcePolicy, ReinforceBackpropPolicy, WeightMaxPolicy)}
+# The step sizes each rule is tuned over, in the order the tuner picks them (:func:`tune_step_sizes`).
+STEP_SIZES: dict[str, tuple[str, ...]] = {"reinforce": ("lr",), "reinforce_backprop": ("lr",),
+                                          "weight_max": ("lr", "hidden_lr", "critic_lr")}
+
+# Weight Max on the RL presets (:func:`weight_max_policy`). The network it needs, as in Chung's
+# paper: Bernoulli-logistic hidden units (the agents it pays), incoming ownership (a unit owns its
+# incoming weights and is paid for its outgoing ones), biases. Its critic (Chung's 64-32 TD(lambda)
+# network on the input layer) learns with one Adam step size in every layer. On the bandits every
+# pull is its own one-step episode (Chung's multiplexer setting): gamma = lambda = 0, the signal
+# r - V(s); elsewhere Chung's gamma 0.98 and lambda 0.8. The defaults below hold a step size until
+# the tuner reaches it (the output layer's ``lr`` is tuned first, with these two).
+WEIGHT_MAX_NETWORK = {"ownership": "incoming", "bias": True, "hidden_activation": "bernoulli"}
+WEIGHT_MAX_HIDDEN_LR = 0.1
+WEIGHT_MAX_CRITIC_LR = 0.1
+ONE_STEP_TASKS = ("bandit",)
+CHUNG_GAMMA, CHUNG_LAMBDA = 0.98, 0.8
 
 
-def make_policy(name: str, config: EnvConfig, **hyper) -> HandRulePolicy:
+def _check_name(name: str) -> None:
     if name not in POLICIES:
         raise ValueError(f"RL hand-rule policy {name!r} is unknown; choose one of {sorted(POLICIES)}")
-    return POLICIES[name](config, **hyper)
+
+
+def weight_max_policy(config: EnvConfig, seeds: Sequence[int], lr: float | Sequence[float],
+                      hidden_lr: float | Sequence[float] = WEIGHT_MAX_HIDDEN_LR,
+                      critic_lr: float | Sequence[float] = WEIGHT_MAX_CRITIC_LR,
+                      strict: bool = True) -> WeightMaxPolicy:
+    """Weight Max with the RL job's settings (:data:`ONE_STEP_TASKS`): the Adam step sizes of the
+    output layer ``lr``, of every hidden layer ``hidden_lr`` and of every critic layer ``critic_lr``
+    (each a number or one per seed)."""
+    one_step = config.task in ONE_STEP_TASKS
+    hidden = [hidden_lr] * max(0, len(config.layers) - 2)
+    return WeightMaxPolicy(config, seeds, lr=[*hidden, lr], critic_lr=[critic_lr] * 3,
+                           gamma=0.0 if one_step else CHUNG_GAMMA, lam=0.0 if one_step else CHUNG_LAMBDA,
+                           strict=strict)
+
+
+def make_policy(name: str, config: EnvConfig, seeds: Sequence[int] | None = None, **hyper) -> HandRulePolicy:
+    """Policy ``name`` with its step sizes (:data:`STEP_SIZES`; ``strict`` too); ``weight_max`` also
+    needs the core's ``seeds`` (its critic's initial weights) and is built by :func:`weight_max_policy`."""
+    _check_name(name)
+    unknown = [k for k in hyper if k not in (*STEP_SIZES[name], "strict")]
+    if unknown:
+        raise ValueError(f"policy {name!r} takes the step sizes {list(STEP_SIZES[name])}, not {unknown}")
+    if name != "weight_max":
+        return POLICIES[name](config, **hyper)
+    if seeds is None:
+        raise ValueError("policy 'weight_max' needs the core's seeds (its critic's initial weights): pass seeds=...")
+    return weight_max_policy(config, seeds, **hyper)
 
 
 def env_kwargs(name: str, **kwargs) -> dict:
     """``network_weights_v0`` arguments under which policy ``name`` can act, plus ``kwargs`` (an RL
-    preset's, e.g. ``**preset("maze")``)."""
-    if name not in POLICIES:
-        raise ValueError(f"RL hand-rule policy {name!r} is unknown; choose one of {sorted(POLICIES)}")
-    return {"observations": POLICIES[name].features, "action_scale": DEFAULT_ACTION_SCALE, **kwargs}
+    preset's, e.g. ``**preset("maze")``); for ``weight_max`` the network of :data:`WEIGHT_MAX_NETWORK`."""
+    _check_name(name)
+    network = WEIGHT_MAX_NETWORK if name == "weight_max" else {}
+    return {"observations": POLICIES[name].features, "action_scale": DEFAULT_ACTION_SCALE, **network, **kwargs}
+
+
+def refusal(name: str, config: EnvConfig) -> str | None:
+    """Why policy ``name`` cannot act in ``config``'s env (the policy's own ValueError), or None."""
+    try:
+        make_policy(name, config, seeds=[0], **{k: 1.0 for k in STEP_SIZES[name]})
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _rate(value: float | Sequence[float]) -> float | list[float]:
+    return float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
 def run(name: str, config: EnvConfig, lr: float | Sequence[float], seeds: Sequence[int],
-        strict: bool = True) -> LifetimeRecorder:
-    """One lifetime of policy ``name`` in one batched core, one copy per seed (``lr`` one value or
-    one per seed); returns the recorder with the lifetime's metrics."""
+        strict: bool = True, **steps) -> LifetimeRecorder:
+    """One lifetime of policy ``name`` in one batched core, one copy per seed (``lr`` and the
+    rule's other step sizes ``steps``, e.g. Weight Max's ``hidden_lr``, one value or one per seed);
+    returns the recorder with the lifetime's metrics."""
     core = NetworkWeightsCore(config, copies=len(seeds))
-    policy = make_policy(name, config, lr=lr if isinstance(lr, (int, float)) else list(lr), strict=strict)
+    rates = {k: _rate(v) for k, v in {"lr": lr, **steps}.items()}
+    policy = make_policy(name, config, seeds=[int(s) for s in seeds], strict=strict, **rates)
     core.seed([int(s) for s in seeds])
     obs = core.reset()
     policy.reset(core.copies)
@@ -239,31 +318,57 @@ class RLTuneResult:
     rule: str
     grid: list[float]
     scores: list[float]  # mean reward per inner step, mean over seeds (higher is better)
+    param: str = "lr"
 
     @property
     def best(self) -> float:
         return self.grid[max(range(len(self.grid)), key=lambda i: self.scores[i])]
 
     def table(self) -> str:
-        return "\n".join(["        lr  mean_reward"] + [f"{g:10.4g}  {s:11.4f}" for g, s in zip(self.grid, self.scores)])
+        return "\n".join([f"{self.param:>10}  mean_reward"] +
+                         [f"{g:10.4g}  {s:11.4f}" for g, s in zip(self.grid, self.scores)])
 
 
-def tune(name: str, config: EnvConfig, grid: Sequence[float], seeds: Sequence[int]) -> RLTuneResult:
-    """Pick ``lr`` from ``grid`` by the mean reward over train-split lifetimes (every grid value
-    sees the same seeds: tasks and initial weights). Changes beyond ``action_scale`` are clipped
-    by the env during the sweep (``strict=False``), so a too-large step size scores what it
+def tune(name: str, config: EnvConfig, grid: Sequence[float], seeds: Sequence[int], param: str = "lr",
+         **fixed) -> RLTuneResult:
+    """Pick step size ``param`` of rule ``name`` (``lr``, or Weight Max's ``hidden_lr``, ``critic_lr``) from ``grid``
+    by the mean reward over train-split lifetimes (every grid value sees the same seeds: tasks and
+    initial weights), the rule's other step sizes ``fixed``. Changes beyond ``action_scale`` are
+    clipped by the env during the sweep (``strict=False``), so a too-large step size scores what it
     really does."""
+    _check_name(name)
     grid, seeds = [float(g) for g in grid], [int(s) for s in seeds]
     if not grid or not seeds:
         raise ValueError("tune needs a non-empty grid and at least one seed")
-    recorder = run(name, config.replace(split="train"), [g for g in grid for _ in seeds], seeds * len(grid),
-                   strict=False)
+    if param not in STEP_SIZES[name] or param in fixed:
+        raise ValueError(f"rule {name!r} is tuned over {list(STEP_SIZES[name])}: pick param from them and fix only "
+                         f"the others (param={param!r}, fixed={sorted(fixed)})")
+    if param != "lr" and "lr" not in fixed:
+        raise ValueError(f"tuning {param} of rule {name!r} needs the output step size fixed: pass lr=... "
+                         "(tune_step_sizes picks lr first)")
+    steps = {**fixed, param: [g for g in grid for _ in seeds]}
+    recorder = run(name, config.replace(split="train"), seeds=seeds * len(grid), strict=False, **steps)
     scores = recorder.metrics()["mean_reward"].view(len(grid), len(seeds)).mean(1)
-    return RLTuneResult(name, grid, scores.tolist())
+    return RLTuneResult(name, grid, scores.tolist(), param)
 
 
-def evaluate(name: str, config: EnvConfig, lr: float, seeds: Sequence[int]) -> dict[str, float]:
-    """The metrics of policy ``name`` with step size ``lr`` on held-out lifetimes (mean over seeds),
-    with changes beyond ``action_scale`` clipped as during :func:`tune`, so the tuned value acts
-    as it was tuned."""
-    return run(name, config.replace(split="heldout"), lr, seeds, strict=False).summary()
+def tune_step_sizes(name: str, config: EnvConfig, grid: Sequence[float], seeds: Sequence[int]
+                    ) -> tuple[dict[str, float], list[RLTuneResult]]:
+    """Every step size of rule ``name`` (:data:`STEP_SIZES`) tuned by :func:`tune` over ``grid``, one
+    after the other as ``marl-net compare --tune`` tunes the supervised Weight Max: ``lr`` with the
+    others at their defaults, then each next one with those already picked. Returns the step sizes
+    and the sweeps."""
+    _check_name(name)
+    chosen: dict[str, float] = {}
+    sweeps = []
+    for param in STEP_SIZES[name]:
+        sweeps.append(tune(name, config, grid, seeds, param=param, **chosen))
+        chosen[param] = sweeps[-1].best
+    return chosen, sweeps
+
+
+def evaluate(name: str, config: EnvConfig, lr: float, seeds: Sequence[int], **steps) -> dict[str, float]:
+    """The metrics of policy ``name`` with step size ``lr`` (and ``steps``) on held-out lifetimes
+    (mean over seeds), with changes beyond ``action_scale`` clipped as during :func:`tune`, so the
+    tuned value acts as it was tuned."""
+    return run(name, config.replace(split="heldout"), lr, seeds, strict=False, **steps).summary()

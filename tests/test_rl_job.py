@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from marl_net import cli, rl_job
+from marl_net import cli, rl_baselines, rl_job
 from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
 from marl_net.meta_training import load_policy
@@ -59,7 +59,7 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
         assert level["train"]["iterations"] == rl_job.BUDGETS["quick"].iterations
     assert list(results["heldout"]) == ["bandit2", "bandit10", "harlow", "maze", "maze_large"]
     for task, by_rule in results["heldout"].items():
-        expected = {rl_job.LEARNED, "reinforce", "reinforce_backprop", "uniform"}
+        expected = {rl_job.LEARNED, "reinforce", "reinforce_backprop", "weight_max", "uniform"}
         expected |= {"thompson"} if task.startswith("bandit") else set()
         assert set(by_rule) == expected
         lifetime = preset(task)["max_cycles"] + 1
@@ -69,13 +69,20 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
             assert len(e["curve_mean"]) == len(e["curve_std"]) == lifetime
             assert e["mean_reward"] == pytest.approx(sum(e["curve_mean"]) / lifetime, rel=1e-5, abs=1e-6)
         assert set(results["tuned_lr"][task]) == set(rl_job.HAND_RULES)
+        wm = results["tuned_lr"][task]["weight_max"]  # its three step sizes, each from the one grid
+        assert set(wm) == {"lr", "hidden_lr", "critic_lr"} and set(wm.values()) <= set(rl_baselines.GRID)
+    assert results["skipped"] == {}  # Weight Max runs on every RL preset
     # the larger maze is measured with the rule meta-trained on maze and the hand rules' maze step sizes
     assert results["tuned_lr"]["maze_large"] == results["tuned_lr"]["maze"]
     assert results["settings"]["maze_large"]["task_kwargs"]["size"] == 11
     assert results["settings"]["maze_large"]["split"] == "heldout"
     for name in ("table.md", "curves_rl.png", "policies/rl_maze.pt"):
         assert (out / name).is_file()
-    assert "| harlow | **learned_rl** |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "| harlow | **learned_rl** |" in table
+    wm = results["tuned_lr"]["bandit2"]["weight_max"]
+    assert f"| bandit2 | weight_max | lr {wm['lr']:g}, hidden_lr {wm['hidden_lr']:g}, critic_lr {wm['critic_lr']:g} |" \
+        in table
     assert any((out / "tb" / "heldout" / "harlow" / rl_job.LEARNED).iterdir())
     assert any((out / "tune").rglob("events.out.tfevents*"))  # meta-training's TensorBoard logs
 
@@ -166,3 +173,31 @@ def test_check_takes_the_median_of_several_rl_runs(quick_run, capsys):
     printed = capsys.readouterr().out
     assert code == (0 if all(t["met"] for t in results["targets"]) else 1)
     assert "rl/harlow" in printed and "median of 2 runs" in printed
+
+
+def test_weight_max_on_the_same_held_out_tasks_with_the_network_it_requires():
+    """Weight Max's env is the preset's with Bernoulli hidden units, incoming ownership and biases:
+    the same layer sizes and held-out tasks (arm probabilities) as the other rules for a seed."""
+    seeds = rl_job.seeds_for(0, 0, 3)
+    cores = []
+    for rule in ("reinforce", "weight_max"):
+        core = NetworkWeightsCore(rl_baselines.hand_rule_config(rule, "bandit10").replace(split="heldout"),
+                                  copies=len(seeds))
+        core.seed(seeds)
+        core.reset()
+        cores.append(core)
+    config = cores[1].config
+    assert (config.ownership, config.bias, config.hidden_activation) == ("incoming", True, "bernoulli")
+    assert config.layers == cores[0].config.layers
+    assert torch.equal(cores[0].rl_state["arm_probs"], cores[1].rl_state["arm_probs"])
+
+
+def test_a_rule_that_cannot_act_on_a_preset_is_skipped_with_the_reason(monkeypatch):
+    from marl_net.tasks import rl as rl_tasks
+
+    monkeypatch.setitem(rl_tasks.PRESETS, "bandit2_flat", dict(rl_tasks.PRESETS["bandit2"], layers=(4, 2),
+                                                                max_cycles=4))
+    results = rl_baselines.measure(["bandit2_flat"], tune_seeds=[0], eval_seeds=[1], grid=[0.1])
+    assert "weight_max" not in results["bandit2_flat"] and "reinforce" in results["bandit2_flat"]
+    assert "at least one hidden layer" in results["skipped"]["bandit2_flat/weight_max"]
+    assert "skipped bandit2_flat/weight_max: weight_max on bandit2_flat" in rl_baselines.table(results)

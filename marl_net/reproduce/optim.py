@@ -4,7 +4,8 @@ All parameters of a network live in one ``[E, P]`` tensor and the per-layer tens
 it, so one optimizer step is a handful of tensor ops whatever the number of layers. Adam is
 elementwise, so copy e evolves exactly as it would alone. Updates are *ascent* directions (Chung's
 raw weight changes); each parameter tensor has its own step size, interpolated linearly from
-``lr_start`` to ``lr_end`` over ``decay_steps`` steps (the schedule of Chung's code).
+``lr_start`` to ``lr_end`` over ``decay_steps`` steps (the schedule of Chung's code), one number
+or one per copy (:func:`rates`).
 
 Why not ``torch.optim.Adam``: it computes the same update in another order (``exp_avg.lerp_``,
 ``sqrt(v) / sqrt(1 - beta2^t)``, a double step size ``lr / (1 - beta1^t)`` through ``addcdiv_``)
@@ -39,6 +40,22 @@ def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tens
     return flat, split(flat, list(tensors))
 
 
+def rates(flat: torch.Tensor, sizes: Sequence[int], per_tensor: Sequence) -> torch.Tensor:
+    """Per-element step sizes: ``[P]`` when every tensor's rate is one number, ``[E, P]`` when some
+    are given per copy (a sequence of ``E`` numbers, e.g. one grid value per copy when tuning)."""
+    kw = dict(device=flat.device, dtype=flat.dtype)
+    if all(isinstance(r, (int, float)) for r in per_tensor):
+        return torch.cat([torch.full((n,), float(r), **kw) for n, r in zip(sizes, per_tensor)])
+    e = flat.shape[0]
+    cols = []
+    for n, r in zip(sizes, per_tensor):
+        r = torch.as_tensor(r, **kw).reshape(-1, 1)
+        if r.shape[0] not in (1, e):
+            raise ValueError(f"a per-copy step size needs one value per copy ({e}), got {r.shape[0]}")
+        cols.append(r.expand(e, n))
+    return torch.cat(cols, 1)
+
+
 class Adam:
     """Adam ascent on a flat ``[E, P]`` buffer with per-tensor, linearly decayed step sizes."""
 
@@ -53,10 +70,9 @@ class Adam:
             raise ValueError(f"sizes add up to {sum(sizes)} but the buffer holds {flat.shape[1]} parameters")
         if decay_steps < 1:
             raise ValueError(f"decay_steps={decay_steps!r} must be >= 1")
-        kw = dict(device=flat.device, dtype=flat.dtype)
         self.flat = flat
-        self.lr_start = torch.cat([torch.full((n,), float(r), **kw) for n, r in zip(sizes, lr_start)])
-        self.lr_delta = torch.cat([torch.full((n,), float(r), **kw) for n, r in zip(sizes, lr_end)]) - self.lr_start
+        self.lr_start = rates(flat, sizes, lr_start)
+        self.lr_delta = rates(flat, sizes, lr_end) - self.lr_start
         self.decay_steps = int(decay_steps)
         self.beta1, self.beta2 = betas
         self.eps = eps
