@@ -174,9 +174,9 @@ class FastPPO:
         config: FastPPOConfig | None = None,
         seed: int = 0,
         log_dir: str | None = None,
-        # (rank, gloo store file or a data_parallel.Solo-like collective): one rank's trainer of workers > 1,
-        # built by data_parallel's worker processes (None: the trainer a user holds, rank 0)
-        _shard: tuple[int, Any] | None = None,
+        # (rank, its collectives: a data_parallel.Link): one rank's trainer of workers > 1, built by
+        # data_parallel's worker processes (None: the trainer a user holds, rank 0)
+        _shard: tuple[int, data_parallel.Solo] | None = None,
     ):
         self.config = config = config or FastPPOConfig()
         # threads per process: as configured, else the machine's cores shared among the workers
@@ -215,8 +215,7 @@ class FastPPO:
         self.recurrent = RecurrentPPO(self) if self.policy.recurrent else None
         self.pool = None
         if _shard is not None:
-            link = _shard[1]
-            self.comm = link if isinstance(link, data_parallel.Solo) else data_parallel.Group(self.rank, self.world, link)
+            self.comm = _shard[1]
         elif self.world > 1:
             self.pool = data_parallel.WorkerPool(self.world, self.env.config.to_dict(), policy_kwargs or {},
                                                  dataclasses.asdict(config), self.seed)
@@ -612,8 +611,6 @@ class FastPPO:
         trains no more after it."""
         if self.pool is not None:
             self.pool.close()
-        else:
-            self.comm.close()
         if self.writer is not None:
             self.writer.close()
 
