@@ -42,6 +42,18 @@ def test_fast_quick_launch_runs_in_tune_and_its_checkpoint_resumes_exactly(ray_s
         assert torch.equal(x, y)
 
 
+def test_a_two_worker_launch_holds_two_cpus_and_counts_both_workers_samples(ray_session, tmp_path):
+    from marl_net.commands.tune import run_launch
+
+    launch = load_launch("experiments/configs/fast_quick.yaml",
+                         [f"run.storage_path={tmp_path}", "ppo.workers=2", "stop.training_iteration=1"])
+    (result,) = list(run_launch(launch))
+    assert result.metrics["training_iteration"] == 1
+    assert result.metrics["num_agent_steps_sampled_lifetime"] == 20 * 16 * (8 + 16)  # every copy, both workers'
+    assert result.metrics["episodes_this_iter"] == 16
+    assert result.checkpoint is not None
+
+
 def test_launch_calibrates_feature_scales_as_the_rllib_path_does_unless_switched_off():
     launch = {"env": {"layers": [4, 6, 2], "max_cycles": 3}, "policy": {"hidden": 8}, "ppo": {"copies": 2},
               "run": {"seed": 3}}

@@ -108,9 +108,16 @@ def trainable_and_space(launch: Mapping[str, Any]):
         from marl_net.fast.tune_trainable import train_fast
     except ModuleNotFoundError as exc:
         raise ValueError("path: fast needs marl_net.fast.tune_trainable, which this build lacks; use path: rllib") from exc
+    from ray import tune
+
     space = {section: to_tune_grids(launch[section]) for section in ("env", "policy", "ppo", "run")}
     space["stop"] = dict(launch["stop"])
-    return train_fast, space
+    # a trial holds a CPU per worker process of its trainer (ppo.workers, marl_net.fast.data_parallel)
+    return tune.with_resources(train_fast, _fast_trial_resources), space
+
+
+def _fast_trial_resources(config: Mapping[str, Any]) -> dict[str, int]:
+    return {"cpu": int((config.get("ppo") or {}).get("workers", 1))}
 
 
 def restore_tuner(launch: Mapping[str, Any]):
