@@ -187,9 +187,7 @@ class RecurrentPPO:
         with torch.no_grad():  # the statistics of the last minibatch (clipfrac: of every minibatch)
             old_approx_kl = (-logratio).mean()
             approx_kl = ((ratio - 1) - logratio).mean()
-        b_values, b_returns = buf.values.flatten(), returns.flatten()
-        var_y = b_returns.var()
-        explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
+        explained_var = tr._explained_variance(returns.flatten(), buf.values.flatten())
         return dict(policy_loss=float(pg_loss.detach()), value_loss=float(v_loss.detach()),
                     entropy=float(entropy.detach()), old_approx_kl=float(old_approx_kl), approx_kl=float(approx_kl),
                     clipfrac=float(torch.stack(clipfracs).mean()), explained_variance=explained_var)
