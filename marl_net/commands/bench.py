@@ -1,6 +1,6 @@
 """``marl-net bench throughput``: agent-steps per second of the four ways to run the env.
 
-    marl-net bench throughput                 # the full benchmark, about 1.5 minutes on 2 cores
+    marl-net bench throughput                 # the full benchmark, about 3 minutes on 2 cores
     marl-net bench throughput --quick         # a smoke run in about a minute (figures not meaningful)
     marl-net bench throughput --json out.json --device cuda --threads 1
 
@@ -11,15 +11,18 @@ configured like-for-like with (d): the same objective and the same optimizer ste
 (``marl_net.ppo_objective``: no KL term, the same clipping, value-loss coefficient, no value
 clipping on either side, global-norm gradient clipping, epochs and minibatches per epoch), (c) the
 batched fast-path env stepped with random actions, (d) fast-path PPO end to end (collection plus
-learning), (e) the same as (d) with the recurrent policy (``RECURRENT``: a GRU state per neuron,
-``memory="gru_neuron"``, the memory to use; the fused synapse kernel plus a torch GRU,
+learning), (d2) the same on two worker processes (``FastPPOConfig.workers``: RLlib's (b) runs its
+learner and env runner on the machine's two cores, fast PPO a worker on each), (e) the same as
+(d) with the recurrent policy (``RECURRENT``: a GRU state per neuron, ``memory="gru_neuron"``, the
+memory to use; the fused synapse kernel plus a torch GRU,
 whole-sequence learner; alternating with (d) iteration by iteration), (e') the same with the
 per-synapse-row GRU (``PER_SYNAPSE_MEMORY``, ``memory="gru"``; torch path; one iteration per
 round, no target), and (b') RLlib PPO with its own default objective (KL penalty, value clipping),
 labelled and without a target. The table prints both sides' settings, read back from the built configs;
 when (b) and (d) differ in any, no (d)/(b) ratio is reported and the target counts as missed. The
 paired rates, (a) with (c) and (b), (d), (b') together, are measured in alternating rounds and
-reported as medians (three rounds for PPO), so both sides of a ratio see the same machine load.
+reported as medians (three rounds for PPO; (d), (d2) and (e) iteration by iteration), so both
+sides of a ratio see the same machine load.
 Then, at large batch (a wide policy over many copies, so the learner
 is matmul-bound), the fast path's achieved matmul FLOP/s (counted as ``marl_net.fast.flops``
 describes) against a torch matmul rate measured in the same run; and the peak memory of fast PPO
@@ -27,23 +30,25 @@ on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at t
 each in a child process of its own, so the two peaks are separate. Last, (d) once more with the
 policy every shipped config uses (hidden 32, depth 2), through the fused CPU kernel and through
 torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make;
-and (d) on one core and on two (``CORES``: ``FastPPOConfig.kernel_threads`` and ``torch_threads``),
-the same seed in alternating rounds, checking that every setting ends with the same parameters.
+and (d) on one core and on two (``CORES``: two worker processes, and one process with the
+kernel on two threads), the same seed in alternating rounds, checking that the one-process
+settings end with the same parameters (two workers draw other numbers by design).
 Last, fans (``marl_net.commands.bench_fans``): synapse-steps per second of fast PPO and of
 evaluation on 8-16-4, 8-64-4, 10-100-10, 10-1000-10 (outgoing) and 784-1000-10 (both ownerships)
 in alternating rounds, and the peak memory of fast PPO and evaluation on 784-1000-10 (both
 ownerships) at several copy counts, each in a child process of its own.
 
-It prints a table and exits 1 when a target is missed: fast PPO at least 100x the agent-steps/s
-of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
+It prints a table and exits 1 when a target is missed: fast PPO on two workers (d2) at least 100x
+the agent-steps/s of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
 least 1.6x its one-core rate, (e) at least 40% of (d)'s agent-steps/s; fast PPO and evaluation on
 10-1000-10 (outgoing) at least half their synapse-steps/s on 8-64-4, and their peak memory linear in
 copies. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
-rllib_ppo_default_objective, fast_ppo_recurrent, fast_ppo_recurrent_per_synapse, fast_ppo_1_core,
-fast_ppo_2_cores, fast_ppo_2_cores_kernel_only}, "ratios": {"fast_env/pettingzoo_env",
-"fast_ppo/rllib_ppo" (null when the two sides' settings differ), "fast_ppo/rllib_ppo_default_objective",
+rllib_ppo_default_objective, fast_ppo_all_cores (d2), fast_ppo_recurrent, fast_ppo_recurrent_per_synapse,
+fast_ppo_1_core, fast_ppo_2_cores, fast_ppo_2_threads}, "ratios": {"fast_env/pettingzoo_env",
+"fast_ppo_all_cores/rllib_ppo", "fast_ppo/rllib_ppo" (both null when the two sides' settings
+differ), "fast_ppo/rllib_ppo_default_objective",
 "fast_ppo_2_cores/1_core", "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"},
 "like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
