@@ -194,7 +194,8 @@ class FastPPO:
         self.env = VectorNetworkEnv(env_config, copies=copies, device=self.device, layout="blocks")
         self.policy = build_policy(self.env, policy_kwargs or {}, self.seed).to(self.device)
         if self.world > 1 and self.policy.recurrent:
-            raise ValueError("a recurrent policy (memory='gru') trains in one process: set ppo workers=1")
+            raise ValueError(f"a recurrent policy (memory={self.policy.config.memory!r}) trains in one process: "
+                             "set ppo workers=1")
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5, fused=True)
         self.steps = config.steps_per_iteration(self.env.num_rows * self.world, self.env.config.max_cycles)
         rank_keys = (self.rank,) if self.world > 1 else ()
