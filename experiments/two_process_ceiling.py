@@ -1,0 +1,48 @@
+"""The most two worker processes could give on this machine: fast PPO (the throughput benchmark's
+launch, one torch and kernel thread) in one process on 256 copies, then two independent processes
+of 128 copies each at the same time, nothing shared between them. Prints the agent-steps/s of both
+and their ratio, the ceiling for ``FastPPOConfig(workers=2)`` (which adds the per-minibatch sums)::
+
+    python experiments/two_process_ceiling.py          # about 10 seconds on 2 cores
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+
+ITERATIONS = 6
+
+
+def run(copies: int) -> float:
+    """Median seconds per iteration of fast PPO on ``copies`` copies (after one warm-up)."""
+    import torch
+
+    from marl_net.commands.bench import ENV, THROUGHPUT
+    from marl_net.fast.ppo import FastPPO, FastPPOConfig
+
+    torch.set_num_threads(1)
+    ppo = {**THROUGHPUT["ppo"], "copies": copies, "rollout_steps": 20, "minibatch_size": 120 * copies,
+           "kernel_threads": 1, "torch_threads": 1}
+    trainer = FastPPO(ENV, THROUGHPUT["policy"], FastPPOConfig.from_kwargs(**ppo), seed=0)
+    trainer.train()
+    return statistics.median(trainer.train()["iteration_time_s"] for _ in range(ITERATIONS))
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(run(int(sys.argv[2])))
+        return 0
+    child = [sys.executable, __file__, "--child"]
+    one = float(subprocess.run(child + ["256"], capture_output=True, text=True, check=True).stdout)
+    pair = [subprocess.Popen(child + ["128"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    two = max(float(p.communicate()[0]) for p in pair)  # the pair's iteration: its slower process
+    batch = 256 * 20 * 24  # agent-steps per iteration of 256 copies (8-16-4: 24 neuron agents)
+    print(f"one process, 256 copies:         {batch / one:12,.0f} agent-steps/s")
+    print(f"two processes, 128 copies each:  {batch / two:12,.0f} agent-steps/s   ({one / two:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
