@@ -2,8 +2,8 @@
 
 A one-process trainer spends its time in many small torch ops (the env step, the minibatch
 bookkeeping), which a second intra-op thread does not speed up. Processes do: with
-``workers = W`` the trainer the user holds is rank 0 and starts ``W - 1`` worker processes, each a
-:class:`~marl_net.fast.ppo.FastPPO` of its own over ``copies / W`` of the network copies, as DD-PPO
+``workers = W`` the trainer the user holds is rank 0 and starts ``W - 1`` worker processes
+(``marl_net.fast.worker``), each a :class:`~marl_net.fast.ppo.FastPPO` of its own over ``copies / W`` of the network copies, as DD-PPO
 (Wijmans et al., 2020) splits environments over GPUs. Every rank collects its copies' rollout and
 computes GAE alone; in each minibatch every rank takes its share of every ownership block's
 samples, the advantages are normalized with the whole minibatch's mean and standard deviation,
@@ -38,13 +38,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 import weakref
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from marl_net import numerics
+from marl_net import numerics  # a leaf module
 
 
 class Solo:
@@ -119,47 +118,12 @@ def sum_gradients(comm: Solo, parameters: Sequence[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
-def _worker_main(address: str, authkey: bytes) -> None:
-    """A worker process (``python -m marl_net.fast.data_parallel ADDRESS``, the key on stdin):
-    connects to rank 0 twice (commands, then collectives), builds its rank's trainer from what rank
-    0 sends, then runs rank 0's commands in lockstep with it."""
-    commands = multiprocessing.connection.Client(address, authkey=authkey)
-    collectives = multiprocessing.connection.Client(address, authkey=authkey)
-    trainer = None
-    try:
-        rank, world, env_config, policy_kwargs, ppo_kwargs, seed = commands.recv()
-        from marl_net.fast.ppo import FastPPO, FastPPOConfig  # (ppo imports this module)
-
-        trainer = FastPPO(env_config, policy_kwargs, FastPPOConfig(**ppo_kwargs), seed=seed,
-                          _shard=(rank, Link(rank, world, [collectives])))
-        commands.send(("ready", None))
-        while True:
-            command, arg = commands.recv()
-            if command == "train":  # with rank 0's kernel switch (marl_net.numerics)
-                with numerics.kernels(arg):
-                    trainer.train()
-            elif command == "state":
-                commands.send(("state", _pack(trainer.shard_state())))
-            elif command == "load":
-                trainer.load_state_dict(_unpack(arg))
-                commands.send(("loaded", None))
-            elif command == "close":
-                break
-    except EOFError:  # rank 0 went away
-        pass
-    except BaseException:  # noqa: BLE001 - reported to rank 0, which raises it
-        commands.send(("error", traceback.format_exc()))
-    finally:
-        if trainer is not None:
-            trainer.close()
-
-
 class WorkerPool:
     """Rank 0's worker processes (ranks ``1 .. world - 1``) and its own :class:`Link` to them.
 
-    Workers are started as ``python -m marl_net.fast.data_parallel`` (not by multiprocessing's
-    spawn, which would re-run the user's main script in every worker) and talk to rank 0 over
-    authenticated local connections."""
+    Workers are started as ``python -m marl_net.fast.worker`` (not by multiprocessing's spawn,
+    which would re-run the user's main script in every worker) and talk to rank 0 over
+    authenticated local connections: first the one for commands, then the one for collectives."""
 
     def __init__(self, world: int, env_config: Mapping[str, Any], policy_kwargs: Mapping[str, Any],
                  ppo_kwargs: Mapping[str, Any], seed: int):
@@ -170,7 +134,7 @@ class WorkerPool:
         with multiprocessing.connection.Listener(os.path.join(self._dir, "socket"), "AF_UNIX",
                                                  authkey=authkey) as listener:
             for rank in range(1, world):
-                proc = subprocess.Popen([sys.executable, "-m", "marl_net.fast.data_parallel", listener.address],
+                proc = subprocess.Popen([sys.executable, "-m", "marl_net.fast.worker", listener.address],
                                         stdin=subprocess.PIPE)
                 proc.stdin.write(authkey)  # the key travels by pipe, never on the command line
                 proc.stdin.close()
@@ -202,17 +166,17 @@ class WorkerPool:
     def states(self) -> list[dict[str, Any]]:
         """Every worker's :meth:`FastPPO.shard_state`, in rank order."""
         self._send("state")
-        return [_unpack(data) for data in self._replies("state")]
+        return [unpack(data) for data in self._replies("state")]
 
     def load(self, states: Sequence[Mapping[str, Any]]) -> None:
-        self._send("load", [_pack(state) for state in states])
+        self._send("load", [pack(state) for state in states])
         self._replies("loaded")
 
     def close(self) -> None:
         self._finalizer()
 
 
-def _pack(state: Mapping[str, Any]) -> bytes:
+def pack(state: Mapping[str, Any]) -> bytes:
     """A training state as bytes (torch.save): tensors cross the connection by value, not as
     shared-memory handles, which need multiprocessing's own process tree."""
     buffer = io.BytesIO()
@@ -220,7 +184,7 @@ def _pack(state: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _unpack(data: bytes) -> dict[str, Any]:
+def unpack(data: bytes) -> dict[str, Any]:
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
@@ -237,6 +201,3 @@ def _shut_down(conns, procs, directory: str) -> None:
             proc.kill()
     shutil.rmtree(directory, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    _worker_main(sys.argv[1], sys.stdin.buffer.read())
