@@ -20,9 +20,9 @@ from a checkpoint or not.
 
 The collectives run over local connections, a star around rank 0 (:class:`Link`): a sum is rank
 0 adding every rank's tensor in rank order and sending the result back. Not ``torch.distributed``:
-its gloo backend takes 0.25 ms to all-reduce one number and 1 ms for the policy's 483 gradients on
-the 2-core VM (``python experiments/allreduce_latency.py`` prints both ways side by side), which
-with 16 minibatch steps per iteration cost what the second core gains; a gloo group is also
+its gloo backend took 0.23 ms to all-reduce one number and 1.3 ms for the policy's 483 gradients
+on the 2-core VM, against 0.04 ms (``python experiments/allreduce_latency.py`` prints both ways
+side by side), with three sums per minibatch step and 16 steps per iteration; a gloo group is also
 one per process, where a :class:`Link` belongs to its trainer.
 
 :class:`Solo` is the one-process case (every collective the identity); :class:`WorkerPool` rank
@@ -152,6 +152,8 @@ class WorkerPool:
             if kind == "error":
                 self.close()
                 raise RuntimeError(f"fast PPO worker {rank} failed:\n{payload}")
+            if kind != expected:
+                raise RuntimeError(f"fast PPO worker {rank} answered {kind!r} where {expected!r} was due")
             out.append(payload)
         return out
 
