@@ -157,3 +157,17 @@ def test_bad_worker_settings_are_refused():
         FastPPOConfig(workers=0)
     with pytest.raises(ValueError, match="recurrent policy .* set ppo workers=1"):
         FastPPO(ENV, {"hidden": 8, "memory": "gru"}, FastPPOConfig(**PPO, workers=2))
+
+
+def test_a_worker_that_fails_is_an_error_not_a_wait():
+    """Workers import marl_net afresh: a reward scheme this process registered at run time is
+    unknown to them, and the trainer raises the worker's error (docs/fast_path.md says so)."""
+    from marl_net.rewards import REWARDS, register_reward
+
+    register_reward("only_in_this_process", "a scheme the workers do not know")(
+        lambda ctx: -ctx.loss[:, None].expand(-1, ctx.ownership.num_agents))
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)worker 1 failed.*reward='only_in_this_process' is unknown"):
+            FastPPO({**ENV, "reward": "only_in_this_process"}, {"hidden": 8}, FastPPOConfig(**PPO, workers=2))
+    finally:
+        REWARDS.pop("only_in_this_process")

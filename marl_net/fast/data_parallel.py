@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import io
 import multiprocessing.connection
-import os
-import shutil
+import socket
 import subprocess
 import sys
-import tempfile
 import weakref
 from typing import Any, Mapping, Sequence
 
@@ -121,34 +119,37 @@ def sum_gradients(comm: Solo, parameters: Sequence[torch.nn.Parameter]) -> None:
 class WorkerPool:
     """Rank 0's worker processes (ranks ``1 .. world - 1``) and its own :class:`Link` to them.
 
-    Workers are started as ``python -m marl_net.fast.worker`` (not by multiprocessing's spawn,
-    which would re-run the user's main script in every worker) and talk to rank 0 over
-    authenticated local connections: first the one for commands, then the one for collectives."""
+    Workers are started as ``python -m marl_net.fast.worker COMMANDS COLLECTIVES`` (not by
+    multiprocessing's spawn, which would re-run the user's main script in every worker), the two
+    arguments the worker's ends of two socket pairs it inherits: one for rank 0's commands, one for
+    the collectives. A worker that dies closes them, and rank 0 raises instead of waiting."""
 
     def __init__(self, world: int, env_config: Mapping[str, Any], policy_kwargs: Mapping[str, Any],
                  ppo_kwargs: Mapping[str, Any], seed: int):
-        self._dir = tempfile.mkdtemp(prefix="marl_net_workers_")
-        authkey = os.urandom(32)
         self.conns, self.procs, links = [], [], []
-        self._finalizer = weakref.finalize(self, _shut_down, self.conns, self.procs, self._dir)
-        with multiprocessing.connection.Listener(os.path.join(self._dir, "socket"), "AF_UNIX",
-                                                 authkey=authkey) as listener:
-            for rank in range(1, world):
-                proc = subprocess.Popen([sys.executable, "-m", "marl_net.fast.worker", listener.address],
-                                        stdin=subprocess.PIPE)
-                proc.stdin.write(authkey)  # the key travels by pipe, never on the command line
-                proc.stdin.close()
-                self.procs.append(proc)
-                self.conns.append(listener.accept())
-                links.append(listener.accept())
-                self.conns[-1].send((rank, world, dict(env_config), dict(policy_kwargs), dict(ppo_kwargs), seed))
+        self._finalizer = weakref.finalize(self, _shut_down, self.conns, self.procs)
+        for rank in range(1, world):
+            ends = [socket.socketpair() for _ in range(2)]  # (rank 0's end, the worker's end) x 2
+            theirs = [child.fileno() for _, child in ends]
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "marl_net.fast.worker", *map(str, theirs)],
+                                               pass_fds=theirs))
+            for parent, child in ends:
+                child.close()
+            self.conns.append(multiprocessing.connection.Connection(ends[0][0].detach()))
+            links.append(multiprocessing.connection.Connection(ends[1][0].detach()))
+            self.conns[-1].send((rank, world, dict(env_config), dict(policy_kwargs), dict(ppo_kwargs), seed))
         self.comm = Link(0, world, links)
         self._replies("ready")
 
     def _replies(self, expected: str) -> list[Any]:
         out = []
         for rank, conn in enumerate(self.conns, start=1):
-            kind, payload = conn.recv()
+            try:
+                kind, payload = conn.recv()
+            except EOFError:
+                self.close()
+                raise RuntimeError(f"fast PPO worker {rank} exited (exit status {self.procs[rank - 1].poll()}; "
+                                   "its error is above)") from None
             if kind == "error":
                 self.close()
                 raise RuntimeError(f"fast PPO worker {rank} failed:\n{payload}")
@@ -190,7 +191,7 @@ def unpack(data: bytes) -> dict[str, Any]:
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
-def _shut_down(conns, procs, directory: str) -> None:
+def _shut_down(conns, procs) -> None:
     for conn in conns:
         try:
             conn.send(("close", None))
@@ -201,5 +202,4 @@ def _shut_down(conns, procs, directory: str) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    shutil.rmtree(directory, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 """A worker process of data-parallel fast PPO (``FastPPOConfig.workers > 1``, marl_net.fast.data_parallel).
 
-``python -m marl_net.fast.worker ADDRESS`` (rank 0's ``WorkerPool`` starts it, the connection key
-on stdin) connects to rank 0 twice (commands, then collectives), builds its rank's
+``python -m marl_net.fast.worker COMMANDS COLLECTIVES`` (rank 0's ``WorkerPool`` starts it; the
+arguments are the file descriptors of its two inherited connections to rank 0) builds its rank's
 :class:`~marl_net.fast.ppo.FastPPO` from what rank 0 sends, then runs rank 0's commands in lockstep
 with it: ``train`` (one iteration, with rank 0's kernel switch), ``state`` / ``load`` (its part of
 a checkpoint), ``close``. An error is sent to rank 0, which raises it.
@@ -18,9 +18,9 @@ from marl_net.fast.data_parallel import Link, pack, unpack
 from marl_net.fast.ppo import FastPPO, FastPPOConfig
 
 
-def main(address: str, authkey: bytes) -> None:
-    commands = multiprocessing.connection.Client(address, authkey=authkey)
-    collectives = multiprocessing.connection.Client(address, authkey=authkey)
+def main(commands_fd: int, collectives_fd: int) -> None:
+    commands = multiprocessing.connection.Connection(commands_fd)
+    collectives = multiprocessing.connection.Connection(collectives_fd)
     trainer = None
     try:
         rank, world, env_config, policy_kwargs, ppo_kwargs, seed = commands.recv()
@@ -49,4 +49,4 @@ def main(address: str, authkey: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.stdin.buffer.read())
+    main(int(sys.argv[1]), int(sys.argv[2]))
