@@ -11,7 +11,6 @@ Each round times 200 calls of each way, the two ways alternating round by round.
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing
 import os
 import statistics
 import sys
