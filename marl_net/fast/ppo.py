@@ -353,8 +353,9 @@ class FastPPO:
         collect, learn = (self.recurrent.collect, self.recurrent.learn) if self.recurrent else (self._collect, self._learn)
         if self.pool is not None:
             self.pool.train()  # the workers run this iteration in lockstep with this one
-        with torch.no_grad():  # rank 0's policy is everyone's (a no-op with one worker)
-            self.comm.broadcast_(list(self.policy.state_dict().values()))
+        if self.world > 1:
+            with torch.no_grad():  # rank 0's policy is everyone's
+                self.comm.broadcast_(list(self.policy.state_dict().values()))
         with numerics.recording() as ran:
             with torch.no_grad():
                 next_value, _ = collect()

@@ -171,8 +171,7 @@ class RecurrentPPO:
                 parts = [(logp - g["logp"][:, idx], entropy, value, g["adv"][:, idx], g["returns"][:, idx])
                          for g, idx, (logp, entropy, value) in zip(groups, idxs, self.evaluate(groups, idxs))]
                 logratio, entropy, value, mb_adv, mb_returns = (torch.cat([x.reshape(-1) for x in p]) for p in zip(*parts))
-                if cfg.normalize_advantages and mb_adv.numel() > 1:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                mb_adv = tr._normalized(mb_adv)
                 ratio = logratio.exp()
                 with torch.no_grad():
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_param).float().mean())
