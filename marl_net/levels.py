@@ -9,15 +9,15 @@ level          signals beyond the local defaults                      its own ba
 =============  =====================================================  ==========================
 perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP
                activity), ``np_error`` (the loss change the noise
-               caused, broadcast): node perturbation's three factors
+               caused, broadcast): node perturbation's three factors;
+               memory ``rms0.99[np_update]``
 feedback       ``teaching_signal`` (the output units' error),         DFA, FA
                ``feedback_error`` and ``feedback_eligibility``
                (hidden units' error through fixed random feedback
                weights, env ``feedback="dfa"``): no weight transport;
                memory ``ema0.9[feedback_eligibility]``
 gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
-               learned optimizer; memory ``rms0.99[gradient]``,
-               ``ema0.9[gradient]``
+               learned optimizer; memory ``ema0.9[gradient]``
 =============  =====================================================  ==========================
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
@@ -76,12 +76,13 @@ class Level:
 
 
 LEVELS: dict[str, Level] = {
-    "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp")),
+    "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp"),
+                          memory=("rms0.99[np_update]",)),
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
                       env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",)),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam"), memory=("rms0.99[gradient]", "ema0.9[gradient]")),
+                      ("sgd", "adam"), memory=("ema0.9[gradient]",)),
 }
 
 
