@@ -1,13 +1,16 @@
 """The most two worker processes could give on this machine: fast PPO (the throughput benchmark's
-launch, one torch and kernel thread) in one process on 256 copies, then two independent processes
-of 128 copies each at the same time, nothing shared between them. Prints the agent-steps/s of both
-and their ratio, the ceiling for ``FastPPOConfig(workers=2)`` (which adds the per-minibatch sums)::
+launch, one torch and kernel thread) in one process on N copies (default 256, the benchmark's),
+then two independent processes of N / 2 copies each at the same time, nothing shared between them.
+Prints the agent-steps/s of both and their ratio, the ceiling for ``FastPPOConfig(workers=2)`` on
+N copies (which adds the per-minibatch sums)::
 
-    python experiments/two_process_ceiling.py          # about 10 seconds on 2 cores
+    python experiments/two_process_ceiling.py                 # about 10 seconds on 2 cores
+    python experiments/two_process_ceiling.py --copies 1024   # larger batches per process
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -36,12 +39,18 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(run(int(sys.argv[2])))
         return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("::")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=256, help="copies of the one process (even; each of the two "
+                        "gets half); default 256")
+    copies = parser.parse_args().copies
+    if copies < 2 or copies % 2:
+        parser.error(f"--copies {copies}: give an even number of at least 2")
     child = [sys.executable, __file__, "--child"]
-    one = float(subprocess.run(child + ["256"], capture_output=True, text=True, check=True).stdout)
-    pair = [subprocess.Popen(child + ["128"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    one = float(subprocess.run(child + [str(copies)], capture_output=True, text=True, check=True).stdout)
+    pair = [subprocess.Popen(child + [str(copies // 2)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     two = 2 * min(float(p.communicate()[0]) for p in pair)  # equal work: the pair runs at its slower's pace
-    print(f"one process, 256 copies:         {one:12,.0f} agent-steps/s")
-    print(f"two processes, 128 copies each:  {two:12,.0f} agent-steps/s   ({two / one:.2f}x)")
+    print(f"{f'one process, {copies} copies:':<36}{one:12,.0f} agent-steps/s")
+    print(f"{f'two processes, {copies // 2} copies each:':<36}{two:12,.0f} agent-steps/s   ({two / one:.2f}x)")
     return 0
 
 

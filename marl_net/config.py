@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from marl_net.accumulators import signals_of
+from marl_net.features import resolve_feature
 from marl_net.feedback_alignment import FEEDBACK_FEATURES, check_computable, check_mode, uses_feedback
 from marl_net.network import NetworkSpec
 from marl_net.observations import DEFAULT_FEATURES, check_features
@@ -38,6 +39,10 @@ class EnvConfig:
     max_cycles: int = 50
     batch_size: int = 32
     action_scale: float = 0.05  # a weight moves by action_scale * action per step
+    # a fixed rule under the agents' actions: each step a weight also moves by base_rate times the
+    # value its agent observed of the feature base_update (one of `observations`; see _check_base)
+    base_update: str | None = None
+    base_rate: float = 0.0
     clip_actions: bool = True  # False: out-of-bound actions raise instead of being clipped
     hidden_activation: str = "tanh"
     output_activation: str = "linear"
@@ -77,6 +82,7 @@ class EnvConfig:
         if not 0.0 <= self.crash_probability <= 1.0:
             raise ValueError(f"crash_probability={self.crash_probability!r} must be in [0, 1]")
         check_features(self.observations)
+        self._check_base()
         signals = signals_of(self.observations)  # an accumulator ema0.9[x] counts as its signal x
         if "gradient" in signals and "bernoulli" in (self.hidden_activation, self.output_activation):
             raise ValueError("observations include 'gradient' (or an accumulator of it), but backprop through sampled "
@@ -114,6 +120,26 @@ class EnvConfig:
         if wrong:
             raise ValueError(f"observations {wrong} compare a perturbed supervised loss with the step's loss, which "
                              f"task={self.task!r} (RL) does not have: drop them (see marl_net.rl_features)")
+
+    def _check_base(self) -> None:
+        """``base_update``: a hand rule the agents' actions correct (a residual learned rule). Each
+        step every weight changes by ``action_scale * action + base_rate * f``, where ``f`` is the
+        value of the per-synapse feature ``base_update`` its agent was shown in the observation the
+        action answers (sanitized, as every feature). ``base_update="reinforce_update"`` with
+        REINFORCE's step size puts the ``reinforce`` hand rule under the actions (zero actions are
+        that rule); ``"gradient"`` with ``base_rate=-lr`` puts SGD there. The feature must be one of
+        ``observations``, so the rule sees nothing it would not otherwise."""
+        if self.base_update is None:
+            if self.base_rate != 0.0:
+                raise ValueError(f"base_rate={self.base_rate!r} without base_update: name the observed feature "
+                                 "it scales (e.g. base_update='reinforce_update'), or leave base_rate at 0")
+            return
+        if self.base_update not in self.observations:
+            raise ValueError(f"base_update={self.base_update!r} is not one of observations {list(self.observations)}: "
+                             "add it there (the rule sees what its base rule uses)")
+        if resolve_feature(self.base_update).global_signal:
+            raise ValueError(f"base_update={self.base_update!r} is a global signal, the same for every synapse: "
+                             "name a per-synapse feature such as 'reinforce_update' or 'gradient'")
 
     def _check_rl_draws(self) -> None:
         """``rl_draws="chung"`` makes an RL lifetime draw its randomness as Chung's trainer

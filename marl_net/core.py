@@ -236,6 +236,8 @@ class NetworkWeightsCore:
         actions = self.check_actions(actions)
         per_layer = self.ownership.from_agents(actions) if self.layout == "padded" else self.ownership.from_blocks(actions)
         delta = [d * self.config.action_scale for d in per_layer]
+        if self.config.base_update is not None:  # the base rule under the actions (EnvConfig._check_base)
+            delta = [d + self.config.base_rate * f for d, f in zip(delta, self._observed(self.config.base_update))]
         self.params = [p + d for p, d in zip(self.params, delta)]
         self.delta = delta
         self.t = self.t + 1
@@ -256,6 +258,13 @@ class NetworkWeightsCore:
         self.last_obs = obs
         truncated = (self.t >= self.config.max_cycles) & ~diverged
         return StepResult(obs, rewards, diverged, truncated, ctx.loss, diverged)
+
+    def _observed(self, name: str) -> list[torch.Tensor]:
+        """Feature ``name`` as the agents were last shown it, per layer in weight space."""
+        col = self.config.observations.index(name)
+        if self.layout == "padded":
+            return self.ownership.from_agents(self.last_obs[..., col])
+        return self.ownership.from_blocks([obs[..., col] for obs in self.last_obs])
 
     def check_actions(self, actions: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         """Validate the actions of the core's layout and return them clipped to [-1, 1] (padding

@@ -64,7 +64,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from marl_net import budgets
+from marl_net import budgets, rl_baselines
 from marl_net.config import EnvConfig
 from marl_net.observations import DEFAULT_FEATURES
 
@@ -167,9 +167,13 @@ def check_settings(presets: Sequence[str], overrides: Mapping[str, Mapping[str, 
 
 
 def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-           device: str = "cpu") -> dict:
-    """The fast-path launch dict of trained preset ``name`` (learning rate annealed to 0)."""
+           device: str = "cpu", base_rate: float | None = None) -> dict:
+    """The fast-path launch dict of trained preset ``name`` (learning rate annealed to 0);
+    ``base_rate``: the env's, where the settings name a ``base_update`` without one
+    (:func:`base_rates`)."""
     settings = job_settings(name, overrides)
+    if base_rate is not None and settings["env"].get("base_update") is not None and "base_rate" not in settings["env"]:
+        settings["env"]["base_rate"] = base_rate
     env = EnvConfig.from_kwargs(**settings["env"]).to_dict()
     ppo = {"copies": budget.copies_for(name), "lr_anneal_iterations": budget.iterations, "device": device,
            **settings["ppo"]}
@@ -178,14 +182,34 @@ def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mappi
             "stop": {"training_iteration": budget.iterations}}
 
 
+def base_rates(presets: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None, tuned: dict,
+               tune_seeds: Sequence[int]) -> dict[str, float | None]:
+    """The ``base_rate`` of each preset's learned rule: None where its env has no ``base_update``
+    or sets the rate itself; over ``reinforce_update``, the ``reinforce`` hand rule's step size
+    tuned on train-split lifetimes (remembered in ``tuned``, which the evaluation reuses), so the
+    learned rule starts as the tuned hand rule and learns a correction to it."""
+    rates = {}
+    for name in presets:
+        env = job_settings(name, overrides)["env"]
+        if env.get("base_update") is None or "base_rate" in env:
+            rates[name] = None
+        elif env["base_update"] == "reinforce_update":
+            rates[name] = rl_baselines.tuned_step_sizes("reinforce", name, tuned, tune_seeds)["lr"]
+        else:
+            raise ValueError(f"env.base_update={env['base_update']!r} (RL preset {name}): only 'reinforce_update' "
+                             "takes its rate from a tuned hand rule; give one with --set env.base_rate=...")
+    return rates
+
+
 def meta_train(presets: Sequence[str], budget: RLBudget, seed: int, out: Path, device: str = "cpu",
                overrides: Mapping[str, Mapping[str, Any]] | None = None, address: str | None = None,
-               kernels: bool | None = None, progress: bool = True) -> dict[str, tuple[torch.nn.Module, dict]]:
+               kernels: bool | None = None, progress: bool = True,
+               rates: Mapping[str, float | None] | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
     """One Tune launch of the ladder's trainable (``marl_net.meta_training.launch_trials``), a
-    trial per trained preset; ``{preset: (policy, levels entry)}``."""
+    trial per trained preset; ``{preset: (policy, levels entry)}``. ``rates``: :func:`base_rates`."""
     from marl_net.meta_training import launch_trials, memory_of
 
-    launches = {name: launch(name, budget, seed, overrides, device) for name in presets}
+    launches = {name: launch(name, budget, seed, overrides, device, (rates or {}).get(name)) for name in presets}
     trials, wall = launch_trials(launches, budget.iterations, out, progress, address, kernels, what="RL meta-training")
     trained = {}
     for name, trial in trials.items():
@@ -239,15 +263,16 @@ def seeds_for(seed: int, purpose: int, n: int) -> list[int]:
     return [seed_from(seed_from(seed, 1000 + purpose), i) for i in range(n)]
 
 
-def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: RLBudget, seed: int) -> dict:
-    """Held-out metrics of every learned rule and baseline: ``{"tuned_lr", "heldout", "settings", "networks"}``."""
-    from marl_net import rl_baselines
+def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: RLBudget, seed: int,
+             tuned: dict | None = None) -> dict:
+    """Held-out metrics of every learned rule and baseline: ``{"tuned_lr", "heldout", "settings", "networks"}``.
+    ``tuned``: hand rules' step sizes already tuned (:func:`rl_baselines.tuned_step_sizes`' memory)."""
     from marl_net.policies import rl_hand_rules
     from marl_net.tasks.rl import preset
 
     eval_seeds = seeds_for(seed, 0, budget.eval_episodes)
     tune_seeds = seeds_for(seed, 1, budget.tune_seeds)
-    tuned: dict[tuple[str, str], dict[str, float]] = {}
+    tuned = {} if tuned is None else tuned
     out = {"tuned_lr": {}, "heldout": {}, "settings": {}, "networks": {}, "skipped": {}}
     for trained_on, (policy, train_config) in policies.items():
         for name in TRAINED[trained_on]:
@@ -408,7 +433,9 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
     out.mkdir(parents=True, exist_ok=True)
     presets = tuple(presets or TRAINED)
     check_settings(presets, overrides)
-    trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels, progress)
+    tuned: dict = {}  # the hand rules' tuned step sizes: a base rule's rate is one, the evaluation reuses them
+    rates = base_rates(presets, overrides, tuned, seeds_for(seed, 1, budget.tune_seeds))
+    trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels, progress, rates)
     policies = {}
     for name, (policy, entry) in trained.items():
         save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}", entry["numerics"])
@@ -417,7 +444,7 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
     torch.set_num_threads(1)
     try:
         with numerics.recording() as ran:
-            evaluated = evaluate(policies, budget, seed)
+            evaluated = evaluate(policies, budget, seed, tuned)
         evaluated_with = numerics.describe("cpu", ran)
     finally:
         torch.set_num_threads(threads)
