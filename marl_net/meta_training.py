@@ -17,7 +17,7 @@ with the RL family (``marl_net.rl_job``, a trial per trained preset).
 
 Memory: the levels run the feed-forward per-synapse policy with the accumulator features their
 definitions choose (``marl_net.levels``; results.json's ``memory`` names both, e.g. ``none +
-accumulators ema0.9[gradient], rms0.99[gradient]``); ``--set policy.memory=gru_neuron`` (a GRU
+accumulators ema0.9[gradient]``); ``--set policy.memory=gru_neuron`` (a GRU
 state per neuron, the cheaper memory) or ``=gru`` (one per synapse row) switches every level,
 ``--set feedback.policy.memory=gru_neuron`` one level (:func:`job_settings`).
 """

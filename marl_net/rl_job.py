@@ -55,6 +55,7 @@ under ``tune/``, held-out reward curves under ``tb/heldout/PRESET/RULE``) and th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -434,20 +435,17 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
     presets = tuple(presets or TRAINED)
     check_settings(presets, overrides)
     tuned: dict = {}  # the hand rules' tuned step sizes: a base rule's rate is one, the evaluation reuses them
-    rates = base_rates(presets, overrides, tuned, seeds_for(seed, 1, budget.tune_seeds))
+    with _one_thread():
+        rates = base_rates(presets, overrides, tuned, seeds_for(seed, 1, budget.tune_seeds))
     trained = meta_train(presets, budget, seed, out, device, overrides, address, kernels, progress, rates)
     policies = {}
     for name, (policy, entry) in trained.items():
         save_policy(out / "policies" / f"rl_{name}.pt", policy, entry["env"], f"rl_{name}", entry["numerics"])
         policies[name] = (policy, EnvConfig.from_kwargs(**entry["env"]))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         with numerics.recording() as ran:
             evaluated = evaluate(policies, budget, seed, tuned)
-        evaluated_with = numerics.describe("cpu", ran)
-    finally:
-        torch.set_num_threads(threads)
+        evaluated_with = numerics.describe("cpu", ran)  # with the threads it ran on
     results = {"family": "rl", "budget": asdict(budget), "seed": seed,
                "levels": {f"rl_{name}": entry for name, (_, entry) in trained.items()},
                **evaluated, "numerics": evaluated_with}
@@ -455,6 +453,17 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
     results["targets"], results["targets_skipped"] = targets(results)
     write_report(out, results)
     return results
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Torch on one thread inside (the hand rules' tuning and every held-out lifetime run so)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, dict]:
