@@ -171,3 +171,21 @@ def test_a_worker_that_fails_is_an_error_not_a_wait():
             FastPPO({**ENV, "reward": "only_in_this_process"}, {"hidden": 8}, FastPPOConfig(**PPO, workers=2))
     finally:
         REWARDS.pop("only_in_this_process")
+
+
+def test_a_silent_peer_is_an_error_after_the_timeout_and_a_closed_one_at_once():
+    """Rank 0 of a real :class:`Link` over a local connection whose worker end sends nothing: the
+    sum raises after ``timeout_s`` naming the silent rank; once that end is closed, at once."""
+    import multiprocessing.connection
+    import socket
+    import time
+
+    ours, theirs = socket.socketpair()
+    link = data_parallel.Link(0, 2, [multiprocessing.connection.Connection(ours.detach())], timeout_s=0.2)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="rank 1 sent nothing for 0.2 s"):
+        link.all_reduce_(torch.ones(3))
+    assert 0.2 <= time.perf_counter() - start < 5
+    theirs.close()
+    with pytest.raises(EOFError):
+        link.gather_objects("x")

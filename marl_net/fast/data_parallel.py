@@ -59,12 +59,27 @@ class Solo:
         pass
 
 
+TIMEOUT_S = 600.0  # a rank that hears nothing from another inside a collective this long raises
+
+
 class Link(Solo):
     """Rank ``rank`` of ``world``: rank 0 holds a connection to every worker (in rank order), a
-    worker one to rank 0. Tensors travel as raw bytes (CPU, contiguous), objects pickled."""
+    worker one to rank 0. Tensors travel as raw bytes (CPU, contiguous), objects pickled. A dead
+    peer is an error at once (EOF); a hung one after ``timeout_s`` seconds of silence."""
 
-    def __init__(self, rank: int, world: int, conns: Sequence[multiprocessing.connection.Connection]):
-        self.rank, self.world, self.conns = rank, world, list(conns)
+    def __init__(self, rank: int, world: int, conns: Sequence[multiprocessing.connection.Connection],
+                 timeout_s: float = TIMEOUT_S):
+        self.rank, self.world, self.conns, self.timeout_s = rank, world, list(conns), timeout_s
+
+    def _ready(self, i: int) -> multiprocessing.connection.Connection:
+        """Connection ``i`` once it has data (or its peer closed it); a RuntimeError after
+        ``timeout_s`` seconds of silence, naming the silent rank."""
+        conn = self.conns[i]
+        if not conn.poll(self.timeout_s):
+            peer = i + 1 if self.rank == 0 else 0
+            raise RuntimeError(f"fast PPO rank {self.rank}: rank {peer} sent nothing for {self.timeout_s:g} s inside "
+                               "a collective (hung, or far slower than this rank); the run stops")
+        return conn
 
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` (contiguous, CPU) over ranks in place, added in rank order on rank 0: every
@@ -72,25 +87,25 @@ class Link(Solo):
         view = tensor.detach().numpy()
         if self.rank == 0:
             other = torch.empty_like(tensor)
-            for conn in self.conns:
-                conn.recv_bytes_into(other.numpy())
+            for i in range(len(self.conns)):
+                self._ready(i).recv_bytes_into(other.numpy())
                 tensor.add_(other)
             for conn in self.conns:
                 conn.send_bytes(view)
         else:
             self.conns[0].send_bytes(view)
-            self.conns[0].recv_bytes_into(view)
+            self._ready(0).recv_bytes_into(view)
         return tensor
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank (objects without torch tensors)."""
         if self.rank == 0:
-            out = [obj] + [conn.recv() for conn in self.conns]
+            out = [obj] + [self._ready(i).recv() for i in range(len(self.conns))]
             for conn in self.conns:
                 conn.send(out)
             return out
         self.conns[0].send(obj)
-        return self.conns[0].recv()
+        return self._ready(0).recv()
 
     def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
         """Rank 0's values of ``tensors`` (CPU) copied into every rank's, in place."""
@@ -99,7 +114,7 @@ class Link(Solo):
             for conn in self.conns:
                 conn.send(arrays)
         else:
-            for t, array in zip(tensors, self.conns[0].recv()):
+            for t, array in zip(tensors, self._ready(0).recv()):
                 t.copy_(torch.from_numpy(array))
 
 
