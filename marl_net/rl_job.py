@@ -24,7 +24,10 @@ seeds, hence the same held-out tasks, initial weights and action noise):
 What the learned rule sees (:data:`OBSERVATIONS`): the env's local defaults plus the RL signals
 ``inner_reward``, ``reward_prediction_error`` (global, neuromodulator-like), ``output_eligibility``
 and ``reinforce_update`` (local, output synapses): the information of the three-factor
-``reinforce`` rule, nothing privileged (no backprop gradient). The meta-training reward is
+``reinforce`` rule, nothing privileged (no backprop gradient). The learned rule is a correction to
+that rule: each step a synapse moves by ``reinforce``'s change at its tuned step size
+(``EnvConfig.base_update="reinforce_update"``, ``base_rate`` from :func:`base_rates`) plus
+``action_scale`` (0.05) times the policy's action, so a rule that outputs zeros is ``reinforce``. The meta-training reward is
 ``global_loss`` (every synapse is paid the step's mean inner reward) with ``gamma`` 0.99: the
 agents maximize the reward of the whole lifetime.
 
@@ -74,7 +77,9 @@ TRAINED: dict[str, tuple[str, ...]] = {"bandit2": ("bandit2",), "bandit10": ("ba
                                        "maze": ("maze", "maze_large")}
 RL_SIGNALS = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update")
 OBSERVATIONS = tuple(DEFAULT_FEATURES) + RL_SIGNALS
-ENV = dict(observations=OBSERVATIONS, reward="global_loss", ownership="outgoing", action_scale=0.5)
+# the learned rule corrects REINFORCE (base_update; its rate: reinforce's tuned step size, base_rates)
+ENV = dict(observations=OBSERVATIONS, reward="global_loss", ownership="outgoing", action_scale=0.05,
+           base_update="reinforce_update")
 POLICY = dict(hidden=32, depth=2, init_log_std=-2.5)
 PPO = dict(lr=1e-3, gamma=0.99, lambda_=0.95, num_epochs=4, minibatch_size=4096, entropy_coeff=0.0, torch_threads=1)
 SECTIONS = {"env": ENV, "policy": POLICY, "ppo": PPO}

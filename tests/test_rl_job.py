@@ -203,19 +203,21 @@ def test_a_rule_that_cannot_act_on_a_preset_is_skipped_with_the_reason(monkeypat
     assert "skipped bandit2_flat/weight_max: weight_max on bandit2_flat" in rl_baselines.table(results)
 
 
-def test_a_base_rule_over_reinforce_update_takes_reinforce_s_tuned_step_size():
-    """``--set env.base_update=reinforce_update``: the learned rule's ``base_rate`` is the step size
-    the ``reinforce`` hand rule is tuned to on train-split lifetimes, remembered for the evaluation;
-    a rate given with ``--set env.base_rate`` is kept; another feature needs one."""
+def test_the_learned_rule_corrects_reinforce_at_its_tuned_step_size():
+    """By default (``rl_job.ENV``: ``base_update="reinforce_update"``) the learned rule's
+    ``base_rate`` is the step size the ``reinforce`` hand rule is tuned to on train-split lifetimes,
+    remembered for the evaluation; a rate given with ``--set env.base_rate`` is kept,
+    ``--set env.base_update=null`` has none, and another feature needs a rate given."""
     seeds = rl_job.seeds_for(0, 1, 2)
     over = {"env": {"base_update": "reinforce_update"}}
+    assert rl_job.ENV["base_update"] == "reinforce_update"
     tuned: dict = {}
-    rates = rl_job.base_rates(["bandit2"], over, tuned, seeds)
+    rates = rl_job.base_rates(["bandit2"], None, tuned, seeds)
     expected = rl_baselines.tuned_step_sizes("reinforce", "bandit2", {}, seeds)["lr"]
     assert rates == {"bandit2": expected} and tuned[("reinforce", "bandit2")] == {"lr": expected}
     env = rl_job.launch("bandit2", rl_job.BUDGETS["quick"], 0, over, base_rate=rates["bandit2"])["env"]
     assert env["base_update"] == "reinforce_update" and env["base_rate"] == expected
     assert rl_job.base_rates(["bandit2"], {"env": {**over["env"], "base_rate": 0.5}}, {}, seeds) == {"bandit2": None}
-    assert rl_job.base_rates(["bandit2"], None, {}, seeds) == {"bandit2": None}
+    assert rl_job.base_rates(["bandit2"], {"env": {"base_update": None}}, {}, seeds) == {"bandit2": None}
     with pytest.raises(ValueError, match="env.base_rate"):
         rl_job.base_rates(["bandit2"], {"env": {"base_update": "output_eligibility"}}, {}, seeds)
