@@ -27,8 +27,8 @@ and ``reinforce_update`` (local, output synapses): the information of the three-
 ``reinforce`` rule, nothing privileged (no backprop gradient). The learned rule is a correction to
 that rule: each step a synapse moves by ``reinforce``'s change at its tuned step size
 (``EnvConfig.base_update="reinforce_update"``, ``base_rate`` from :func:`base_rates`) plus
-``action_scale`` (0.05) times the policy's action, so a rule that outputs zeros is ``reinforce``. The meta-training reward is
-``global_loss`` (every synapse is paid the step's mean inner reward) with ``gamma`` 0.99: the
+``action_scale`` (0.05) times the policy's action, so a rule that outputs zeros is ``reinforce``.
+The meta-training reward is ``global_loss`` (every synapse is paid the step's mean inner reward) with ``gamma`` 0.99: the
 agents maximize the reward of the whole lifetime.
 
 ``results.json`` follows the ladder's layout::
