@@ -33,6 +33,14 @@ scale-free: the same rule sees the same numbers whether a task's gradients are 1
 what lets a rule meta-trained on one network run on another. At a reset it is ``sign(s_0)``; its
 magnitude is at most ``(1 - decay) ** -0.5``. Per synapse and in time only, so it is local iff its
 signal is.
+
+``adam[<signal>]`` (e.g. ``adam[gradient]``) is Adam's update direction on the signal, with
+``torch.optim.Adam``'s defaults (beta1 0.9, beta2 0.999, eps 1e-8; ``marl_net.rules.adam``):
+``m_t`` the moving average of ``s_t`` at beta1, ``v_t`` that of ``s_t**2`` at beta2, and the
+observation ``(m_t / (1 - beta1**(t+1))) / (sqrt(v_t) / sqrt(1 - beta2**(t+1)) + eps)``. Its state
+per layer is ``[E, 2, rows, cols]`` (m and v). ``-lr`` times ``adam[gradient]`` is the ``adam``
+hand rule's step (equal to float rounding; ``tests/test_base_rules.py``), which is how the gradient
+level's learned rule runs as a correction to Adam (``marl_net.base_rules``).
 """
 
 from __future__ import annotations
@@ -46,10 +54,12 @@ import torch
 
 from marl_net.context import StepContext
 from marl_net.features import FEATURE_FAMILIES, FEATURES, register_feature, resolve_feature, sanitize
+from marl_net.rules.adam import DEFAULT_BETAS as ADAM_BETAS, DEFAULT_EPS as ADAM_EPS
 
 DEFAULT_DECAYS = (0.5, 0.9, 0.99)
-KINDS = ("ema", "rms")  # a moving average of the signal; the signal over its running root mean square
-_NAME = re.compile(r"^(?P<kind>ema|rms)(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")
+# a moving average of the signal; the signal over its running root mean square; Adam's direction
+KINDS = ("ema", "rms", "adam")
+_NAME = re.compile(r"^(?P<kind>ema|rms|adam)(?P<decay>[^\[\]]*)\[(?P<signal>.*)\]$")
 _EPS = 1e-12
 
 
@@ -87,22 +97,29 @@ def _register(name: str, signal: str, decay: float, kind: str) -> None:
     _check(signal, decay, name)
     source = FEATURES[signal]
     ACCUMULATORS[name] = Accumulator(name, signal, decay, kind)
-    what = (f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, zero at reset"
-            if kind == "ema" else
-            f"{signal!r} over its running root mean square (decay {decay:g}, bias-corrected, from zero at reset)")
+    what = {"ema": f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, zero at reset",
+            "rms": f"{signal!r} over its running root mean square (decay {decay:g}, bias-corrected, from zero at reset)",
+            "adam": f"Adam's update direction on {signal!r} (betas {ADAM_BETAS}, eps {ADAM_EPS:g}, from zero at reset)",
+            }[kind]
     register_feature(name, f"{what} ({'privileged' if source.privileged else 'local'}, as its signal)",
                      privileged=source.privileged)(lambda ctx, l: ctx.accumulators[name][l])
 
 
 def _resolve(name: str) -> bool:
-    """The ``ema`` and ``rms`` feature families: register ``name`` if it is ``ema<decay>[<signal>]``
-    or ``rms<decay>[<signal>]``."""
+    """The accumulator feature families: register ``name`` if it is ``ema<decay>[<signal>]``,
+    ``rms<decay>[<signal>]`` or ``adam[<signal>]``."""
     if not name.startswith(KINDS):
         return False
     match = _NAME.match(name)
     if match is None:
-        raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>] or "
-                         f"rms<decay>[<signal>], e.g. {ema_name('gradient', 0.9)!r}")
+        raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>], "
+                         f"rms<decay>[<signal>] or adam[<signal>], e.g. {ema_name('gradient', 0.9)!r}")
+    if match["kind"] == "adam":
+        if match["decay"]:
+            raise ValueError(f"observation feature {name!r}: adam takes torch.optim.Adam's betas {ADAM_BETAS}; "
+                             f"write adam[{match['signal']}]")
+        _register(name, match["signal"], ADAM_BETAS[0], "adam")
+        return True
     try:
         decay = float(match["decay"])
     except ValueError:
@@ -141,8 +158,9 @@ def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, li
            ) -> dict[str, list[torch.Tensor]]:
     """One update of every accumulator's state from this evaluation's signals: ``decay * previous +
     (1 - decay) * x`` with ``x`` the signal (``ema``) or its square (``rms``), per layer ``[E', rows,
-    cols]`` for the copies ``ctx`` holds; ``previous=None``: from zero (a reset). Returns the states
-    and stores the observed values in ``ctx.accumulators`` for the features to read."""
+    cols]`` for the copies ``ctx`` holds (``adam``: both, ``[E', 2, rows, cols]``); ``previous=None``:
+    from zero (a reset). Returns the states and stores the observed values in ``ctx.accumulators``
+    for the features to read."""
     states: dict[str, list[torch.Tensor]] = {}
     values: dict[str, list[torch.Tensor]] = {}
     for a in accs:
@@ -150,6 +168,11 @@ def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, li
         for l in range(ctx.spec.num_layers):
             shape = (ctx.copies, *ctx.ownership.weight_space_shape(l))
             s = sanitize(FEATURES[a.signal].fn(ctx, l)).expand(shape)
+            if a.kind == "adam":
+                state, value = _adam(s, None if previous is None else previous[a.name][l], ctx.t)
+                layers.append(state)
+                shown.append(value)
+                continue
             fresh = (1.0 - a.decay) * (s if a.kind == "ema" else s * s)
             state = fresh if previous is None else a.decay * previous[a.name][l] + fresh
             layers.append(state)
@@ -161,3 +184,15 @@ def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, li
         states[a.name], values[a.name] = layers, shown
     ctx.accumulators = values
     return states
+
+
+def _adam(s: torch.Tensor, previous: torch.Tensor | None, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam's moments ``[E, 2, rows, cols]`` after signal ``s`` and its direction, in
+    ``torch.optim.Adam``'s order of operations (t = 0 at the reset's update: Adam's step 1)."""
+    beta1, beta2 = ADAM_BETAS
+    m = (1.0 - beta1) * s if previous is None else previous[:, 0].lerp(s, 1.0 - beta1)
+    v = (1.0 - beta2) * (s * s) if previous is None else previous[:, 1] * beta2 + (1.0 - beta2) * (s * s)
+    step = t.to(torch.float64) + 1.0
+    correction1 = (1.0 - beta1 ** step).to(s.dtype).reshape(-1, 1, 1)
+    correction2_sqrt = (1.0 - beta2 ** step).sqrt().to(s.dtype).reshape(-1, 1, 1)
+    return torch.stack((m, v), dim=1), (m / correction1) / (v.sqrt() / correction2_sqrt + ADAM_EPS)

@@ -10,6 +10,10 @@ For one setting (an :class:`EnvConfig` on the ``heldout`` split), every rule:
    rule is seeded alike, so every rule sees the same task, the same initial weights and the same
    minibatches, and makes the same number of updates (``marl_net.rules.trainer``).
 
+A learned rule that runs over a hand rule (``EnvConfig.base_update``, ``marl_net.base_rules``) runs
+over it at that hand rule's step size tuned on the same setting's train split (the hand rules run
+first; a base rule not among them is tuned for it), so with zero actions it is the tuned hand rule.
+
 Classification settings also report test accuracy on samples no update has seen, from the final
 weights (``marl_net.accuracy.test_accuracy``).
 
@@ -42,6 +46,7 @@ class RuleRun:
     step: float  # the tuned step size (learning rate or action_scale)
     curves: torch.Tensor  # [E, steps + 1] held-out loss curves
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
+    base: dict | None = None  # a learned rule's base: {"rule", "lr", "base_rate"} (marl_net.base_rules)
 
 
 def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -51,17 +56,24 @@ def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[t
     return measure(config, list(task_ids), list(params))
 
 
+def tuned_lr(rule: str, config: EnvConfig, tune_with: Sequence[int], points: int, device: str = "cpu") -> float:
+    """Hand rule ``rule``'s learning rate tuned on the train split of ``config`` (its default grid
+    of ``points`` values, the networks ``tune_with``)."""
+    from marl_net.rules.tuning import default_grid, tune_lr
+
+    grid = default_grid(rule, config.task, points=points)
+    return tune_lr(rule, config.replace(split="train"), seeds=tune_with, grid=grid, device=device).best
+
+
 def run_hand_rule(rule: str, config: EnvConfig, seeds: Sequence[int], tune_with: Sequence[int], points: int,
                   classification: bool, device: str = "cpu") -> RuleRun:
     """Tune ``rule``'s learning rate on the train split of ``config``, then run it on ``seeds``."""
     from marl_net.rules.registry import run_rule
-    from marl_net.rules.tuning import default_grid, tune_lr
 
-    grid = default_grid(rule, config.task, points=points)
-    tuned = tune_lr(rule, config.replace(split="train"), seeds=tune_with, grid=grid, device=device)
-    run = run_rule(rule, config, seeds, device=device, lr=tuned.best)
+    lr = tuned_lr(rule, config, tune_with, points, device)
+    run = run_rule(rule, config, seeds, device=device, lr=lr)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
-    return RuleRun(tuned.best, run.curves, accuracy)
+    return RuleRun(lr, run.curves, accuracy)
 
 
 def run_learned_rule(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence[int], tune_with: Sequence[int],
@@ -78,27 +90,56 @@ def run_learned_rule(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence
     return RuleRun(tuned.best, run.curves, accuracy)
 
 
+def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,
+                    device: str = "cpu") -> tuple[EnvConfig, dict | None]:
+    """``config`` with its base rule (if any hand rule's, ``marl_net.base_rules.base_of``) at that
+    rule's step size tuned on this setting's train split: from ``lrs`` (rule -> tuned lr), or tuned
+    here (and added to ``lrs``). The ``action_scale`` moves with the base rate (both times the new
+    rate over ``config``'s, where that is not 0): the learned correction keeps its size relative to
+    the base rule's step, whose tuned value carries the setting's scale (a wider network, a longer
+    horizon, another loss); the held-out tuning then picks a factor of it. Returns the config and
+    its base record, None without a base."""
+    from marl_net.base_rules import base_of
+
+    base = base_of(config)
+    if base is None:
+        return config, None
+    if base.rule not in lrs:
+        hand = config.replace(base_update=None, base_rate=0.0)
+        lrs[base.rule] = tuned_lr(base.rule, hand, tune_with, points, device)
+    rate = base.rate(lrs[base.rule])
+    scale = config.action_scale * (rate / config.base_rate if config.base_rate else 1.0)
+    return config.replace(base_rate=rate, action_scale=scale), {"rule": base.rule, "lr": lrs[base.rule],
+                                                                 "base_rate": rate, "action_scale": scale}
+
+
 def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.nn.Module, EnvConfig]],
                      hand_rules: Sequence[str], seeds: Sequence[int], tune_with: Sequence[int], points: int,
                      classification: bool, device: str = "cpu", on_rule=None) -> dict[str, RuleRun]:
     """Every rule on one held-out setting: ``learned`` maps a learned rule's name to (policy, its
-    env for this setting); ``hand_rules`` run on ``hand_config``. The settings must agree on the
-    task, the network and the horizon. ``on_rule(name)`` is called after each rule (progress)."""
+    env for this setting); ``hand_rules`` run on ``hand_config`` (its base rule, if any, dropped).
+    The settings must agree on the task, the network and the horizon. The hand rules run first: a
+    learned rule over a hand rule runs over it at its step size tuned here (:func:`over_tuned_base`).
+    ``on_rule(name)`` is called after each rule (progress)."""
     for name, (_, cfg) in learned.items():
         same = ("task", "layers", "max_cycles", "batch_size", "split", "task_kwargs")
         if any(getattr(cfg, k) != getattr(hand_config, k) for k in same):
             raise ValueError(f"learned rule {name!r} runs a different setting from the hand rules; give both the "
                              f"same {list(same)}")
+    hand_config = hand_config.replace(base_update=None, base_rate=0.0)
     runs: dict[str, RuleRun] = {}
-    for name, (policy, cfg) in learned.items():
-        runs[name] = run_learned_rule(policy, cfg, seeds, tune_with, points, classification, device)
-        if on_rule:
-            on_rule(name)
     for rule in hand_rules:
         runs[rule] = run_hand_rule(rule, hand_config, seeds, tune_with, points, classification, device)
         if on_rule:
             on_rule(rule)
-    return runs
+    lrs = {rule: run.step for rule, run in runs.items()}
+    for name, (policy, cfg) in learned.items():
+        cfg, base = over_tuned_base(cfg, lrs, tune_with, points, device)
+        runs[name] = run_learned_rule(policy, cfg, seeds, tune_with, points, classification, device)
+        runs[name].base = base
+        if on_rule:
+            on_rule(name)
+    return {name: runs[name] for name in [*learned, *hand_rules]}  # learned rules first, as reported
 
 
 def summarize(run: RuleRun) -> dict:
@@ -106,6 +147,8 @@ def summarize(run: RuleRun) -> dict:
     from marl_net.results import summarize as summarize_curves
 
     entry = summarize_curves(run.curves.float())
+    if run.base is not None:
+        entry["base"] = dict(run.base)
     if run.accuracy is not None:
         acc = run.accuracy.double()
         entry["test_accuracy_mean"] = float(acc.mean())

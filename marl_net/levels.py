@@ -4,21 +4,27 @@ A level is an observation set (the env's local defaults, ``DEFAULT_FEATURES``, p
 signals) and its own hand-designed baselines, the rules that use the same information. Every level
 is also compared with tuned SGD and tuned Adam (:data:`GRADIENT_METHODS`).
 
-=============  =====================================================  ==========================
-level          signals beyond the local defaults                      its own baselines
-=============  =====================================================  ==========================
-perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP
+=============  =====================================================  ==================  =======
+level          signals beyond the local defaults                      its own baselines   base
+=============  =====================================================  ==================  =======
+perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP              NP
                activity), ``np_error`` (the loss change the noise
                caused, broadcast): node perturbation's three factors;
                memory ``rms0.99[np_update]``
-feedback       ``teaching_signal`` (the output units' error),         DFA, FA
+feedback       ``teaching_signal`` (the output units' error),         DFA, FA             DFA
                ``feedback_error`` and ``feedback_eligibility``
                (hidden units' error through fixed random feedback
                weights, env ``feedback="dfa"``): no weight transport;
                memory ``ema0.9[feedback_eligibility]``
-gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
+gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam           Adam
                learned optimizer; memory ``ema0.9[gradient]``
-=============  =====================================================  ==========================
+=============  =====================================================  ==================  =======
+
+Base: each level's learned rule is a correction to one of its own baselines
+(``marl_net.base_rules``): every step a weight moves by the base rule's change, at its step size
+tuned on the setting's train split, plus ``action_scale`` times the agent's action. The base's
+feature (``adam[gradient]``, ``feedback_eligibility``, ``np_update``) is among the level's
+observations; ``--set env.base_update=null`` meta-trains a level without a base.
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
 averages ``ema<d>[s]`` and RMS-normalized signals ``rms<d>[s]`` of its own signals), chosen where
@@ -54,10 +60,25 @@ class Level:
     baselines: tuple[str, ...]  # the hand-designed rules that use the same information
     env: Mapping[str, Any] = field(default_factory=dict)  # env settings the signals need
     memory: tuple[str, ...] = ()  # accumulator features of its signals, chosen on the train split
+    base: str | None = None  # the baseline its learned rule corrects (marl_net.base_rules), or None
 
     @property
     def observations(self) -> tuple[str, ...]:
-        return DEFAULT_FEATURES + self.signals + self.memory
+        """The local defaults, the signals, the memory, then the base rule's feature if not among them."""
+        from marl_net.base_rules import check_base
+
+        names = DEFAULT_FEATURES + self.signals + self.memory
+        if self.base is not None and check_base(self.base).feature not in names:
+            names += (check_base(self.base).feature,)
+        return names
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """The env settings of its meta-training: :attr:`env`, and ``base_update`` where it has a base
+        (the rate comes from the base rule's tuned step size, ``marl_net.meta_training``)."""
+        from marl_net.base_rules import check_base
+
+        return {**self.env, **({"base_update": check_base(self.base).feature} if self.base else {})}
 
     @property
     def learned(self) -> str:
@@ -77,12 +98,12 @@ class Level:
 
 LEVELS: dict[str, Level] = {
     "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp"),
-                          memory=("rms0.99[np_update]",)),
+                          memory=("rms0.99[np_update]",), base="np"),
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
-                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",)),
+                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa"),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam"), memory=("ema0.9[gradient]",)),
+                      ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam"),
 }
 
 

@@ -107,7 +107,8 @@ def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, dev
         policies[ladder_levels.LEVELS[level].learned] = (policy, EnvConfig.from_kwargs(**summary["env"]))
     # The hand rules run on the meta-training env with the local defaults only (they read no observations).
     hand_base = EnvConfig.from_kwargs(**{**meta_training.job_settings("perturbation", overrides)["env"],
-                                         "observations": ladder_levels.DEFAULT_FEATURES})
+                                         "observations": ladder_levels.DEFAULT_FEATURES, "base_update": None,
+                                         "base_rate": 0.0})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batched networks: one thread is fastest, and the machine is shared
     try:

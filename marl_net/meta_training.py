@@ -64,7 +64,7 @@ def job_settings(level: str, overrides: Mapping[str, Mapping[str, Any]] | None =
             raise ValueError(f"override section {section!r} is unknown; choose from {list(SECTIONS)} or a level "
                              f"{list(LEVELS)} (e.g. --set env.action_scale=0.1, --set gradient.policy.hidden=64)")
     lv = LEVELS[level]
-    base = {"env": {**TRAIN_ENV, "observations": lv.observations, **lv.env}, "policy": POLICY, "ppo": PPO}
+    base = {"env": {**TRAIN_ENV, "observations": lv.observations, **lv.env_options}, "policy": POLICY, "ppo": PPO}
     mine = overrides.get(level) or {}
     return {name: {**defaults, **LEVEL_SETTINGS.get(level, {}).get(name, {}), **(overrides.get(name) or {}),
                    **(mine.get(name) or {})} for name, defaults in base.items()}
@@ -98,12 +98,35 @@ def restart_seed(seed: int, restart: int) -> int:
     return seed if restart == 0 else seed_from(seed, 100 + restart)
 
 
+def base_rates(levels: Sequence[str], budget: Budget, seed: int,
+               overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> dict[str, dict | None]:
+    """Each level's base for meta-training, ``{"rule", "lr", "base_rate"}``: its base rule
+    (``marl_net.base_rules``) at the step size tuned on the train split of its meta-training env,
+    with the held-out suite's tuning networks and grid (``marl_net.heldout``); None where the level
+    runs over no hand rule or ``--set env.base_rate=...`` fixes the rate."""
+    from marl_net.heldout import over_tuned_base, tuning_seeds
+
+    rates: dict[str, dict | None] = {}
+    for level in levels:
+        env = job_settings(level, overrides)["env"]
+        if "base_rate" in env:
+            rates[level] = None
+            continue
+        _, rates[level] = over_tuned_base(EnvConfig.from_kwargs(**env), {}, tuning_seeds(seed, budget.tune_seeds),
+                                          budget.tune_points, device)
+    return rates
+
+
 def level_launch(level: str, budget: Budget, seed: int, restart: int = 0,
-                 overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> dict:
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu",
+                 base: Mapping[str, Any] | None = None) -> dict:
     """The fast-path launch dict (``marl_net.experiment``) of one level's meta-training: the
     budget's copies per iteration, the learning rate annealed to 0 over its iterations (CleanRL's
-    anneal_lr), then ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget)."""
+    anneal_lr), then ``overrides["ppo"]`` (``--set ppo.copies=...`` wins over the budget).
+    ``base``: the level's entry of :func:`base_rates` (sets the env's ``base_rate``)."""
     settings = job_settings(level, overrides)
+    if base is not None:
+        settings["env"]["base_rate"] = base["base_rate"]
     env = EnvConfig.from_kwargs(**settings["env"]).to_dict()
     ppo = {"copies": budget.copies, "lr_anneal_iterations": budget.iterations, "device": device, **settings["ppo"]}
     return {"env": env, "policy": dict(settings["policy"]), "ppo": ppo,
@@ -218,13 +241,14 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
     """Meta-train every level in ``levels`` as trials of one Tune launch (:func:`launch_trials`);
     returns ``{level: (policy, summary)}`` with the kept policy and results.json's ``levels[LEVEL]``.
     ``kernels``: the C++ kernels on or off in every trial (None: each worker's own setting)."""
-    launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device)
+    bases = base_rates(levels, budget, seed, overrides, device)
+    launches = {trial_key(lv, k): level_launch(lv, budget, seed, k, overrides, device, bases[lv])
                 for lv in levels for k in range(budget.restarts)}
     trained, wall = launch_trials(launches, budget.iterations, out, progress, address, kernels)
     kept = {}
     for level in levels:
         keys = [trial_key(level, k) for k in range(budget.restarts)]
-        env = train_config(level, overrides)
+        env = EnvConfig.from_kwargs(**launches[keys[0]]["env"])
         summary = {"iterations": 0, "agent_steps": 0, "seconds": 0.0}
         for key in keys:
             metrics = trained[key][1]
@@ -242,7 +266,7 @@ def meta_train(levels: Sequence[str], budget: Budget, seed: int, out: Path, devi
         kept[level] = (policy.eval(), {"observations": list(env.observations), "env": env.to_dict(),
                                        "policy": policy.config.to_dict(), "ppo": launch["ppo"],
                                        "memory": memory_of(policy.config.to_dict(), env.observations),
-                                       "train": summary,
+                                       "base": bases[level], "train": summary,
                                        "numerics": ran})
     return kept
 

@@ -17,6 +17,7 @@ from marl_net.meta_training import save_policy, train_config
 from marl_net.accumulators import accumulators_of
 from marl_net.observations import DEFAULT_FEATURES, is_privileged
 from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+from marl_net.rules.node_perturbation import DEFAULT_SIGMA
 from marl_net.rules.registry import run_rule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -26,9 +27,14 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
     expected = {"perturbation": ("np_eligibility", "np_error"),
                 "feedback": ("teaching_signal", "feedback_error", "feedback_eligibility"),
                 "gradient": ("gradient",)}
+    base_feature = {"perturbation": ("np_update",), "feedback": (), "gradient": ("adam[gradient]",)}
     assert list(levels.LEVELS) == ["perturbation", "feedback", "gradient"]
+    assert {n: lv.base for n, lv in levels.LEVELS.items()} == {"perturbation": "np", "feedback": "dfa",
+                                                                "gradient": "adam"}
     for name, level in levels.LEVELS.items():
-        assert level.observations == DEFAULT_FEATURES + expected[name] + level.memory
+        # the base rule's feature (marl_net.base_rules) joins the observations where it is not a signal
+        assert level.observations == DEFAULT_FEATURES + expected[name] + level.memory + base_feature[name]
+        assert train_config(name).base_update in level.observations
         # memory: accumulator features only, of a signal as local as the level's (none privileged
         # below the gradient level)
         assert [a.name for a in accumulators_of(level.memory)] == list(level.memory)
@@ -38,7 +44,7 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
     assert levels.LEVELS["perturbation"].baselines == ("np", "wp")
     assert levels.LEVELS["feedback"].baselines == ("dfa", "fa")
     assert levels.LEVELS["gradient"].baselines == ("sgd", "adam")
-    assert levels.LEVELS["gradient"].privileged == ["gradient", *levels.LEVELS["gradient"].memory]
+    assert levels.LEVELS["gradient"].privileged == ["gradient", *levels.LEVELS["gradient"].memory, "adam[gradient]"]
     assert levels.LEVELS["perturbation"].privileged == []
     assert not any(is_privileged(n) for n in DEFAULT_FEATURES)
     assert levels.LEVELS["feedback"].privileged == []  # the feedback signals are local: no weight transport
@@ -173,6 +179,12 @@ def test_eval_compares_a_saved_learned_rule_with_tuned_hand_rules(tmp_path, caps
     assert set(entry) == set(results["tuned_lr"]["teacher_student"]) == {"learned_perturbation", "sgd", "np"}
     assert len(entry["sgd"]["curve_mean"]) == 16 and results["settings"]["teacher_student"]["layers"] == [8, 24, 4]
     setting = config.replace(layers=(8, 24, 4), max_cycles=15, split="heldout")
+    # the learned rule runs over NP (its level's base) at NP's step size tuned on this setting
+    np_lr = results["tuned_lr"]["teacher_student"]["np"]
+    # (the saved rule has no base rate yet, so its action_scale stays; tests/test_base_rules.py scales one)
+    assert entry["learned_perturbation"]["base"] == {"rule": "np", "lr": np_lr, "base_rate": np_lr / DEFAULT_SIGMA,
+                                                     "action_scale": config.action_scale}
+    setting = setting.replace(base_rate=np_lr / DEFAULT_SIGMA)
     expected = heldout.run_learned_rule(policy, setting, heldout.heldout_seeds(5, 3), heldout.tuning_seeds(5, 2), 2,
                                         classification=False)
     assert results["tuned_lr"]["teacher_student"]["learned_perturbation"] == expected.step

@@ -1,0 +1,95 @@
+"""The hand rules a learned rule can run over (``marl_net.base_rules``): with zero actions, the env
+over each base is that hand rule as its trainer runs it (``marl_net.rules.registry.run_rule``), on
+the same tasks, weights and minibatches; bad bases are refused naming the choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from marl_net.base_rules import BASES, env_options
+from marl_net.config import EnvConfig
+from marl_net.observations import DEFAULT_FEATURES
+from marl_net.rules.registry import run_rule
+from tests.test_base_update import _zero_action_lifetime
+
+SEEDS = [3, 4, 5]
+NET = dict(task="teacher_student", layers=(5, 7, 3), max_cycles=8, batch_size=8)
+
+
+@pytest.mark.parametrize("rule,lr,env,exact", [
+    ("sgd", 0.3, {}, True),
+    ("adam", 0.03, {}, False),
+    ("dfa", 0.3, {"feedback": "dfa"}, True),
+    ("np", 0.03, {}, False),
+])
+def test_zero_actions_over_a_base_are_its_hand_rule(rule, lr, env, exact):
+    base = env_options(rule, lr)
+    config = EnvConfig(**NET, **env, observations=DEFAULT_FEATURES + (base["base_update"],), **base)
+    core, losses = _zero_action_lifetime(config, SEEDS)
+    run = run_rule(rule, EnvConfig(**NET, **env), SEEDS, lr=lr)
+    if exact:
+        assert torch.equal(torch.stack(losses, 1), run.curves[:, 1:])
+        assert all(torch.equal(p, q) for p, q in zip(core.params, run.params))
+    else:  # the same steps in another order of float operations
+        torch.testing.assert_close(torch.stack(losses, 1), run.curves[:, 1:], rtol=1e-4, atol=1e-7)
+        for p, q in zip(core.params, run.params):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    assert run.curves[:, -1].mean() < 0.95 * run.curves[:, 0].mean()  # the rule did learn
+
+
+def test_adam_direction_feature_is_the_first_step_sign_and_restarts_at_a_reset():
+    """At a reset ``adam[gradient]`` is Adam's first step direction, ``g / (|g| + eps)``; after a
+    step it is not; a partial reset restarts one copy's moments from zero, the other's go on."""
+    from marl_net.core import NetworkWeightsCore
+
+    config = EnvConfig(**NET, observations=("weight", "gradient", "adam[gradient]"))
+    core = NetworkWeightsCore(config, copies=2, layout="padded")
+    core.seed([0, 1])
+
+    def first_step_sign(obs, copy):
+        g, direction, mask = obs[copy, ..., 1], obs[copy, ..., 2], obs[copy, ..., -1].bool()
+        return torch.allclose(direction[mask], (g / (g.abs() + 1e-8))[mask])
+
+    obs = core.reset()
+    assert first_step_sign(obs, 0) and first_step_sign(obs, 1)
+    obs = core.step(torch.full((2, core.ownership.num_agents, core.ownership.max_fan), 0.5)).obs
+    assert not first_step_sign(obs, 0) and not first_step_sign(obs, 1)
+    kept = [s[1].clone() for s in core.accumulators["adam[gradient]"]]
+    obs = core.reset(torch.tensor([True, False]))
+    assert first_step_sign(obs, 0) and not first_step_sign(obs, 1)
+    assert all(torch.equal(s[1], k) for s, k in zip(core.accumulators["adam[gradient]"], kept))
+
+
+@pytest.mark.parametrize("rule,lr,match", [
+    ("rmsprop", 0.1, "can run over"),
+    ("sgd", 0.0, "positive number"),
+    ("adam", float("nan"), "positive number"),
+])
+def test_bad_bases_are_refused(rule, lr, match):
+    with pytest.raises(ValueError, match=match):
+        env_options(rule, lr)
+
+
+def test_bad_adam_feature_names_are_refused():
+    with pytest.raises(ValueError, match="write adam\\[gradient\\]"):
+        EnvConfig(observations=("weight", "adam0.9[gradient]"))
+    assert set(BASES) >= {"sgd", "adam", "dfa", "np", "reinforce"}
+
+
+def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_correction_scaled_alike():
+    """``heldout.over_tuned_base``: the base rate becomes the hand rule's step size tuned on the
+    setting's train split (here given, then tuned), and the action scale moves by the same factor."""
+    from marl_net import heldout
+
+    trained = EnvConfig(**NET, observations=DEFAULT_FEATURES + ("adam[gradient]",), action_scale=0.2,
+                        **env_options("adam", 0.03))
+    config, base = heldout.over_tuned_base(trained, {"adam": 0.01}, [1, 2], points=2)
+    assert (config.base_rate, config.action_scale) == (pytest.approx(-0.01), pytest.approx(0.2 / 3))
+    assert base == {"rule": "adam", "lr": 0.01, "base_rate": config.base_rate, "action_scale": config.action_scale}
+    lrs: dict = {}
+    config, base = heldout.over_tuned_base(trained, lrs, [1, 2], points=2)
+    assert set(lrs) == {"adam"} and base["lr"] == lrs["adam"] == heldout.tuned_lr(
+        "adam", trained.replace(base_update=None, base_rate=0.0), [1, 2], 2)
+    plain = EnvConfig(**NET)  # no base: unchanged
+    assert heldout.over_tuned_base(plain, {}, [1], 1) == (plain, None)
