@@ -1,18 +1,23 @@
-"""Which memory features each ladder level uses, chosen on the TRAIN split only.
+"""Which memory features, and which correction scale, each ladder level uses, chosen on the TRAIN split only.
 
-For one level, meta-trains the level's rule once per variant: the level's local defaults and
-signals (without the memory ``marl_net.levels`` gave it) plus the variant's extra features,
-accumulators ``ema<d>[s]`` / ``rms<d>[s]`` (``marl_net.accumulators``), with the main job's
-settings and budget, in this process (no Tune). Then it tunes each learned rule's
-``action_scale`` on train-split networks of each setting (``marl_net.rules.tuning``) and prints
-its tuned final loss there, with tuned SGD and Adam on the same train-split networks beside it.
-No held-out task is used. ``marl_net.levels`` adopts a variant where it lowers the final loss on
-the train split (the sum of the log ratios to ``none`` over the settings is negative); the rows
-are in docs/results/level_features/results.json and docs/ladder.md::
+For one level, meta-trains the level's rule once per variant and ``--action-scale`` value: the
+level's local defaults and signals (without the memory ``marl_net.levels`` gave it; with its base
+rule's feature) plus the variant's extra features, accumulators ``ema<d>[s]`` / ``rms<d>[s]`` /
+``adam[s]`` (``marl_net.accumulators``), over the level's base rule (``marl_net.base_rules``, at its
+train-split tuned step size, ``meta_training.base_rates``) unless ``--no-base``, with the main job's
+settings and budget, in this process (no Tune). Then, on train-split networks of each setting, it
+puts the base rule at its step size tuned there (``heldout.over_tuned_base``), tunes the learned
+rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its tuned final loss, with tuned
+SGD, Adam and the base rule on the same train-split networks beside it. No held-out task is used.
+``marl_net.levels`` adopts a variant where it lowers the final loss on the train split (the sum of
+the log ratios to ``none`` over the settings is negative); the rows are in
+docs/results/level_features/ and docs/ladder.md::
 
     python experiments/level_features.py --level gradient --variant none= \
         --variant rms='rms0.99[gradient]' --variant rms_ema='rms0.99[gradient],ema0.9[gradient]' \
         --settings teacher_student,teacher_student_long,digits_wide --out gradient.json
+    python experiments/level_features.py --level gradient --variant 'ema=ema0.9[gradient]' \
+        --action-scale 0.2,0.05 --out gradient_scale.json
 
 (4-8 minutes per variant on the 2-core VM while shared: meta-training at the default budget on
 one core, then the tuning runs; ``--budget quick`` for a smoke run.)
@@ -30,7 +35,7 @@ from marl_net import suite
 from marl_net.budgets import BUDGETS
 from marl_net.config import EnvConfig
 from marl_net.fast.tune_trainable import trainer_from_launch
-from marl_net.heldout import tuning_seeds
+from marl_net.heldout import over_tuned_base, tuning_seeds
 from marl_net.levels import DEFAULT_FEATURES, LEVELS
 from marl_net.meta_training import job_settings, level_launch
 from marl_net.rules.tuning import default_grid, tune_action_scale, tune_lr
@@ -51,41 +56,61 @@ def main() -> None:
                         help="NAME=FEATURE[,FEATURE...] (NAME= for the level as defined)")
     parser.add_argument("--settings", default="teacher_student,teacher_student_long")
     parser.add_argument("--budget", default="default", choices=list(BUDGETS))
+    parser.add_argument("--action-scale", default=None,
+                        help="comma-separated meta-training action_scale values (default: the job's)")
+    parser.add_argument("--no-base", action="store_true", help="meta-train without the level's base rule")
+    parser.add_argument("--base-factor", type=float, default=None,
+                        help="the base rule's step size factor (default: the level's base_factor)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-seeds", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     budget = BUDGETS[args.budget]
-    base = DEFAULT_FEATURES + LEVELS[args.level].signals  # the level without the memory it now uses
-    hand_base = EnvConfig.from_kwargs(**{**job_settings("perturbation")["env"], "observations": DEFAULT_FEATURES})
+    level = LEVELS[args.level]
+    plain = tuple(n for n in level.observations if n not in level.memory)  # without the memory it now uses
+    hand_base = EnvConfig.from_kwargs(**{**job_settings("perturbation")["env"], "observations": DEFAULT_FEATURES,
+                                         "base_update": None, "base_rate": 0.0})
     rows = {}
     seeds = tuning_seeds(args.seed, args.tune_seeds)
     settings = [s for s in args.settings.split(",") if s]
+    scales = [float(x) for x in args.action_scale.split(",")] if args.action_scale else [None]
+    factor = level.base_factor if args.base_factor is None else args.base_factor
+    lrs: dict[str, dict[str, float]] = {setting: {} for setting in settings}  # base rules' tuned lr per setting
     for name, extra in args.variant:
-        overrides = {args.level: {"env": {"observations": tuple(base) + extra}}}
-        launch = level_launch(args.level, budget, args.seed, overrides=overrides)
-        trainer = trainer_from_launch(launch)
-        start = time.perf_counter()
-        while trainer.iteration < budget.iterations:
-            metrics = trainer.train()
-        policy = trainer.policy.eval()
-        env = trainer.env.config
-        row = {"extra": list(extra), "train_seconds": round(time.perf_counter() - start, 1),
-               "train_final_inner_loss": metrics.get("inner_loss_final")}
-        for setting in settings:
-            cfg = suite.setting(setting, env)
-            with torch.no_grad():
-                tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
-            row[setting] = {"final": float(min(tuned.scores)), "action_scale": tuned.best}
-        rows[name] = row
-        print(name, json.dumps(row), flush=True)
+        for scale in scales:
+            env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
+                   **({"base_update": None} if args.no_base else {})}
+            overrides = {args.level: {"env": env}}
+            base = None if args.no_base else over_tuned_base(
+                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), {}, seeds, budget.tune_points,
+                factor=factor)[1]
+            launch = level_launch(args.level, budget, args.seed, overrides=overrides, base=base)
+            trainer = trainer_from_launch(launch)
+            start = time.perf_counter()
+            while trainer.iteration < budget.iterations:
+                metrics = trainer.train()
+            policy = trainer.policy.eval()
+            trained = trainer.env.config
+            key = name if scale is None else f"{name}@{scale:g}"
+            row = {"extra": list(extra), "action_scale": trained.action_scale, "base_rate": trained.base_rate,
+                   "train_seconds": round(time.perf_counter() - start, 1),
+                   "train_final_inner_loss": metrics.get("inner_loss_final")}
+            for setting in settings:
+                cfg, based = over_tuned_base(suite.setting(setting, trained), lrs[setting], seeds,
+                                             budget.tune_points, factor=factor)
+                with torch.no_grad():
+                    tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
+                row[setting] = {"final": float(min(tuned.scores)), "action_scale": tuned.best, "base": based}
+            rows[key] = row
+            print(key, json.dumps(row), flush=True)
+    rules = dict.fromkeys(("sgd", "adam") + ((level.base,) if level.base and not args.no_base else ()))
     for setting in settings:
         cfg = suite.setting(setting, hand_base)
-        for rule in ("sgd", "adam"):
+        for rule in rules:
             tuned = tune_lr(rule, cfg.replace(split="train"), seeds=seeds, grid=default_grid(rule, cfg.task))
             rows.setdefault(rule, {})[setting] = {"final": float(min(tuned.scores)), "lr": tuned.best}
-        print(setting, {r: rows[r][setting] for r in ("sgd", "adam")}, flush=True)
+        print(setting, {r: rows[r][setting] for r in rules}, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

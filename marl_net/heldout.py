@@ -91,14 +91,14 @@ def run_learned_rule(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence
 
 
 def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,
-                    device: str = "cpu") -> tuple[EnvConfig, dict | None]:
+                    device: str = "cpu", factor: float = 1.0) -> tuple[EnvConfig, dict | None]:
     """``config`` with its base rule (if any hand rule's, ``marl_net.base_rules.base_of``) at that
     rule's step size tuned on this setting's train split: from ``lrs`` (rule -> tuned lr), or tuned
-    here (and added to ``lrs``). The ``action_scale`` moves with the base rate (both times the new
-    rate over ``config``'s, where that is not 0): the learned correction keeps its size relative to
-    the base rule's step, whose tuned value carries the setting's scale (a wider network, a longer
-    horizon, another loss); the held-out tuning then picks a factor of it. Returns the config and
-    its base record, None without a base."""
+    here (and added to ``lrs``), times ``factor`` (a level's ``base_factor``). The ``action_scale``
+    moves with the base rate (both times the new rate over ``config``'s, where that is not 0): the
+    learned correction keeps its size relative to the base rule's step, whose tuned value carries the
+    setting's scale (a wider network, a longer horizon, another loss); the held-out tuning then
+    picks a factor of it. Returns the config and its base record, None without a base."""
     from marl_net.base_rules import base_of
 
     base = base_of(config)
@@ -107,19 +107,22 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
     if base.rule not in lrs:
         hand = config.replace(base_update=None, base_rate=0.0)
         lrs[base.rule] = tuned_lr(base.rule, hand, tune_with, points, device)
-    rate = base.rate(lrs[base.rule])
+    rate = base.rate(lrs[base.rule] * factor)
     scale = config.action_scale * (rate / config.base_rate if config.base_rate else 1.0)
     return config.replace(base_rate=rate, action_scale=scale), {"rule": base.rule, "lr": lrs[base.rule],
-                                                                 "base_rate": rate, "action_scale": scale}
+                                                                 "factor": factor, "base_rate": rate,
+                                                                 "action_scale": scale}
 
 
 def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.nn.Module, EnvConfig]],
                      hand_rules: Sequence[str], seeds: Sequence[int], tune_with: Sequence[int], points: int,
-                     classification: bool, device: str = "cpu", on_rule=None) -> dict[str, RuleRun]:
+                     classification: bool, device: str = "cpu", on_rule=None,
+                     base_factors: Mapping[str, float] | None = None) -> dict[str, RuleRun]:
     """Every rule on one held-out setting: ``learned`` maps a learned rule's name to (policy, its
     env for this setting); ``hand_rules`` run on ``hand_config`` (its base rule, if any, dropped).
     The settings must agree on the task, the network and the horizon. The hand rules run first: a
-    learned rule over a hand rule runs over it at its step size tuned here (:func:`over_tuned_base`).
+    learned rule over a hand rule runs over it at its step size tuned here (:func:`over_tuned_base`),
+    times ``base_factors[name]`` (default 1: its level's ``base_factor``).
     ``on_rule(name)`` is called after each rule (progress)."""
     for name, (_, cfg) in learned.items():
         same = ("task", "layers", "max_cycles", "batch_size", "split", "task_kwargs")
@@ -134,7 +137,7 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
             on_rule(rule)
     lrs = {rule: run.step for rule, run in runs.items()}
     for name, (policy, cfg) in learned.items():
-        cfg, base = over_tuned_base(cfg, lrs, tune_with, points, device)
+        cfg, base = over_tuned_base(cfg, lrs, tune_with, points, device, (base_factors or {}).get(name, 1.0))
         runs[name] = run_learned_rule(policy, cfg, seeds, tune_with, points, classification, device)
         runs[name].base = base
         if on_rule:
@@ -158,7 +161,7 @@ def summarize(run: RuleRun) -> dict:
 
 def evaluate_suite(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], tasks: Sequence[str],
                    hand_rules: Sequence[str], hand_base: EnvConfig, budget, seed: int, device: str = "cpu",
-                   progress: bool = True) -> dict:
+                   progress: bool = True, base_factors: Mapping[str, float] | None = None) -> dict:
     """The held-out suite: ``policies`` maps a learned rule's name to (policy, its meta-training
     env); ``budget`` (``marl_net.budgets.Budget``) says how many networks and step sizes each
     setting gets. Returns ``{"tuned_lr": ..., "heldout": ..., "settings": ..., "networks": ...,
@@ -181,7 +184,7 @@ def evaluate_suite(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], ta
         hand = suite.setting(task, hand_base)
         learned = {name: (p, suite.setting(task, env)) for name, (p, env) in policies.items()}
         runs = evaluate_setting(hand, learned, hand_rules, seeds, tune_with, sized["tune_points"], spec.classification,
-                                device, on_rule)
+                                device, on_rule, base_factors)
         out["networks"][task] = sized
         out["tuned_lr"][task] = {r: run.step for r, run in runs.items()}
         out["heldout"][task] = {r: summarize(run) for r, run in runs.items()}

@@ -24,7 +24,9 @@ Base: each level's learned rule is a correction to one of its own baselines
 (``marl_net.base_rules``): every step a weight moves by the base rule's change, at its step size
 tuned on the setting's train split, plus ``action_scale`` times the agent's action. The base's
 feature (``adam[gradient]``, ``feedback_eligibility``, ``np_update``) is among the level's
-observations; ``--set env.base_update=null`` meta-trains a level without a base.
+observations; ``--set env.base_update=null`` meta-trains a level without a base. ``base_factor``
+scales the base's tuned step size (1 but for ``feedback``: 1/3, because meta-training over DFA at
+its tuned step diverged on train-split networks; docs/ladder.md).
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
 averages ``ema<d>[s]`` and RMS-normalized signals ``rms<d>[s]`` of its own signals), chosen where
@@ -61,6 +63,7 @@ class Level:
     env: Mapping[str, Any] = field(default_factory=dict)  # env settings the signals need
     memory: tuple[str, ...] = ()  # accumulator features of its signals, chosen on the train split
     base: str | None = None  # the baseline its learned rule corrects (marl_net.base_rules), or None
+    base_factor: float = 1.0  # the base runs at this times its tuned step size (chosen on the train split)
 
     @property
     def observations(self) -> tuple[str, ...]:
@@ -101,7 +104,8 @@ LEVELS: dict[str, Level] = {
                           memory=("rms0.99[np_update]",), base="np"),
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
-                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa"),
+                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa",
+                      base_factor=1 / 3),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
                       ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam"),
 }

@@ -113,8 +113,9 @@ def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, dev
     torch.set_num_threads(1)  # small batched networks: one thread is fastest, and the machine is shared
     try:
         with numerics.recording() as ran:
+            factors = {ladder_levels.LEVELS[lv].learned: ladder_levels.LEVELS[lv].base_factor for lv in trained}
             suite_out = heldout.evaluate_suite(policies, chosen["tasks"], chosen["hand_rules"], hand_base, budget, seed,
-                                               device, progress)
+                                               device, progress, factors)
         evaluated_with = numerics.describe(device, ran)
     finally:
         torch.set_num_threads(threads)

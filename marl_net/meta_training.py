@@ -101,7 +101,8 @@ def restart_seed(seed: int, restart: int) -> int:
 def base_rates(levels: Sequence[str], budget: Budget, seed: int,
                overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> dict[str, dict | None]:
     """Each level's base for meta-training, ``{"rule", "lr", "base_rate"}``: its base rule
-    (``marl_net.base_rules``) at the step size tuned on the train split of its meta-training env,
+    (``marl_net.base_rules``) at the step size tuned on the train split of its meta-training env
+    times the level's ``base_factor``,
     with the held-out suite's tuning networks and grid (``marl_net.heldout``); None where the level
     runs over no hand rule or ``--set env.base_rate=...`` fixes the rate."""
     from marl_net.heldout import over_tuned_base, tuning_seeds
@@ -113,7 +114,7 @@ def base_rates(levels: Sequence[str], budget: Budget, seed: int,
             rates[level] = None
             continue
         _, rates[level] = over_tuned_base(EnvConfig.from_kwargs(**env), {}, tuning_seeds(seed, budget.tune_seeds),
-                                          budget.tune_points, device)
+                                          budget.tune_points, device, LEVELS[level].base_factor)
     return rates
 
 

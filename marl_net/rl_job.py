@@ -69,6 +69,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from marl_net import budgets, rl_baselines
+from marl_net.base_rules import BASES
 from marl_net.config import EnvConfig
 from marl_net.observations import DEFAULT_FEATURES
 
@@ -199,8 +200,9 @@ def base_rates(presets: Sequence[str], overrides: Mapping[str, Mapping[str, Any]
         env = job_settings(name, overrides)["env"]
         if env.get("base_update") is None or "base_rate" in env:
             rates[name] = None
-        elif env["base_update"] == "reinforce_update":
-            rates[name] = rl_baselines.tuned_step_sizes("reinforce", name, tuned, tune_seeds)["lr"]
+        elif env["base_update"] == BASES["reinforce"].feature:
+            rates[name] = BASES["reinforce"].rate(rl_baselines.tuned_step_sizes("reinforce", name, tuned,
+                                                                                tune_seeds)["lr"])
         else:
             raise ValueError(f"env.base_update={env['base_update']!r} (RL preset {name}): only 'reinforce_update' "
                              "takes its rate from a tuned hand rule; give one with --set env.base_rate=...")

@@ -86,10 +86,34 @@ def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_c
                         **env_options("adam", 0.03))
     config, base = heldout.over_tuned_base(trained, {"adam": 0.01}, [1, 2], points=2)
     assert (config.base_rate, config.action_scale) == (pytest.approx(-0.01), pytest.approx(0.2 / 3))
-    assert base == {"rule": "adam", "lr": 0.01, "base_rate": config.base_rate, "action_scale": config.action_scale}
+    assert base == {"rule": "adam", "lr": 0.01, "factor": 1.0, "base_rate": config.base_rate,
+                    "action_scale": config.action_scale}
     lrs: dict = {}
     config, base = heldout.over_tuned_base(trained, lrs, [1, 2], points=2)
     assert set(lrs) == {"adam"} and base["lr"] == lrs["adam"] == heldout.tuned_lr(
         "adam", trained.replace(base_update=None, base_rate=0.0), [1, 2], 2)
     plain = EnvConfig(**NET)  # no base: unchanged
     assert heldout.over_tuned_base(plain, {}, [1], 1) == (plain, None)
+
+
+def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_settings():
+    """``feedback`` runs DFA at a third of its tuned step (``Level.base_factor``): the meta-training
+    env's base rate is -lr/3 with lr DFA's step tuned on the meta-training setting's train split."""
+    from marl_net import heldout
+    from marl_net.budgets import BUDGETS
+    from marl_net.levels import LEVELS
+    from marl_net.meta_training import base_rates, level_launch, train_config
+
+    budget = BUDGETS["quick"]
+    base = base_rates(["feedback"], budget, seed=0)["feedback"]
+    hand = train_config("feedback").replace(base_update=None, base_rate=0.0)
+    lr = heldout.tuned_lr("dfa", hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points)
+    assert LEVELS["feedback"].base_factor == pytest.approx(1 / 3)
+    assert base == {"rule": "dfa", "lr": lr, "factor": LEVELS["feedback"].base_factor, "base_rate": -lr / 3,
+                    "action_scale": train_config("feedback").action_scale}
+    assert level_launch("feedback", budget, 0, base=base)["env"]["base_rate"] == pytest.approx(-lr / 3)
+    assert base_rates(["feedback"], budget, 0, {"env": {"base_rate": -0.5}}) == {"feedback": None}  # fixed by --set
+    config, record = heldout.over_tuned_base(EnvConfig.from_kwargs(**level_launch("feedback", budget, 0, base=base)["env"]),
+                                             {"dfa": 0.3}, [1], 1, factor=1 / 3)
+    assert config.base_rate == pytest.approx(-0.1) and record["factor"] == pytest.approx(1 / 3)
+    assert config.action_scale == pytest.approx(train_config("feedback").action_scale * 0.1 / (lr / 3))

@@ -182,7 +182,7 @@ def test_eval_compares_a_saved_learned_rule_with_tuned_hand_rules(tmp_path, caps
     # the learned rule runs over NP (its level's base) at NP's step size tuned on this setting
     np_lr = results["tuned_lr"]["teacher_student"]["np"]
     # (the saved rule has no base rate yet, so its action_scale stays; tests/test_base_rules.py scales one)
-    assert entry["learned_perturbation"]["base"] == {"rule": "np", "lr": np_lr, "base_rate": np_lr / DEFAULT_SIGMA,
+    assert entry["learned_perturbation"]["base"] == {"rule": "np", "lr": np_lr, "factor": 1.0, "base_rate": np_lr / DEFAULT_SIGMA,
                                                      "action_scale": config.action_scale}
     setting = setting.replace(base_rate=np_lr / DEFAULT_SIGMA)
     expected = heldout.run_learned_rule(policy, setting, heldout.heldout_seeds(5, 3), heldout.tuning_seeds(5, 2), 2,

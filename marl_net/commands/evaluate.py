@@ -152,7 +152,7 @@ def compare_learned(args) -> int:
     import torch
 
     from marl_net import heldout, report
-    from marl_net.levels import available_rules
+    from marl_net.levels import LEVELS, available_rules
     from marl_net.meta_training import load_policy
     from marl_net.tasks import make_task
 
@@ -172,7 +172,8 @@ def compare_learned(args) -> int:
         runs = heldout.evaluate_setting(config, {name: (policy, config)}, present,
                                         heldout.heldout_seeds(args.seed, args.episodes),
                                         heldout.tuning_seeds(args.seed, args.tune_seeds), args.tune_points,
-                                        task.loss == "cross_entropy", on_rule=lambda r: print(f"  done: {r}"))
+                                        task.loss == "cross_entropy", on_rule=lambda r: print(f"  done: {r}"),
+                                        base_factors={name: LEVELS[level].base_factor if level in LEVELS else 1.0})
     finally:
         torch.set_num_threads(threads)
     key = config.task if args.task else "setting"
