@@ -57,13 +57,15 @@ def test_zero_actions_over_the_negative_gradient_are_sgd():
     assert all(torch.equal(p, q) for p, q in zip(core.params, sgd_core.params))
 
 
-@pytest.mark.parametrize("ownership", ["outgoing", "incoming"])
-def test_vector_env_equals_pettingzoo_env_with_a_base_rule(ownership):
-    """Random actions over SGD as the base rule, three episodes with two autoresets: the PettingZoo
-    env, the padded and the block layout agree (the base reads each view's own last observation)."""
+@pytest.mark.parametrize("ownership,base", [("outgoing", "ema0.9[gradient]"), ("incoming", "ema0.9[gradient]"),
+                                            ("outgoing", "adam[gradient]")])
+def test_vector_env_equals_pettingzoo_env_with_a_base_rule(ownership, base):
+    """Random actions over a momentum (or Adam) of the gradient as the base rule, three episodes
+    with two autoresets: the PettingZoo env, the padded and the block layout agree (the base reads
+    each view's own last observation; the accumulators restart at every autoreset)."""
     check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, max_cycles=4, batch_size=8,
-                                            observations=("weight", "gradient", "ema0.9[gradient]"),
-                                            base_update="ema0.9[gradient]", base_rate=-0.05))
+                                            observations=("weight", "gradient", base),
+                                            base_update=base, base_rate=-0.05))
 
 
 @pytest.mark.parametrize("kwargs,match", [
