@@ -176,10 +176,10 @@ def check_settings(presets: Sequence[str], overrides: Mapping[str, Mapping[str, 
 def launch(name: str, budget: RLBudget, seed: int, overrides: Mapping[str, Mapping[str, Any]] | None = None,
            device: str = "cpu", base_rate: float | None = None) -> dict:
     """The fast-path launch dict of trained preset ``name`` (learning rate annealed to 0);
-    ``base_rate``: the env's, where the settings name a ``base_update`` without one
-    (:func:`base_rates`)."""
+    ``base_rate``: the env's (:func:`base_rates`: None where the settings have no ``base_update`` or
+    fix its rate)."""
     settings = job_settings(name, overrides)
-    if base_rate is not None and settings["env"].get("base_update") is not None and "base_rate" not in settings["env"]:
+    if base_rate is not None:
         settings["env"]["base_rate"] = base_rate
     env = EnvConfig.from_kwargs(**settings["env"]).to_dict()
     ppo = {"copies": budget.copies_for(name), "lr_anneal_iterations": budget.iterations, "device": device,

@@ -169,6 +169,7 @@ class WorkerPool:
                 self.close()
                 raise RuntimeError(f"fast PPO worker {rank} failed:\n{payload}")
             if kind != expected:
+                self.close()  # the pool is out of step: its workers cannot be trusted with the next command
                 raise RuntimeError(f"fast PPO worker {rank} answered {kind!r} where {expected!r} was due")
             out.append(payload)
         return out
