@@ -46,7 +46,7 @@ class RuleRun:
     step: float  # the tuned step size (learning rate or action_scale)
     curves: torch.Tensor  # [E, steps + 1] held-out loss curves
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
-    base: dict | None = None  # a learned rule's base: {"rule", "lr", "base_rate"} (marl_net.base_rules)
+    base: dict | None = None  # a learned rule's base (over_tuned_base's record; marl_net.base_rules)
 
 
 def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -122,7 +122,8 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
     env for this setting); ``hand_rules`` run on ``hand_config`` (its base rule, if any, dropped).
     The settings must agree on the task, the network and the horizon. The hand rules run first: a
     learned rule over a hand rule runs over it at its step size tuned here (:func:`over_tuned_base`),
-    times ``base_factors[name]`` (default 1: its level's ``base_factor``).
+    times ``base_factors[name]`` (default 1; the main job and ``marl-net eval`` pass the level's
+    ``base_factor``).
     ``on_rule(name)`` is called after each rule (progress)."""
     for name, (_, cfg) in learned.items():
         same = ("task", "layers", "max_cycles", "batch_size", "split", "task_kwargs")

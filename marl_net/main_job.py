@@ -22,13 +22,15 @@ A level whose signals or baselines this build lacks is skipped, and results.json
 
     {"budget": {...}, "seed": S, "seconds": ...,
      "levels": {"LEVEL": {"observations": [...], "policy": {...}, "memory": "none", "env": {...},
+                          "base": {"rule", "lr", "factor", "base_rate", "action_scale"} or null,
                           "ppo": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ...},
                           "numerics": {...}}},   # marl_net.numerics.describe of its trial
      "numerics": {...},                          # of the held-out evaluation
      "tuned_lr": {"TASK": {"RULE": step}},
      "heldout": {"TASK": {"RULE": {"final_loss_mean", "final_loss_std", "auc_mean", "initial_loss_mean",
                                    "test_accuracy_mean", "test_accuracy_std" (classification),
-                                   "curve_mean", "curve_std"}}},
+                                   "curve_mean", "curve_std",
+                                   "base" (a learned rule over a hand rule: as levels[LEVEL]["base"])}}},
      "settings": {"TASK": {env config}}, "networks": {"TASK": {"eval_episodes", "tune_seeds", "tune_points"}},
      "skipped": {...},
      "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [{"name", "reason"}]}

@@ -100,11 +100,11 @@ def restart_seed(seed: int, restart: int) -> int:
 
 def base_rates(levels: Sequence[str], budget: Budget, seed: int,
                overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu") -> dict[str, dict | None]:
-    """Each level's base for meta-training, ``{"rule", "lr", "base_rate"}``: its base rule
-    (``marl_net.base_rules``) at the step size tuned on the train split of its meta-training env
-    times the level's ``base_factor``,
-    with the held-out suite's tuning networks and grid (``marl_net.heldout``); None where the level
-    runs over no hand rule or ``--set env.base_rate=...`` fixes the rate."""
+    """Each level's base for meta-training (``heldout.over_tuned_base``'s record: rule, lr, factor,
+    base_rate, action_scale): its base rule (``marl_net.base_rules``) at the step size tuned on the
+    train split of its meta-training env times the level's ``base_factor``, with the held-out
+    suite's tuning networks and grid (``marl_net.heldout``); None where the level runs over no hand
+    rule or ``--set env.base_rate=...`` fixes the rate. results.json keeps it as ``levels[LEVEL]["base"]``."""
     from marl_net.heldout import over_tuned_base, tuning_seeds
 
     rates: dict[str, dict | None] = {}
