@@ -12,7 +12,9 @@ For one setting (an :class:`EnvConfig` on the ``heldout`` split), every rule:
 
 A learned rule that runs over a hand rule (``EnvConfig.base_update``, ``marl_net.base_rules``) runs
 over it at that hand rule's step size tuned on the same setting's train split (the hand rules run
-first; a base rule not among them is tuned for it), so with zero actions it is the tuned hand rule.
+first; a base rule not among them is tuned for it), so with zero actions it is the tuned hand rule;
+a level whose base ran at a fraction of its tuned step in meta-training (``base_factor``) has that
+fraction and the full step tried, alongside its ``action_scale``, on the train split.
 
 Classification settings also report test accuracy on samples no update has seen, from the final
 weights (``marl_net.accuracy.test_accuracy``).
@@ -47,6 +49,7 @@ class RuleRun:
     curves: torch.Tensor  # [E, steps + 1] held-out loss curves
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
     base: dict | None = None  # a learned rule's base (over_tuned_base's record; marl_net.base_rules)
+    config: EnvConfig | None = None  # a learned rule's env as it ran (its tuned base, before its tuned scale)
 
 
 def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -76,18 +79,26 @@ def run_hand_rule(rule: str, config: EnvConfig, seeds: Sequence[int], tune_with:
     return RuleRun(lr, run.curves, accuracy)
 
 
-def run_learned_rule(policy: torch.nn.Module, config: EnvConfig, seeds: Sequence[int], tune_with: Sequence[int],
-                     points: int, classification: bool, device: str = "cpu") -> RuleRun:
+def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[EnvConfig], seeds: Sequence[int],
+                     tune_with: Sequence[int], points: int, classification: bool, device: str = "cpu") -> RuleRun:
     """Tune the learned rule's ``action_scale`` on the train split of ``config`` (multiples of
-    ``config.action_scale``, the one it was meta-trained with), then run it on ``seeds``."""
+    ``config.action_scale``, the one it was meta-trained with), then run it on ``seeds``. Given
+    several configs (the same rule over differently scaled bases, :func:`learned_options`), each is
+    tuned so, and the one with the lowest tuned score on the train split runs (the first on ties)."""
     from marl_net.evaluation import rollout
     from marl_net.rules.tuning import scale_factors, tune_action_scale
 
+    configs = [config] if isinstance(config, EnvConfig) else list(config)
+    best = None
     with torch.no_grad():
-        tuned = tune_action_scale(policy, config, tune_with, scale_factors(points), device=device)
-        run = rollout(policy, config.replace(action_scale=tuned.best), seeds, device)
+        for cfg in configs:
+            tuned = tune_action_scale(policy, cfg, tune_with, scale_factors(points), device=device)
+            if best is None or min(tuned.scores) < best[0]:
+                best = (min(tuned.scores), cfg, tuned.best)
+        _, config, scale = best
+        run = rollout(policy, config.replace(action_scale=scale), seeds, device)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
-    return RuleRun(tuned.best, run.curves, accuracy)
+    return RuleRun(scale, run.curves, accuracy, config=config)
 
 
 def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,
@@ -114,6 +125,17 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
                                                                  "action_scale": scale}
 
 
+def learned_options(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,
+                    device: str = "cpu", factor: float = 1.0) -> list[tuple[EnvConfig, dict | None]]:
+    """The configs a learned rule's held-out tuning tries (:func:`over_tuned_base` each): over its
+    base at ``factor`` times the base's tuned step (its meta-training's), and, where ``factor`` is
+    not 1, also at the tuned step itself; one config (``factor``'s) without a base."""
+    first = over_tuned_base(config, lrs, tune_with, points, device, factor)
+    if first[1] is None or factor == 1.0:
+        return [first]
+    return [first, over_tuned_base(config, lrs, tune_with, points, device, 1.0)]
+
+
 def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.nn.Module, EnvConfig]],
                      hand_rules: Sequence[str], seeds: Sequence[int], tune_with: Sequence[int], points: int,
                      classification: bool, device: str = "cpu", on_rule=None,
@@ -123,7 +145,8 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
     The settings must agree on the task, the network and the horizon. The hand rules run first: a
     learned rule over a hand rule runs over it at its step size tuned here (:func:`over_tuned_base`),
     times ``base_factors[name]`` (default 1; the main job and ``marl-net eval`` pass the level's
-    ``base_factor``).
+    ``base_factor``) or, where that factor is not 1, times 1 if that tunes lower on the train split
+    (:func:`learned_options`).
     ``on_rule(name)`` is called after each rule (progress)."""
     for name, (_, cfg) in learned.items():
         same = ("task", "layers", "max_cycles", "batch_size", "split", "task_kwargs")
@@ -138,9 +161,10 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
             on_rule(rule)
     lrs = {rule: run.step for rule, run in runs.items()}
     for name, (policy, cfg) in learned.items():
-        cfg, base = over_tuned_base(cfg, lrs, tune_with, points, device, (base_factors or {}).get(name, 1.0))
-        runs[name] = run_learned_rule(policy, cfg, seeds, tune_with, points, classification, device)
-        runs[name].base = base
+        options = learned_options(cfg, lrs, tune_with, points, device, (base_factors or {}).get(name, 1.0))
+        runs[name] = run_learned_rule(policy, [c for c, _ in options], seeds, tune_with, points, classification,
+                                      device)
+        runs[name].base = next(base for c, base in options if c is runs[name].config)
         if on_rule:
             on_rule(name)
     return {name: runs[name] for name in [*learned, *hand_rules]}  # learned rules first, as reported

@@ -25,8 +25,10 @@ Base: each level's learned rule is a correction to one of its own baselines
 tuned on the setting's train split, plus ``action_scale`` times the agent's action. The base's
 feature (``adam[gradient]``, ``feedback_eligibility``, ``np_update``) is among the level's
 observations; ``--set env.base_update=null`` meta-trains a level without a base. ``base_factor``
-scales the base's tuned step size (1 but for ``feedback``: 1/3, because meta-training over DFA at
-its tuned step diverged on train-split networks; docs/ladder.md).
+scales the base's tuned step size in meta-training (1 but for ``feedback``: 1/3, because
+meta-training over DFA at its tuned step diverged on train-split networks; docs/ladder.md); on a
+held-out setting the learned rule's tuning tries the base at that fraction and at the full tuned
+step, on the setting's train split (``marl_net.heldout.learned_options``).
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
 averages ``ema<d>[s]`` and RMS-normalized signals ``rms<d>[s]`` of its own signals), chosen where
@@ -63,7 +65,7 @@ class Level:
     env: Mapping[str, Any] = field(default_factory=dict)  # env settings the signals need
     memory: tuple[str, ...] = ()  # accumulator features of its signals, chosen on the train split
     base: str | None = None  # the baseline its learned rule corrects (marl_net.base_rules), or None
-    base_factor: float = 1.0  # the base runs at this times its tuned step size (chosen on the train split)
+    base_factor: float = 1.0  # meta-training's base runs at this times its tuned step (chosen on the train split)
 
     @property
     def observations(self) -> tuple[str, ...]:

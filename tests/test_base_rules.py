@@ -117,3 +117,31 @@ def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_s
                                              {"dfa": 0.3}, [1], 1, factor=1 / 3)
     assert config.base_rate == pytest.approx(-0.1) and record["factor"] == pytest.approx(1 / 3)
     assert config.action_scale == pytest.approx(train_config("feedback").action_scale * 0.1 / (lr / 3))
+
+
+def test_a_fractional_base_is_tuned_against_the_full_step_on_the_train_split():
+    """A learned rule meta-trained over its base at a fraction of the base's tuned step
+    (``base_factor``) has that fraction and the full step tried on the train split; the held-out
+    run uses the one that tunes lower, and its record says which."""
+    from marl_net import heldout
+    from marl_net.policies.synapse_policy import PolicyConfig, SynapsePolicy
+    from marl_net.rules.tuning import scale_factors, tune_action_scale
+
+    trained = EnvConfig(task="teacher_student", layers=(4, 6, 2), max_cycles=10, batch_size=8, feedback="dfa",
+                        observations=DEFAULT_FEATURES + ("feedback_eligibility",), action_scale=0.05,
+                        **env_options("dfa", 0.1))
+    torch.manual_seed(0)
+    policy = SynapsePolicy(PolicyConfig(num_features=len(trained.observations) + 1)).eval()
+    options = heldout.learned_options(trained, {"dfa": 1.0}, [1, 2], 2, factor=1 / 3)
+    assert [base["factor"] for _, base in options] == [pytest.approx(1 / 3), 1.0]
+    assert heldout.learned_options(trained, {"dfa": 1.0}, [1, 2], 2, factor=1.0)[0][1]["factor"] == 1.0
+    assert len(heldout.learned_options(trained, {"dfa": 1.0}, [1, 2], 2, factor=1.0)) == 1
+    runs = heldout.evaluate_setting(trained.replace(split="heldout"), {"learned": (policy, trained.replace(
+        split="heldout"))}, ["dfa"], [5, 6], [1, 2], 2, classification=False, base_factors={"learned": 1 / 3})
+    with torch.no_grad():
+        scores = [min(tune_action_scale(policy, c.replace(split="heldout"), [1, 2], scale_factors(2)).scores)
+                  for c, _ in heldout.learned_options(trained.replace(split="heldout"), {"dfa": runs["dfa"].step},
+                                                      [1, 2], 2, factor=1 / 3)]
+    chosen = runs["learned"].base["factor"]
+    assert chosen == (1.0 if scores[1] < scores[0] else pytest.approx(1 / 3))
+    assert runs["learned"].config.base_rate == pytest.approx(-runs["dfa"].step * chosen)
