@@ -4,8 +4,8 @@ For one level, meta-trains the level's rule once per variant and ``--action-scal
 level's local defaults and signals (without the memory ``marl_net.levels`` gave it; with its base
 rule's feature) plus the variant's extra features, accumulators ``ema<d>[s]`` / ``rms<d>[s]`` /
 ``adam[s]`` (``marl_net.accumulators``), over the level's base rule (``marl_net.base_rules``, at its
-train-split tuned step size, ``meta_training.base_rates``) unless ``--no-base``, with the main job's
-settings and budget, in this process (no Tune). Then, on train-split networks of each setting, it
+train-split tuned step size times ``--base-factor``, by default the level's) unless ``--no-base``,
+with the main job's settings and budget, in this process (no Tune). Then, on train-split networks of each setting, it
 puts the base rule at its step size tuned there (``heldout.over_tuned_base``), tunes the learned
 rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its tuned final loss, with tuned
 SGD, Adam and the base rule on the same train-split networks beside it. No held-out task is used.
