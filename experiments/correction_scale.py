@@ -21,7 +21,7 @@ import json
 import torch
 
 from marl_net import suite
-from marl_net.base_rules import base_of
+from marl_net.base_rules import base_of, without_base
 from marl_net.heldout import over_tuned_base, tuned_lr, tuning_seeds
 from marl_net.meta_training import load_policy
 from marl_net.rules.tuning import tune_action_scale
@@ -46,7 +46,7 @@ def main() -> None:
     if base is None:
         parser.error(f"{args.policy} runs over no hand rule (env base_update={config.base_update!r})")
     seeds = tuning_seeds(args.seed, args.tune_seeds)
-    lr = tuned_lr(base.rule, config.replace(base_update=None, base_rate=0.0), seeds, args.points)
+    lr = tuned_lr(base.rule, without_base(config), seeds, args.points)
     rows = {"policy": args.policy, "level": level, "setting": args.setting, "base": base.rule, "lr": lr, "rows": []}
     for factor in (float(f) for f in args.base_factors.split(",")):
         cfg, record = over_tuned_base(config, {base.rule: lr}, seeds, args.points, factor=factor)

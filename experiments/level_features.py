@@ -77,14 +77,15 @@ def main() -> None:
     scales = [float(x) for x in args.action_scale.split(",")] if args.action_scale else [None]
     factor = level.base_factor if args.base_factor is None else args.base_factor
     lrs: dict[str, dict[str, float]] = {setting: {} for setting in settings}  # base rules' tuned lr per setting
+    train_lrs: dict[str, float] = {}  # the base rule's tuned lr on the meta-training setting (tuned once)
     for name, extra in args.variant:
         for scale in scales:
             env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
                    **({"base_update": None} if args.no_base else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
-                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), {}, seeds, budget.tune_points,
-                factor=factor)[1]
+                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs, seeds,
+                budget.tune_points, factor=factor)[1]
             launch = level_launch(args.level, budget, args.seed, overrides=overrides, base=base)
             trainer = trainer_from_launch(launch)
             start = time.perf_counter()

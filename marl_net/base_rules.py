@@ -69,6 +69,11 @@ def base_of(config) -> BaseRule | None:
     return next((b for b in BASES.values() if b.feature == feature), None)
 
 
+def without_base(config):
+    """``config`` (an ``EnvConfig``) with no base rule under the actions: how hand rules run."""
+    return config.replace(base_update=None, base_rate=0.0)
+
+
 def env_options(rule: str, lr: float) -> dict:
     """``{"base_update", "base_rate"}`` that put hand rule ``rule`` at step size ``lr`` under the actions."""
     if not (math.isfinite(float(lr)) and float(lr) > 0):

@@ -49,7 +49,6 @@ class RuleRun:
     curves: torch.Tensor  # [E, steps + 1] held-out loss curves
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
     base: dict | None = None  # a learned rule's base (over_tuned_base's record; marl_net.base_rules)
-    config: EnvConfig | None = None  # a learned rule's env as it ran (its tuned base, before its tuned scale)
 
 
 def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -79,26 +78,28 @@ def run_hand_rule(rule: str, config: EnvConfig, seeds: Sequence[int], tune_with:
     return RuleRun(lr, run.curves, accuracy)
 
 
-def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[EnvConfig], seeds: Sequence[int],
-                     tune_with: Sequence[int], points: int, classification: bool, device: str = "cpu") -> RuleRun:
+def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[tuple[EnvConfig, dict | None]],
+                     seeds: Sequence[int], tune_with: Sequence[int], points: int, classification: bool,
+                     device: str = "cpu") -> RuleRun:
     """Tune the learned rule's ``action_scale`` on the train split of ``config`` (multiples of
     ``config.action_scale``, the one it was meta-trained with), then run it on ``seeds``. Given
-    several configs (the same rule over differently scaled bases, :func:`learned_options`), each is
-    tuned so, and the one with the lowest tuned score on the train split runs (the first on ties)."""
+    several (config, base record) options (the same rule over differently scaled bases,
+    :func:`learned_options`), each is tuned so, and the one with the lowest tuned score on the train
+    split runs (the first on ties); the result carries its base record."""
     from marl_net.evaluation import rollout
     from marl_net.rules.tuning import scale_factors, tune_action_scale
 
-    configs = [config] if isinstance(config, EnvConfig) else list(config)
+    options = [(config, None)] if isinstance(config, EnvConfig) else list(config)
     best = None
     with torch.no_grad():
-        for cfg in configs:
+        for cfg, base in options:
             tuned = tune_action_scale(policy, cfg, tune_with, scale_factors(points), device=device)
             if best is None or min(tuned.scores) < best[0]:
-                best = (min(tuned.scores), cfg, tuned.best)
-        _, config, scale = best
+                best = (min(tuned.scores), cfg, base, tuned.best)
+        _, config, base, scale = best
         run = rollout(policy, config.replace(action_scale=scale), seeds, device)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
-    return RuleRun(scale, run.curves, accuracy, config=config)
+    return RuleRun(scale, run.curves, accuracy, base)
 
 
 def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,
@@ -110,14 +111,13 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
     learned correction keeps its size relative to the base rule's step, whose tuned value carries the
     setting's scale (a wider network, a longer horizon, another loss); the held-out tuning then
     picks a factor of it. Returns the config and its base record, None without a base."""
-    from marl_net.base_rules import base_of
+    from marl_net.base_rules import base_of, without_base
 
     base = base_of(config)
     if base is None:
         return config, None
     if base.rule not in lrs:
-        hand = config.replace(base_update=None, base_rate=0.0)
-        lrs[base.rule] = tuned_lr(base.rule, hand, tune_with, points, device)
+        lrs[base.rule] = tuned_lr(base.rule, without_base(config), tune_with, points, device)
     rate = base.rate(lrs[base.rule] * factor)
     scale = config.action_scale * (rate / config.base_rate if config.base_rate else 1.0)
     return config.replace(base_rate=rate, action_scale=scale), {"rule": base.rule, "lr": lrs[base.rule],
@@ -153,7 +153,9 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
         if any(getattr(cfg, k) != getattr(hand_config, k) for k in same):
             raise ValueError(f"learned rule {name!r} runs a different setting from the hand rules; give both the "
                              f"same {list(same)}")
-    hand_config = hand_config.replace(base_update=None, base_rate=0.0)
+    from marl_net.base_rules import without_base
+
+    hand_config = without_base(hand_config)
     runs: dict[str, RuleRun] = {}
     for rule in hand_rules:
         runs[rule] = run_hand_rule(rule, hand_config, seeds, tune_with, points, classification, device)
@@ -162,9 +164,7 @@ def evaluate_setting(hand_config: EnvConfig, learned: Mapping[str, tuple[torch.n
     lrs = {rule: run.step for rule, run in runs.items()}
     for name, (policy, cfg) in learned.items():
         options = learned_options(cfg, lrs, tune_with, points, device, (base_factors or {}).get(name, 1.0))
-        runs[name] = run_learned_rule(policy, [c for c, _ in options], seeds, tune_with, points, classification,
-                                      device)
-        runs[name].base = next(base for c, base in options if c is runs[name].config)
+        runs[name] = run_learned_rule(policy, options, seeds, tune_with, points, classification, device)
         if on_rule:
             on_rule(name)
     return {name: runs[name] for name in [*learned, *hand_rules]}  # learned rules first, as reported

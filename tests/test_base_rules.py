@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from marl_net.base_rules import BASES, env_options
+from marl_net.base_rules import BASES, env_options, without_base
 from marl_net.config import EnvConfig
 from marl_net.observations import DEFAULT_FEATURES
 from marl_net.rules.registry import run_rule
@@ -91,7 +91,7 @@ def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_c
     lrs: dict = {}
     config, base = heldout.over_tuned_base(trained, lrs, [1, 2], points=2)
     assert set(lrs) == {"adam"} and base["lr"] == lrs["adam"] == heldout.tuned_lr(
-        "adam", trained.replace(base_update=None, base_rate=0.0), [1, 2], 2)
+        "adam", without_base(trained), [1, 2], 2)
     plain = EnvConfig(**NET)  # no base: unchanged
     assert heldout.over_tuned_base(plain, {}, [1], 1) == (plain, None)
 
@@ -106,7 +106,7 @@ def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_s
 
     budget = BUDGETS["quick"]
     base = base_rates(["feedback"], budget, seed=0)["feedback"]
-    hand = train_config("feedback").replace(base_update=None, base_rate=0.0)
+    hand = without_base(train_config("feedback"))
     lr = heldout.tuned_lr("dfa", hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points)
     assert LEVELS["feedback"].base_factor == pytest.approx(1 / 3)
     assert base == {"rule": "dfa", "lr": lr, "factor": LEVELS["feedback"].base_factor, "base_rate": -lr / 3,
@@ -144,4 +144,4 @@ def test_a_fractional_base_is_tuned_against_the_full_step_on_the_train_split():
                                                       [1, 2], 2, factor=1 / 3)]
     chosen = runs["learned"].base["factor"]
     assert chosen == (1.0 if scores[1] < scores[0] else pytest.approx(1 / 3))
-    assert runs["learned"].config.base_rate == pytest.approx(-runs["dfa"].step * chosen)
+    assert runs["learned"].base["base_rate"] == pytest.approx(-runs["dfa"].step * chosen)
