@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--no-base", action="store_true", help="meta-train without the level's base rule")
     parser.add_argument("--base-factor", type=float, default=None,
                         help="the base rule's step size factor (default: the level's base_factor)")
+    parser.add_argument("--train-task", default=None,
+                        help="comma-separated meta-training tasks, each a variant of its own (default: the job's, "
+                             "teacher_student); e.g. teacher_student,teacher_classes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-seeds", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -75,16 +78,17 @@ def main() -> None:
     seeds = tuning_seeds(args.seed, args.tune_seeds)
     settings = [s for s in args.settings.split(",") if s]
     scales = [float(x) for x in args.action_scale.split(",")] if args.action_scale else [None]
+    train_tasks = [t for t in args.train_task.split(",") if t] if args.train_task else [None]
     factor = level.base_factor if args.base_factor is None else args.base_factor
     lrs: dict[str, dict[str, float]] = {setting: {} for setting in settings}  # base rules' tuned lr per setting
-    train_lrs: dict[str, float] = {}  # the base rule's tuned lr on the meta-training setting (tuned once)
+    train_lrs: dict[str | None, dict[str, float]] = {}  # per meta-training task: the base rule's tuned lr (tuned once)
     for name, extra in args.variant:
-        for scale in scales:
+        for scale, task in [(scale, task) for scale in scales for task in train_tasks]:
             env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
-                   **({"base_update": None} if args.no_base else {})}
+                   **({"task": task} if task else {}), **({"base_update": None} if args.no_base else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
-                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs, seeds,
+                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs.setdefault(task, {}), seeds,
                 budget.tune_points, factor=factor)[1]
             launch = level_launch(args.level, budget, args.seed, overrides=overrides, base=base)
             trainer = trainer_from_launch(launch)
@@ -93,8 +97,8 @@ def main() -> None:
                 metrics = trainer.train()
             policy = trainer.policy.eval()
             trained = trainer.env.config
-            key = name if scale is None else f"{name}@{scale:g}"
-            row = {"extra": list(extra), "action_scale": trained.action_scale, "base_rate": trained.base_rate,
+            key = name + ("" if scale is None else f"@{scale:g}") + ("" if task is None else f"/{task}")
+            row = {"extra": list(extra), "task": trained.task, "action_scale": trained.action_scale, "base_rate": trained.base_rate,
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
             for setting in settings:
