@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--train-task", default=None,
                         help="comma-separated meta-training tasks, each a variant of its own (default: the job's, "
                              "teacher_student); e.g. teacher_student,teacher_classes")
+    parser.add_argument("--correction", default=None, choices=("additive", "relative"),
+                        help="how the rule corrects its base (EnvConfig.correction; default: the level's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune-seeds", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -85,7 +87,8 @@ def main() -> None:
     for name, extra in args.variant:
         for scale, task in [(scale, task) for scale in scales for task in train_tasks]:
             env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
-                   **({"task": task} if task else {}), **({"base_update": None} if args.no_base else {})}
+                   **({"task": task} if task else {}), **({"base_update": None} if args.no_base else {}),
+                   **({"correction": args.correction} if args.correction else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
                 EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs.setdefault(task, {}), seeds,
@@ -98,7 +101,7 @@ def main() -> None:
             policy = trainer.policy.eval()
             trained = trainer.env.config
             key = name + ("" if scale is None else f"@{scale:g}") + ("" if task is None else f"/{task}")
-            row = {"extra": list(extra), "task": trained.task, "action_scale": trained.action_scale, "base_rate": trained.base_rate,
+            row = {"extra": list(extra), "task": trained.task, "correction": trained.correction, "action_scale": trained.action_scale, "base_rate": trained.base_rate,
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
             for setting in settings:

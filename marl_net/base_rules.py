@@ -71,7 +71,7 @@ def base_of(config) -> BaseRule | None:
 
 def without_base(config):
     """``config`` (an ``EnvConfig``) with no base rule under the actions: how hand rules run."""
-    return config.replace(base_update=None, base_rate=0.0)
+    return config.replace(base_update=None, base_rate=0.0, correction="additive")
 
 
 def env_options(rule: str, lr: float) -> dict:

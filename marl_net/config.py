@@ -25,6 +25,8 @@ from marl_net.validation import check_field_types
 from marl_net.tasks.rl import RLTask
 from marl_net.rl_features import RL_FEATURES
 
+CORRECTIONS = ("additive", "relative")  # how the agents' actions correct a base rule (EnvConfig._check_base)
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -43,6 +45,9 @@ class EnvConfig:
     # value its agent observed of the feature base_update (one of `observations`; see _check_base)
     base_update: str | None = None
     base_rate: float = 0.0
+    # how actions correct the base rule: "additive" (action_scale * action + base_rate * f) or
+    # "relative" (base_rate * f * exp(action_scale * action): a per-synapse step-size factor; see _check_base)
+    correction: str = "additive"
     clip_actions: bool = True  # False: out-of-bound actions raise instead of being clipped
     hidden_activation: str = "tanh"
     output_activation: str = "linear"
@@ -128,7 +133,17 @@ class EnvConfig:
         action answers (sanitized, as every feature). ``base_update="reinforce_update"`` with
         REINFORCE's step size puts the ``reinforce`` hand rule under the actions (zero actions are
         that rule); ``"gradient"`` with ``base_rate=-lr`` puts SGD there. The feature must be one of
-        ``observations``, so the rule sees nothing it would not otherwise."""
+        ``observations``, so the rule sees nothing it would not otherwise.
+
+        ``correction="relative"`` makes the action a per-synapse factor of the base rule's step
+        instead: ``base_rate * f * exp(action_scale * action)`` (a learned step size per synapse and
+        step; zero actions are the base rule; where the base rule's change vanishes, so does the
+        rule's). It needs a base rule."""
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"correction={self.correction!r} is unknown; choose one of {list(CORRECTIONS)}")
+        if self.correction == "relative" and self.base_update is None:
+            raise ValueError("correction='relative' scales a base rule's step: set base_update (e.g. "
+                             "base_update='gradient', base_rate=-0.1) or use correction='additive'")
         if self.base_update is None:
             if self.base_rate != 0.0:
                 raise ValueError(f"base_rate={self.base_rate!r} without base_update: name the observed feature "

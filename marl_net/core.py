@@ -235,9 +235,7 @@ class NetworkWeightsCore:
             raise EnvCrash(f"simulated crash (crash_probability={self.config.crash_probability})")
         actions = self.check_actions(actions)
         per_layer = self.ownership.from_agents(actions) if self.layout == "padded" else self.ownership.from_blocks(actions)
-        delta = [d * self.config.action_scale for d in per_layer]
-        if self.config.base_update is not None:  # the base rule under the actions (EnvConfig._check_base)
-            delta = [d + self.config.base_rate * f for d, f in zip(delta, self._observed(self.config.base_update))]
+        delta = self._weight_changes(per_layer)
         self.params = [p + d for p, d in zip(self.params, delta)]
         self.delta = delta
         self.t = self.t + 1
@@ -300,6 +298,18 @@ class NetworkWeightsCore:
             raise ValueError("actions outside [-1, 1] with clip_actions=False; scale them or pass clip_actions=True")
         clipped = actions.clamp(-1.0, 1.0)
         return clipped if mask is None else clipped * mask
+
+    def _weight_changes(self, actions: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per layer, the step's weight changes from the agents' ``actions``: ``action_scale`` times
+        them, plus the base rule's change where there is one; with ``correction="relative"`` the
+        base rule's change times ``exp(action_scale * action)`` (``EnvConfig._check_base``)."""
+        cfg = self.config
+        if cfg.base_update is None:
+            return [a * cfg.action_scale for a in actions]
+        base = [cfg.base_rate * f for f in self._observed(cfg.base_update)]
+        if cfg.correction == "relative":
+            return [b * torch.exp(a * cfg.action_scale) for a, b in zip(actions, base)]
+        return [a * cfg.action_scale + b for a, b in zip(actions, base)]
 
     def _diverged(self, loss: torch.Tensor) -> torch.Tensor:
         """``[E]`` bool: the copy's loss or any of its weights is NaN, infinite or beyond

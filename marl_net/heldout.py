@@ -106,11 +106,12 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
                     device: str = "cpu", factor: float = 1.0) -> tuple[EnvConfig, dict | None]:
     """``config`` with its base rule (if any hand rule's, ``marl_net.base_rules.base_of``) at that
     rule's step size tuned on this setting's train split: from ``lrs`` (rule -> tuned lr), or tuned
-    here (and added to ``lrs``), times ``factor`` (a level's ``base_factor``). The ``action_scale``
-    moves with the base rate (both times the new rate over ``config``'s, where that is not 0): the
-    learned correction keeps its size relative to the base rule's step, whose tuned value carries the
-    setting's scale (a wider network, a longer horizon, another loss); the held-out tuning then
-    picks a factor of it. Returns the config and its base record, None without a base."""
+    here (and added to ``lrs``), times ``factor`` (a level's ``base_factor``). An additive
+    correction's ``action_scale`` moves with the base rate (both times the new rate over
+    ``config``'s, where that is not 0): the learned correction keeps its size relative to the base
+    rule's step, whose tuned value carries the setting's scale (a wider network, a longer horizon,
+    another loss); a relative one (``correction="relative"``) already is a factor of that step and
+    keeps its scale. The held-out tuning then picks a factor of it. Returns the config and its base record, None without a base."""
     from marl_net.base_rules import base_of, without_base
 
     base = base_of(config)
@@ -119,7 +120,8 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
     if base.rule not in lrs:
         lrs[base.rule] = tuned_lr(base.rule, without_base(config), tune_with, points, device)
     rate = base.rate(lrs[base.rule] * factor)
-    scale = config.action_scale * (rate / config.base_rate if config.base_rate else 1.0)
+    relative = config.correction == "relative"  # a factor of the base's step: it needs no rescaling
+    scale = config.action_scale * (rate / config.base_rate if config.base_rate and not relative else 1.0)
     return config.replace(base_rate=rate, action_scale=scale), {"rule": base.rule, "lr": lrs[base.rule],
                                                                  "factor": factor, "base_rate": rate,
                                                                  "action_scale": scale}

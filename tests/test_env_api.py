@@ -16,6 +16,7 @@ TASK_SETTINGS = {
     "teacher_student": dict(layers=(5, 6, 3)),
     "digits": dict(layers=(10, 6, 10), task_kwargs={"pca": 10}),
     "multiplexer": dict(layers=(20, 6, 2)),
+    "teacher_classes": dict(layers=(5, 6, 3)),
     "mnist": dict(layers=(10, 6, 10)),  # task_kwargs filled with the tiny IDX directory
 }
 

@@ -33,6 +33,28 @@ def test_teacher_student_instances_are_seeded_teachers():
     assert abs(float((noisy.targets - clean.targets).std()) - 0.5) < 0.03
 
 
+def test_teacher_classes_labels_are_the_regression_teachers_argmax():
+    """The same teacher and inputs as teacher_student's instance, labelled by its largest output; the
+    test split is fresh inputs labelled by that teacher (the same labels a hand-built teacher gives)."""
+    from marl_net.network import forward, init_weights
+    from marl_net.seeding import make_generators
+
+    classes = make_task("teacher_classes", 5, 3, num_samples=256)
+    regression = make_task("teacher_student", 5, 3, num_samples=256)
+    a, r = classes.instance(7), regression.instance(7)
+    torch.testing.assert_close(a.inputs, r.inputs)
+    assert a.targets.dtype == torch.int64 and a.targets.tolist() == r.targets.argmax(-1).tolist()
+    assert set(a.targets.tolist()) == {0, 1, 2}
+    test = classes.test_data(7)
+    assert test.inputs.shape == (256, 5) and not torch.allclose(test.inputs, a.inputs)
+    weights, _ = init_weights(classes.spec, make_generators([7]))
+    teacher = forward(classes.spec, [w[0] for w in weights], test.inputs).output
+    assert test.targets.tolist() == teacher.argmax(-1).tolist()
+    assert not torch.equal(classes.instance(8).targets, a.targets)
+    with pytest.raises(ValueError, match="at least 2 outputs"):
+        make_task("teacher_classes", 5, 1)
+
+
 def test_digits_pools_are_disjoint_and_standardized():
     train_idx, held_idx = split_indices(1797, 0.3)
     assert len(set(train_idx) & set(held_idx)) == 0 and len(train_idx) + len(held_idx) == 1797
