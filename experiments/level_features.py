@@ -6,8 +6,9 @@ rule's feature) plus the variant's extra features, accumulators ``ema<d>[s]`` / 
 ``adam[s]`` (``marl_net.accumulators``), over the level's base rule (``marl_net.base_rules``, at its
 train-split tuned step size times ``--base-factor``, by default the level's) unless ``--no-base``,
 with the main job's settings and budget, in this process (no Tune). Then, on train-split networks of each setting, it
-puts the base rule at its step size tuned there (``heldout.over_tuned_base``), tunes the learned
-rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its tuned final loss, with tuned
+puts the base rule at its step size tuned there (the options the held-out suite tries,
+``heldout.learned_options``: the base factor, and the full step where the factor is not 1; the
+lower kept), tunes the learned rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its tuned final loss, with tuned
 SGD, Adam and the base rule on the same train-split networks beside it. No held-out task is used.
 ``marl_net.levels`` adopts a variant where it lowers the final loss on the train split (the sum of
 the log ratios to ``none`` over the settings is negative); the rows are in
@@ -35,7 +36,7 @@ from marl_net import suite
 from marl_net.budgets import BUDGETS
 from marl_net.config import EnvConfig
 from marl_net.fast.tune_trainable import trainer_from_launch
-from marl_net.heldout import over_tuned_base, tuning_seeds
+from marl_net.heldout import learned_options, over_tuned_base, tuning_seeds
 from marl_net.levels import DEFAULT_FEATURES, LEVELS
 from marl_net.meta_training import job_settings, level_launch
 from marl_net.rules.tuning import default_grid, tune_action_scale, tune_lr
@@ -104,12 +105,15 @@ def main() -> None:
             row = {"extra": list(extra), "task": trained.task, "correction": trained.correction, "action_scale": trained.action_scale, "base_rate": trained.base_rate,
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
-            for setting in settings:
-                cfg, based = over_tuned_base(suite.setting(setting, trained), lrs[setting], seeds,
-                                             budget.tune_points, factor=factor)
-                with torch.no_grad():
-                    tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
-                row[setting] = {"final": float(min(tuned.scores)), "action_scale": tuned.best, "base": based}
+            for setting in settings:  # the base options the suite tries (heldout.learned_options), the lower kept
+                best = None
+                for cfg, based in learned_options(suite.setting(setting, trained), lrs[setting], seeds,
+                                                  budget.tune_points, factor=factor):
+                    with torch.no_grad():
+                        tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
+                    if best is None or min(tuned.scores) < best["final"]:
+                        best = {"final": float(min(tuned.scores)), "action_scale": tuned.best, "base": based}
+                row[setting] = best
             rows[key] = row
             print(key, json.dumps(row), flush=True)
     rules = dict.fromkeys(("sgd", "adam") + ((level.base,) if level.base and not args.no_base else ()))

@@ -54,6 +54,9 @@ from marl_net.observations import DEFAULT_FEATURES, is_privileged, resolve_featu
 GRADIENT_METHODS = ("sgd", "adam")  # every level is also compared with these, tuned
 NP_SIGNALS = ("np_eligibility", "np_error")
 FEEDBACK_SIGNALS = ("teaching_signal", "feedback_error", "feedback_eligibility")
+# A learned per-synapse factor exp(action * 1.0) of the base rule's step (EnvConfig.correction),
+# chosen over the additive correction on the train split (docs/ladder.md)
+RELATIVE = {"correction": "relative", "action_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ LEVELS: dict[str, Level] = {
                       env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa",
                       base_factor=1 / 3),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam"),
+                      ("sgd", "adam"), env=RELATIVE, memory=("ema0.9[gradient]",), base="adam"),
 }
 
 

@@ -94,6 +94,9 @@ def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_c
         "adam", without_base(trained), [1, 2], 2)
     plain = EnvConfig(**NET)  # no base: unchanged
     assert heldout.over_tuned_base(plain, {}, [1], 1) == (plain, None)
+    relative, _ = heldout.over_tuned_base(trained.replace(correction="relative"), {"adam": 0.01}, [1, 2], points=2)
+    assert (relative.base_rate, relative.action_scale) == (pytest.approx(-0.01), 0.2)  # a factor of the step: kept
+    assert without_base(relative).correction == "additive"
 
 
 def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_settings():

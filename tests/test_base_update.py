@@ -57,15 +57,41 @@ def test_zero_actions_over_the_negative_gradient_are_sgd():
     assert all(torch.equal(p, q) for p, q in zip(core.params, sgd_core.params))
 
 
-@pytest.mark.parametrize("ownership,base", [("outgoing", "ema0.9[gradient]"), ("incoming", "ema0.9[gradient]"),
-                                            ("outgoing", "adam[gradient]")])
-def test_vector_env_equals_pettingzoo_env_with_a_base_rule(ownership, base):
+def test_relative_correction_scales_the_base_step_per_synapse():
+    """``correction='relative'``: zero actions are the base rule bit for bit (the additive
+    correction's zero actions); an action ``a`` multiplies its synapse's base change by
+    ``exp(action_scale * a)``, synapse by synapse, where the base change is what the agent observed."""
+    kwargs = dict(task="teacher_student", layers=(5, 7, 3), max_cycles=6, batch_size=8,
+                  observations=("weight", "gradient"), base_update="gradient", base_rate=-0.1, action_scale=0.7)
+    additive, _ = _zero_action_lifetime(EnvConfig(**kwargs), SEEDS)
+    relative, _ = _zero_action_lifetime(EnvConfig(**kwargs, correction="relative"), SEEDS)
+    assert all(torch.equal(p, q) for p, q in zip(additive.params, relative.params))
+
+    core = NetworkWeightsCore(EnvConfig(**kwargs, correction="relative"), copies=len(SEEDS))
+    core.seed(SEEDS)
+    core.reset()
+    before = [p.clone() for p in core.params]
+    gradient = [g.clone() for g in core._observed("gradient")]
+    actions = torch.rand(core.copies, core.ownership.num_agents, core.ownership.max_fan,
+                         generator=torch.Generator().manual_seed(1)) * 2 - 1
+    core.step(actions)
+    per_layer = core.ownership.from_agents(actions)
+    for p, q, g, a in zip(core.params, before, gradient, per_layer):
+        torch.testing.assert_close(p - q, -0.1 * g * torch.exp(0.7 * a))
+    assert any(bool((a != 0).any() & (g != 0).any()) for g, a in zip(gradient, per_layer))
+
+
+@pytest.mark.parametrize("ownership,base,correction", [("outgoing", "ema0.9[gradient]", "additive"),
+                                                       ("incoming", "ema0.9[gradient]", "additive"),
+                                                       ("outgoing", "adam[gradient]", "additive"),
+                                                       ("incoming", "adam[gradient]", "relative")])
+def test_vector_env_equals_pettingzoo_env_with_a_base_rule(ownership, base, correction):
     """Random actions over a momentum (or Adam) of the gradient as the base rule, three episodes
     with two autoresets: the PettingZoo env, the padded and the block layout agree (the base reads
     each view's own last observation; the accumulators restart at every autoreset)."""
     check_vector_env_equals_pettingzoo(dict(layers=(5, 7, 3), ownership=ownership, max_cycles=4, batch_size=8,
                                             observations=("weight", "gradient", base),
-                                            base_update=base, base_rate=-0.05))
+                                            base_update=base, base_rate=-0.05, correction=correction))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -74,6 +100,9 @@ def test_vector_env_equals_pettingzoo_env_with_a_base_rule(ownership, base):
     (dict(base_update="rel_loss", base_rate=0.1, observations=("weight", "rel_loss")), "global signal"),
     (dict(base_update="gradient", base_rate=float("nan"), observations=("weight", "gradient")), "base_rate"),
     (dict(base_update=3, observations=("weight", "gradient")), "base_update"),
+    (dict(correction="relative"), "set base_update"),
+    (dict(correction="multiplicative", base_update="gradient", observations=("weight", "gradient")),
+     "choose one of"),
 ])
 def test_bad_base_rules_are_refused_naming_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
