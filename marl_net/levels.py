@@ -22,9 +22,13 @@ gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam
 
 Base: each level's learned rule is a correction to one of its own baselines
 (``marl_net.base_rules``): every step a weight moves by the base rule's change, at its step size
-tuned on the setting's train split, plus ``action_scale`` times the agent's action. The base's
+tuned on the setting's train split, plus ``action_scale`` times the agent's action; for
+``gradient`` times ``exp(action_scale * action)`` instead (:attr:`Level.correction` =
+:data:`RELATIVE`: a learned per-synapse factor of Adam's step; ``EnvConfig.correction``), the form
+chosen on the train split. The base's
 feature (``adam[gradient]``, ``feedback_eligibility``, ``np_update``) is among the level's
-observations; ``--set env.base_update=null`` meta-trains a level without a base. ``base_factor``
+observations; ``--set env.base_update=null`` meta-trains a level without a base (and with the
+additive form). ``base_factor``
 scales the base's tuned step size in meta-training (1 but for ``feedback``: 1/3, because
 meta-training over DFA at its tuned step diverged on train-split networks; docs/ladder.md); on a
 held-out setting the learned rule's tuning tries the base at that fraction and at the full tuned
@@ -69,6 +73,7 @@ class Level:
     memory: tuple[str, ...] = ()  # accumulator features of its signals, chosen on the train split
     base: str | None = None  # the baseline its learned rule corrects (marl_net.base_rules), or None
     base_factor: float = 1.0  # meta-training's base runs at this times its tuned step (chosen on the train split)
+    correction: Mapping[str, Any] = field(default_factory=dict)  # env settings of its correction's form (with a base)
 
     @property
     def observations(self) -> tuple[str, ...]:
@@ -82,11 +87,12 @@ class Level:
 
     @property
     def env_options(self) -> dict[str, Any]:
-        """The env settings of its meta-training: :attr:`env`, and ``base_update`` where it has a base
-        (the rate comes from the base rule's tuned step size, ``marl_net.meta_training``)."""
+        """The env settings of its meta-training: :attr:`env`, and ``base_update`` and
+        :attr:`correction` where it has a base (the rate comes from the base rule's tuned step size,
+        ``marl_net.meta_training``)."""
         from marl_net.base_rules import check_base
 
-        return {**self.env, **({"base_update": check_base(self.base).feature} if self.base else {})}
+        return {**self.env, **({"base_update": check_base(self.base).feature, **self.correction} if self.base else {})}
 
     @property
     def learned(self) -> str:
@@ -112,7 +118,7 @@ LEVELS: dict[str, Level] = {
                       env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa",
                       base_factor=1 / 3),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam"), env=RELATIVE, memory=("ema0.9[gradient]",), base="adam"),
+                      ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam", correction=RELATIVE),
 }
 
 
@@ -137,7 +143,7 @@ def unavailable_reason(level: Level) -> str | None:
     if missing:
         return f"observation features {missing} are not registered in this build"
     options = {f.name for f in dataclasses.fields(EnvConfig)}
-    absent = [k for k in level.env if k not in options]
+    absent = [k for k in {**level.env, **level.correction} if k not in options]
     if absent:
         return f"EnvConfig has no {absent} option in this build"
     return None

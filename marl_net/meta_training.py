@@ -66,8 +66,14 @@ def job_settings(level: str, overrides: Mapping[str, Mapping[str, Any]] | None =
     lv = LEVELS[level]
     base = {"env": {**TRAIN_ENV, "observations": lv.observations, **lv.env_options}, "policy": POLICY, "ppo": PPO}
     mine = overrides.get(level) or {}
-    return {name: {**defaults, **LEVEL_SETTINGS.get(level, {}).get(name, {}), **(overrides.get(name) or {}),
-                   **(mine.get(name) or {})} for name, defaults in base.items()}
+    settings = {name: {**defaults, **LEVEL_SETTINGS.get(level, {}).get(name, {}), **(overrides.get(name) or {}),
+                       **(mine.get(name) or {})} for name, defaults in base.items()}
+    if settings["env"].get("base_update") is None:  # no base (--set env.base_update=null): nor its correction's form
+        given = {**(overrides.get("env") or {}), **(mine.get("env") or {})}
+        for key in lv.correction:
+            if key not in given:
+                settings["env"][key] = TRAIN_ENV.get(key, EnvConfig.__dataclass_fields__[key].default)
+    return settings
 
 
 def train_config(level: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> EnvConfig:

@@ -122,6 +122,22 @@ def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_s
     assert config.action_scale == pytest.approx(train_config("feedback").action_scale * 0.1 / (lr / 3))
 
 
+def test_the_gradient_level_corrects_adam_relatively_and_without_a_base_additively():
+    """``gradient``'s correction form (``Level.correction``) comes with its base: meta-training
+    runs it relative over Adam; ``--set env.base_update=null`` drops the base and the form with it
+    (an explicit ``correction`` override stays, and is refused without a base)."""
+    from marl_net.meta_training import TRAIN_ENV, train_config
+
+    trained = train_config("gradient")
+    assert (trained.correction, trained.action_scale, trained.base_update) == ("relative", 1.0, "adam[gradient]")
+    assert train_config("feedback").correction == "additive"
+    plain = train_config("gradient", {"env": {"base_update": None}})
+    assert (plain.correction, plain.action_scale, plain.base_update) == ("additive", TRAIN_ENV["action_scale"], None)
+    assert train_config("gradient", {"gradient": {"env": {"base_update": None, "action_scale": 0.5}}}).action_scale == 0.5
+    with pytest.raises(ValueError, match="set base_update"):
+        train_config("gradient", {"env": {"base_update": None, "correction": "relative"}})
+
+
 def test_a_fractional_base_is_tuned_against_the_full_step_on_the_train_split():
     """A learned rule meta-trained over its base at a fraction of the base's tuned step
     (``base_factor``) has that fraction and the full step tried on the train split; the held-out
