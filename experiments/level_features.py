@@ -8,11 +8,14 @@ train-split tuned step size times ``--base-factor``, by default the level's) unl
 with the main job's settings and budget, in this process (no Tune). Then, on train-split networks of each setting, it
 puts the base rule at its step size tuned there (the options the held-out suite tries,
 ``heldout.learned_options``: the base factor, and the full step where the factor is not 1; the
-lower kept), tunes the learned rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its tuned final loss, with tuned
-SGD, Adam and the base rule on the same train-split networks beside it. No held-out task is used.
-``marl_net.levels`` adopts a variant where it lowers the final loss on the train split (the sum of
-the log ratios to ``none`` over the settings is negative); the rows are in
-docs/results/level_features/ and docs/ladder.md::
+lower kept), tunes the learned rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its
+tuned final loss, with tuned SGD, Adam and the base rule on the same train-split networks beside
+it. No held-out task is used. ``--correction relative`` and ``--train-task`` (e.g.
+``teacher_student,teacher_classes``) vary the correction's form and the meta-training task.
+``marl_net.levels`` adopts a memory variant where it lowers the final loss on the train split (the
+sum of the log ratios to ``none`` over the settings is negative), and the correction form that meets
+most of the level's loss targets there; the rows are in docs/results/level_features/ and
+docs/ladder.md::
 
     python experiments/level_features.py --level gradient --variant none= \
         --variant rms='rms0.99[gradient]' --variant rms_ema='rms0.99[gradient],ema0.9[gradient]' \
@@ -92,8 +95,8 @@ def main() -> None:
                    **({"correction": args.correction} if args.correction else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
-                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs.setdefault(task, {}), seeds,
-                budget.tune_points, factor=factor)[1]
+                EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs.setdefault(task, {}),
+                seeds, budget.tune_points, factor=factor)[1]
             launch = level_launch(args.level, budget, args.seed, overrides=overrides, base=base)
             trainer = trainer_from_launch(launch)
             start = time.perf_counter()
@@ -102,7 +105,8 @@ def main() -> None:
             policy = trainer.policy.eval()
             trained = trainer.env.config
             key = name + ("" if scale is None else f"@{scale:g}") + ("" if task is None else f"/{task}")
-            row = {"extra": list(extra), "task": trained.task, "correction": trained.correction, "action_scale": trained.action_scale, "base_rate": trained.base_rate,
+            row = {"extra": list(extra), "task": trained.task, "correction": trained.correction,
+                   "action_scale": trained.action_scale, "base_rate": trained.base_rate,
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
             for setting in settings:  # the base options the suite tries (heldout.learned_options), the lower kept

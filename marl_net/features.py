@@ -76,7 +76,8 @@ def _weight(ctx, l):
     return ctx.params[l]
 
 
-@register_feature("prev_delta", "the weight's change at the last step, in units of action_scale (the last action)")
+@register_feature("prev_delta", "the weight's change at the last step, in units of action_scale "
+                                "(without a base rule: the last action)")
 def _prev_delta(ctx, l):
     return ctx.delta[l] / ctx.action_scale
 

@@ -111,7 +111,8 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
     ``config``'s, where that is not 0): the learned correction keeps its size relative to the base
     rule's step, whose tuned value carries the setting's scale (a wider network, a longer horizon,
     another loss); a relative one (``correction="relative"``) already is a factor of that step and
-    keeps its scale. The held-out tuning then picks a factor of it. Returns the config and its base record, None without a base."""
+    keeps its scale. The held-out tuning then picks a factor of it. Returns the config and its base
+    record, None without a base."""
     from marl_net.base_rules import base_of, without_base
 
     base = base_of(config)
