@@ -5,7 +5,8 @@ teacher's weights ``N(0, 1/fan_in)`` and its ``num_samples`` inputs ``x ~ N(0, I
 ``task_id``); the label of ``x`` is the index of the teacher's largest output, so a network with
 ``output_dim`` outputs learns ``output_dim`` classes by cross-entropy. The test split is
 ``num_samples`` fresh inputs, seeded ``seed_from(task_id, TEST_STREAM)``, labelled by the same
-teacher. The ladder meta-trains on it beside regression (``marl_net.meta_training``).
+teacher. ``python experiments/level_features.py --train-task teacher_classes`` meta-trains a ladder
+level on it (the rows: docs/ladder.md, "The correction's form").
 """
 
 from __future__ import annotations
