@@ -39,10 +39,10 @@ from marl_net import suite
 from marl_net.budgets import BUDGETS
 from marl_net.config import EnvConfig
 from marl_net.fast.tune_trainable import trainer_from_launch
-from marl_net.heldout import learned_options, over_tuned_base, tuning_seeds
+from marl_net.heldout import learned_options, over_tuned_base, tune_over_options, tuning_seeds
 from marl_net.levels import DEFAULT_FEATURES, LEVELS
 from marl_net.meta_training import job_settings, level_launch
-from marl_net.rules.tuning import default_grid, tune_action_scale, tune_lr
+from marl_net.rules.tuning import default_grid, tune_lr
 
 # action_scale factors tried for every variant: finer near the trained scale than the suite's grid
 SCALE_FACTORS = (1 / 27, 1 / 9, 0.25, 1 / 3, 0.35, 0.5, 0.7, 1.0, 1.4)
@@ -110,14 +110,11 @@ def main() -> None:
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
             for setting in settings:  # the base options the suite tries (heldout.learned_options), the lower kept
-                best = None
-                for cfg, based in learned_options(suite.setting(setting, trained), lrs[setting], seeds,
-                                                  budget.tune_points, factor=factor):
-                    with torch.no_grad():
-                        tuned = tune_action_scale(policy, cfg, seeds, SCALE_FACTORS)
-                    if best is None or min(tuned.scores) < best["final"]:
-                        best = {"final": float(min(tuned.scores)), "action_scale": tuned.best, "base": based}
-                row[setting] = best
+                options = learned_options(suite.setting(setting, trained), lrs[setting], seeds, budget.tune_points,
+                                          factor=factor)
+                with torch.no_grad():
+                    final, _, based, scale = tune_over_options(policy, options, seeds, SCALE_FACTORS)
+                row[setting] = {"final": final, "action_scale": scale, "base": based}
             rows[key] = row
             print(key, json.dumps(row), flush=True)
     rules = dict.fromkeys(("sgd", "adam") + ((level.base,) if level.base and not args.no_base else ()))

@@ -87,19 +87,30 @@ def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[tuple
     :func:`learned_options`), each is tuned so, and the one with the lowest tuned score on the train
     split runs (the first on ties); the result carries its base record."""
     from marl_net.evaluation import rollout
-    from marl_net.rules.tuning import scale_factors, tune_action_scale
+    from marl_net.rules.tuning import scale_factors
 
     options = [(config, None)] if isinstance(config, EnvConfig) else list(config)
-    best = None
     with torch.no_grad():
-        for cfg, base in options:
-            tuned = tune_action_scale(policy, cfg, tune_with, scale_factors(points), device=device)
-            if best is None or min(tuned.scores) < best[0]:
-                best = (min(tuned.scores), cfg, base, tuned.best)
-        _, config, base, scale = best
+        _, config, base, scale = tune_over_options(policy, options, tune_with, scale_factors(points), device)
         run = rollout(policy, config.replace(action_scale=scale), seeds, device)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
     return RuleRun(scale, run.curves, accuracy, base)
+
+
+def tune_over_options(policy: torch.nn.Module, options: Sequence[tuple[EnvConfig, dict | None]],
+                      tune_with: Sequence[int], factors: Sequence[float],
+                      device: str = "cpu") -> tuple[float, EnvConfig, dict | None, float]:
+    """Tune the learned rule's ``action_scale`` (``factors`` times each config's) on the train split
+    of every (config, base record) option; returns the lowest tuned score (the first option on
+    ties), its config, its base record and its tuned scale."""
+    from marl_net.rules.tuning import tune_action_scale
+
+    best = None
+    for cfg, base in options:
+        tuned = tune_action_scale(policy, cfg, tune_with, factors, device=device)
+        if best is None or min(tuned.scores) < best[0]:
+            best = (float(min(tuned.scores)), cfg, base, tuned.best)
+    return best
 
 
 def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequence[int], points: int,

@@ -70,9 +70,11 @@ def job_settings(level: str, overrides: Mapping[str, Mapping[str, Any]] | None =
                        **(mine.get(name) or {})} for name, defaults in base.items()}
     if settings["env"].get("base_update") is None:  # no base (--set env.base_update=null): nor its correction's form
         given = {**(overrides.get("env") or {}), **(mine.get("env") or {})}
-        for key in lv.correction:
-            if key not in given:
-                settings["env"][key] = TRAIN_ENV.get(key, EnvConfig.__dataclass_fields__[key].default)
+        for key in (k for k in lv.correction if k not in given):  # back to the job's value, else the env's default
+            if key in TRAIN_ENV:
+                settings["env"][key] = TRAIN_ENV[key]
+            else:
+                settings["env"].pop(key)
     return settings
 
 

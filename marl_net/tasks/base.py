@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 SPLITS = ("train", "heldout")
+TEST_STREAM = 3  # a classification instance's test draws are seeded seed_from(task_id, TEST_STREAM)
 _SPLIT_OFFSET = {"train": 0, "heldout": 2**31}
 _SPLIT_SIZE = 2**31
 

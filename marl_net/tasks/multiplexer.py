@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 
 from marl_net.seeding import seed_from
-from marl_net.tasks.base import Task, TaskData, register_task
-
-TEST_STREAM = 3  # test draws are seeded seed_from(task_id, TEST_STREAM)
+from marl_net.tasks.base import TEST_STREAM, Task, TaskData, register_task
 
 
 def multiplexer_labels(bits: torch.Tensor, address_bits: int) -> torch.Tensor:

@@ -17,10 +17,8 @@ import torch
 
 from marl_net import seeding
 from marl_net.network import init_weights
-from marl_net.tasks.base import TaskData, register_task
+from marl_net.tasks.base import TEST_STREAM, TaskData, register_task
 from marl_net.tasks.teacher_student import TeacherStudent
-
-TEST_STREAM = 3  # test inputs are seeded seed_from(task_id, TEST_STREAM)
 
 
 @register_task("teacher_classes", "classify Gaussian inputs by the arg-max of a random teacher network (cross-entropy)")
