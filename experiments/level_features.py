@@ -10,8 +10,9 @@ puts the base rule at its step size tuned there (the options the held-out suite 
 ``heldout.learned_options``: the base factor, and the full step where the factor is not 1; the
 lower kept), tunes the learned rule's ``action_scale`` (``marl_net.rules.tuning``) and prints its
 tuned final loss, with tuned SGD, Adam and the base rule on the same train-split networks beside
-it. No held-out task is used. ``--correction relative`` and ``--train-task`` (e.g.
-``teacher_student,teacher_classes``) vary the correction's form and the meta-training task.
+it. No held-out task is used. ``--correction relative``, ``--base`` (e.g. ``dfa_adam``) and ``--train-task`` (e.g.
+``teacher_student,teacher_classes``) vary the correction's form, the hand rule it corrects and the
+meta-training task.
 ``marl_net.levels`` adopts a memory variant where it lowers the final loss on the train split (the
 sum of the log ratios to ``none`` over the settings is negative), and the correction form that meets
 most of the level's loss targets there; the rows are in docs/results/level_features/ and
@@ -36,6 +37,7 @@ import time
 import torch
 
 from marl_net import suite
+from marl_net.base_rules import BASES
 from marl_net.budgets import BUDGETS
 from marl_net.config import EnvConfig
 from marl_net.fast.tune_trainable import trainer_from_launch
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--action-scale", default=None,
                         help="comma-separated meta-training action_scale values (default: the job's)")
     parser.add_argument("--no-base", action="store_true", help="meta-train without the level's base rule")
+    parser.add_argument("--base", default=None, choices=list(BASES),
+                        help="the hand rule the learned rule corrects (marl_net.base_rules; default: the level's)")
     parser.add_argument("--base-factor", type=float, default=None,
                         help="the base rule's step size factor (default: the level's base_factor)")
     parser.add_argument("--train-task", default=None,
@@ -78,6 +82,9 @@ def main() -> None:
     budget = BUDGETS[args.budget]
     level = LEVELS[args.level]
     plain = tuple(n for n in level.observations if n not in level.memory)  # without the memory it now uses
+    base_rule = level.base if args.base is None else args.base
+    if args.base and BASES[args.base].feature not in plain:
+        plain += (BASES[args.base].feature,)
     hand_base = EnvConfig.from_kwargs(**{**job_settings("perturbation")["env"], "observations": DEFAULT_FEATURES,
                                          "base_update": None, "base_rate": 0.0})
     rows = {}
@@ -92,6 +99,7 @@ def main() -> None:
         for scale, task in [(scale, task) for scale in scales for task in train_tasks]:
             env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
                    **({"task": task} if task else {}), **({"base_update": None} if args.no_base else {}),
+                   **({"base_update": BASES[args.base].feature} if args.base and not args.no_base else {}),
                    **({"correction": args.correction} if args.correction else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
@@ -117,7 +125,7 @@ def main() -> None:
                 row[setting] = {"final": final, "action_scale": scale, "base": based}
             rows[key] = row
             print(key, json.dumps(row), flush=True)
-    rules = dict.fromkeys(("sgd", "adam") + ((level.base,) if level.base and not args.no_base else ()))
+    rules = dict.fromkeys(("sgd", "adam") + ((base_rule,) if base_rule and not args.no_base else ()))
     for setting in settings:
         cfg = suite.setting(setting, hand_base)
         for rule in rules:

@@ -11,6 +11,7 @@ hand rule      ``base_update``             ``base_rate``         exactly
 ``sgd``        ``gradient``                ``-lr``               bit for bit
 ``adam``       ``adam[gradient]``          ``-lr``               to float rounding
 ``dfa``        ``feedback_eligibility``    ``-lr``               bit for bit (env ``feedback="dfa"``)
+``dfa_adam``   ``adam[feedback_eligibility]``  ``-lr``           to float rounding (env ``feedback="dfa"``)
 ``np``         ``np_update``               ``lr / sigma``        to float rounding (sigma: the noise
                                                                  variance, ``DEFAULT_SIGMA``)
 ``reinforce``  ``reinforce_update``        ``lr``                bit for bit
@@ -48,6 +49,7 @@ BASES: dict[str, BaseRule] = {b.rule: b for b in (
     BaseRule("sgd", "gradient", -1.0),
     BaseRule("adam", "adam[gradient]", -1.0),
     BaseRule("dfa", "feedback_eligibility", -1.0),
+    BaseRule("dfa_adam", "adam[feedback_eligibility]", -1.0),
     BaseRule("np", "np_update", 1.0, DEFAULT_SIGMA),
     BaseRule("reinforce", "reinforce_update", 1.0),
 )}
@@ -62,9 +64,9 @@ def check_base(rule: str) -> BaseRule:
 def base_of(config) -> BaseRule | None:
     """The hand rule ``config`` (an ``EnvConfig``) runs under its actions, or None: without a
     ``base_update``, or over a feature that is no hand rule's (its ``base_rate`` then stays fixed).
-    ``feedback_eligibility`` is DFA's only where the env's feedback is ``"dfa"``."""
+    ``feedback_eligibility`` is DFA's (and its Adam, DFA-Adam's) only where the env's feedback is ``"dfa"``."""
     feature = config.base_update
-    if feature == BASES["dfa"].feature and config.feedback != "dfa":
+    if feature in (BASES["dfa"].feature, BASES["dfa_adam"].feature) and config.feedback != "dfa":
         return None
     return next((b for b in BASES.values() if b.feature == feature), None)
 

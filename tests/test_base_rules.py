@@ -21,6 +21,7 @@ NET = dict(task="teacher_student", layers=(5, 7, 3), max_cycles=8, batch_size=8)
     ("sgd", 0.3, {}, True),
     ("adam", 0.03, {}, False),
     ("dfa", 0.3, {"feedback": "dfa"}, True),
+    ("dfa_adam", 0.03, {"feedback": "dfa"}, False),
     ("np", 0.03, {}, False),
 ])
 def test_zero_actions_over_a_base_are_its_hand_rule(rule, lr, env, exact):

@@ -30,6 +30,11 @@ from marl_net.rules.sgd import sgd_update
 from marl_net.tasks import TASKS
 
 
+def check_feedback_rule(config, name: str) -> None:
+    """Refuse a network or task loss where rule ``name``'s feedback signals are undefined."""
+    check_computable(config.network_spec(), getattr(TASKS[config.task][0], "loss", None), what=f"rule {name!r}")
+
+
 class FeedbackAlignment:
     """FA (``feedback="fa"``) or DFA (``"dfa"``). ``lr``: the step size eta, one float or one per copy."""
 
@@ -39,8 +44,7 @@ class FeedbackAlignment:
         self.lr = PerCopy("lr", lr, positive=True)
 
     def start(self, config, copies: int) -> None:
-        loss = getattr(TASKS[config.task][0], "loss", None)
-        check_computable(config.network_spec(), loss, what=f"rule {self.name!r}")
+        check_feedback_rule(config, self.name)
         self.lr_t = self.lr.tensor(copies)
 
     def update(self, ctx: StepContext) -> list[torch.Tensor]:

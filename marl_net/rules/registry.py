@@ -13,6 +13,8 @@ name            rule                                                    needs
 ``fa``          feedback alignment: ``dW = -eta feedback_eligibility``    differentiable units
                 (Lillicrap et al. 2016)
 ``dfa``         direct feedback alignment (Nokland 2016)                differentiable units
+``dfa_adam``    Adam on DFA's update direction (the feedback level's    differentiable units
+                base)
 ==============  ======================================================  =========================
 
 Chung's RL-actor versions of REINFORCE / Weight Max / STE live in ``marl_net.rules.reinforce``,
@@ -40,6 +42,8 @@ classification step sizes of NP and WP are much smaller (1/30 here; they divided
 teacher-student the tuner picks 3 with 9 diverging, and the default stays one grid step below at 1,
 as SGD's does; on digits 10-1000-10 it picks 0.3 (SGD's value too). With one hidden layer FA and
 DFA are the same rule (the one feedback matrix maps the output error to that layer either way).
+``dfa_adam`` starts from Adam's values (not tuned separately: every use tunes it on the setting's
+train split).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from marl_net.config import EnvConfig
-from marl_net.rules.adam import Adam
+from marl_net.rules.adam import Adam, dfa_adam
 from marl_net.rules.feedback_alignment import dfa, fa
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA, NodePerturbation
 from marl_net.rules.sgd import SGD
@@ -79,6 +83,8 @@ RULES: dict[str, RuleSpec] = {
                    "in place of W^T (Lillicrap et al.)", fa, ("lr",)),
     "dfa": RuleSpec("dfa", "direct feedback alignment: dW = -eta x delta f'(z), the output error straight to each "
                     "hidden layer through fixed random B (Nokland)", dfa, ("lr",)),
+    "dfa_adam": RuleSpec("dfa_adam", "Adam (torch.optim.Adam's math) on DFA's update direction: no weight transport",
+                         dfa_adam, ("lr",)),
 }
 
 _TEACHER_STUDENT = {
@@ -89,6 +95,7 @@ _TEACHER_STUDENT = {
     "weight_max": {"lr": 0.5, "hidden_lr": 1000.0},
     "fa": {"lr": 1.0},
     "dfa": {"lr": 1.0},
+    "dfa_adam": {"lr": 0.03},
 }
 _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/WP at 1/30 of teacher-student
     "sgd": {"lr": 0.3},
@@ -98,6 +105,7 @@ _CLASSIFICATION = {  # tuned on digits, 10 PCA dims, layers (10, 1000, 10): NP/W
     "weight_max": {"lr": 0.1, "hidden_lr": 1.0e5},
     "fa": {"lr": 0.3},
     "dfa": {"lr": 0.3},
+    "dfa_adam": {"lr": 0.003},
 }
 _MNIST1D = {  # tuned on mnist1d, layers (40, 128, 10); weight_max: the classification values, not tuned
     "sgd": {"lr": 1.0},
@@ -107,6 +115,7 @@ _MNIST1D = {  # tuned on mnist1d, layers (40, 128, 10); weight_max: the classifi
     "weight_max": dict(_CLASSIFICATION["weight_max"]),
     "fa": {"lr": 1.0},
     "dfa": {"lr": 1.0},
+    "dfa_adam": {"lr": 0.03},
 }
 DEFAULT_HYPER: dict[str, dict[str, dict[str, float]]] = {
     "teacher_student": _TEACHER_STUDENT,
