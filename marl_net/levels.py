@@ -4,35 +4,34 @@ A level is an observation set (the env's local defaults, ``DEFAULT_FEATURES``, p
 signals) and its own hand-designed baselines, the rules that use the same information. Every level
 is also compared with tuned SGD and tuned Adam (:data:`GRADIENT_METHODS`).
 
-=============  =====================================================  ==================  =======
+=============  =====================================================  ==================  ============
 level          signals beyond the local defaults                      its own baselines   base
-=============  =====================================================  ==================  =======
+=============  =====================================================  ==================  ============
 perturbation   ``np_eligibility`` (the node's noise x presynaptic      NP, WP              NP
                activity), ``np_error`` (the loss change the noise
                caused, broadcast): node perturbation's three factors;
                memory ``rms0.99[np_update]``
-feedback       ``teaching_signal`` (the output units' error),         DFA, FA             DFA
-               ``feedback_error`` and ``feedback_eligibility``
+feedback       ``teaching_signal`` (the output units' error),         DFA, FA, DFA-Adam   DFA-Adam,
+               ``feedback_error`` and ``feedback_eligibility``                            relative
                (hidden units' error through fixed random feedback
                weights, env ``feedback="dfa"``): no weight transport;
                memory ``ema0.9[feedback_eligibility]``
-gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam           Adam
-               learned optimizer; memory ``ema0.9[gradient]``
-=============  =====================================================  ==================  =======
+gradient       ``gradient`` (backprop's dE/dw; privileged): a          SGD, Adam           Adam,
+               learned optimizer; memory ``ema0.9[gradient]``                             relative
+=============  =====================================================  ==================  ============
 
 Base: each level's learned rule is a correction to one of its own baselines
 (``marl_net.base_rules``): every step a weight moves by the base rule's change, at its step size
-tuned on the setting's train split, plus ``action_scale`` times the agent's action; for
-``gradient`` times ``exp(action_scale * action)`` instead (:attr:`Level.correction` =
-:data:`RELATIVE`: a learned per-synapse factor of Adam's step; ``EnvConfig.correction``), the form
-chosen on the train split. The base's
-feature (``adam[gradient]``, ``feedback_eligibility``, ``np_update``) is among the level's
-observations; ``--set env.base_update=null`` meta-trains a level without a base (and with the
-additive form). ``base_factor``
-scales the base's tuned step size in meta-training (1 but for ``feedback``: 1/3, because
-meta-training over DFA at its tuned step diverged on train-split networks; docs/ladder.md); on a
-held-out setting the learned rule's tuning tries the base at that fraction and at the full tuned
-step, on the setting's train split (``marl_net.heldout.learned_options``).
+tuned on the setting's train split, plus ``action_scale`` times the agent's action (additive:
+``perturbation``), or times ``exp(action_scale * action)`` (:attr:`Level.correction` =
+:func:`relative`: a learned per-synapse factor of the base's step; ``EnvConfig.correction``:
+``gradient`` over Adam, ``feedback`` over DFA-Adam, Adam on DFA's update direction), the base and
+the form chosen on the train split (docs/ladder.md). The base's feature (``np_update``,
+``adam[feedback_eligibility]``, ``adam[gradient]``) is among the level's observations;
+``--set env.base_update=null`` meta-trains a level without a base (and with the additive form).
+``base_factor`` scales the base's tuned step size in meta-training (1 for every level; with
+another factor, a held-out setting's tuning tries the base at that fraction and at the full tuned
+step, on the setting's train split, ``marl_net.heldout.learned_options``).
 
 Memory: a level may add accumulator features (``marl_net.accumulators``: per-synapse moving
 averages ``ema<d>[s]`` and RMS-normalized signals ``rms<d>[s]`` of its own signals), chosen where
@@ -58,9 +57,13 @@ from marl_net.observations import DEFAULT_FEATURES, is_privileged, resolve_featu
 GRADIENT_METHODS = ("sgd", "adam")  # every level is also compared with these, tuned
 NP_SIGNALS = ("np_eligibility", "np_error")
 FEEDBACK_SIGNALS = ("teaching_signal", "feedback_error", "feedback_eligibility")
-# A learned per-synapse factor exp(action * 1.0) of the base rule's step (EnvConfig.correction),
-# chosen over the additive correction on the train split (docs/ladder.md)
-RELATIVE = {"correction": "relative", "action_scale": 1.0}
+
+
+def relative(action_scale: float) -> dict[str, Any]:
+    """A learned per-synapse factor ``exp(action_scale * action)`` of the base rule's step
+    (``EnvConfig.correction``), chosen over the additive correction on the train split (docs/ladder.md)."""
+    return {"correction": "relative", "action_scale": float(action_scale)}
+
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,11 @@ LEVELS: dict[str, Level] = {
     "perturbation": Level("perturbation", "node perturbation's three-factor signals", NP_SIGNALS, ("np", "wp"),
                           memory=("rms0.99[np_update]",), base="np"),
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
-                      "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa"),
-                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa",
-                      base_factor=1 / 3),
+                      "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa", "dfa_adam"),
+                      env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa_adam",
+                      correction=relative(3.0)),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
-                      ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam", correction=RELATIVE),
+                      ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam", correction=relative(1.0)),
 }
 
 
