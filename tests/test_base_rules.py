@@ -100,27 +100,35 @@ def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_c
     assert without_base(relative).correction == "additive"
 
 
-def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_settings():
-    """``feedback`` runs DFA at a third of its tuned step (``Level.base_factor``): the meta-training
-    env's base rate is -lr/3 with lr DFA's step tuned on the meta-training setting's train split."""
+def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_settings(monkeypatch):
+    """A level whose base runs at a fraction of its tuned step (``Level.base_factor``; here
+    ``feedback`` given 1/3): the meta-training env's base rate is -lr/3 with lr the base's step
+    tuned on the meta-training setting's train split."""
+    import dataclasses
+
     from marl_net import heldout
     from marl_net.budgets import BUDGETS
     from marl_net.levels import LEVELS
     from marl_net.meta_training import base_rates, level_launch, train_config
 
+    monkeypatch.setitem(LEVELS, "feedback", dataclasses.replace(LEVELS["feedback"], base_factor=1 / 3))
     budget = BUDGETS["quick"]
     base = base_rates(["feedback"], budget, seed=0)["feedback"]
     hand = without_base(train_config("feedback"))
-    lr = heldout.tuned_lr("dfa", hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points)
-    assert LEVELS["feedback"].base_factor == pytest.approx(1 / 3)
-    assert base == {"rule": "dfa", "lr": lr, "factor": LEVELS["feedback"].base_factor, "base_rate": -lr / 3,
+    rule = LEVELS["feedback"].base
+    lr = heldout.tuned_lr(rule, hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points)
+    assert base == {"rule": rule, "lr": lr, "factor": pytest.approx(1 / 3), "base_rate": pytest.approx(-lr / 3),
                     "action_scale": train_config("feedback").action_scale}
     assert level_launch("feedback", budget, 0, base=base)["env"]["base_rate"] == pytest.approx(-lr / 3)
     assert base_rates(["feedback"], budget, 0, {"env": {"base_rate": -0.5}}) == {"feedback": None}  # fixed by --set
     config, record = heldout.over_tuned_base(EnvConfig.from_kwargs(**level_launch("feedback", budget, 0, base=base)["env"]),
-                                             {"dfa": 0.3}, [1], 1, factor=1 / 3)
+                                             {rule: 0.3}, [1], 1, factor=1 / 3)
     assert config.base_rate == pytest.approx(-0.1) and record["factor"] == pytest.approx(1 / 3)
-    assert config.action_scale == pytest.approx(train_config("feedback").action_scale * 0.1 / (lr / 3))
+    # a relative correction is a factor of the base's step: its scale does not move with the rate
+    assert config.correction == "relative" and config.action_scale == train_config("feedback").action_scale
+    additive = EnvConfig.from_kwargs(**{**level_launch("feedback", budget, 0, base=base)["env"], "correction": "additive"})
+    config, _ = heldout.over_tuned_base(additive, {rule: 0.3}, [1], 1, factor=1 / 3)
+    assert config.action_scale == pytest.approx(additive.action_scale * 0.1 / (lr / 3))
 
 
 def test_the_gradient_level_corrects_adam_relatively_and_without_a_base_additively():
@@ -131,7 +139,8 @@ def test_the_gradient_level_corrects_adam_relatively_and_without_a_base_additive
 
     trained = train_config("gradient")
     assert (trained.correction, trained.action_scale, trained.base_update) == ("relative", 1.0, "adam[gradient]")
-    assert train_config("feedback").correction == "additive"
+    assert (train_config("feedback").correction, train_config("feedback").action_scale) == ("relative", 3.0)
+    assert train_config("perturbation").correction == "additive"
     plain = train_config("gradient", {"env": {"base_update": None}})
     assert (plain.correction, plain.action_scale, plain.base_update) == ("additive", TRAIN_ENV["action_scale"], None)
     assert train_config("gradient", {"gradient": {"env": {"base_update": None, "action_scale": 0.5}}}).action_scale == 0.5

@@ -27,9 +27,10 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
     expected = {"perturbation": ("np_eligibility", "np_error"),
                 "feedback": ("teaching_signal", "feedback_error", "feedback_eligibility"),
                 "gradient": ("gradient",)}
-    base_feature = {"perturbation": ("np_update",), "feedback": (), "gradient": ("adam[gradient]",)}
+    base_feature = {"perturbation": ("np_update",), "feedback": ("adam[feedback_eligibility]",),
+                    "gradient": ("adam[gradient]",)}
     assert list(levels.LEVELS) == ["perturbation", "feedback", "gradient"]
-    assert {n: lv.base for n, lv in levels.LEVELS.items()} == {"perturbation": "np", "feedback": "dfa",
+    assert {n: lv.base for n, lv in levels.LEVELS.items()} == {"perturbation": "np", "feedback": "dfa_adam",
                                                                 "gradient": "adam"}
     for name, level in levels.LEVELS.items():
         # the base rule's feature (marl_net.base_rules) joins the observations where it is not a signal
@@ -42,7 +43,7 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
         assert level.learned == f"learned_{name}"
         assert level.compared_with[-2:] == ("sgd", "adam") or level.compared_with == ("sgd", "adam")
     assert levels.LEVELS["perturbation"].baselines == ("np", "wp")
-    assert levels.LEVELS["feedback"].baselines == ("dfa", "fa")
+    assert levels.LEVELS["feedback"].baselines == ("dfa", "fa", "dfa_adam")  # its base among them
     assert levels.LEVELS["gradient"].baselines == ("sgd", "adam")
     assert levels.LEVELS["gradient"].privileged == ["gradient", *levels.LEVELS["gradient"].memory, "adam[gradient]"]
     assert levels.LEVELS["perturbation"].privileged == []
@@ -60,7 +61,7 @@ def test_levels_parsing_and_the_hand_rules_of_a_ladder():
     with pytest.raises(ValueError, match="choose comma-separated names"):
         levels.parse_levels("perturbation,gradeint")
     assert levels.hand_rules(["perturbation", "gradient"]) == ["np", "wp", "sgd", "adam"]
-    assert levels.hand_rules(["feedback"]) == ["dfa", "fa", "sgd", "adam"]
+    assert levels.hand_rules(["feedback"]) == ["dfa", "fa", "dfa_adam", "sgd", "adam"]
 
 
 def test_the_suite_settings_are_those_of_the_issue():
