@@ -65,7 +65,6 @@ def relative(action_scale: float) -> dict[str, Any]:
     return {"correction": "relative", "action_scale": float(action_scale)}
 
 
-
 @dataclass(frozen=True)
 class Level:
     name: str

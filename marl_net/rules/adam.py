@@ -11,9 +11,10 @@ one step size per copy so that a step-size grid runs as extra copies. Adam is el
 tensor ``[E, rows, cols]`` per layer holding every copy gives each copy what a separate
 ``torch.optim.Adam`` over that copy alone gives: ``tests/test_adam.py`` replays the gradients a
 batched run saw through one ``torch.optim.Adam`` per copy and finds the same weights step by step.
-The gradient is the env's privileged ``gradient`` feature (for ``dfa_adam`` the local
-``feedback_eligibility``, its feedback matrices drawn as DFA's are, ``marl_net.rules.trainer``) (:meth:`marl_net.context.StepContext.gradient`),
-as SGD's is; biases (``bias=True``, the last weight-space column) are updated like weights.
+The gradient is the env's privileged ``gradient`` feature (:meth:`marl_net.context.StepContext.gradient`),
+as SGD's is; ``dfa_adam`` takes the local ``feedback_eligibility`` instead, its feedback matrices
+drawn as DFA's are (``marl_net.rules.trainer``). Biases (``bias=True``, the last weight-space
+column) are updated like weights.
 
 Run it::
 
@@ -66,10 +67,7 @@ class Adam:
         self.exp_avg_sq: list[torch.Tensor] | None = None
 
     def update(self, ctx: StepContext) -> list[torch.Tensor]:
-        if self.feedback is None:
-            grads = ctx.gradient()
-        else:
-            grads = eligibility(ctx)
+        grads = ctx.gradient() if self.feedback is None else eligibility(ctx)
         if self.exp_avg is None:
             self.exp_avg = [torch.zeros_like(g) for g in grads]
             self.exp_avg_sq = [torch.zeros_like(g) for g in grads]
