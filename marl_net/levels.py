@@ -118,7 +118,7 @@ LEVELS: dict[str, Level] = {
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa", "dfa_adam"),
                       env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa_adam",
-                      correction=relative(3.0)),
+                      correction=relative(6.0)),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
                       ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam", correction=relative(1.0)),
 }

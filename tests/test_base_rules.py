@@ -139,7 +139,7 @@ def test_the_gradient_level_corrects_adam_relatively_and_without_a_base_additive
 
     trained = train_config("gradient")
     assert (trained.correction, trained.action_scale, trained.base_update) == ("relative", 1.0, "adam[gradient]")
-    assert (train_config("feedback").correction, train_config("feedback").action_scale) == ("relative", 3.0)
+    assert (train_config("feedback").correction, train_config("feedback").action_scale) == ("relative", 6.0)
     assert train_config("perturbation").correction == "additive"
     plain = train_config("gradient", {"env": {"base_update": None}})
     assert (plain.correction, plain.action_scale, plain.base_update) == ("additive", TRAIN_ENV["action_scale"], None)
