@@ -111,6 +111,11 @@ class EnvConfig:
         """RL-only features need an RL task; RL tasks refuse what replays a supervised loss."""
         rl_tasks = sorted(n for n, (cls, _) in TASKS.items() if issubclass(cls, RLTask))
         signals = dict(zip(self.observations, signals_of(self.observations)))  # accumulators: their signal
+        task_cls = TASKS[self.task][0]
+        if REWARDS[self.reward].action_values and not getattr(task_cls, "knows_action_values", False):
+            knowing = sorted(n for n, (cls, _) in TASKS.items() if getattr(cls, "knows_action_values", False))
+            raise ValueError(f"reward={self.reward!r} reads each action's expected reward, which only tasks {knowing} "
+                             f"know (task={self.task!r}): pick global_loss or loss_improvement")
         if not self.is_rl:
             wrong = [n for n, signal in signals.items() if signal in RL_FEATURES]
             if wrong:

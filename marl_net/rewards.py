@@ -11,6 +11,12 @@ A scheme is a function ``fn(ctx) -> [E, A]`` (one reward per copy and agent) of 
   outgoing weights are its own actions, so it would set its own reward).
 - ``difference``: counterfactual difference reward ``E(w + dw - dw_i) - E(w + dw)``: the loss with
   agent i's change removed minus the loss with every change, batched over all agents at once.
+- ``expected_regret`` (RL tasks that know each action's expected reward: the bandit): every agent
+  gets minus the step's expected regret, ``-1/B sum_b (max_a q_a - sum_a pi_b(a) q_a)`` with ``q``
+  the actions' expected rewards (arm probabilities) and ``pi_b`` the network's policy. It is the
+  sampled reward with the draw of the action, the payout and the task's luck averaged out: a
+  meta-training signal that knows the task (the outer loop's privilege; no observation sees it),
+  whose sum over a lifetime is minus the ``regret`` metric's expectation.
 
 ``reward_unit="percent"`` expresses any scheme's rewards in percent of the episode's initial loss,
 so that rewards have the same scale on every task (useful for value functions).
@@ -47,19 +53,21 @@ class RewardScheme:
     fn: Callable[[StepContext], torch.Tensor]
     ownership: str | None = None  # the ownership the scheme requires, if any
     deterministic_units: bool = False  # True when the scheme replays forward passes
+    action_values: bool = False  # True when it reads an RL task's expected reward of each action
 
 
 REWARDS: dict[str, RewardScheme] = {}
 REWARD_UNITS = ("loss", "percent")
 
 
-def register_reward(name: str, description: str, ownership: str | None = None, deterministic_units: bool = False):
+def register_reward(name: str, description: str, ownership: str | None = None, deterministic_units: bool = False,
+                    action_values: bool = False):
     """Decorator: register ``fn(ctx) -> [E, A]`` as reward scheme ``name``."""
 
     def deco(fn):
         if name in REWARDS:
             raise ValueError(f"reward scheme {name!r} is already registered")
-        REWARDS[name] = RewardScheme(name, description, fn, ownership, deterministic_units)
+        REWARDS[name] = RewardScheme(name, description, fn, ownership, deterministic_units, action_values)
         return fn
 
     return deco
@@ -161,6 +169,17 @@ def difference(ctx: StepContext) -> torch.Tensor:
         cf_loss = losses.compute(ctx.loss_name, h.flatten(0, 1), targets.flatten(0, 1)).view(e, n)
         per_block.append(cf_loss - ctx.loss.unsqueeze(1))
     return ctx.ownership.neuron_values_to_agents(per_block)
+
+
+@register_reward(
+    "expected_regret",
+    "RL tasks that know each action's expected reward (bandit): every agent gets minus the step's expected regret",
+    action_values=True,
+)
+def expected_regret(ctx: StepContext) -> torch.Tensor:
+    values = ctx.rl.action_values  # [E, B, actions]
+    gap = values.amax(-1) - (ctx.rl.probs * values).sum(-1)  # [E, B]
+    return _per_agent(ctx, -gap.mean(1))
 
 
 def compute_rewards(ctx: StepContext, scheme: RewardScheme, local_ratio: float | None,

@@ -38,6 +38,7 @@ def small(task, ownership="outgoing", **extra):
 
 CASES = [(t, o, r) for t in SMALL for o in ("outgoing", "incoming")
          for r in (("global_loss", "loss_improvement") + (("weight_max",) if o == "incoming" else ()))]
+CASES += [("bandit", o, "expected_regret") for o in ("outgoing", "incoming")]
 
 
 @pytest.mark.parametrize("task,ownership,reward", CASES)
@@ -165,6 +166,24 @@ def test_loss_is_minus_mean_reward_and_rel_loss_uses_the_reward_scale():
         torch.testing.assert_close(result.obs[:, 0, 0, col], result.loss / 10.0)
 
 
+def test_expected_regret_pays_minus_the_policys_expected_regret():
+    # 4096 inner copies of each bandit: the sampled pulls' mean regret estimates the policy's
+    # expected regret, which the scheme pays exactly (to 0.03, five standard errors)
+    core = NetworkWeightsCore(EnvConfig(**small("bandit", reward="expected_regret", batch_size=4096)), copies=2)
+    core.seed([3, 4])
+    core.reset()
+    probs = core.rl_state["arm_probs"]  # [2, 3]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        result = core.step(torch.rand(2, core.ownership.num_agents, core.ownership.max_fan, generator=gen) - 0.5)
+        pulled = probs.gather(1, core.rl_state["prev_action"])  # [2, B]
+        sampled_regret = (probs.amax(1, keepdim=True) - pulled).mean(1)
+        assert torch.all(result.rewards == result.rewards[:, :1])  # every agent is paid the same
+        torch.testing.assert_close(result.rewards[:, 0], -sampled_regret, atol=0.03, rtol=0)
+        assert bool((result.rewards <= 0).all())
+        torch.testing.assert_close(result.loss, -core.rl_state["prev_reward"].mean(1))  # the loss is unchanged
+
+
 def test_vector_env_state_round_trip_continues_identically():
     kwargs = small("maze", max_cycles=5)
     a, b = VectorNetworkEnv(EnvConfig(**kwargs), copies=2), VectorNetworkEnv(EnvConfig(**kwargs), copies=2)
@@ -192,6 +211,10 @@ def test_rl_settings_are_refused_where_they_do_not_apply():
         EnvConfig(**small("bandit", observations=("weight", "ema0.5[np_update]")))
     with pytest.raises(ValueError, match="counterfactual"):
         EnvConfig(**small("bandit", reward="difference"))
+    with pytest.raises(ValueError, match="expected reward.*pick global_loss"):
+        EnvConfig(**small("harlow", reward="expected_regret"))
+    with pytest.raises(ValueError, match="expected reward"):
+        EnvConfig(reward="expected_regret")
     with pytest.raises(ValueError, match="np_eligibility"):
         EnvConfig(**small("bandit", observations=("np_eligibility", "np_error")))
     assert set(RL_FEATURES) <= set(RL_OBS)

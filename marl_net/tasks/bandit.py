@@ -23,6 +23,7 @@ from marl_net.tasks.rl import RLTask, State
 class Bandit(RLTask):
     obs_dim = 1
     reward_scale = 1.0
+    knows_action_values = True
 
     def __init__(self, input_dim: int | None = None, output_dim: int | None = None, arms: int = 2,
                  baseline_rate: float = 0.1):
@@ -40,6 +41,10 @@ class Bandit(RLTask):
 
     def observe(self, state: State) -> torch.Tensor:
         return state["prev_reward"].new_ones(*state["prev_reward"].shape, 1)
+
+    def action_values(self, state: State) -> torch.Tensor:
+        p = state["arm_probs"]  # [E, arms]: every inner copy of a network copy plays the same bandit
+        return p.unsqueeze(1).expand(-1, state["prev_action"].shape[1], -1)
 
     def transition(self, state: State, actions: torch.Tensor, uniforms: torch.Tensor):
         p = state["arm_probs"].gather(1, actions)  # [E, B]

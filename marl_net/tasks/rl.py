@@ -54,6 +54,8 @@ class RLStep:
     rpe: torch.Tensor  # [E], mean reward minus that baseline (reward-prediction error)
     task: "RLTask | None" = None  # the task and its state after the step, for the episode-boundary
     next_state: "State | None" = None  # features (next_input, final_input, inner_terminated, ...)
+    action_values: "torch.Tensor | None" = None  # [E, B, num_actions]: each action's expected reward in
+    # the state the step acted in, for tasks that know it (knows_action_values; the expected_regret scheme)
 
 
 class RLTask(Task):
@@ -76,6 +78,7 @@ class RLTask(Task):
     num_actions: int
     reward_scale: float
     num_samples = 0  # no data set
+    knows_action_values = False  # True where action_values() gives each action's expected reward (bandit)
     uniforms_per_step = 1  # data-generator uniforms per inner copy and step (1: shape [E, B], else [E, B, k])
 
     def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1,
@@ -112,6 +115,12 @@ class RLTask(Task):
     def transition(self, state: State, actions: torch.Tensor, uniforms: torch.Tensor) -> tuple[State, torch.Tensor]:
         """Apply ``actions [E, B]``; returns the next state and the rewards ``[E, B]``.
         ``uniforms [E, B]`` are this step's draws of the copies' data generators."""
+
+    def action_values(self, state: State) -> torch.Tensor | None:
+        """``[E, B, num_actions]``: the expected reward of each action in ``state``, for tasks that
+        know it (``knows_action_values``; the meta-training's ``expected_regret`` reward scheme reads
+        it, never an observation); None elsewhere."""
+        return None
 
     def final_observe(self, state: State) -> torch.Tensor:
         """The observations ``[E, B, obs_dim]`` the last transition ended in: :meth:`observe`'s,
@@ -164,13 +173,14 @@ class RLTask(Task):
         u = action_uniforms if action_uniforms is not None else seeding.rand(
             noise_gens, (b,), device=probs.device, dtype=probs.dtype)
         actions = sample_categorical(probs, u)
+        values = self.action_values(state)
         state, rewards = self.transition(state, actions, seeding.rand(data_gens, self._uniform_shape(b),
                                                                       device=probs.device))
         rewards = rewards.to(probs.dtype)
         state = {**state, "prev_action": actions, "prev_reward": rewards}
         rpe = rewards.mean(1) - baseline
         return state, RLStep(actions=actions, probs=probs, rewards=rewards, baseline=baseline, rpe=rpe, task=self,
-                             next_state=state)
+                             next_state=state, action_values=values)
 
 
 def sample_categorical(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
