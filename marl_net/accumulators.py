@@ -35,7 +35,8 @@ magnitude is at most ``(1 - decay) ** -0.5``. Per synapse and in time only, so i
 signal is.
 
 ``adam[<signal>]`` (e.g. ``adam[gradient]``) is Adam's update direction on the signal, with
-``torch.optim.Adam``'s defaults (beta1 0.9, beta2 0.999, eps 1e-8; ``marl_net.rules.adam``):
+``torch.optim.Adam``'s defaults (beta1 0.9, beta2 0.999, eps 1e-8; ``marl_net.rules.adam``), and
+``adam<beta1>[<signal>]`` (e.g. ``adam0.7[feedback_eligibility]``) the same with another beta1:
 ``m_t`` the moving average of ``s_t`` at beta1, ``v_t`` that of ``s_t**2`` at beta2, and the
 observation ``(m_t / (1 - beta1**(t+1))) / (sqrt(v_t) / sqrt(1 - beta2**(t+1)) + eps)``. Its state
 per layer is ``[E, 2, rows, cols]`` (m and v). ``-lr`` times ``adam[gradient]`` is the ``adam``
@@ -99,7 +100,8 @@ def _register(name: str, signal: str, decay: float, kind: str) -> None:
     ACCUMULATORS[name] = Accumulator(name, signal, decay, kind)
     what = {"ema": f"exponential moving average (decay {decay:g}) of {signal!r} over the inner episode, zero at reset",
             "rms": f"{signal!r} over its running root mean square (decay {decay:g}, bias-corrected, from zero at reset)",
-            "adam": f"Adam's update direction on {signal!r} (betas {ADAM_BETAS}, eps {ADAM_EPS:g}, from zero at reset)",
+            "adam": f"Adam's update direction on {signal!r} (betas {(decay, ADAM_BETAS[1])}, eps {ADAM_EPS:g}, from "
+                    "zero at reset)",
             }[kind]
     register_feature(name, f"{what} ({'privileged' if source.privileged else 'local'}, as its signal)",
                      privileged=source.privileged)(lambda ctx, l: ctx.accumulators[name][l])
@@ -107,17 +109,15 @@ def _register(name: str, signal: str, decay: float, kind: str) -> None:
 
 def _resolve(name: str) -> bool:
     """The accumulator feature families: register ``name`` if it is ``ema<decay>[<signal>]``,
-    ``rms<decay>[<signal>]`` or ``adam[<signal>]``."""
+    ``rms<decay>[<signal>]``, ``adam[<signal>]`` or ``adam<beta1>[<signal>]``."""
     if not name.startswith(KINDS):
         return False
     match = _NAME.match(name)
     if match is None:
         raise ValueError(f"observation feature {name!r}: write an accumulator as ema<decay>[<signal>], "
-                         f"rms<decay>[<signal>] or adam[<signal>], e.g. {ema_name('gradient', 0.9)!r}")
-    if match["kind"] == "adam":
-        if match["decay"]:
-            raise ValueError(f"observation feature {name!r}: adam takes torch.optim.Adam's betas {ADAM_BETAS}; "
-                             f"write adam[{match['signal']}]")
+                         f"rms<decay>[<signal>], adam[<signal>] or adam<beta1>[<signal>], e.g. "
+                         f"{ema_name('gradient', 0.9)!r}")
+    if match["kind"] == "adam" and not match["decay"]:
         _register(name, match["signal"], ADAM_BETAS[0], "adam")
         return True
     try:
@@ -169,7 +169,7 @@ def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, li
             shape = (ctx.copies, *ctx.ownership.weight_space_shape(l))
             s = sanitize(FEATURES[a.signal].fn(ctx, l)).expand(shape)
             if a.kind == "adam":
-                state, value = _adam(s, None if previous is None else previous[a.name][l], ctx.t)
+                state, value = _adam(s, None if previous is None else previous[a.name][l], ctx.t, a.decay)
                 layers.append(state)
                 shown.append(value)
                 continue
@@ -186,10 +186,11 @@ def update(accs: Sequence[Accumulator], ctx: StepContext, previous: dict[str, li
     return states
 
 
-def _adam(s: torch.Tensor, previous: torch.Tensor | None, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _adam(s: torch.Tensor, previous: torch.Tensor | None, t: torch.Tensor, beta1: float
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam's moments ``[E, 2, rows, cols]`` after signal ``s`` and its direction, in
     ``torch.optim.Adam``'s order of operations (t = 0 at the reset's update: Adam's step 1)."""
-    beta1, beta2 = ADAM_BETAS
+    beta2 = ADAM_BETAS[1]
     m = (1.0 - beta1) * s if previous is None else previous[:, 0].lerp(s, 1.0 - beta1)
     v = (1.0 - beta2) * (s * s) if previous is None else previous[:, 1] * beta2 + (1.0 - beta2) * (s * s)
     step = t.to(torch.float64) + 1.0

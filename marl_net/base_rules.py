@@ -5,17 +5,18 @@ With ``EnvConfig(base_update=FEATURE, base_rate=r)`` every step a weight moves b
 (``marl_net.core``). For the hand rules below a feature and a rate exist at which zero actions
 *are* the rule (``tests/test_base_rules.py``, ``tests/test_base_update.py``):
 
-=============  ==========================  ====================  ===============================
-hand rule      ``base_update``             ``base_rate``         exactly
-=============  ==========================  ====================  ===============================
-``sgd``        ``gradient``                ``-lr``               bit for bit
-``adam``       ``adam[gradient]``          ``-lr``               to float rounding
-``dfa``        ``feedback_eligibility``    ``-lr``               bit for bit (env ``feedback="dfa"``)
-``dfa_adam``   ``adam[feedback_eligibility]``  ``-lr``           to float rounding (env ``feedback="dfa"``)
-``np``         ``np_update``               ``lr / sigma``        to float rounding (sigma: the noise
-                                                                 variance, ``DEFAULT_SIGMA``)
-``reinforce``  ``reinforce_update``        ``lr``                bit for bit
-=============  ==========================  ====================  ===============================
+=============  =================================  ============  ===============================
+hand rule      ``base_update``                    ``base_rate`` exactly
+=============  =================================  ============  ===============================
+``sgd``        ``gradient``                       ``-lr``       bit for bit
+``adam``       ``adam[gradient]``                 ``-lr``       to float rounding
+``dfa``        ``feedback_eligibility``           ``-lr``       bit for bit (env ``feedback="dfa"``)
+``dfa_adam``   ``adam0.7[feedback_eligibility]``  ``-lr``       to float rounding (env ``feedback="dfa"``;
+                                                                beta1 ``DFA_ADAM_BETA1``)
+``np``         ``np_update``                      ``lr / sigma`` to float rounding (sigma: the noise
+                                                                variance, ``DEFAULT_SIGMA``)
+``reinforce``  ``reinforce_update``               ``lr``        bit for bit
+=============  =================================  ============  ===============================
 
 A ladder level with a base (``marl_net.levels.Level.base``) meta-trains its rule over that hand
 rule, the rate from the hand rule's step size tuned on the *train* split of the meta-training
@@ -31,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from marl_net.rules.adam import DFA_ADAM_BETA1
 from marl_net.rules.node_perturbation import DEFAULT_SIGMA
 
 
@@ -49,7 +51,7 @@ BASES: dict[str, BaseRule] = {b.rule: b for b in (
     BaseRule("sgd", "gradient", -1.0),
     BaseRule("adam", "adam[gradient]", -1.0),
     BaseRule("dfa", "feedback_eligibility", -1.0),
-    BaseRule("dfa_adam", "adam[feedback_eligibility]", -1.0),
+    BaseRule("dfa_adam", f"adam{DFA_ADAM_BETA1:g}[feedback_eligibility]", -1.0),
     BaseRule("np", "np_update", 1.0, DEFAULT_SIGMA),
     BaseRule("reinforce", "reinforce_update", 1.0),
 )}

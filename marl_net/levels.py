@@ -25,9 +25,9 @@ Base: each level's learned rule is a correction to one of its own baselines
 tuned on the setting's train split, plus ``action_scale`` times the agent's action (additive:
 ``perturbation``), or times ``exp(action_scale * action)`` (:attr:`Level.correction` =
 :func:`relative`: a learned per-synapse factor of the base's step; ``EnvConfig.correction``:
-``gradient`` over Adam, ``feedback`` over DFA-Adam, Adam on DFA's update direction), the base and
+``gradient`` over Adam, ``feedback`` over DFA-Adam, Adam on DFA's update direction at beta1 0.7), the base and
 the form chosen on the train split (docs/ladder.md). The base's feature (``np_update``,
-``adam[feedback_eligibility]``, ``adam[gradient]``) is among the level's observations;
+``adam0.7[feedback_eligibility]``, ``adam[gradient]``) is among the level's observations;
 ``--set env.base_update=null`` meta-trains a level without a base (and with the additive form).
 ``base_factor`` scales the base's tuned step size in meta-training (1 for every level; with
 another factor, a held-out setting's tuning tries the base at that fraction and at the full tuned
@@ -118,7 +118,7 @@ LEVELS: dict[str, Level] = {
     "feedback": Level("feedback", "the output units' teaching signal and the hidden units' error through fixed "
                       "random feedback weights (DFA), no weight transport", FEEDBACK_SIGNALS, ("dfa", "fa", "dfa_adam"),
                       env={"feedback": "dfa"}, memory=("ema0.9[feedback_eligibility]",), base="dfa_adam",
-                      correction=relative(6.0)),
+                      correction=relative(3.0)),
     "gradient": Level("gradient", "the backprop gradient (privileged): a learned optimizer", ("gradient",),
                       ("sgd", "adam"), memory=("ema0.9[gradient]",), base="adam", correction=relative(1.0)),
 }

@@ -1,5 +1,5 @@
 """The ``adam`` rule equals ``torch.optim.Adam`` step for step, one copy or many; ``dfa_adam`` is
-``torch.optim.Adam`` fed DFA's update direction.
+``torch.optim.Adam`` (beta1 0.7) fed DFA's update direction.
 
 Run: ``.venv/bin/pytest -q tests/test_adam.py`` (about 3 s).
 """
@@ -51,7 +51,8 @@ def test_adam_equals_torch_adam_step_for_step_per_copy(bias, make):
     assert len(rec.grads) == steps
     for copy, lr in enumerate(lrs):
         ref = [p[copy].clone().requires_grad_(True) for p in rec.params[0]]
-        opt = torch.optim.Adam(ref, lr=float(torch.tensor(lr, dtype=torch.float32)))
+        opt = torch.optim.Adam(ref, lr=float(torch.tensor(lr, dtype=torch.float32)),
+                               betas=(rec.rule.beta1, rec.rule.beta2))
         for t in range(steps):
             for p, g in zip(ref, rec.grads[t]):
                 p.grad = g[copy].clone()
@@ -59,6 +60,7 @@ def test_adam_equals_torch_adam_step_for_step_per_copy(bias, make):
             seen = rec.params[t + 1] if t + 1 < steps else run.params
             for p, q in zip(ref, seen):
                 torch.testing.assert_close(q[copy], p.detach(), rtol=2e-6, atol=1e-7)
+    assert rec.rule.beta1 == (0.7 if make is dfa_adam else 0.9)  # dfa_adam's beta1: DFA_ADAM_BETA1
     # the step actually moved the weights (a rule returning zeros would pass the comparison above only
     # if torch's Adam also did nothing)
     assert not torch.equal(rec.params[0][0], run.params[0])

@@ -72,10 +72,32 @@ def test_bad_bases_are_refused(rule, lr, match):
         env_options(rule, lr)
 
 
-def test_bad_adam_feature_names_are_refused():
-    with pytest.raises(ValueError, match="write adam\\[gradient\\]"):
-        EnvConfig(observations=("weight", "adam0.9[gradient]"))
+@pytest.mark.parametrize("name,match", [("adam1.5[gradient]", "strictly between 0 and 1"),
+                                        ("adamx[gradient]", "not a number"), ("adam0.7[]", "per-synapse signal")])
+def test_bad_adam_feature_names_are_refused(name, match):
+    with pytest.raises(ValueError, match=match):
+        EnvConfig(observations=("weight", name))
     assert set(BASES) >= {"sgd", "adam", "dfa", "np", "reinforce"}
+
+
+def test_adam_beta1_in_the_name_sets_the_first_moment_decay():
+    """``adam0.7[gradient]`` is Adam's direction at beta1 0.7: after two steps of the same
+    gradients it differs from ``adam[gradient]`` (beta1 0.9); the dfa_adam base, at beta1
+    ``DFA_ADAM_BETA1``, is checked step by step against the hand rule above."""
+    from marl_net.core import NetworkWeightsCore
+    from marl_net.rules.adam import DFA_ADAM_BETA1
+
+    config = EnvConfig(**NET, observations=("weight", "adam[gradient]", "adam0.7[gradient]"))
+    core = NetworkWeightsCore(config, copies=1, layout="padded")
+    core.seed([0])
+    obs = core.reset()
+    mask = obs[0, ..., -1].bool()
+    torch.testing.assert_close(obs[0, ..., 1][mask], obs[0, ..., 2][mask])  # the first step: both g / (|g| + eps)
+    for _ in range(2):
+        obs = core.step(torch.full((1, core.ownership.num_agents, core.ownership.max_fan), 0.5)).obs
+    assert not torch.allclose(obs[0, ..., 1][mask], obs[0, ..., 2][mask])
+    assert BASES["dfa_adam"].feature == f"adam{DFA_ADAM_BETA1:g}[feedback_eligibility]" == \
+        "adam0.7[feedback_eligibility]"
 
 
 def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_correction_scaled_alike():
@@ -139,7 +161,7 @@ def test_the_gradient_level_corrects_adam_relatively_and_without_a_base_additive
 
     trained = train_config("gradient")
     assert (trained.correction, trained.action_scale, trained.base_update) == ("relative", 1.0, "adam[gradient]")
-    assert (train_config("feedback").correction, train_config("feedback").action_scale) == ("relative", 6.0)
+    assert (train_config("feedback").correction, train_config("feedback").action_scale) == ("relative", 3.0)
     assert train_config("perturbation").correction == "additive"
     plain = train_config("gradient", {"env": {"base_update": None}})
     assert (plain.correction, plain.action_scale, plain.base_update) == ("additive", TRAIN_ENV["action_scale"], None)

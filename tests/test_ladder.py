@@ -27,7 +27,7 @@ def test_each_level_is_the_local_defaults_plus_its_signals_and_only_gradient_is_
     expected = {"perturbation": ("np_eligibility", "np_error"),
                 "feedback": ("teaching_signal", "feedback_error", "feedback_eligibility"),
                 "gradient": ("gradient",)}
-    base_feature = {"perturbation": ("np_update",), "feedback": ("adam[feedback_eligibility]",),
+    base_feature = {"perturbation": ("np_update",), "feedback": ("adam0.7[feedback_eligibility]",),
                     "gradient": ("adam[gradient]",)}
     assert list(levels.LEVELS) == ["perturbation", "feedback", "gradient"]
     assert {n: lv.base for n, lv in levels.LEVELS.items()} == {"perturbation": "np", "feedback": "dfa_adam",

@@ -71,7 +71,8 @@ class RuleSpec:
 
 RULES: dict[str, RuleSpec] = {
     "sgd": RuleSpec("sgd", "backprop SGD: dW = -eta dE/dW", SGD, ("lr",)),
-    "adam": RuleSpec("adam", "Adam on the backprop gradient (torch.optim.Adam, betas 0.9, 0.999)", Adam, ("lr",)),
+    "adam": RuleSpec("adam", "Adam on the backprop gradient (torch.optim.Adam, betas 0.9, 0.999)", Adam,
+                     ("lr", "beta1")),
     "np": RuleSpec("np", "node perturbation: dW = eta/sigma (E - E_N) sum_b xi x^T (Cai & Cheng)",
                    NodePerturbation, ("lr", "sigma")),
     "wp": RuleSpec("wp", "weight perturbation: dW = eta/sigma (E - E_W) Xi (Cai & Cheng)",
@@ -83,8 +84,8 @@ RULES: dict[str, RuleSpec] = {
                    "in place of W^T (Lillicrap et al.)", fa, ("lr",)),
     "dfa": RuleSpec("dfa", "direct feedback alignment: dW = -eta x delta f'(z), the output error straight to each "
                     "hidden layer through fixed random B (Nokland)", dfa, ("lr",)),
-    "dfa_adam": RuleSpec("dfa_adam", "Adam (torch.optim.Adam's math) on DFA's update direction: no weight transport",
-                         dfa_adam, ("lr",)),
+    "dfa_adam": RuleSpec("dfa_adam", "Adam (torch.optim.Adam's math, beta1 0.7) on DFA's update direction: no "
+                         "weight transport", dfa_adam, ("lr", "beta1")),
 }
 
 _TEACHER_STUDENT = {
