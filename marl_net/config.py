@@ -108,7 +108,8 @@ class EnvConfig:
         return issubclass(TASKS[self.task][0], RLTask)
 
     def _check_rl(self) -> None:
-        """RL-only features need an RL task; RL tasks refuse what replays a supervised loss."""
+        """RL-only features need an RL task; RL tasks refuse what replays a supervised loss; a reward
+        scheme that reads the actions' expected rewards needs a task that knows them."""
         rl_tasks = sorted(n for n, (cls, _) in TASKS.items() if issubclass(cls, RLTask))
         signals = dict(zip(self.observations, signals_of(self.observations)))  # accumulators: their signal
         task_cls = TASKS[self.task][0]
