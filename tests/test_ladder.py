@@ -231,6 +231,26 @@ def test_check_fails_on_a_missed_target_and_takes_the_median_over_seeds(tmp_path
     assert cli_main(["check", str(tmp_path / "nowhere")]) == 2
 
 
+def test_a_test_accuracy_tie_meets_at_least_dfas_despite_float_rounding():
+    """Two mean accuracies over different networks that count the same correct samples differ by
+    float rounding (1e-9); the difference is rounded, so a tie meets ">= DFA's"; one sample fewer
+    (here 1/5760, 16 networks of 360 test samples) still misses."""
+    from marl_net.targets import targets
+
+    def run(learned_acc, dfa_acc):
+        results = _results()
+        results["heldout"]["digits_wide"] = {
+            "learned_feedback": {"final_loss_mean": 0.1, "test_accuracy_mean": learned_acc},
+            "dfa": {"final_loss_mean": 0.2, "test_accuracy_mean": dfa_acc}}
+        (t,) = [t for t in targets(results)[0] if t["name"] == "feedback/digits_wide: test accuracy learned - dfa"]
+        return t
+
+    tie = run(0.8980034722222222 - 7.451e-09, 0.8980034722222222)
+    assert tie["value"] == 0.0 and tie["met"]
+    below = run(0.8980034722222222 - 1 / 5760, 0.8980034722222222)
+    assert below["value"] < 0 and not below["met"]
+
+
 def test_targets_on_the_long_horizon_need_finite_losses():
     from marl_net.targets import targets
 
