@@ -24,8 +24,8 @@ TASK_SETTINGS = {
 def valid_combinations():
     for task in TASK_SETTINGS:
         for ownership in ("outgoing", "incoming"):
-            for reward, scheme in REWARDS.items():
-                if scheme.ownership in (None, ownership):
+            for reward, scheme in REWARDS.items():  # (schemes that read RL action values: tests/test_rl_env.py)
+                if scheme.ownership in (None, ownership) and not scheme.action_values:
                     yield task, ownership, reward
 
 

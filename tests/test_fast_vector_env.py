@@ -13,7 +13,8 @@ from marl_net.rewards import REWARDS
 
 COPIES = 2
 SEED = 7
-CASES = [(r, o) for r in sorted(REWARDS) for o in ("outgoing", "incoming") if REWARDS[r].ownership in (None, o)]
+CASES = [(r, o) for r in sorted(REWARDS) for o in ("outgoing", "incoming")
+         if REWARDS[r].ownership in (None, o) and not REWARDS[r].action_values]  # RL-only: tests/test_rl_env.py
 
 
 def _stack(d: dict, agents) -> np.ndarray:

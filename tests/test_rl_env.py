@@ -61,6 +61,7 @@ FEEDBACK_OBS = ("weight", "teaching_signal", "feedback_error", "feedback_eligibi
     ("bandit", "outgoing", {}), ("harlow", "incoming", {}), ("maze", "outgoing", {}), ("cartpole", "incoming", {}),
     ("harlow", "outgoing", {"observations": FEEDBACK_OBS, "feedback": "dfa"}),  # feedback matrices drawn at resets
     ("bandit", "incoming", {"observations": ("weight", "ema0.9[reinforce_update]", "reward_prediction_error")}),
+    ("bandit", "outgoing", {"reward": "expected_regret"}),
 ])
 def test_vector_env_equals_pettingzoo_env_over_full_episodes(task, ownership, extra):
     copies, seed, kwargs = 2, 5, small(task, ownership, max_cycles=4, **extra)
