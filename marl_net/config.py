@@ -22,7 +22,7 @@ from marl_net.rewards import REWARD_UNITS, REWARDS, check_scheme
 from marl_net.tasks import TASKS
 from marl_net.tasks.base import check_split
 from marl_net.validation import check_field_types
-from marl_net.tasks.rl import RLTask
+from marl_net.tasks.rl import RLTask, knows_action_values
 from marl_net.rl_features import RL_FEATURES
 
 CORRECTIONS = ("additive", "relative")  # how the agents' actions correct a base rule (EnvConfig._check_base)
@@ -112,9 +112,8 @@ class EnvConfig:
         scheme that reads the actions' expected rewards needs a task that knows them."""
         rl_tasks = sorted(n for n, (cls, _) in TASKS.items() if issubclass(cls, RLTask))
         signals = dict(zip(self.observations, signals_of(self.observations)))  # accumulators: their signal
-        task_cls = TASKS[self.task][0]
-        if REWARDS[self.reward].action_values and not getattr(task_cls, "knows_action_values", False):
-            knowing = sorted(n for n, (cls, _) in TASKS.items() if getattr(cls, "knows_action_values", False))
+        if REWARDS[self.reward].action_values and not knows_action_values(TASKS[self.task][0]):
+            knowing = sorted(n for n, (cls, _) in TASKS.items() if knows_action_values(cls))
             raise ValueError(f"reward={self.reward!r} reads each action's expected reward, which only tasks {knowing} "
                              f"know (task={self.task!r}): pick global_loss or loss_improvement")
         if not self.is_rl:

@@ -23,7 +23,6 @@ from marl_net.tasks.rl import RLTask, State
 class Bandit(RLTask):
     obs_dim = 1
     reward_scale = 1.0
-    knows_action_values = True
 
     def __init__(self, input_dim: int | None = None, output_dim: int | None = None, arms: int = 2,
                  baseline_rate: float = 0.1):

@@ -78,7 +78,6 @@ class RLTask(Task):
     num_actions: int
     reward_scale: float
     num_samples = 0  # no data set
-    knows_action_values = False  # True where action_values() gives each action's expected reward (bandit)
     uniforms_per_step = 1  # data-generator uniforms per inner copy and step (1: shape [E, B], else [E, B, k])
 
     def __init__(self, input_dim: int | None, output_dim: int | None, baseline_rate: float = 0.1,
@@ -118,8 +117,8 @@ class RLTask(Task):
 
     def action_values(self, state: State) -> torch.Tensor | None:
         """``[E, B, num_actions]``: the expected reward of each action in ``state``, for tasks that
-        know it (``knows_action_values``; the meta-training's ``expected_regret`` reward scheme reads
-        it, never an observation); None elsewhere."""
+        know it and override this method (:func:`knows_action_values`; the meta-training's
+        ``expected_regret`` reward scheme reads it, never an observation); None elsewhere."""
         return None
 
     def final_observe(self, state: State) -> torch.Tensor:
@@ -181,6 +180,12 @@ class RLTask(Task):
         rpe = rewards.mean(1) - baseline
         return state, RLStep(actions=actions, probs=probs, rewards=rewards, baseline=baseline, rpe=rpe, task=self,
                              next_state=state, action_values=values)
+
+
+def knows_action_values(task_cls: type) -> bool:
+    """Whether task class ``task_cls`` is an RL task that gives each action's expected reward (it
+    overrides :meth:`RLTask.action_values`: the bandit)."""
+    return issubclass(task_cls, RLTask) and task_cls.action_values is not RLTask.action_values
 
 
 def sample_categorical(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
