@@ -16,7 +16,7 @@
 //
 // tanh is the synapse kernel's (Eigen's rational function, about 1e-6 from std::tanh) and
 // sigmoid(x) = (1 + tanh(x / 2)) / 2. Built by marl_net.policies.fused_gru with the synapse
-// kernel's flags (IEEE arithmetic, no fast-math). H_m = 16 HV, HV = 1 .. 4.
+// kernel's flags (IEEE arithmetic, no fast-math). H_m is 16, 32, 48 or 64 (HV = H_m / V vectors).
 #include <algorithm>
 #include <cstring>
 #include <thread>
@@ -35,7 +35,11 @@ void parallel(long T, const Work &work) {
     for (auto &th : pool) th.join();
 }
 
-constexpr int V = 16;
+#ifdef __AVX512F__
+constexpr int V = 16;  // floats per vector: one register of the host (as in synapse_kernel.cpp)
+#else
+constexpr int V = 8;
+#endif
 typedef float vf __attribute__((vector_size(4 * V), aligned(4)));
 
 inline vf splat(float x) { return (vf){} + x; }
@@ -160,7 +164,7 @@ int gru_forward(const float *gx, const float *h0, const float *keep, const float
     switch (H) {
 #define CASE(HV) \
     case HV * V: split_rows(M, [&](long lo, long hi) { forward_rows<HV>(lo, hi, T, M, gx, h0, keep, WT, b, history, gh, rz, n); }); return 0;
-        CASE(1) CASE(2) CASE(3) CASE(4)
+        CASE(16 / V) CASE(32 / V) CASE(48 / V) CASE(64 / V)
 #undef CASE
     }
     return 1;
@@ -171,7 +175,7 @@ int gru_backward(const float *grad, const float *history, const float *gh, const
     switch (H) {
 #define CASE(HV) \
     case HV * V: split_rows(M, [&](long lo, long hi) { backward_rows<HV>(lo, hi, T, M, grad, history, gh, rz, n, keep, W, dgx, dgh, carry); }); return 0;
-        CASE(1) CASE(2) CASE(3) CASE(4)
+        CASE(16 / V) CASE(32 / V) CASE(48 / V) CASE(64 / V)
 #undef CASE
     }
     return 1;

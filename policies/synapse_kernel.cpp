@@ -16,8 +16,8 @@
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
 // forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use
 // by marl_net.policies.fused_layer (g++ -O3 -march=native -ffp-contract=fast: IEEE arithmetic, no fast-math) and called
-// through ctypes. GCC vector extensions: one vector is 16 floats (one AVX-512 register, two AVX2
-// ones); H is 16, 32, 48 or 64.
+// through ctypes. GCC vector extensions: one vector is one register of the host, 16 floats with
+// AVX-512, else 8 (on an AVX2 host 16-float vectors ran at half torch's rate); H is 16, 32, 48 or 64.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,8 +41,15 @@ void parallel(long T, const Work &work) {
     for (auto &th : pool) th.join();
 }
 
-constexpr int V = 16;  // floats per vector
-constexpr int G = 8;   // synapse rows processed together: independent chains keep the FPU busy
+// Floats per vector (one register of the host) and synapse rows processed together (independent
+// chains keep the FPU busy), as measured on an AVX-512 and on an AVX2 host (docs/fast_path.md).
+#ifdef __AVX512F__
+constexpr int V = 16;
+constexpr int G = 8;
+#else
+constexpr int V = 8;
+constexpr int G = 16;
+#endif
 constexpr long MAX_F = 256;
 typedef float vf __attribute__((vector_size(4 * V), aligned(4)));
 
@@ -530,10 +537,10 @@ void ppo_minibatch(const Rows &in, const float *actions, const long *index, long
 #define DISPATCH(CALL)                          \
     if (F > MAX_F) return 1;                    \
     switch (H) {                                \
-        case 16: DISPATCH_D(CALL, 1)            \
-        case 32: DISPATCH_D(CALL, 2)            \
-        case 48: DISPATCH_D(CALL, 3)            \
-        case 64: DISPATCH_D(CALL, 4)            \
+        case 16: DISPATCH_D(CALL, 16 / V)       \
+        case 32: DISPATCH_D(CALL, 32 / V)       \
+        case 48: DISPATCH_D(CALL, 48 / V)       \
+        case 64: DISPATCH_D(CALL, 64 / V)       \
         default: return 1;                      \
     }
 #define NET_ARGS const float *WT, long D, const float *W, const float *WdT, const float *b

@@ -5,7 +5,10 @@
 The pinned figures are every (setting, rule) pair's final loss, test accuracy (classification) and
 tuned step size of ``marl-net run --budget quick --seed 0``. The hand rules run torch alone and
 repeat to float rounding on any CPU: their figures are pinned within :data:`RTOL_HAND` and their
-step sizes exactly. The learned rules go through 12 PPO iterations whose float rounding depends on
+step sizes exactly, except that float rounding (torch's kernels differ between AVX-512 and AVX2
+hosts) may flip a test prediction whose two largest outputs nearly tie: a test accuracy is pinned
+within one flipped prediction per network (:func:`accuracy_atol`; on an AVX2 host DFA's and FA's
+`mnist1d` accuracy moved by one test sample of the four networks' 2,000). The learned rules go through 12 PPO iterations whose float rounding depends on
 the kernel's build (``-march=native``: the host CPU) and grows through training: their final losses
 are pinned within :data:`RTOL_LEARNED` (the bound tests/test_main_job_kernel_vs_torch.py allows
 between the kernel and torch; a rebuild of the kernel without fast-math moved them by up to 2.5 %
@@ -35,6 +38,17 @@ import pytest
 GOLDEN = Path(__file__).parent / "data" / "quick_heldout.json"
 RTOL_HAND = 1e-4
 RTOL_LEARNED = 5e-2
+
+
+def accuracy_atol(setting: str) -> float:
+    """How far one flipped test prediction in every network moves a mean test accuracy on
+    held-out ``setting``: one over its networks' test-split size."""
+    from marl_net import suite
+    from marl_net.tasks import make_task
+
+    s = suite.check_setting(setting)
+    task = make_task(s.task, s.layers[0], s.layers[-1], **dict(s.task_kwargs))
+    return 1.0 / len(task.test_data(2**31).targets)
 
 
 def pinned(results: dict) -> dict:
@@ -98,7 +112,8 @@ def test_quick_run_figures_match_the_golden_file(quick_run):
                     continue
                 actual = got[task][rule][key]
                 rtol = RTOL_LEARNED if learned else RTOL_HAND
-                assert math.isclose(actual, value, rel_tol=rtol, abs_tol=1e-12), (task, rule, key, actual, value)
+                atol = accuracy_atol(task) if key == "test_accuracy_mean" else 1e-12
+                assert math.isclose(actual, value, rel_tol=rtol, abs_tol=atol), (task, rule, key, actual, value)
 
 
 def test_check_runs_on_the_quick_run(quick_run, capsys):
