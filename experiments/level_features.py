@@ -38,7 +38,7 @@ import torch
 
 from marl_net import suite
 from marl_net.base_rules import BASES
-from marl_net.budgets import BUDGETS
+from marl_net.budgets import parse_budget
 from marl_net.config import EnvConfig
 from marl_net.fast.tune_trainable import trainer_from_launch
 from marl_net.heldout import learned_options, over_tuned_base, tune_over_options, tuning_seeds
@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", type=variant, required=True,
                         help="NAME=FEATURE[,FEATURE...] (NAME= for the level as defined)")
     parser.add_argument("--settings", default="teacher_student,teacher_student_long")
-    parser.add_argument("--budget", default="default", choices=list(BUDGETS))
+    parser.add_argument("--budget", default="default",
+                        help="default, quick, or a factor scaling the default's meta-training (2: twice the PPO iterations)")
     parser.add_argument("--action-scale", default=None,
                         help="comma-separated meta-training action_scale values (default: the job's)")
     parser.add_argument("--no-base", action="store_true", help="meta-train without the level's base rule")
@@ -79,7 +80,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    budget = BUDGETS[args.budget]
+    try:
+        budget = parse_budget(args.budget)
+    except ValueError as exc:
+        parser.error(str(exc))
     level = LEVELS[args.level]
     plain = tuple(n for n in level.observations if n not in level.memory)  # without the memory it now uses
     base_rule = level.base if args.base is None else args.base
