@@ -8,8 +8,9 @@ repeat to float rounding on any CPU: their figures are pinned within :data:`RTOL
 step sizes exactly, except that float rounding (torch's kernels differ between AVX-512 and AVX2
 hosts) may flip a test prediction whose two largest outputs nearly tie: a test accuracy is pinned
 within one flipped prediction per network (:func:`accuracy_atol`; on an AVX2 host DFA's and FA's
-`mnist1d` accuracy moved by one test sample of the four networks' 2,000). The learned rules go through 12 PPO iterations whose float rounding depends on
-the kernel's build (``-march=native``: the host CPU) and grows through training: their final losses
+`mnist1d` accuracy moved by one test sample of the four networks' 2,000). The learned rules go
+through 12 PPO iterations whose float rounding depends on the kernel's build (``-march=native``:
+the host CPU) and grows through training: their final losses
 are pinned within :data:`RTOL_LEARNED` (the bound tests/test_main_job_kernel_vs_torch.py allows
 between the kernel and torch; a rebuild of the kernel without fast-math moved them by up to 2.5 %
 here), and their tuned ``action_scale`` is not pinned (an argmin over a grid, it may move to a
