@@ -19,6 +19,7 @@ recalibrated ones. No held-out task is used::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import torch
@@ -39,11 +40,9 @@ def recalibrated(policy: torch.nn.Module, config, seed: int) -> torch.nn.Module:
     ``config``: from one episode of an untrained policy of the same configuration, seeded ``seed``."""
     torch.manual_seed(seed)
     fresh = make_policy(policy.config)
-    scale = fresh.calibrate(sample_observations(fresh, config, seed=seed))
-    out = make_policy(policy.config)
-    out.load_state_dict(policy.state_dict())
+    out = copy.deepcopy(policy)
     with torch.no_grad():
-        out.feature_scale.copy_(scale)
+        out.feature_scale.copy_(fresh.calibrate(sample_observations(fresh, config, seed=seed)))
     return out.eval()
 
 

@@ -28,6 +28,7 @@ About 3 minutes on a quiet 2-core machine (the quick budget's meta-training and 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -41,6 +42,7 @@ RTOL_HAND = 1e-4
 RTOL_LEARNED = 5e-2
 
 
+@functools.cache
 def accuracy_atol(setting: str) -> float:
     """How far one flipped test prediction in every network moves a mean test accuracy on
     held-out ``setting``: one over its networks' test-split size."""
