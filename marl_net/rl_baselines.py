@@ -36,6 +36,11 @@ TUNED_ON = {"maze_large": "maze"}  # evaluated with the step size tuned on anoth
 def uniform_policy(config: EnvConfig, seeds: Sequence[int]) -> dict[str, float]:
     """Held-out metrics of a uniform random policy: a network with (near) zero weights that never
     changes them (``init_gain=1e-6``, zero actions)."""
+    return uniform_run(config, seeds).summary()
+
+
+def uniform_run(config: EnvConfig, seeds: Sequence[int]) -> LifetimeRecorder:
+    """The held-out lifetimes of :func:`uniform_policy`, recorded."""
     config = config.replace(split="heldout", init_gain=1e-6)
     core = NetworkWeightsCore(config, copies=len(seeds))
     core.seed([int(s) for s in seeds])
@@ -46,7 +51,7 @@ def uniform_policy(config: EnvConfig, seeds: Sequence[int]) -> dict[str, float]:
     for _ in range(config.max_cycles):
         core.step(zeros)
         recorder.record()
-    return recorder.summary()
+    return recorder
 
 
 def thompson_regret(arm_probs: torch.Tensor, pulls: int, inner: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,8 @@ summarizes the lifetime of every network copy and inner copy:
 - ``regret`` (bandit): the cumulative expected regret over the lifetime,
   ``sum_t (max_a p_a - p_{a_t})``, mean over inner copies;
 - ``correct_after_first`` (harlow): the fraction of presentations after the first of each
-  lifetime on which the rewarded object was chosen;
+  lifetime on which the rewarded object was chosen (:meth:`~LifetimeRecorder.harlow_slots` splits
+  it by whether the rewarded object is at the slot it held at the first presentation);
 - ``steps_to_first_reward`` (maze): the inner step (1-based) of the first reward, the lifetime
   plus one where none came;
 - ``episode_length`` (cartpole): the mean length of the inner episodes completed in the lifetime
@@ -47,6 +48,8 @@ class LifetimeRecorder:
             self.judged = torch.zeros_like(reward)
             self.first_reward = torch.zeros_like(reward)
             self.episodes = torch.zeros_like(reward)
+            self.first_slot = torch.full_like(reward, -1)  # harlow: the rewarded object's slot at the first presentation
+            self.correct_same, self.judged_same = torch.zeros_like(reward), torch.zeros_like(reward)
             self.curve = []
         self.steps += 1
         self.curve.append(reward.mean(1))
@@ -58,6 +61,14 @@ class LifetimeRecorder:
             judged = ((state["phase"] == FIXATION) & (state["presentations"] >= 2)).to(reward.dtype)
             self.judged += judged
             self.correct += judged * (reward > 0).to(reward.dtype)
+            ended = state["phase"] == FIXATION  # the slots are still the presentation's
+            rewarded = state["rewarded"].view(-1, 1, 1).expand(-1, reward.shape[1], 1)
+            slot = state["slots"].gather(2, rewarded).squeeze(2).to(reward.dtype)
+            first = ended & (state["presentations"] == 1)
+            self.first_slot = torch.where(first, slot, self.first_slot)
+            same = judged * (slot == self.first_slot).to(reward.dtype)
+            self.judged_same += same
+            self.correct_same += same * (reward > 0).to(reward.dtype)
         elif isinstance(self.task, CartPole):  # an inner episode ended and restarted
             self.episodes += (state["episode_steps"] == 0).to(reward.dtype)
         elif isinstance(self.task, Maze):
@@ -82,6 +93,20 @@ class LifetimeRecorder:
             out["episode_length"] = torch.where(self.episodes > 0, completed / self.episodes.clamp(min=1),
                                                 torch.full_like(completed, self.steps)).mean(1)
         return out
+
+    def harlow_slots(self) -> dict[str, float]:
+        """Harlow's presentations after the first, pooled over copies and split by where the rewarded
+        object is: ``same_slot`` at the slot it held at the lifetime's first presentation, ``moved``
+        at another; each the fraction on which it was chosen (NaN where there was no such
+        presentation), with the presentations counted (``same_slot_n``, ``moved_n``). A rule that
+        only learns which *slot* paid reaches 1 on the first and 0 on the second."""
+        if self.steps == 0 or not isinstance(self.task, Harlow):
+            raise ValueError("harlow_slots() needs a recorded Harlow lifetime")
+        same_n, all_n = float(self.judged_same.sum()), float(self.judged.sum())
+        moved_n, moved_correct = all_n - same_n, float(self.correct.sum() - self.correct_same.sum())
+        fraction = lambda hits, n: hits / n if n else float("nan")  # noqa: E731
+        return {"same_slot": fraction(float(self.correct_same.sum()), same_n), "same_slot_n": int(same_n),
+                "moved": fraction(moved_correct, moved_n), "moved_n": int(moved_n)}
 
     def reward_curve(self) -> torch.Tensor:
         """``[E, steps]``: the mean reward over inner copies at every recorded inner step."""

@@ -103,6 +103,37 @@ def test_harlow_correct_after_first_counts_the_later_presentations():
     torch.testing.assert_close(recorder.metrics()["correct_after_first"], torch.stack(outcomes).mean(0).mean(1))
 
 
+def test_harlow_slots_splits_the_later_presentations_by_where_the_rewarded_object_is():
+    config = _config("reinforce", "harlow", max_cycles=29)  # 15 presentations, 3 inner copies
+    seeds = [0, 1, 2, 3]
+    recorder = run("reinforce", config, lr=0.5, seeds=seeds)
+    core = NetworkWeightsCore(config, copies=len(seeds))
+    core.seed(seeds)
+    obs = core.reset()
+    policy = make_policy("reinforce", config, lr=0.5)
+    first, hits = None, {True: [], False: []}
+    for step in range(30):
+        if step:
+            obs = core.step(policy.act(obs)).obs
+        s = core.rl_state
+        if not bool((s["phase"] == FIXATION).all()) or int(s["presentations"][0, 0]) == 0:
+            continue
+        # the rewarded object's slot in the presentation that just ended, hand-indexed per copy
+        slot = torch.stack([s["slots"][e, :, int(s["rewarded"][e])] for e in range(len(seeds))])
+        if first is None:
+            first = slot
+            continue
+        for e in range(len(seeds)):
+            for b in range(slot.shape[1]):
+                hits[bool(slot[e, b] == first[e, b])].append(float(s["prev_reward"][e, b] > 0))
+    split = recorder.harlow_slots()
+    assert split["same_slot_n"] == len(hits[True]) > 0 and split["moved_n"] == len(hits[False]) > 0
+    assert split["same_slot"] == pytest.approx(sum(hits[True]) / len(hits[True]))
+    assert split["moved"] == pytest.approx(sum(hits[False]) / len(hits[False]))
+    pooled = (sum(hits[True]) + sum(hits[False])) / (len(hits[True]) + len(hits[False]))
+    assert recorder.summary()["correct_after_first"] == pytest.approx(pooled)  # equal counts per copy
+
+
 def test_maze_steps_to_first_reward_is_the_first_rewarded_inner_step():
     config = _config("reinforce", "maze", max_cycles=30)
     recorder = run("reinforce", config, lr=0.1, seeds=[2])
