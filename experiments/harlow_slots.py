@@ -2,7 +2,8 @@
 held at the lifetime's first presentation (``same_slot``) or at the other one (``moved``). The
 job's ``correct_after_first`` is their pooled fraction. A rule that has learned *which object*
 pays picks it wherever it is; one that has only learned *which slot* paid is right on ``same_slot``
-and wrong on ``moved``; chance is 0.5 on both (3 slots: the object is never in the middle).
+and wrong on ``moved``; the uniform policy picks it on 1/3 of both (three slots, the objects on
+the two sides).
 
 Held-out lifetimes of the RL job's seed (``rl_job.seeds_for(seed, 0, n)``): the tuned hand rules
 (step sizes tuned on train-split lifetimes exactly as ``marl-net run --family rl`` does), the uniform
@@ -36,7 +37,7 @@ def measure(runs: list[Path], lifetimes: int, seed: int) -> dict[str, dict]:
     for run in runs:
         policy, env, _ = load_policy(run / "policies" / "rl_harlow.pt")
         config = EnvConfig.from_kwargs(**{**env.to_dict(), **preset("harlow"), "split": "heldout"})
-        rows[f"learned_rl ({run})"] = rl_job.learned_run(policy, config, eval_seeds)
+        rows[f"learned_rl ({run.name})"] = rl_job.learned_run(policy, config, eval_seeds)
     for rule in RULES:
         steps = rl_baselines.tuned_step_sizes(rule, "harlow", {}, tune_seeds)
         config = rl_baselines.hand_rule_config(rule, "harlow").replace(split="heldout")
