@@ -3,7 +3,8 @@
 Three sources use it: the policy's fused synapse kernel (``marl_net.policies.fused_layer``), the
 per-neuron memory's GRU (``marl_net.policies.fused_gru``) and the observation table's row writer
 (``marl_net.observation_rows``). Each is built with the system's C++
-compiler (``g++``, or ``$CXX``) once per source, compiler, flags and host, under
+compiler (``g++``, or ``$CXX``) once per source (with the headers it includes with quotes, such
+as the kernels' shared ``policies/simd.h``), compiler, flags and host, under
 ``$MARL_NET_KERNEL_CACHE`` (default ``~/.cache/marl_net/kernels``); each Ray node builds its own.
 Where a kernel cannot be built (no compiler) or is turned off (``marl_net.numerics``' switch:
 ``--kernels off``, ``MARL_NET_FUSED=0``) its caller runs its torch path, which tests hold equal to
@@ -21,6 +22,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +52,24 @@ def _compiler_version(cxx: str) -> str:
     return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
 
 
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def sources(source: Path) -> list[Path]:
+    """``source`` and the files it includes with quotes (``#include "simd.h"``: looked up beside the
+    including file), recursively, each once: what a build's cache key covers."""
+    out, todo = [], [source]
+    while todo:
+        path = todo.pop(0)
+        if path in out:
+            continue
+        if not path.is_file():
+            raise RuntimeError(f"{path} (included by a kernel source) does not exist")
+        out.append(path)
+        todo += [path.parent / name for name in _LOCAL_INCLUDE.findall(path.read_text())]
+    return out
+
+
 def build(source: Path, flags: Sequence[str]) -> Path:
     """Compile ``source`` with ``flags`` (once per source, compiler, flags and host) and return the
     shared library's path."""
@@ -57,7 +77,8 @@ def build(source: Path, flags: Sequence[str]) -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
     version = _compiler_version(cxx)
-    key = hashlib.sha256("\0".join([source.read_text(), cxx, version, *flags, platform.node(),
+    texts = [path.read_text() for path in sources(source)]
+    key = hashlib.sha256("\0".join([*texts, cxx, version, *flags, platform.node(),
                                     platform.machine()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source.stem}-{key}.so"
     if not target.exists():

@@ -16,13 +16,15 @@
 // The torch reference is SynapsePolicy.encode's unfused path (policies/synapse_policy.py), and
 // forward plus masked_log_prob for actor_critic_*; tests hold the two equal. Built on first use
 // by marl_net.policies.fused_layer (g++ -O3 -march=native -ffp-contract=fast: IEEE arithmetic, no fast-math) and called
-// through ctypes. GCC vector extensions: one vector is one register of the host, 16 floats with
-// AVX-512, else 8 (on an AVX2 host 16-float vectors ran at half torch's rate); H is 16, 32, 48 or 64.
+// through ctypes. GCC vector extensions, one vector one register of the host (simd.h); H is 16, 32,
+// 48 or 64.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
+
+#include "simd.h"
 
 namespace {
 
@@ -31,54 +33,10 @@ namespace {
 // gradient is summed chunk by chunk in chunk order whichever thread computed a chunk.
 long g_threads = 1;
 
-// work(t) for t = 0 .. T - 1, t = 0 on the calling thread.
-template <class Work>
-void parallel(long T, const Work &work) {
-    if (T <= 1) return work(0);
-    std::vector<std::thread> pool;
-    for (long t = 1; t < T; t++) pool.emplace_back(work, t);
-    work(0);
-    for (auto &th : pool) th.join();
-}
-
-// Floats per vector (one register of the host) and synapse rows processed together (independent
-// chains keep the FPU busy), as measured on an AVX-512 and on an AVX2 host (docs/fast_path.md).
-#ifdef __AVX512F__
-constexpr int V = 16;
-constexpr int G = 8;
-#else
-constexpr int V = 8;
-constexpr int G = 16;
-#endif
+// Synapse rows processed together (independent chains keep the FPU busy), as measured on an
+// AVX-512 host (8) and on an AVX2 host (16; docs/fast_path.md).
+constexpr int G = V == 16 ? 8 : 16;
 constexpr long MAX_F = 256;
-typedef float vf __attribute__((vector_size(4 * V), aligned(4)));
-
-inline vf splat(float x) { return (vf){} + x; }
-inline vf load(const float *p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
-inline void store(float *p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline float hsum(vf v) { float s = 0; for (int i = 0; i < V; i++) s += v[i]; return s; }
-
-// tanh as Eigen computes it for float: a rational function on [-7.9, 7.9], saturated beyond
-// (absolute error about 1e-6 against std::tanh).
-inline vf vtanh(vf x) {
-    const vf lim = splat(7.90531110763549805f);
-    x = x > lim ? lim : x;
-    x = x < -lim ? -lim : x;
-    const vf x2 = x * x;
-    vf p = splat(-2.76076847742355e-16f);
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 - 8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * x;
-    vf q = splat(1.19825839466702e-06f);
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return p / q;
-}
 
 const float ZERO_ROW[MAX_F] = {};
 

@@ -129,3 +129,27 @@ def test_a_fast_ppo_run_on_two_kernel_threads_equals_the_one_thread_run():
     assert trainers[1].state_dict()["numerics"]["kernel_threads"] == 2
     with pytest.raises(ValueError, match="kernel_threads"):
         FastPPOConfig(kernel_threads=0)
+
+
+def test_a_kernel_is_rebuilt_when_a_header_it_includes_changes(tmp_path, monkeypatch):
+    """The build cache's key covers the files a source includes with quotes (the two kernels share
+    policies/simd.h): a changed header gives another library, not a stale one."""
+    import ctypes
+
+    from marl_net import native
+
+    monkeypatch.setenv("MARL_NET_KERNEL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "value.h").write_text("#pragma once\nconstexpr int VALUE = 1;\n")
+    source = tmp_path / "kernel.cpp"
+    source.write_text('#include "value.h"\nextern "C" int value() { return VALUE; }\n')
+    assert native.sources(source) == [source, tmp_path / "value.h"]
+    first = native.build(source, ["-O1", "-fPIC", "-shared"])
+    (tmp_path / "value.h").write_text("#pragma once\nconstexpr int VALUE = 2;\n")
+    second = native.build(source, ["-O1", "-fPIC", "-shared"])
+    assert first != second
+    assert [ctypes.CDLL(str(p)).value() for p in (first, second)] == [1, 2]
+    # the shipped kernels' sources: each with the shared header
+    from marl_net.policies import fused_gru
+
+    for kernel in (fused_layer.SOURCE, fused_gru.SOURCE):
+        assert [p.name for p in native.sources(kernel)] == [kernel.name, "simd.h"]
