@@ -125,6 +125,9 @@ def _resolve(name: str) -> bool:
     except ValueError:
         raise ValueError(f"observation feature {name!r}: decay {match['decay']!r} is not a number; write e.g. "
                          f"{ema_name(match['signal'] or 'gradient', 0.9)!r}") from None
+    if match["kind"] == "adam" and decay == ADAM_BETAS[0]:  # one name for one feature
+        raise ValueError(f"observation feature {name!r} is adam[{match['signal']}] (beta1 {ADAM_BETAS[0]:g} is "
+                         f"Adam's default): write 'adam[{match['signal']}]'")
     _register(name, match["signal"], decay, match["kind"])
     return True
 

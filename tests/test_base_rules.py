@@ -73,7 +73,8 @@ def test_bad_bases_are_refused(rule, lr, match):
 
 
 @pytest.mark.parametrize("name,match", [("adam1.5[gradient]", "strictly between 0 and 1"),
-                                        ("adamx[gradient]", "not a number"), ("adam0.7[]", "per-synapse signal")])
+                                        ("adamx[gradient]", "not a number"), ("adam0.7[]", "per-synapse signal"),
+                                        ("adam0.9[gradient]", r"write 'adam\[gradient\]'")])
 def test_bad_adam_feature_names_are_refused(name, match):
     with pytest.raises(ValueError, match=match):
         EnvConfig(observations=("weight", name))
