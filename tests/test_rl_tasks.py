@@ -91,6 +91,25 @@ def test_harlow_alternates_fixation_and_presentation_and_pays_the_rewarded_objec
     assert r.tolist() == [[0.0, 0.0]]
 
 
+def test_harlow_difference_encoding_shows_left_minus_right_and_flips_when_the_objects_swap():
+    task = make_task("harlow", object_dim=3, encoding="difference")
+    assert (task.obs_dim, task.input_dim) == (4, 8)  # + previous action (3) and reward
+    state = task.start([5], torch.zeros(1, 2))
+    assert task.observe(state)[0].tolist() == [[0.0, 0.0, 0.0, 1.0]] * 2  # fixation: the cue only
+    # the two copies get the two placements: objects (0, 1) at slots (0, 2), then at (2, 0)
+    state, _ = task.transition(state, torch.tensor([[1, 1]]), torch.tensor([[0.0, 0.999]]))
+    assert state["slots"][0].tolist() == [[0, 2], [2, 0]]
+    codes = state["codes"][0]
+    obs = task.observe(state)[0]
+    torch.testing.assert_close(obs[0, :3], codes[0] - codes[1])
+    torch.testing.assert_close(obs[1, :3], codes[1] - codes[0])
+    assert obs[:, 3].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="line_length=3"):
+        make_task("harlow", line_length=5, encoding="difference")
+    with pytest.raises(ValueError, match="choose one of"):
+        make_task("harlow", encoding="sum")
+
+
 def test_harlow_positions_cover_every_ordered_pair_of_side_slots_evenly():
     task = make_task("harlow", line_length=5)
     u = (torch.arange(1200) + 0.5) / 1200

@@ -13,7 +13,11 @@ Time steps alternate between
   object's -1, any other slot 0. The next step is a fixation.
 
 Observation ``[line_length * object_dim + 1]``: the object code at each slot (zeros where empty),
-then the fixation cue. Actions: one per slot. MetODS' episode of five presentations is
+then the fixation cue (``encoding="slots"``, the default: MetODS' task). ``encoding="difference"``
+(``line_length=3`` only) shows ``[code at the left slot - code at the right slot, cue]`` instead,
+``object_dim + 1`` numbers: one object code for both sides, as an embedding learned across
+episodes could give (``experiments/harlow_slots.py --encoding difference``; docs/rl_tasks.md).
+Actions: one per slot. MetODS' episode of five presentations is
 ``max_cycles=9`` (preset ``harlow``); longer lifetimes go on presenting the same two objects.
 The first step of a lifetime is a fixation.
 """
@@ -27,6 +31,7 @@ from marl_net.tasks.base import register_task
 from marl_net.tasks.rl import RLTask, State
 
 FIXATION, PRESENTATION = 0, 1
+ENCODINGS = ("slots", "difference")
 
 
 @register_task("harlow", "RL: 1-D Harlow one-shot task (MetODS): two new objects per episode at permuted positions")
@@ -34,16 +39,21 @@ class Harlow(RLTask):
     reward_scale = 1.0
 
     def __init__(self, input_dim: int | None = None, output_dim: int | None = None, line_length: int = 3,
-                 object_dim: int = 4, fixation_reward: float = 0.2, baseline_rate: float = 0.1):
+                 object_dim: int = 4, fixation_reward: float = 0.2, baseline_rate: float = 0.1,
+                 encoding: str = "slots"):
         if int(line_length) < 3 or int(line_length) % 2 == 0:
             raise ValueError(f"line_length={line_length!r} must be odd and >= 3 (a middle fixation slot and two sides)")
         if int(object_dim) < 1:
             raise ValueError(f"object_dim={object_dim!r} must be >= 1")
-        self.line_length, self.object_dim = int(line_length), int(object_dim)
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding={encoding!r}: choose one of {ENCODINGS}")
+        if encoding == "difference" and int(line_length) != 3:
+            raise ValueError(f"encoding='difference' needs line_length=3 (one left and one right slot), not {line_length!r}")
+        self.line_length, self.object_dim, self.encoding = int(line_length), int(object_dim), encoding
         self.center = self.line_length // 2
         self.fixation_reward = float(fixation_reward)
         self.num_actions = self.line_length
-        self.obs_dim = self.line_length * self.object_dim + 1
+        self.obs_dim = (self.object_dim if encoding == "difference" else self.line_length * self.object_dim) + 1
         super().__init__(input_dim, output_dim, baseline_rate)
 
     def objects(self, task_ids) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +88,8 @@ class Harlow(RLTask):
         shown = (state["phase"] == PRESENTATION).to(state["codes"].dtype)  # [E, B]
         where = torch.nn.functional.one_hot(state["slots"], self.line_length).to(shown.dtype)  # [E, B, 2, L]
         slots = torch.einsum("ebil,eid->ebld", where, state["codes"]) * shown[..., None, None]
-        return torch.cat([slots.flatten(2), (1.0 - shown).unsqueeze(-1)], dim=-1)
+        seen = slots[:, :, 0] - slots[:, :, 2] if self.encoding == "difference" else slots.flatten(2)
+        return torch.cat([seen, (1.0 - shown).unsqueeze(-1)], dim=-1)
 
     def transition(self, state: State, actions: torch.Tensor, uniforms: torch.Tensor):
         fixating = state["phase"] == FIXATION
