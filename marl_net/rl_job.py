@@ -162,6 +162,14 @@ def check_settings(presets: Sequence[str], overrides: Mapping[str, Mapping[str, 
     from marl_net.fast.ppo import FastPPOConfig
     from marl_net.policies.synapse_policy import PolicyConfig
 
+    from marl_net.tasks.rl import PRESETS
+
+    preset_keys = {key for p in PRESETS.values() for key in p} | {"task_kwargs"}
+    fixed = sorted(preset_keys & set((overrides or {}).get("env") or {}))
+    if fixed:
+        raise ValueError(f"env.{fixed[0]} is the RL preset's: the job tunes the hand rules and evaluates every rule on "
+                         f"the presets' tasks and networks ({', '.join(fixed)} set by --set would apply to "
+                         "meta-training only); leave it out")
     for name in presets:
         settings = job_settings(name, overrides)
         for section, check in (("env", lambda s: EnvConfig.from_kwargs(**s)),

@@ -149,6 +149,11 @@ def test_bad_rl_settings_name_the_fix():
         rl_job.parse_overrides(["optim.lr=1"])
     with pytest.raises(ValueError, match="RL preset harlow"):
         rl_job.check_settings(["harlow"], {"env": {"reward": "difference"}})
+    # the preset's own keys would change meta-training but not the hand rules or the evaluation
+    for key, value in (("layers", [9, 20, 3]), ("task_kwargs", {"encoding": "difference"}), ("max_cycles", 19)):
+        with pytest.raises(ValueError, match=f"env.{key} is the RL preset's"):
+            rl_job.check_settings(["harlow"], {"env": {key: value}})
+    rl_job.check_settings(["harlow"], {"env": {"action_scale": 0.1}})  # the job's own settings stay open
     with pytest.raises(ValueError, match="scale factor"):
         rl_job.parse_budget("nan")
     with pytest.raises(ValueError, match="positive"):
