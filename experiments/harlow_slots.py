@@ -7,11 +7,11 @@ the two sides).
 
 Held-out lifetimes of the RL job's seed (``rl_job.seeds_for(seed, 0, n)``): the tuned hand rules
 (step sizes tuned on train-split lifetimes exactly as ``marl-net run --family rl`` does), the uniform
-policy, and the learned rules of any run folders given (on the env each was meta-trained with).
-``--encoding difference`` shows the network ``code left - code right`` instead of a code per slot
-(``marl_net.tasks.harlow``; network 9-20-3), one object code for both sides::
+policy, and the learned rules of any run folders given. ``--preset harlow_difference`` shows the
+network ``code left - code right`` instead of a code per slot (``marl_net.tasks.harlow``'s
+``encoding``; its rules meta-trained by ``marl-net run --family rl --tasks harlow_difference``)::
 
-    python experiments/harlow_slots.py [RUN_DIR ...] [--lifetimes 256] [--seed 0] [--encoding slots] [--json FILE]
+    python experiments/harlow_slots.py [RUN_DIR ...] [--preset harlow] [--lifetimes 256] [--seed 0] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,27 +32,22 @@ from marl_net.tasks.rl import preset
 RULES = ("reinforce", "reinforce_backprop")
 
 
-# the preset's overrides per encoding: the network's input is the observation, the previous action and reward
-ENCODINGS = {"slots": {}, "difference": {"layers": (9, 20, 3), "task_kwargs": {"encoding": "difference"}}}
+PRESETS = ("harlow", "harlow_difference")
 
 
-def measure(runs: list[Path], lifetimes: int, seed: int, encoding: str = "slots") -> dict[str, dict]:
+def measure(runs: list[Path], lifetimes: int, seed: int, name: str = "harlow") -> dict[str, dict]:
     eval_seeds = rl_job.seeds_for(seed, 0, lifetimes)
     tune_seeds = rl_job.seeds_for(seed, 1, rl_job.BUDGETS["default"].tune_seeds)
-    harlow = preset("harlow", **ENCODINGS[encoding])
     rows: dict[str, dict] = {}
     for run in runs:
-        policy, env, _ = load_policy(run / "policies" / "rl_harlow.pt")
-        trained = env.task_kwargs.get("encoding", "slots")
-        if trained != encoding:
-            raise ValueError(f"{run}: its rule was meta-trained with encoding {trained!r}; pass --encoding {trained}")
-        rows[f"learned_rl ({run.name})"] = rl_job.learned_run(policy, env.replace(split="heldout"), eval_seeds)
+        policy, env, _ = load_policy(run / "policies" / f"rl_{name}.pt")
+        config = EnvConfig.from_kwargs(**{**env.to_dict(), **preset(name), "split": "heldout"})  # as the job does
+        rows[f"learned_rl ({run.name})"] = rl_job.learned_run(policy, config, eval_seeds)
     for rule in RULES:
-        config = EnvConfig(**rl_hand_rules.env_kwargs(rule, **harlow))
-        steps = rl_hand_rules.tune_step_sizes(rule, config, rl_baselines.GRID, tune_seeds)[0]
-        rows[f"{rule} (lr {steps['lr']:g})"] = rl_hand_rules.run(rule, config.replace(split="heldout"), seeds=eval_seeds,
-                                                                  strict=False, **steps)
-    rows["uniform"] = rl_baselines.uniform_run(EnvConfig(**{**harlow, "observations": ("weight",)}), eval_seeds)
+        steps = rl_baselines.tuned_step_sizes(rule, name, {}, tune_seeds)
+        config = rl_baselines.hand_rule_config(rule, name).replace(split="heldout")
+        rows[f"{rule} (lr {steps['lr']:g})"] = rl_hand_rules.run(rule, config, seeds=eval_seeds, strict=False, **steps)
+    rows["uniform"] = rl_baselines.uniform_run(EnvConfig(**preset(name, observations=("weight",))), eval_seeds)
     return {name: {"correct_after_first": rec.summary()["correct_after_first"], **rec.harlow_slots()}
             for name, rec in rows.items()}
 
@@ -62,28 +57,25 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="folders written by marl-net run --family rl (with rl_harlow.pt)")
     parser.add_argument("--lifetimes", type=int, default=256, help="held-out lifetimes (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="the RL job's seed whose held-out and tuning lifetimes to use")
-    parser.add_argument("--encoding", choices=sorted(ENCODINGS), default="slots",
-                        help="what the network sees of the objects (default slots: a code per slot, MetODS' task)")
+    parser.add_argument("--preset", choices=PRESETS, default="harlow",
+                        help="harlow (a code per slot, MetODS' task; the default) or harlow_difference")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.lifetimes < 1:
         parser.error(f"--lifetimes {args.lifetimes}: give at least 1")
     for run in args.runs:
-        if not (run / "policies" / "rl_harlow.pt").is_file():
-            parser.error(f"{run}: no policies/rl_harlow.pt; give folders of marl-net run --family rl that trained harlow")
+        if not (run / "policies" / f"rl_{args.preset}.pt").is_file():
+            parser.error(f"{run}: no policies/rl_{args.preset}.pt; give folders of marl-net run --family rl that "
+                         f"trained {args.preset}")
     torch.set_num_threads(1)
-    try:
-        rows = measure(args.runs, args.lifetimes, args.seed, args.encoding)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(f"held-out Harlow ({args.encoding} encoding), {args.lifetimes} lifetimes of seed {args.seed}; "
-          "presentations after the first:")
+    rows = measure(args.runs, args.lifetimes, args.seed, args.preset)
+    print(f"held-out {args.preset}, {args.lifetimes} lifetimes of seed {args.seed}; presentations after the first:")
     print(f"{'rule':<40} {'all':>6} {'same slot':>10} {'n':>5} {'moved':>7} {'n':>5}")
     for name, r in rows.items():
         print(f"{name:<40} {r['correct_after_first']:>6.3f} {r['same_slot']:>10.3f} {r['same_slot_n']:>5} "
               f"{r['moved']:>7.3f} {r['moved_n']:>5}")
     if args.json:
-        args.json.write_text(json.dumps({"lifetimes": args.lifetimes, "seed": args.seed, "encoding": args.encoding,
+        args.json.write_text(json.dumps({"lifetimes": args.lifetimes, "seed": args.seed, "preset": args.preset,
                                               "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -75,7 +75,9 @@ from marl_net.observations import DEFAULT_FEATURES
 
 # Trained preset -> the held-out presets its learned rule is measured on.
 TRAINED: dict[str, tuple[str, ...]] = {"bandit2": ("bandit2",), "bandit10": ("bandit10",), "harlow": ("harlow",),
-                                       "maze": ("maze", "maze_large")}
+                                       "maze": ("maze", "maze_large"), "harlow_difference": ("harlow_difference",)}
+# what --family rl trains without --tasks (harlow_difference, an ablation of Harlow's encoding, on request)
+DEFAULT_TRAINED = ("bandit2", "bandit10", "harlow", "maze")
 RL_SIGNALS = ("inner_reward", "reward_prediction_error", "output_eligibility", "reinforce_update")
 OBSERVATIONS = tuple(DEFAULT_FEATURES) + RL_SIGNALS
 # the learned rule corrects REINFORCE (base_update; its rate: reinforce's tuned step size, base_rates)
@@ -132,9 +134,10 @@ def parse_budget(text: str) -> RLBudget:
 
 
 def parse_presets(text: str | None) -> tuple[str, ...]:
-    """``--tasks`` for the RL family: comma-separated trained presets (default: all of :data:`TRAINED`)."""
+    """``--tasks`` for the RL family: comma-separated trained presets of :data:`TRAINED` (default:
+    :data:`DEFAULT_TRAINED`)."""
     if text is None:
-        return tuple(TRAINED)
+        return DEFAULT_TRAINED
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     unknown = [t for t in names if t not in TRAINED]
     if unknown or not names:
@@ -447,7 +450,7 @@ def _run(budget, out, seed, presets, device, overrides, address, kernels, progre
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    presets = tuple(presets or TRAINED)
+    presets = tuple(presets or DEFAULT_TRAINED)
     check_settings(presets, overrides)
     tuned: dict = {}  # the hand rules' tuned step sizes: a base rule's rate is one, the evaluation reuses them
     with _one_thread():

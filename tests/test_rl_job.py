@@ -39,7 +39,7 @@ def test_quick_run_prints_the_runs_summary(quick_run):
     out, results = quick_run
     printed = (out / "stdout.txt").read_text()
     assert (out / "table.md").read_text() in printed
-    for preset in rl_job.TRAINED:
+    for preset in rl_job.DEFAULT_TRAINED:
         t = results["levels"][f"rl_{preset}"]["train"]
         assert f"meta-training rl_{preset}: 2 iterations, {t['agent_steps']:,} agent-steps, {t['seconds']:.1f} s" \
             in printed
@@ -53,7 +53,7 @@ def test_quick_run_prints_the_runs_summary(quick_run):
 def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
     out, results = quick_run
     assert results["family"] == "rl" and results["seed"] == 3
-    assert set(results["levels"]) == {f"rl_{p}" for p in rl_job.TRAINED}
+    assert set(results["levels"]) == {f"rl_{p}" for p in rl_job.DEFAULT_TRAINED}
     for level in results["levels"].values():
         assert level["observations"] == list(rl_job.OBSERVATIONS)
         assert level["train"]["iterations"] == rl_job.BUDGETS["quick"].iterations
@@ -226,3 +226,24 @@ def test_the_learned_rule_corrects_reinforce_at_its_tuned_step_size():
     assert rl_job.base_rates(["bandit2"], {"env": {"base_update": None}}, {}, seeds) == {"bandit2": None}
     with pytest.raises(ValueError, match="env.base_rate"):
         rl_job.base_rates(["bandit2"], {"env": {"base_update": "output_eligibility"}}, {}, seeds)
+
+
+def test_harlow_difference_is_trained_and_measured_on_its_own_preset_only_on_request(tmp_path):
+    """``--tasks harlow_difference`` (Harlow with one object code for both sides) runs the whole job on
+    that preset: the learned rule and every hand rule on its 9-20-3 network; the default run leaves
+    it out."""
+    assert "harlow_difference" not in rl_job.parse_presets(None)
+    torch.set_num_threads(1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["run", "--family", "rl", "--budget", "quick", "--tasks", "harlow_difference",
+                         "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["heldout"]) == ["harlow_difference"]
+    row = results["heldout"]["harlow_difference"]
+    assert {rl_job.LEARNED, "reinforce", "reinforce_backprop", "weight_max", "uniform"} <= set(row)
+    assert all(0.0 <= row[rule]["correct_after_first"] <= 1.0 for rule in row)
+    settings = results["settings"]["harlow_difference"]
+    assert settings["layers"] == [9, 20, 3] and settings["task_kwargs"] == {"encoding": "difference"}
+    _, env, _ = load_policy(tmp_path / "policies" / "rl_harlow_difference.pt")
+    assert env.layers == (9, 20, 3) and env.task_kwargs == {"encoding": "difference"}

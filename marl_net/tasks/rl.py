@@ -223,6 +223,9 @@ PRESETS: dict[str, dict] = {
     "bandit2": dict(task="bandit", task_kwargs={"arms": 2}, layers=(4, 16, 2), max_cycles=99, batch_size=1),
     "bandit10": dict(task="bandit", task_kwargs={"arms": 10}, layers=(12, 20, 10), max_cycles=99, batch_size=1),
     "harlow": dict(task="harlow", layers=(17, 20, 3), max_cycles=9, batch_size=1),  # 5 presentations (MetODS)
+    # the same with one object code for both sides (code left - code right; docs/rl_tasks.md)
+    "harlow_difference": dict(task="harlow", task_kwargs={"encoding": "difference"}, layers=(9, 20, 3), max_cycles=9,
+                              batch_size=1),
     "maze": dict(task="maze", task_kwargs={"size": 7}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
     "maze_large": dict(task="maze", task_kwargs={"size": 11}, layers=(14, 32, 4), max_cycles=99, batch_size=1),
     "cartpole": dict(task="cartpole", layers=(7, 32, 2), max_cycles=999, batch_size=1),
