@@ -164,7 +164,6 @@ def check_settings(presets: Sequence[str], overrides: Mapping[str, Mapping[str, 
     """Raise ValueError, naming the fix, on a setting the env, the policy or PPO refuses."""
     from marl_net.fast.ppo import FastPPOConfig
     from marl_net.policies.synapse_policy import PolicyConfig
-
     from marl_net.tasks.rl import PRESETS
 
     preset_keys = {key for p in PRESETS.values() for key in p} | {"task_kwargs"}

@@ -16,7 +16,7 @@ Observation ``[line_length * object_dim + 1]``: the object code at each slot (ze
 then the fixation cue (``encoding="slots"``, the default: MetODS' task). ``encoding="difference"``
 (``line_length=3`` only) shows ``[code at the left slot - code at the right slot, cue]`` instead,
 ``object_dim + 1`` numbers: one object code for both sides, as an embedding learned across
-episodes could give (``experiments/harlow_slots.py --encoding difference``; docs/rl_tasks.md).
+episodes could give (preset ``harlow_difference``, an ablation; docs/rl_tasks.md).
 Actions: one per slot. MetODS' episode of five presentations is
 ``max_cycles=9`` (preset ``harlow``); longer lifetimes go on presenting the same two objects.
 The first step of a lifetime is a fixation.
