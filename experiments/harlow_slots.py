@@ -30,8 +30,6 @@ from marl_net.policies import rl_hand_rules
 from marl_net.tasks.rl import preset
 
 RULES = ("reinforce", "reinforce_backprop")
-
-
 PRESETS = ("harlow", "harlow_difference")
 
 
@@ -48,13 +46,13 @@ def measure(runs: list[Path], lifetimes: int, seed: int, name: str = "harlow") -
         config = rl_baselines.hand_rule_config(rule, name).replace(split="heldout")
         rows[f"{rule} (lr {steps['lr']:g})"] = rl_hand_rules.run(rule, config, seeds=eval_seeds, strict=False, **steps)
     rows["uniform"] = rl_baselines.uniform_run(EnvConfig(**preset(name, observations=("weight",))), eval_seeds)
-    return {name: {"correct_after_first": rec.summary()["correct_after_first"], **rec.harlow_slots()}
-            for name, rec in rows.items()}
+    return {row: {"correct_after_first": rec.summary()["correct_after_first"], **rec.harlow_slots()}
+            for row, rec in rows.items()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("::")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", type=Path, help="folders written by marl-net run --family rl (with rl_harlow.pt)")
+    parser.add_argument("runs", nargs="*", type=Path, help="folders written by marl-net run --family rl (with policies/rl_PRESET.pt)")
     parser.add_argument("--lifetimes", type=int, default=256, help="held-out lifetimes (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="the RL job's seed whose held-out and tuning lifetimes to use")
     parser.add_argument("--preset", choices=PRESETS, default="harlow",
