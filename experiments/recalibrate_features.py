@@ -25,9 +25,8 @@ import json
 import torch
 
 from marl_net import suite
-from marl_net.base_rules import base_of, without_base
 from marl_net.evaluation import sample_observations
-from marl_net.heldout import over_tuned_base, tuned_lr, tuning_seeds
+from marl_net.heldout import over_tuned_base, tuning_seeds
 from marl_net.meta_training import load_policy
 from marl_net.policies.recurrent_policy import make_policy
 from marl_net.rules.tuning import tune_action_scale
@@ -57,12 +56,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     policy, trained, level = load_policy(args.policy)
-    config = suite.setting(args.setting, trained, split="train")
-    base = base_of(config)
     seeds = tuning_seeds(args.seed, args.tune_seeds)
-    if base is not None:
-        lr = tuned_lr(base.rule, without_base(config), seeds, args.points)
-        config, _ = over_tuned_base(config, {base.rule: lr}, seeds, args.points)
+    # the setting's base rule (if any) at its step size tuned on this train split
+    config, _ = over_tuned_base(suite.setting(args.setting, trained, split="train"), {}, seeds, args.points)
     rules = {"trained": policy, "recalibrated": recalibrated(policy, config, args.seed)}
     ratio = (rules["recalibrated"].feature_scale / policy.feature_scale).tolist()
     print("recalibrated / trained feature scale: "
