@@ -29,7 +29,9 @@ from marl_net.rl_metrics import LifetimeRecorder
 from marl_net.tasks.rl import preset
 
 RULES = ("reinforce", "reinforce_backprop", "weight_max")
-GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+# Every hand rule's step sizes are tuned over this grid (3x apart); a pick at either end is flagged
+# (:func:`at_grid_edge`), since the best value may lie beyond it.
+GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 TUNED_ON = {"maze_large": "maze"}  # evaluated with the step size tuned on another preset
 
 
@@ -95,6 +97,12 @@ def tuned_step_sizes(rule: str, name: str, tuned: dict, tune_seeds: Sequence[int
     return tuned[rule, source]
 
 
+def at_grid_edge(steps: dict[str, float], grid: Sequence[float] = GRID) -> list[str]:
+    """The step sizes of ``steps`` (name -> value) tuned to the first or last value of ``grid``."""
+    ends = (min(grid), max(grid))
+    return [f"{k} {v:g}" for k, v in steps.items() if v in ends]
+
+
 def refused(rule: str, name: str) -> str | None:
     """Why ``rule`` cannot act on preset ``name`` (or on the preset its step sizes come from), or None."""
     for p in dict.fromkeys((name, TUNED_ON.get(name, name))):
@@ -121,6 +129,8 @@ def measure(presets: Sequence[str], tune_seeds: Sequence[int], eval_seeds: Seque
             steps = tuned_step_sizes(rule, name, tuned, tune_seeds, grid)
             metrics = rl_hand_rules.evaluate(rule, hand_rule_config(rule, name), seeds=eval_seeds, **steps)
             row[rule] = {**steps, "tuned_on": TUNED_ON.get(name, name), **metrics}
+            if at_grid_edge(steps, grid):
+                row[rule]["at_grid_edge"] = ", ".join(at_grid_edge(steps, grid))
         base = EnvConfig(**preset(name, observations=("weight",)))
         row["uniform"] = uniform_policy(base, eval_seeds)
         if base.task == "bandit":
@@ -146,7 +156,7 @@ def table(results: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m marl_net.rl_baselines", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4 tuning and 8 evaluation seeds instead of 16 and 64")
+    parser.add_argument("--quick", action="store_true", help="4 tuning and 8 evaluation seeds instead of 32 and 256")
     parser.add_argument("--presets", default="bandit2,bandit10,harlow,maze,maze_large,cartpole")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     presets = [p for p in args.presets.split(",") if p]
     for p in presets:
         preset(p)  # unknown names: ValueError naming the choices
-    tune_seeds, eval_seeds = (range(4), range(1000, 1008)) if args.quick else (range(16), range(1000, 1064))
+    tune_seeds, eval_seeds = (range(4), range(1000, 1008)) if args.quick else (range(32), range(1000, 1256))
     results = measure(presets, tune_seeds, eval_seeds)
     print(table(results))
     if args.json:

@@ -100,8 +100,8 @@ class RLBudget:
     name: str
     iterations: int  # PPO iterations per trained preset
     copies: int = 32
-    eval_episodes: int = 64  # held-out lifetimes per preset and rule
-    tune_seeds: int = 16  # train-split lifetimes per step size when tuning a hand rule
+    eval_episodes: int = 256  # held-out lifetimes per preset and rule
+    tune_seeds: int = 32  # train-split lifetimes per step size when tuning a hand rule
 
     def __post_init__(self):
         if min(self.iterations, self.copies, self.eval_episodes, self.tune_seeds) < 1:
@@ -296,6 +296,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
         for name in TRAINED[trained_on]:
             learned_config = EnvConfig.from_kwargs(**{**train_config.to_dict(), **preset(name), "split": "heldout"})
             row = {LEARNED: _entry(learned_run(policy, learned_config, eval_seeds))}
+            edge: dict[str, None] = {}  # hand rules' step sizes tuned to an end of the grid, in order
             out["tuned_lr"][name] = {}
             for rule in HAND_RULES:
                 reason = rl_baselines.refused(rule, name)
@@ -306,6 +307,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
                 config = rl_baselines.hand_rule_config(rule, name).replace(split="heldout")
                 row[rule] = _entry(rl_hand_rules.run(rule, config, seeds=eval_seeds, strict=False, **steps))
                 out["tuned_lr"][name][rule] = steps["lr"] if len(steps) == 1 else steps
+                edge.update({f"{rule} {e}": None for e in rl_baselines.at_grid_edge(steps)})
             base = EnvConfig(**preset(name, observations=("weight",)))
             row["uniform"] = rl_baselines.uniform_policy(base, eval_seeds)
             if base.task == "bandit":
@@ -315,7 +317,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
             out["heldout"][name] = row
             out["settings"][name] = learned_config.to_dict()
             out["networks"][name] = {"eval_episodes": budget.eval_episodes, "tune_seeds": budget.tune_seeds,
-                                     "tune_grid": list(rl_baselines.GRID),
+                                     "tune_grid": list(rl_baselines.GRID), "tuned_at_grid_edge": list(edge),
                                      "tuned_on": rl_baselines.TUNED_ON.get(name, name), "rule_trained_on": trained_on,
                                      "weight_max_network": dict(rl_hand_rules.WEIGHT_MAX_NETWORK)}
     return out
@@ -380,6 +382,12 @@ def table(results: Mapping) -> str:
             cells = [f"{e[m]:.3g}" if m in e else "" for m in METRICS]
             name = f"**{rule}**" if rule == LEARNED else rule
             lines.append(f"| {task} | {name} | {step} | " + " | ".join(cells) + " |")
+    networks = results.get("networks", {})
+    edges = [f"{task}: {', '.join(n['tuned_at_grid_edge'])}" for task, n in networks.items()
+             if n.get("tuned_at_grid_edge")]
+    if edges:
+        grid = next(iter(networks.values()))["tune_grid"]
+        lines.append(f"\nTuned to an end of the step-size grid ({min(grid):g} to {max(grid):g}): " + "; ".join(edges) + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -61,9 +61,12 @@ from marl_net.rules.common import PerCopy
 from marl_net.rules.reinforce import split
 from marl_net.rules.weight_max import WeightMax
 
-# Weight changes of the RL rules reach a few units (rewards up to 10 times activities up to 1 times
-# the step size): a power of two keeps change / scale * scale exact.
-DEFAULT_ACTION_SCALE = 4.0
+# A hand RL rule acts by its change over ``action_scale``, and the env clips actions to [-1, 1]: the
+# scale is far above any change of ``rl_baselines.GRID``'s step sizes (at most 100 times a reward
+# difference of a few units times an eligibility below 1), so the rules run unclipped, as the
+# learned rule's base rule does (``EnvConfig.base_update``); a power of two keeps
+# change / scale * scale exact.
+DEFAULT_ACTION_SCALE = 4096.0
 
 
 def _check_rl(config: EnvConfig, name: str) -> None:

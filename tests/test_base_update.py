@@ -11,6 +11,7 @@ from marl_net.config import EnvConfig
 from marl_net.core import NetworkWeightsCore
 from marl_net.policies import rl_hand_rules
 from marl_net.policies.hand_rules import SGDPolicy, run_on_core
+from marl_net.rl_baselines import GRID
 from marl_net.rl_metrics import LifetimeRecorder
 from marl_net.tasks.rl import preset
 from tests.test_fast_vector_env import check_vector_env_equals_pettingzoo
@@ -28,13 +29,13 @@ def _zero_action_lifetime(config: EnvConfig, seeds) -> tuple[NetworkWeightsCore,
     return core, losses
 
 
+@pytest.mark.parametrize("lr", [0.25, max(GRID)])
 @pytest.mark.parametrize("name", ["bandit2", "harlow"])
-def test_zero_actions_over_reinforce_update_are_the_reinforce_rule(name):
+def test_zero_actions_over_reinforce_update_are_the_reinforce_rule(name, lr):
     """REINFORCE's hand policy (change = lr * reinforce_update, through the actions) and zero
     actions over ``base_update='reinforce_update'`` at ``base_rate=lr``: the same rewards and
-    weights over a whole lifetime, bit for bit (the step size keeps every change inside the hand
-    policy's action range, so nothing is clipped)."""
-    lr = 0.25
+    weights over a whole lifetime, bit for bit, up to the largest step size the RL tuning tries
+    (the hand policy's action range holds every change, so nothing is clipped)."""
     hand = EnvConfig(**rl_hand_rules.env_kwargs("reinforce", **preset(name)))
     recorder = rl_hand_rules.run("reinforce", hand, lr=lr, seeds=SEEDS)
     based = hand.replace(base_update="reinforce_update", base_rate=lr, action_scale=0.5)

@@ -71,6 +71,11 @@ def test_quick_run_writes_every_held_out_preset_rule_and_metric(quick_run):
         assert set(results["tuned_lr"][task]) == set(rl_job.HAND_RULES)
         wm = results["tuned_lr"][task]["weight_max"]  # its three step sizes, each from the one grid
         assert set(wm) == {"lr", "hidden_lr", "critic_lr"} and set(wm.values()) <= set(rl_baselines.GRID)
+        steps = {f"{rule} {k}": v for rule, t in results["tuned_lr"][task].items()
+                 for k, v in (t.items() if isinstance(t, dict) else [("lr", t)])}
+        ends = (min(rl_baselines.GRID), max(rl_baselines.GRID))
+        assert results["networks"][task]["tuned_at_grid_edge"] == [f"{k} {v:g}" for k, v in steps.items()
+                                                                   if v in ends]
     assert results["skipped"] == {}  # Weight Max runs on every RL preset
     # the larger maze is measured with the rule meta-trained on maze and the hand rules' maze step sizes
     assert results["tuned_lr"]["maze_large"] == results["tuned_lr"]["maze"]
@@ -114,6 +119,18 @@ def test_check_reports_the_rl_targets_and_exits_1_on_a_miss(quick_run, tmp_path,
         h[b][rl_job.LEARNED]["regret"] = h[b]["reinforce_backprop"]["regret"]
     (tmp_path / "results.json").write_text(json.dumps(passing))
     assert cli.main(["check", str(tmp_path)]) == 0
+
+
+def test_step_sizes_tuned_to_an_end_of_the_grid_are_flagged_in_the_table(quick_run):
+    assert rl_baselines.at_grid_edge({"lr": 0.001, "hidden_lr": 0.3, "critic_lr": 100.0}) == ["lr 0.001",
+                                                                                             "critic_lr 100"]
+    assert rl_baselines.at_grid_edge({"lr": 0.3}) == []
+    results = json.loads(json.dumps(quick_run[1]))  # a copy to edit
+    results["networks"]["harlow"]["tuned_at_grid_edge"] = ["reinforce lr 100", "weight_max critic_lr 0.001"]
+    results["networks"]["maze"]["tuned_at_grid_edge"] = []
+    note = rl_job.table(results).splitlines()[-1]
+    assert note.startswith("Tuned to an end of the step-size grid (0.001 to 100): ")
+    assert "harlow: reinforce lr 100, weight_max critic_lr 0.001" in note and "maze:" not in note
 
 
 def test_targets_on_hand_made_figures():
