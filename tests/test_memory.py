@@ -223,6 +223,31 @@ def test_the_fused_gru_kernel_equals_the_torch_loop_forward_and_backward():
             torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
 
 
+def test_a_row_of_the_fused_gru_kernel_computes_alike_in_every_row_block():
+    """The kernel steps a few rows at a time (``forward_block``, ``backward_block``) and the
+    remainder one by one: dropping the first row shifts every row into another block and its
+    states and per-row gradients stay the same, bit for bit."""
+    from marl_net.policies import fused_gru
+    from marl_net.policies.recurrence import gru_sequence
+
+    for width in (16, 32, 48, 64):
+        torch.manual_seed(width)
+        cell = torch.nn.GRUCell(8, width)
+        seq, state, weights = torch.randn(5, 37, 8), torch.randn(37, width), torch.randn(5, 37, width)
+        starts = torch.zeros(5, 37, dtype=torch.bool)
+        starts[2, ::3] = True
+        outs = []
+        for rows in (slice(0, 37), slice(1, 37)):
+            with numerics.kernels(True), numerics.recording() as ran:
+                x, h = seq[:, rows].clone().requires_grad_(), state[rows].clone().requires_grad_()
+                states = gru_sequence(cell, x, h, starts[:, rows])
+                (states * weights[:, rows]).sum().backward()
+            assert fused_gru.KERNEL in ran
+            outs.append([states.detach(), x.grad, h.grad])
+        for all_rows, shifted in zip(*outs):
+            assert torch.equal(all_rows[..., 1:, :] if all_rows.dim() == 3 else all_rows[1:], shifted)
+
+
 def _trainer(seed=0, kind="gru", **ppo):
     return FastPPO(ENV, KINDS[kind], FastPPOConfig(**{**PPO, **ppo}), seed=seed)
 
