@@ -31,10 +31,11 @@ long g_threads = 1;
 
 inline vf vsigmoid(vf x) { return 0.5f + 0.5f * vtanh(0.5f * x); }
 
-// How many rows a step processes together: about twelve independent accumulator chains (R times
-// the 3 HV gate vectors forward, R times the HV state vectors backward) hide the FMA latency and
-// leave registers for the operands (AVX2 has 16). Each row's arithmetic, and so its result, is
-// the same whichever block it falls in (tests/test_memory.py).
+// How many rows a step processes together: R times the 3 HV gate vectors forward (12 accumulator
+// chains at HV = 1, 2 and 4) and R times the HV state vectors backward (8 chains at HV = 1, 2, 4
+// and 8) hide the FMA latency and leave registers for the operands (AVX2 has 16) where the state
+// is narrow; wide states run a row at a time, as before. Each row's arithmetic, and so its
+// result, is the same whichever block it falls in (tests/test_memory.py).
 template <int HV>
 constexpr int forward_block() { return HV <= 4 ? 4 / HV : 1; }
 template <int HV>

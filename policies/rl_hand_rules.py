@@ -61,11 +61,13 @@ from marl_net.rules.common import PerCopy
 from marl_net.rules.reinforce import split
 from marl_net.rules.weight_max import WeightMax
 
-# A hand RL rule acts by its change over ``action_scale``, and the env clips actions to [-1, 1]: the
-# scale is far above any change of ``rl_baselines.GRID``'s step sizes (at most 100 times a reward
-# difference of a few units times an eligibility below 1), so the rules run unclipped, as the
-# learned rule's base rule does (``EnvConfig.base_update``); a power of two keeps
-# change / scale * scale exact.
+# A hand RL rule acts by its change over ``action_scale``, and the env clips actions to [-1, 1]. The
+# scale is far above REINFORCE's changes at any step size of ``rl_baselines.GRID`` (at most 100
+# times a reward difference of a few units times a hidden activity below 1) and Weight Max's (Adam
+# moves a weight by about its step size), so those run unclipped, as the learned rule's base rule
+# does (``EnvConfig.base_update``); REINFORCE-with-backprop's changes reach the input synapses
+# times raw inputs and can pass it (on CartPole at step size 100), where tuning clips them (:func:`tune`).
+# A power of two keeps change / scale * scale exact.
 DEFAULT_ACTION_SCALE = 4096.0
 
 

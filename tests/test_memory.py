@@ -225,27 +225,27 @@ def test_the_fused_gru_kernel_equals_the_torch_loop_forward_and_backward():
 
 def test_a_row_of_the_fused_gru_kernel_computes_alike_in_every_row_block():
     """The kernel steps a few rows at a time (``forward_block``, ``backward_block``) and the
-    remainder one by one: dropping the first row shifts every row into another block and its
-    states and per-row gradients stay the same, bit for bit."""
+    remainder one by one: dropping the first row shifts every row into another block, and the
+    kernel's every output for it, forward and backward, stays the same bit for bit."""
     from marl_net.policies import fused_gru
-    from marl_net.policies.recurrence import gru_sequence
 
     for width in (16, 32, 48, 64):
-        torch.manual_seed(width)
-        cell = torch.nn.GRUCell(8, width)
-        seq, state, weights = torch.randn(5, 37, 8), torch.randn(37, width), torch.randn(5, 37, width)
-        starts = torch.zeros(5, 37, dtype=torch.bool)
-        starts[2, ::3] = True
+        g = torch.Generator().manual_seed(width)
+        steps, rows = 5, 37
+        gates_in, state = torch.randn(steps, rows, 3 * width, generator=g), torch.randn(rows, width, generator=g)
+        keep = (torch.rand(steps, rows, 1, generator=g) > 0.3).float()
+        weight_hh, bias_hh = torch.randn(3 * width, width, generator=g) / width ** 0.5, torch.randn(3 * width, generator=g)
+        grad = torch.randn(steps, rows, width, generator=g)
         outs = []
-        for rows in (slice(0, 37), slice(1, 37)):
-            with numerics.kernels(True), numerics.recording() as ran:
-                x, h = seq[:, rows].clone().requires_grad_(), state[rows].clone().requires_grad_()
-                states = gru_sequence(cell, x, h, starts[:, rows])
-                (states * weights[:, rows]).sum().backward()
-            assert fused_gru.KERNEL in ran
-            outs.append([states.detach(), x.grad, h.grad])
-        for all_rows, shifted in zip(*outs):
-            assert torch.equal(all_rows[..., 1:, :] if all_rows.dim() == 3 else all_rows[1:], shifted)
+        for r in (slice(0, rows), slice(1, rows)):
+            with numerics.kernels(True):
+                assert fused_gru.applies(gates_in, weight_hh)
+                fwd = fused_gru.forward(gates_in[:, r].contiguous(), state[r].contiguous(), keep[:, r].contiguous(),
+                                        weight_hh, bias_hh)
+                bwd = fused_gru.backward(grad[:, r].contiguous(), *fwd, keep[:, r].contiguous(), weight_hh)
+            outs.append([*fwd, *bwd])
+        for every_row, shifted in zip(*outs):
+            assert torch.equal(every_row[..., 1:, :] if every_row.dim() == 3 else every_row[1:], shifted)
 
 
 def _trainer(seed=0, kind="gru", **ppo):

@@ -204,7 +204,7 @@ def test_tuned_weight_max_learns_within_a_bandit_lifetime():
     seeds = range(100, 132)
     held = evaluate("weight_max", config, seeds=seeds, **steps)
     uniform = uniform_policy(EnvConfig(**preset("bandit2", observations=("weight",))), seeds)
-    assert held["regret"] < 0.9 * uniform["regret"], (held, uniform)  # 14.7 vs 18.3 (torch 2.13, CPU)
+    assert held["regret"] < 0.9 * uniform["regret"], (held, uniform)  # 9.14 vs 18.3 (torch 2.13, CPU)
 
 
 def test_weight_max_per_copy_step_sizes_act_as_separate_runs():
