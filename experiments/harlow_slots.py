@@ -3,7 +3,9 @@ held at the lifetime's first presentation (``same_slot``) or at the other one (`
 job's ``correct_after_first`` is their pooled fraction. A rule that has learned *which object*
 pays picks it wherever it is; one that has only learned *which slot* paid is right on ``same_slot``
 and wrong on ``moved``; the uniform policy picks it on 1/3 of both (three slots, the objects on
-the two sides).
+the two sides). ``neither`` is the fraction of the later presentations on which the network chose a
+slot without an object (the middle one, the fixation point); the rest of the misses chose the other
+object.
 
 Held-out lifetimes of the RL job's seed (``rl_job.seeds_for(seed, 0, n)``): the tuned hand rules
 (step sizes tuned on train-split lifetimes exactly as ``marl-net run --family rl`` does), the uniform
@@ -68,10 +70,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     rows = measure(args.runs, args.lifetimes, args.seed, args.preset)
     print(f"held-out {args.preset}, {args.lifetimes} lifetimes of seed {args.seed}; presentations after the first:")
-    print(f"{'rule':<40} {'all':>6} {'same slot':>10} {'n':>5} {'moved':>7} {'n':>5}")
+    print(f"{'rule':<40} {'all':>6} {'same slot':>10} {'n':>5} {'moved':>7} {'n':>5} {'neither':>8}")
     for name, r in rows.items():
         print(f"{name:<40} {r['correct_after_first']:>6.3f} {r['same_slot']:>10.3f} {r['same_slot_n']:>5} "
-              f"{r['moved']:>7.3f} {r['moved_n']:>5}")
+              f"{r['moved']:>7.3f} {r['moved_n']:>5} {r['neither']:>8.3f}")
     if args.json:
         args.json.write_text(json.dumps({"lifetimes": args.lifetimes, "seed": args.seed, "preset": args.preset,
                                               "rows": rows}, indent=2) + "\n")

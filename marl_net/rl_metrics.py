@@ -50,6 +50,7 @@ class LifetimeRecorder:
             self.episodes = torch.zeros_like(reward)
             self.first_slot = torch.full_like(reward, -1)  # harlow: the rewarded object's slot at the first presentation
             self.correct_same, self.judged_same = torch.zeros_like(reward), torch.zeros_like(reward)
+            self.neither = torch.zeros_like(reward)  # harlow: later presentations paid 0, a slot without an object
             self.curve = []
         self.steps += 1
         self.curve.append(reward.mean(1))
@@ -61,6 +62,7 @@ class LifetimeRecorder:
             judged = ((state["phase"] == FIXATION) & (state["presentations"] >= 2)).to(reward.dtype)
             self.judged += judged
             self.correct += judged * (reward > 0).to(reward.dtype)
+            self.neither += judged * (reward == 0).to(reward.dtype)
             ended = state["phase"] == FIXATION  # the slots are still the presentation's
             rewarded = state["rewarded"].view(-1, 1, 1).expand(-1, reward.shape[1], 1)
             slot = state["slots"].gather(2, rewarded).squeeze(2).to(reward.dtype)
@@ -99,14 +101,17 @@ class LifetimeRecorder:
         object is: ``same_slot`` at the slot it held at the lifetime's first presentation, ``moved``
         at another; each the fraction on which it was chosen (NaN where there was no such
         presentation), with the presentations counted (``same_slot_n``, ``moved_n``). A rule that
-        only learns which *slot* paid reaches 1 on the first and 0 on the second."""
+        only learns which *slot* paid reaches 1 on the first and 0 on the second. ``neither``: the
+        fraction of all of them (same slot or moved) on which a slot without an object was chosen
+        (paid 0: on a 3-slot line the middle, the fixation point); the rest chose the unrewarded object."""
         if self.steps == 0 or not isinstance(self.task, Harlow):
             raise ValueError("harlow_slots() needs a recorded Harlow lifetime")
         same_n, all_n = float(self.judged_same.sum()), float(self.judged.sum())
         moved_n, moved_correct = all_n - same_n, float(self.correct.sum() - self.correct_same.sum())
         fraction = lambda hits, n: hits / n if n else float("nan")  # noqa: E731
         return {"same_slot": fraction(float(self.correct_same.sum()), same_n), "same_slot_n": int(same_n),
-                "moved": fraction(moved_correct, moved_n), "moved_n": int(moved_n)}
+                "moved": fraction(moved_correct, moved_n), "moved_n": int(moved_n),
+                "neither": fraction(float(self.neither.sum()), all_n)}
 
     def reward_curve(self) -> torch.Tensor:
         """``[E, steps]``: the mean reward over inner copies at every recorded inner step."""

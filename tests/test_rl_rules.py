@@ -111,7 +111,7 @@ def test_harlow_slots_splits_the_later_presentations_by_where_the_rewarded_objec
     core.seed(seeds)
     obs = core.reset()
     policy = make_policy("reinforce", config, lr=0.5)
-    first, hits = None, {True: [], False: []}
+    first, hits, neither = None, {True: [], False: []}, []
     for step in range(30):
         if step:
             obs = core.step(policy.act(obs)).obs
@@ -126,10 +126,12 @@ def test_harlow_slots_splits_the_later_presentations_by_where_the_rewarded_objec
         for e in range(len(seeds)):
             for b in range(slot.shape[1]):
                 hits[bool(slot[e, b] == first[e, b])].append(float(s["prev_reward"][e, b] > 0))
+                neither.append(float(s["prev_reward"][e, b] == 0))  # neither object: 0, not +1 or -1
     split = recorder.harlow_slots()
     assert split["same_slot_n"] == len(hits[True]) > 0 and split["moved_n"] == len(hits[False]) > 0
     assert split["same_slot"] == pytest.approx(sum(hits[True]) / len(hits[True]))
     assert split["moved"] == pytest.approx(sum(hits[False]) / len(hits[False]))
+    assert split["neither"] == pytest.approx(sum(neither) / len(neither)) and 0 < sum(neither) < len(neither)
     pooled = (sum(hits[True]) + sum(hits[False])) / (len(hits[True]) + len(hits[False]))
     assert recorder.summary()["correct_after_first"] == pytest.approx(pooled)  # equal counts per copy
 
