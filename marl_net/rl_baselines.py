@@ -129,8 +129,9 @@ def measure(presets: Sequence[str], tune_seeds: Sequence[int], eval_seeds: Seque
             steps = tuned_step_sizes(rule, name, tuned, tune_seeds, grid)
             metrics = rl_hand_rules.evaluate(rule, hand_rule_config(rule, name), seeds=eval_seeds, **steps)
             row[rule] = {**steps, "tuned_on": TUNED_ON.get(name, name), **metrics}
-            if at_grid_edge(steps, grid):
-                row[rule]["at_grid_edge"] = ", ".join(at_grid_edge(steps, grid))
+            edges = at_grid_edge(steps, grid)
+            if edges:
+                row[rule]["at_grid_edge"] = ", ".join(edges)
         base = EnvConfig(**preset(name, observations=("weight",)))
         row["uniform"] = uniform_policy(base, eval_seeds)
         if base.task == "bandit":

@@ -296,7 +296,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
         for name in TRAINED[trained_on]:
             learned_config = EnvConfig.from_kwargs(**{**train_config.to_dict(), **preset(name), "split": "heldout"})
             row = {LEARNED: _entry(learned_run(policy, learned_config, eval_seeds))}
-            edge: dict[str, None] = {}  # hand rules' step sizes tuned to an end of the grid, in order
+            edge: list[str] = []  # hand rules' step sizes tuned to an end of the grid
             out["tuned_lr"][name] = {}
             for rule in HAND_RULES:
                 reason = rl_baselines.refused(rule, name)
@@ -307,7 +307,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
                 config = rl_baselines.hand_rule_config(rule, name).replace(split="heldout")
                 row[rule] = _entry(rl_hand_rules.run(rule, config, seeds=eval_seeds, strict=False, **steps))
                 out["tuned_lr"][name][rule] = steps["lr"] if len(steps) == 1 else steps
-                edge.update({f"{rule} {e}": None for e in rl_baselines.at_grid_edge(steps)})
+                edge += [f"{rule} {e}" for e in rl_baselines.at_grid_edge(steps)]
             base = EnvConfig(**preset(name, observations=("weight",)))
             row["uniform"] = rl_baselines.uniform_policy(base, eval_seeds)
             if base.task == "bandit":
@@ -317,7 +317,7 @@ def evaluate(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], budget: 
             out["heldout"][name] = row
             out["settings"][name] = learned_config.to_dict()
             out["networks"][name] = {"eval_episodes": budget.eval_episodes, "tune_seeds": budget.tune_seeds,
-                                     "tune_grid": list(rl_baselines.GRID), "tuned_at_grid_edge": list(edge),
+                                     "tune_grid": list(rl_baselines.GRID), "tuned_at_grid_edge": edge,
                                      "tuned_on": rl_baselines.TUNED_ON.get(name, name), "rule_trained_on": trained_on,
                                      "weight_max_network": dict(rl_hand_rules.WEIGHT_MAX_NETWORK)}
     return out
