@@ -46,12 +46,12 @@ def main() -> None:
     if base is None:
         parser.error(f"{args.policy} runs over no hand rule (env base_update={config.base_update!r})")
     seeds = tuning_seeds(args.seed, args.tune_seeds)
-    lr = tuned_lr(base.rule, without_base(config), seeds, args.points)
+    lr = tuned_lr(base.rule, without_base(config), seeds, args.points).best
     rows = {"policy": args.policy, "level": level, "setting": args.setting, "base": base.rule, "lr": lr, "rows": []}
     for factor in (float(f) for f in args.base_factors.split(",")):
         cfg, record = over_tuned_base(config, {base.rule: lr}, seeds, args.points, factor=factor)
         with torch.no_grad():
-            tuned = tune_action_scale(policy, cfg, seeds, SCALES)
+            tuned = tune_action_scale(policy, cfg, seeds, SCALES, extend=0)  # a scan of SCALES
         rows["rows"].append({"factor": factor, "base": record, "scales": list(SCALES), "final": tuned.scores})
         print(f"{args.setting}: {base.rule} lr {lr:g} x {factor:.4g}; correction scale: final loss  "
               + "  ".join(f"{s:.4g}: {v:.4g}" for s, v in zip(SCALES, tuned.scores)), flush=True)

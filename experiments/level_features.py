@@ -125,8 +125,8 @@ def main() -> None:
                 options = learned_options(suite.setting(setting, trained), lrs[setting], seeds, budget.tune_points,
                                           factor=factor)
                 with torch.no_grad():
-                    final, _, based, scale = tune_over_options(policy, options, seeds, SCALE_FACTORS)
-                row[setting] = {"final": final, "action_scale": scale, "base": based}
+                    final, _, based, tuned = tune_over_options(policy, options, seeds, SCALE_FACTORS)
+                row[setting] = {"final": final, "action_scale": tuned.best, "base": based}
             rows[key] = row
             print(key, json.dumps(row), flush=True)
     rules = dict.fromkeys(("sgd", "adam") + ((base_rule,) if base_rule and not args.no_base else ()))

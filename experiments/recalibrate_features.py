@@ -68,7 +68,7 @@ def main() -> None:
             "feature_scale_ratio": dict(zip(trained.observations, ratio)), "final": {}}
     for name, rule in rules.items():
         with torch.no_grad():
-            tuned = tune_action_scale(rule, config, seeds, SCALES)
+            tuned = tune_action_scale(rule, config, seeds, SCALES, extend=0)  # a scan of SCALES
         rows["final"][name] = tuned.scores
         print(f"{args.setting}, {name} feature scales; correction scale: final loss  "
               + "  ".join(f"{s:.4g}: {v:.4g}" for s, v in zip(SCALES, tuned.scores)), flush=True)

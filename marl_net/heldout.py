@@ -49,6 +49,7 @@ class RuleRun:
     curves: torch.Tensor  # [E, steps + 1] held-out loss curves
     accuracy: torch.Tensor | None  # [E] test accuracy (classification), else None
     base: dict | None = None  # a learned rule's base (over_tuned_base's record; marl_net.base_rules)
+    at_edge: bool = False  # the step size tuned to an end of the values tried (TuneResult.at_edge)
 
 
 def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -58,13 +59,14 @@ def test_accuracy(config: EnvConfig, task_ids: Sequence[int], params: Sequence[t
     return measure(config, list(task_ids), list(params))
 
 
-def tuned_lr(rule: str, config: EnvConfig, tune_with: Sequence[int], points: int, device: str = "cpu") -> float:
+def tuned_lr(rule: str, config: EnvConfig, tune_with: Sequence[int], points: int, device: str = "cpu"):
     """Hand rule ``rule``'s learning rate tuned on the train split of ``config`` (its default grid
-    of ``points`` values, the networks ``tune_with``)."""
+    of ``points`` values, extended past an end that tunes best; the networks ``tune_with``): the
+    ``marl_net.rules.tuning.TuneResult``."""
     from marl_net.rules.tuning import default_grid, tune_lr
 
     grid = default_grid(rule, config.task, points=points)
-    return tune_lr(rule, config.replace(split="train"), seeds=tune_with, grid=grid, device=device).best
+    return tune_lr(rule, config.replace(split="train"), seeds=tune_with, grid=grid, device=device)
 
 
 def run_hand_rule(rule: str, config: EnvConfig, seeds: Sequence[int], tune_with: Sequence[int], points: int,
@@ -72,10 +74,10 @@ def run_hand_rule(rule: str, config: EnvConfig, seeds: Sequence[int], tune_with:
     """Tune ``rule``'s learning rate on the train split of ``config``, then run it on ``seeds``."""
     from marl_net.rules.registry import run_rule
 
-    lr = tuned_lr(rule, config, tune_with, points, device)
-    run = run_rule(rule, config, seeds, device=device, lr=lr)
+    tuned = tuned_lr(rule, config, tune_with, points, device)
+    run = run_rule(rule, config, seeds, device=device, lr=tuned.best)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
-    return RuleRun(lr, run.curves, accuracy)
+    return RuleRun(tuned.best, run.curves, accuracy, at_edge=tuned.at_edge)
 
 
 def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[tuple[EnvConfig, dict | None]],
@@ -91,25 +93,26 @@ def run_learned_rule(policy: torch.nn.Module, config: EnvConfig | Sequence[tuple
 
     options = [(config, None)] if isinstance(config, EnvConfig) else list(config)
     with torch.no_grad():
-        _, config, base, scale = tune_over_options(policy, options, tune_with, scale_factors(points), device)
-        run = rollout(policy, config.replace(action_scale=scale), seeds, device)
+        _, config, base, tuned = tune_over_options(policy, options, tune_with, scale_factors(points), device)
+        run = rollout(policy, config.replace(action_scale=tuned.best), seeds, device)
     accuracy = test_accuracy(config, run.task_ids, run.params) if classification else None
-    return RuleRun(scale, run.curves, accuracy, base)
+    return RuleRun(tuned.best, run.curves, accuracy, base, tuned.at_edge)
 
 
 def tune_over_options(policy: torch.nn.Module, options: Sequence[tuple[EnvConfig, dict | None]],
                       tune_with: Sequence[int], factors: Sequence[float],
-                      device: str = "cpu") -> tuple[float, EnvConfig, dict | None, float]:
-    """Tune the learned rule's ``action_scale`` (``factors`` times each config's) on the train split
-    of every (config, base record) option; returns the lowest tuned score (the first option on
-    ties), its config, its base record and its tuned scale."""
+                      device: str = "cpu") -> tuple[float, EnvConfig, dict | None, "TuneResult"]:
+    """Tune the learned rule's ``action_scale`` (``factors`` times each config's, extended past an
+    end that tunes best) on the train split of every (config, base record) option; returns the
+    lowest tuned score (the first option on ties), its config, its base record and its tuning
+    (``marl_net.rules.tuning.TuneResult``)."""
     from marl_net.rules.tuning import tune_action_scale
 
     best = None
     for cfg, base in options:
         tuned = tune_action_scale(policy, cfg, tune_with, factors, device=device)
         if best is None or min(tuned.scores) < best[0]:
-            best = (float(min(tuned.scores)), cfg, base, tuned.best)
+            best = (float(min(tuned.scores)), cfg, base, tuned)
     return best
 
 
@@ -130,7 +133,7 @@ def over_tuned_base(config: EnvConfig, lrs: dict[str, float], tune_with: Sequenc
     if base is None:
         return config, None
     if base.rule not in lrs:
-        lrs[base.rule] = tuned_lr(base.rule, without_base(config), tune_with, points, device)
+        lrs[base.rule] = tuned_lr(base.rule, without_base(config), tune_with, points, device).best
     rate = base.rate(lrs[base.rule] * factor)
     relative = config.correction == "relative"  # a factor of the base's step: it needs no rescaling
     scale = config.action_scale * (rate / config.base_rate if config.base_rate and not relative else 1.0)
@@ -224,7 +227,7 @@ def evaluate_suite(policies: Mapping[str, tuple[torch.nn.Module, EnvConfig]], ta
         learned = {name: (p, suite.setting(task, env)) for name, (p, env) in policies.items()}
         runs = evaluate_setting(hand, learned, hand_rules, seeds, tune_with, sized["tune_points"], spec.classification,
                                 device, on_rule, base_factors)
-        out["networks"][task] = sized
+        out["networks"][task] = {**sized, "tuned_at_grid_edge": [r for r, run in runs.items() if run.at_edge]}
         out["tuned_lr"][task] = {r: run.step for r, run in runs.items()}
         out["heldout"][task] = {r: summarize(run) for r, run in runs.items()}
         out["curves"][task] = {r: run.curves for r, run in runs.items()}

@@ -31,7 +31,9 @@ A level whose signals or baselines this build lacks is skipped, and results.json
                                    "test_accuracy_mean", "test_accuracy_std" (classification),
                                    "curve_mean", "curve_std",
                                    "base" (a learned rule over a hand rule: as levels[LEVEL]["base"])}}},
-     "settings": {"TASK": {env config}}, "networks": {"TASK": {"eval_episodes", "tune_seeds", "tune_points"}},
+     "settings": {"TASK": {env config}},
+     "networks": {"TASK": {"eval_episodes", "tune_seeds", "tune_points",
+                           "tuned_at_grid_edge": [RULE, ...]}},   # step sizes tuned to an end of the values tried
      "skipped": {...},
      "targets": [{"name", "value", "op", "bound", "met"}], "targets_skipped": [{"name", "reason"}]}
 

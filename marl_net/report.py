@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from marl_net.levels import GRADIENT_METHODS, LEVELS
+from marl_net.rules.tuning import EXTEND
 
 
 def _best(by_rule: Mapping, rules) -> float | None:
@@ -47,12 +48,25 @@ def table(results: Mapping) -> str:
                 lines.append(f"| {task} | {name} | {e['final_loss_mean']:.4f} +- {e['final_loss_std']:.4f} | {acc} | "
                              f"{r1} | {r2} |")
         lines.append("")
-    return "\n".join(lines)
+    note = edge_note(results.get("networks", {}))
+    return "\n".join(lines + ([note, ""] if note else []))
 
 
-def setting_table(by_rule: Mapping, steps: Mapping, learned: str) -> str:
+def edge_note(networks: Mapping) -> str:
+    """A line naming the rules whose step size tuned to an end of the values tried, per setting
+    (``networks[TASK]["tuned_at_grid_edge"]``), or "" when none did."""
+    edges = [f"{task}: {', '.join(n['tuned_at_grid_edge'])}" for task, n in networks.items()
+             if n.get("tuned_at_grid_edge")]
+    if not edges:
+        return ""
+    return (f"Tuned to the smallest or largest step size tried (the grid and up to {EXTEND} values past each "
+            "end; the best may lie beyond): " + "; ".join(edges) + ".")
+
+
+def setting_table(by_rule: Mapping, steps: Mapping, learned: str, networks: Mapping | None = None) -> str:
     """The markdown table of one setting's rules (``marl-net eval``): the tuned step size, final
-    loss, test accuracy, and the final loss over the best hand rule's."""
+    loss, test accuracy, and the final loss over the best hand rule's; then :func:`edge_note` of
+    ``networks``."""
     hand = [r for r in by_rule if r != learned]
     best = _best(by_rule, hand)
     lines = ["| rule | step size | final loss (mean +- std) | test accuracy | / best hand rule |", "|---|---|---|---|---|"]
@@ -61,7 +75,8 @@ def setting_table(by_rule: Mapping, steps: Mapping, learned: str) -> str:
         ratio = f"{e['final_loss_mean'] / best:.2f}" if best else "-"
         lines.append(f"| {rule} | {steps.get(rule, float('nan')):.4g} | {e['final_loss_mean']:.4f} +- {e['final_loss_std']:.4f} | "
                      f"{acc} | {ratio} |")
-    return "\n".join(lines) + "\n"
+    note = edge_note(networks or {})
+    return "\n".join(lines + (["", note] if note else [])) + "\n"
 
 
 def _panel(ax, title: str, by_rule: Mapping, rules) -> None:

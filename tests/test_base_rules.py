@@ -115,7 +115,7 @@ def test_a_learned_rule_runs_over_its_base_at_the_settings_tuned_step_with_its_c
     lrs: dict = {}
     config, base = heldout.over_tuned_base(trained, lrs, [1, 2], points=2)
     assert set(lrs) == {"adam"} and base["lr"] == lrs["adam"] == heldout.tuned_lr(
-        "adam", without_base(trained), [1, 2], 2)
+        "adam", without_base(trained), [1, 2], 2).best
     plain = EnvConfig(**NET)  # no base: unchanged
     assert heldout.over_tuned_base(plain, {}, [1], 1) == (plain, None)
     relative, _ = heldout.over_tuned_base(trained.replace(correction="relative"), {"adam": 0.01}, [1, 2], points=2)
@@ -139,7 +139,7 @@ def test_a_levels_base_factor_scales_its_base_in_meta_training_and_on_held_out_s
     base = base_rates(["feedback"], budget, seed=0)["feedback"]
     hand = without_base(train_config("feedback"))
     rule = LEVELS["feedback"].base
-    lr = heldout.tuned_lr(rule, hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points)
+    lr = heldout.tuned_lr(rule, hand, heldout.tuning_seeds(0, budget.tune_seeds), budget.tune_points).best
     assert base == {"rule": rule, "lr": lr, "factor": pytest.approx(1 / 3), "base_rate": pytest.approx(-lr / 3),
                     "action_scale": train_config("feedback").action_scale}
     assert level_launch("feedback", budget, 0, base=base)["env"]["base_rate"] == pytest.approx(-lr / 3)

@@ -307,3 +307,36 @@ def test_update_feature_is_eligibility_times_error(rule):
     eligibility, error, update, mask = obs.unbind(-1)
     assert update.abs().max() > 0 and torch.all(update[mask == 0] == 0)
     torch.testing.assert_close(update, eligibility * error)
+
+
+def test_tuner_extends_its_grid_past_an_end_that_tunes_best():
+    """A grid whose best value is an end is extended, spaced like the grid, until the best value
+    is inside (at most ``extend`` values per end), and its scores are those of one grid of every
+    value tried (the same seeds for every value: common random numbers)."""
+    from marl_net.rules.tuning import TuneResult, extend_to_interior
+
+    asked = []
+
+    def bowl(values):  # a score whose minimum lies at 100, far above the grid
+        asked.append(list(values))
+        scores = [(math.log(v, 3) - math.log(100, 3)) ** 2 for v in values]
+        return TuneResult("r", "lr", "final", list(values), scores, [0] * len(values), torch.zeros(len(values), 1, 2))
+
+    result = extend_to_interior(bowl, [9.0, 1.0, 3.0])
+    assert asked[0] == [1.0, 3.0, 9.0]  # the grid, ascending
+    assert result.grid == pytest.approx([1, 3, 9, 27, 81, 243]) and result.best == pytest.approx(81)
+    assert not result.at_edge
+    short = extend_to_interior(bowl, [1.0, 3.0, 9.0], extend=1)
+    assert short.best == pytest.approx(27) and short.at_edge  # stopped at the limit: flagged
+    assert not extend_to_interior(bowl, [1.0, 3.0, 9.0], extend=0).grid[-1] > 9
+    low = extend_to_interior(bowl, [1e4, 1e5])  # the minimum below the grid: extended down by 10x
+    assert low.grid == pytest.approx([10, 100, 1e3, 1e4, 1e5]) and low.best == pytest.approx(100)
+    with pytest.raises(ValueError, match="positive"):
+        extend_to_interior(bowl, [0.0, 1.0])
+
+    config = EnvConfig(task="teacher_student", split="heldout")
+    too_small = tune_lr("sgd", config, seeds=[0, 1], steps=30, grid=[1e-3, 3e-3])
+    assert too_small.best > 3e-3 and len(too_small.grid) > 2  # SGD's best step lies far above the grid
+    whole = tune_lr("sgd", config, seeds=[0, 1], steps=30, grid=too_small.grid, extend=0)
+    assert whole.scores == too_small.scores and whole.best == too_small.best
+    torch.testing.assert_close(whole.curves, too_small.curves, rtol=0, atol=0)

@@ -44,6 +44,16 @@ def test_report_writes_the_table_and_a_figure_per_level(run_dir, tmp_path, capsy
     assert f"| teacher_student | np | {np_:.4f}" in text and f"{np_ / sgd:.2f} |" in text
     assert "wrote" in capsys.readouterr().out
 
+    assert "Tuned to the smallest or largest" not in text  # no step size tuned to an end
+
+
+def test_the_table_names_rules_whose_step_size_tuned_to_an_end_of_the_values_tried(run_dir):
+    _, results = run_dir
+    flagged = {**results, "networks": {"teacher_student": {"tuned_at_grid_edge": ["np", "sgd"]},
+                                       "mnist1d": {"tuned_at_grid_edge": []}}}
+    note = table(flagged).rstrip().splitlines()[-1]
+    assert note.startswith("Tuned to the smallest or largest") and note.endswith("teacher_student: np, sgd.")
+
 
 def test_report_defaults_to_the_run_dir(run_dir):
     out, _ = run_dir

@@ -8,8 +8,8 @@ and minibatches::
     marl-net eval results/main/policies/feedback.pt --task mnist1d --layers 40 256 10 --steps 1000 \
         --compare sgd,adam,dfa --episodes 32 --out eval_feedback
 
-It writes ``OUT/results.json`` with the main job's ``tuned_lr``, ``heldout`` and ``settings``
-sections (one task), ``OUT/table.md`` and ``OUT/curves.png``. The setting is the env the rule was
+It writes ``OUT/results.json`` with the main job's ``tuned_lr``, ``heldout``, ``settings`` and
+``networks`` sections (one task), ``OUT/table.md`` and ``OUT/curves.png``. The setting is the env the rule was
 meta-trained with, with ``--task``, ``--layers`` and ``--steps`` changed (the rule is per synapse,
 so other widths work).
 
@@ -180,11 +180,14 @@ def compare_learned(args) -> int:
     results = {"policy": str(args.checkpoint), "level": level, "seed": args.seed,
                "tuned_lr": {key: {r: run.step for r, run in runs.items()}},
                "heldout": {key: {r: heldout.summarize(run) for r, run in runs.items()}},
-               "settings": {key: config.to_dict()}}
+               "settings": {key: config.to_dict()},
+               "networks": {key: {"eval_episodes": args.episodes, "tune_seeds": args.tune_seeds,
+                                  "tune_points": args.tune_points,
+                                  "tuned_at_grid_edge": [r for r, run in runs.items() if run.at_edge]}}}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"eval_{Path(args.checkpoint).stem}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    table = report.setting_table(results["heldout"][key], results["tuned_lr"][key], name)
+    table = report.setting_table(results["heldout"][key], results["tuned_lr"][key], name, results["networks"])
     (out / "table.md").write_text(table)
     report.plot_setting(out / "curves.png", key, results["heldout"][key])
     print(f"{config.task} (held-out), layers {list(config.layers)}, {config.max_cycles} updates, {args.episodes} networks")

@@ -15,6 +15,12 @@ seeds repeat across the grid: common random numbers). Scores, lower is better:
 
 A grid value under which any copy diverges scores ``inf``.
 
+A grid is a guess at where the best step size lies: when the best value is the grid's smallest or
+largest, the tuner tries the next value past that end, spaced like the grid's last two values, and
+goes on until the best value is inside the values tried or :data:`EXTEND` values have been added at
+that end (:func:`extend_to_interior`); a result whose best value is still an end says so
+(:attr:`TuneResult.at_edge`) and the reports flag it.
+
 ::
 
     from marl_net.config import EnvConfig
@@ -26,7 +32,7 @@ A grid value under which any copy diverges scores ``inf``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -36,6 +42,7 @@ from marl_net.rules.trainer import train
 
 METRICS = ("auc", "final")
 TUNING_METRIC = "final"  # how every rule's step size is scored, everywhere
+EXTEND = 3  # values a tuning adds past an end of its grid that tuned best, at most, per end
 
 
 def score(curves: torch.Tensor, metric: str) -> torch.Tensor:
@@ -87,16 +94,51 @@ class TuneResult:
 
     best_lr = best
 
+    @property
+    def at_edge(self) -> bool:
+        """Whether the best value is the smallest or largest value tried (of two or more): the
+        best step size may lie outside the values tried."""
+        return len(self.grid) > 1 and self.best in (min(self.grid), max(self.grid))
+
     def table(self) -> str:
         rows = [f"{self.param:>10}  {self.metric:>10}  diverged"]
         rows += [f"{g:10.4g}  {s:10.4g}  {d}" for g, s, d in zip(self.grid, self.scores, self.diverged)]
         return "\n".join(rows)
 
+    def merged(self, other: "TuneResult") -> "TuneResult":
+        """This result and ``other`` (more values, the same seeds) as one, values ascending."""
+        grid = self.grid + other.grid
+        order = sorted(range(len(grid)), key=grid.__getitem__)
+        pick = lambda xs: [xs[i] for i in order]  # noqa: E731
+        return TuneResult(self.rule, self.param, self.metric, pick(grid), pick(self.scores + other.scores),
+                          pick(self.diverged + other.diverged), torch.cat([self.curves, other.curves])[order])
+
+
+def extend_to_interior(tune: Callable[[list[float]], TuneResult], grid: Sequence[float],
+                       extend: int = EXTEND) -> TuneResult:
+    """``tune(values)`` over ``grid`` (positive step sizes), then, while the best value is the
+    smallest (largest) tried, over the next value below (above) it, spaced by the ratio of the two
+    values at that end (3 for a one-value grid), at most ``extend`` values per end. Every value
+    is scored on the same seeds, so the result is the one a grid of all the values tried gives."""
+    grid = sorted(float(g) for g in grid)
+    if not grid or grid[0] <= 0:
+        raise ValueError(f"grid={grid}: tune over positive step sizes")
+    result = tune(grid)
+    for end in (0, -1):
+        for _ in range(extend):
+            values = result.grid
+            if len(values) > 1 and result.best != values[end]:
+                break
+            ratio = values[1] / values[0] if end == 0 else values[-1] / values[-2] if len(values) > 1 else 3.0
+            result = result.merged(tune([values[0] / ratio if end == 0 else values[-1] * ratio]))
+    return result
+
 
 def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | None = None,
             grid: Sequence[float] | None = None, metric: str = TUNING_METRIC, device: str = "cpu", param: str = "lr",
-            **hyper) -> TuneResult:
-    """Pick rule ``name``'s step size ``param`` (``lr``, or Weight Max's ``hidden_lr``) from ``grid``
+            extend: int = EXTEND, **hyper) -> TuneResult:
+    """Pick rule ``name``'s step size ``param`` (``lr``, or Weight Max's ``hidden_lr``) from ``grid``,
+    extended past an end that tunes best by up to ``extend`` values (:func:`extend_to_interior`),
     on the train split (see the module docstring); ``hyper`` fixes the other hyperparameters."""
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is unknown; choose one of {list(METRICS)}")
@@ -106,14 +148,18 @@ def tune_lr(name: str, config: EnvConfig, seeds: Sequence[int], steps: int | Non
         raise ValueError("tune_lr needs a non-empty grid and at least one seed")
     if param in hyper:
         raise ValueError(f"tune_lr sets {param} from the grid; pass grid=[...] instead of {param}")
-    rule = make_rule(name, config.task, **{param: [g for g in grid for _ in seeds]}, **hyper)
-    run = train(rule, config.replace(split="train"), seeds * len(grid), steps, device)
-    g, s = len(grid), len(seeds)
-    curves = run.curves.view(g, s, -1)
-    diverged = run.diverged.view(g, s).sum(1)
-    scores = score(curves, metric).mean(1)
-    scores = torch.where(diverged > 0, torch.full_like(scores, float("inf")), scores)
-    return TuneResult(name, param, metric, grid, scores.tolist(), diverged.tolist(), curves)
+
+    def scored(values: list[float]) -> TuneResult:
+        rule = make_rule(name, config.task, **{param: [g for g in values for _ in seeds]}, **hyper)
+        run = train(rule, config.replace(split="train"), seeds * len(values), steps, device)
+        g, s = len(values), len(seeds)
+        curves = run.curves.view(g, s, -1)
+        diverged = run.diverged.view(g, s).sum(1)
+        scores = score(curves, metric).mean(1)
+        scores = torch.where(diverged > 0, torch.full_like(scores, float("inf")), scores)
+        return TuneResult(name, param, metric, values, scores.tolist(), diverged.tolist(), curves)
+
+    return extend_to_interior(scored, grid, extend)
 
 
 def scale_factors(points: int = 6) -> tuple[float, ...]:
@@ -123,10 +169,11 @@ def scale_factors(points: int = 6) -> tuple[float, ...]:
 
 
 def tune_action_scale(policy, config: EnvConfig, seeds: Sequence[int], factors: Sequence[float] | None = None,
-                      metric: str = TUNING_METRIC, device: str = "cpu") -> TuneResult:
-    """Pick a learned rule's ``action_scale`` as ``config.action_scale`` times one of ``factors``,
-    on the train split of ``config``, as :func:`tune_lr` picks a hand rule's step size (the same
-    seeds for every value; ``inf`` where a network diverged). The policy itself is fixed."""
+                      metric: str = TUNING_METRIC, device: str = "cpu", extend: int = EXTEND) -> TuneResult:
+    """Pick a learned rule's ``action_scale`` as ``config.action_scale`` times one of ``factors``
+    (extended as :func:`tune_lr` extends its grid), on the train split of ``config``, as
+    :func:`tune_lr` picks a hand rule's step size (the same seeds for every value; ``inf`` where a
+    network diverged). The policy itself is fixed."""
     from marl_net.evaluation import rollout
 
     if metric not in METRICS:
@@ -135,14 +182,17 @@ def tune_action_scale(policy, config: EnvConfig, seeds: Sequence[int], factors: 
     factors = [float(f) for f in (factors if factors is not None else scale_factors())]
     if not factors or not seeds:
         raise ValueError("tune_action_scale needs a non-empty grid of factors and at least one seed")
-    grid = [config.action_scale * f for f in factors]
-    curves, diverged = [], []
-    for scale in grid:
-        trial = config.replace(split="train", action_scale=scale)
-        c = rollout(policy, trial, seeds, device).curves
-        curves.append(c)
-        diverged.append(int((~torch.isfinite(c) | (c.abs() > trial.divergence_threshold)).any(-1).sum()))
-    curves_t = torch.stack(curves)
-    scores = score(curves_t, metric).mean(1)
-    scores = torch.where(torch.tensor(diverged) > 0, torch.full_like(scores, float("inf")), scores)
-    return TuneResult("learned", "action_scale", metric, grid, scores.tolist(), diverged, curves_t)
+
+    def scored(grid: list[float]) -> TuneResult:
+        curves, diverged = [], []
+        for scale in grid:
+            trial = config.replace(split="train", action_scale=scale)
+            c = rollout(policy, trial, seeds, device).curves
+            curves.append(c)
+            diverged.append(int((~torch.isfinite(c) | (c.abs() > trial.divergence_threshold)).any(-1).sum()))
+        curves_t = torch.stack(curves)
+        scores = score(curves_t, metric).mean(1)
+        scores = torch.where(torch.tensor(diverged) > 0, torch.full_like(scores, float("inf")), scores)
+        return TuneResult("learned", "action_scale", metric, grid, scores.tolist(), diverged, curves_t)
+
+    return extend_to_interior(scored, [config.action_scale * f for f in factors], extend)
