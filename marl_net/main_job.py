@@ -21,6 +21,7 @@ A level whose signals or baselines this build lacks is skipped, and results.json
 ``results.json``::
 
     {"budget": {...}, "seed": S, "seconds": ...,
+     "learned_from": "RUN_DIR" (only when the rules were not meta-trained here: --learned-from),
      "levels": {"LEVEL": {"observations": [...], "policy": {...}, "memory": "none", "env": {...},
                           "base": {"rule", "lr", "factor", "base_rate", "action_scale"} or null,
                           "ppo": {...}, "train": {"iterations": ..., "agent_steps": ..., "seconds": ...},
@@ -52,6 +53,7 @@ import torch
 
 from marl_net import levels as ladder_levels
 from marl_net.budgets import Budget
+from marl_net.config import EnvConfig
 
 
 def plan(levels: Sequence[str], budget: Budget) -> dict:
@@ -81,21 +83,57 @@ def plan(levels: Sequence[str], budget: Budget) -> dict:
 
 def run(budget: Budget, out: Path, seed: int = 0, levels: Sequence[str] | None = None, device: str = "cpu",
         progress: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        address: str | None = None, kernels: bool | None = None) -> dict:
+        address: str | None = None, kernels: bool | None = None, learned_from: Path | None = None) -> dict:
     """The whole main job; returns the results dict (also written to ``out/results.json``).
     ``kernels``: the C++ kernels on (True) or torch only (False), in the meta-training trials and
     the held-out evaluation alike; None leaves ``marl_net.numerics``' setting. What ran is recorded:
-    ``numerics`` (the held-out evaluation) and ``levels[LEVEL]["numerics"]`` (its meta-training)."""
+    ``numerics`` (the held-out evaluation) and ``levels[LEVEL]["numerics"]`` (its meta-training).
+    ``learned_from``: an earlier run's folder whose learned rules are evaluated instead of
+    meta-training new ones (:func:`saved_rules`; ``overrides`` must then be empty)."""
     from marl_net import numerics
 
     with numerics.kernels(kernels):
-        return _run(budget, Path(out), seed, levels, device, progress, overrides, address, kernels)
+        return _run(budget, Path(out), seed, levels, device, progress, overrides, address, kernels, learned_from)
+
+
+def saved_rules(run_dir: Path, levels: Sequence[str],
+                overrides: Mapping[str, Any] | None = None) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """``{level: (policy, its levels[LEVEL] record)}`` of the learned rules a ladder run saved
+    (``RUN_DIR/policies/LEVEL.pt``, its ``results.json``), to evaluate them again without
+    meta-training (``marl-net run --learned-from RUN_DIR``); each record gains ``learned_from``.
+    Meta-training ``overrides`` are refused: the rules' settings are the run's."""
+    import json
+
+    from marl_net.meta_training import load_policy
+
+    if overrides:
+        raise ValueError("--learned-from evaluates rules already meta-trained: drop --set (their settings are in the "
+                         "run's results.json)")
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / "results.json").read_text())["levels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--learned-from {run_dir}: no ladder results.json there ({exc}); pass the folder of a "
+                         "`marl-net run` (its --out)") from None
+    rules = {}
+    for level in levels:
+        path = run_dir / "policies" / f"{level}.pt"
+        if level not in recorded or not path.is_file():
+            raise ValueError(f"--learned-from {run_dir}: it holds no learned rule of level {level!r} (policies/"
+                             f"{level}.pt and its results.json record); pick from its levels: --levels "
+                             f"{','.join(recorded)}")
+        policy, env, _ = load_policy(path)
+        if env.to_dict() != EnvConfig.from_kwargs(**recorded[level]["env"]).to_dict():
+            raise ValueError(f"--learned-from {run_dir}: policies/{level}.pt and results.json disagree on the "
+                             "rule's env; the folder was edited after its run")
+        rules[level] = (policy, {**recorded[level], "learned_from": str(path)})
+    return rules
 
 
 def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, device: str, progress: bool,
-         overrides: Mapping[str, Mapping[str, Any]] | None, address: str | None, kernels: bool | None) -> dict:
+         overrides: Mapping[str, Mapping[str, Any]] | None, address: str | None, kernels: bool | None,
+         learned_from: Path | None) -> dict:
     from marl_net import heldout, meta_training, numerics, report, targets
-    from marl_net.config import EnvConfig
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +141,11 @@ def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, dev
     if not chosen["levels"]:
         raise ValueError(f"none of the levels can run in this build: {chosen['skipped']['levels']}")
     meta_training.check_settings(chosen["levels"], overrides)
-    trained = meta_training.meta_train(chosen["levels"], budget, seed, out, device, progress, overrides, address,
-                                       kernels)
+    if learned_from is not None:
+        trained = saved_rules(learned_from, chosen["levels"], overrides)
+    else:
+        trained = meta_training.meta_train(chosen["levels"], budget, seed, out, device, progress, overrides, address,
+                                           kernels)
     policies = {}
     for level, (policy, summary) in trained.items():
         meta_training.save_policy(out / "policies" / f"{level}.pt", policy, summary["env"], level, summary["numerics"])
@@ -134,6 +175,8 @@ def _run(budget: Budget, out: Path, seed: int, levels: Sequence[str] | None, dev
         "skipped": chosen["skipped"],
         "numerics": evaluated_with,
     }
+    if learned_from is not None:
+        results["learned_from"] = str(learned_from)
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["targets"], results["targets_skipped"] = targets.targets(results)
     report.write_report(out, results, suite_out["curves"])

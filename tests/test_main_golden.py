@@ -128,6 +128,37 @@ def test_check_runs_on_the_quick_run(quick_run, capsys):
     assert "perturbation/teacher_student: learned / best of np/wp" in capsys.readouterr().out
 
 
+def test_a_runs_learned_rules_evaluated_again_give_its_figures(quick_run, tmp_path, capsys):
+    """``marl-net run --learned-from RUN_DIR``: the saved rules, no meta-training, the same held-out
+    networks for the same --seed, so the same figures; bad uses are refused with exit 2."""
+    from marl_net.cli import main as cli_main
+
+    out, results, _ = quick_run
+    again = tmp_path / "again"
+    argv = ["run", "--budget", "quick", "--learned-from", str(out), "--tasks", "teacher_student",
+            "--levels", "perturbation,gradient", "--out", str(again), "--no-progress"]
+    assert cli_main(argv) in (0, 1)  # 1: a target missed, as it may be on the quick budget
+    assert "the learned rules of" in capsys.readouterr().out
+    rerun = json.loads((again / "results.json").read_text())
+    assert rerun["learned_from"] == str(out) and not list(again.glob("tune"))  # nothing meta-trained
+    from marl_net.targets import targets
+
+    as_default = {**rerun, "budget": {**rerun["budget"], "name": "default"}}  # the run-time target is not measured
+    met, skipped = targets(as_default)
+    assert "seconds" not in str(met) and any("no meta-training ran" in s["reason"] for s in skipped)
+    assert "seconds" in str(targets({**as_default, "learned_from": None})[0])
+    for level in ("perturbation", "gradient"):
+        assert rerun["levels"][level]["train"] == results["levels"][level]["train"]
+        assert rerun["levels"][level]["learned_from"] == str(out / "policies" / f"{level}.pt")
+        assert (again / "policies" / f"{level}.pt").stat().st_size > 0
+    for rule, entry in rerun["heldout"]["teacher_student"].items():
+        assert entry["curve_mean"] == results["heldout"]["teacher_student"][rule]["curve_mean"], rule
+    for bad in (["--learned-from", str(tmp_path / "nowhere")], ["--learned-from", str(out), "--set", "ppo.lr=0.1"],
+                ["--learned-from", str(out), "--family", "rl"]):
+        assert cli_main(["run", "--budget", "quick", "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert "--learned-from" in capsys.readouterr().err
+
+
 if __name__ == "__main__":  # regenerate: python tests/test_main_golden.py RUN_DIR
     run_dir = Path(sys.argv[1])
     GOLDEN.parent.mkdir(exist_ok=True)

@@ -216,9 +216,11 @@ def compare(args) -> int:
                 extra = {k: v for k, v in hyper[r].items() if k != param}
                 res = tune_lr(r, rule_config(config, r), seeds, args.tune_steps or args.steps, device=args.device,
                               param=param, **extra)
-                print(f"tuning {r} {param} on the train split (final loss, the tuner's one metric):\n{res.table()}")
+                print(f"tuning {r} {param} on the train split (final loss, the tuner's one metric):\n{res.table()}"
+                      + ("\n(the best is the smallest or largest value tried: it may lie beyond)" if res.at_edge else ""))
                 hyper[r][param] = res.best
-                tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best}
+                tuning[f"{r}/{param}"] = {"grid": res.grid, "scores": res.scores, "best": res.best,
+                                          "at_edge": res.at_edge}
 
     task = classification_task(config) if TASKS[config.task][0].loss == "cross_entropy" else None
     with numerics.recording() as kernels_ran:  # what ran for the runs is the record

@@ -47,6 +47,10 @@ def add_arguments(parser) -> None:
                         help="the C++ kernels (policy, observation rows) on, or off for torch only, in meta-training "
                              "and evaluation; default: on unless MARL_NET_FUSED=0. What ran is recorded in "
                              "results.json['numerics'] and levels[LEVEL]['numerics']")
+    parser.add_argument("--learned-from", default=None, metavar="RUN_DIR",
+                        help="evaluate the learned rules an earlier run saved (RUN_DIR/policies/LEVEL.pt) instead "
+                             "of meta-training: the held-out suite again, e.g. under a newer tuning protocol or "
+                             "another --seed's networks; results.json records it, and the run-time target is skipped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -71,7 +75,7 @@ def parse_job_overrides(items: list[str]) -> dict[str, dict]:
     return overrides
 
 
-SUPERVISED_ONLY = {"restarts": 1, "levels": None}  # the ladder's options and their defaults
+SUPERVISED_ONLY = {"restarts": 1, "levels": None, "learned_from": None}  # the ladder's options and their defaults
 
 
 def main(args) -> int:
@@ -105,8 +109,13 @@ def _ladder_job(args):
     chosen = main_job.plan(levels, budget)
     meta_training.check_settings(chosen["levels"], overrides)  # refuse a bad setting now, naming the fix
     out = Path(args.out)
-    print(f"marl-net run: budget {budget.name} ({budget.iterations} PPO iterations x {budget.copies} networks per "
-          f"level), levels {chosen['levels']}, held-out {chosen['tasks']}, output in {out}/")
+    learned_from = None if args.learned_from is None else Path(args.learned_from)
+    if learned_from is not None:
+        main_job.saved_rules(learned_from, chosen["levels"], overrides)  # refuse a folder without the rules now
+    training = (f"the learned rules of {learned_from}/ (no meta-training)" if learned_from else
+                f"{budget.iterations} PPO iterations x {budget.copies} networks per level")
+    print(f"marl-net run: budget {budget.name} ({training}), levels {chosen['levels']}, held-out {chosen['tasks']}, "
+          f"output in {out}/")
     for kind, reasons in chosen["skipped"].items():
         for name, reason in reasons.items():
             print(f"  skipped {kind[:-1]} {name}: {reason}")
@@ -114,7 +123,7 @@ def _ladder_job(args):
     def job():
         return main_job.run(budget, out, seed=args.seed, levels=levels, device=args.device,
                             progress=not args.no_progress, overrides=overrides, address=args.address,
-                            kernels=None if args.kernels is None else args.kernels == "on")
+                            kernels=None if args.kernels is None else args.kernels == "on", learned_from=learned_from)
 
     return job, f"{out}/curves_LEVEL.png", f"{out}/policies/LEVEL.pt (marl-net eval POLICY ...)"
 
@@ -129,9 +138,9 @@ def _rl_job(args):
 
     for option, default in SUPERVISED_ONLY.items():
         if getattr(args, option, default) != default:
-            raise ValueError(f"--{option} is an option of --family supervised; drop it with --family rl (the RL "
-                             "family's options: --budget, --tasks, --out, --seed, --device, --address, --set, "
-                             "--kernels, --no-progress)")
+            raise ValueError(f"--{option.replace('_', '-')} is an option of --family supervised; drop it with "
+                             "--family rl (the RL family's options: --budget, --tasks, --out, --seed, --device, "
+                             "--address, --set, --kernels, --no-progress)")
     budget = rl_job.parse_budget(args.budget)
     presets = rl_job.parse_presets(args.tasks)
     overrides = rl_job.parse_overrides(args.overrides)
