@@ -154,7 +154,7 @@ def test_a_runs_learned_rules_evaluated_again_give_its_figures(quick_run, tmp_pa
     for rule, entry in rerun["heldout"]["teacher_student"].items():
         assert entry["curve_mean"] == results["heldout"]["teacher_student"][rule]["curve_mean"], rule
     for bad in (["--learned-from", str(tmp_path / "nowhere")], ["--learned-from", str(out), "--set", "ppo.lr=0.1"],
-                ["--learned-from", str(out), "--family", "rl"]):
+                ["--learned-from", str(out), "--family", "rl"], ["--learned-from", str(out), "--restarts", "2"]):
         assert cli_main(["run", "--budget", "quick", "--out", str(tmp_path / "bad"), *bad]) == 2
         assert "--learned-from" in capsys.readouterr().err
 

@@ -111,6 +111,8 @@ def _ladder_job(args):
     out = Path(args.out)
     learned_from = None if args.learned_from is None else Path(args.learned_from)
     if learned_from is not None:
+        if args.restarts != 1:
+            raise ValueError("--learned-from evaluates rules already meta-trained: drop --restarts")
         main_job.saved_rules(learned_from, chosen["levels"], overrides)  # refuse a folder without the rules now
     training = (f"the learned rules of {learned_from}/ (no meta-training)" if learned_from else
                 f"{budget.iterations} PPO iterations x {budget.copies} networks per level")
