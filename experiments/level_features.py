@@ -12,7 +12,7 @@ lower kept), tunes the learned rule's ``action_scale`` (``marl_net.rules.tuning`
 tuned final loss, with tuned SGD, Adam and the base rule on the same train-split networks beside
 it. No held-out task is used. ``--correction relative``, ``--base`` (e.g. ``dfa_adam``) and ``--train-task`` (e.g.
 ``teacher_student,teacher_classes``) vary the correction's form, the hand rule it corrects and the
-meta-training task.
+meta-training task, ``--train-layers`` (e.g. ``8,32,4``) its network.
 ``marl_net.levels`` adopts a memory variant where it lowers the final loss on the train split (the
 sum of the log ratios to ``none`` over the settings is negative), and the correction form that meets
 most of the level's loss targets there; the rows are in docs/results/level_features/ and
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--train-task", default=None,
                         help="comma-separated meta-training tasks, each a variant of its own (default: the job's, "
                              "teacher_student); e.g. teacher_student,teacher_classes")
+    parser.add_argument("--train-layers", default=None,
+                        help="the meta-training network, e.g. 8,32,4 (default: the job's, 8-16-4)")
     parser.add_argument("--correction", default=None, choices=("additive", "relative"),
                         help="how the rule corrects its base (EnvConfig.correction; default: the level's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,6 +86,10 @@ def main() -> None:
         budget = parse_budget(args.budget)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        layers = tuple(int(n) for n in args.train_layers.split(",")) if args.train_layers else None
+    except ValueError:
+        parser.error(f"--train-layers {args.train_layers!r}: write the layer sizes as integers, e.g. 8,32,4")
     level = LEVELS[args.level]
     plain = tuple(n for n in level.observations if n not in level.memory)  # without the memory it now uses
     base_rule = level.base if args.base is None else args.base
@@ -104,7 +110,8 @@ def main() -> None:
             env = {"observations": plain + extra, **({"action_scale": scale} if scale else {}),
                    **({"task": task} if task else {}), **({"base_update": None} if args.no_base else {}),
                    **({"base_update": BASES[args.base].feature} if args.base and not args.no_base else {}),
-                   **({"correction": args.correction} if args.correction else {})}
+                   **({"correction": args.correction} if args.correction else {}),
+                   **({"layers": layers} if layers else {})}
             overrides = {args.level: {"env": env}}
             base = None if args.no_base else over_tuned_base(
                 EnvConfig.from_kwargs(**job_settings(args.level, overrides)["env"]), train_lrs.setdefault(task, {}),
@@ -117,7 +124,8 @@ def main() -> None:
             policy = trainer.policy.eval()
             trained = trainer.env.config
             key = name + ("" if scale is None else f"@{scale:g}") + ("" if task is None else f"/{task}")
-            row = {"extra": list(extra), "task": trained.task, "correction": trained.correction,
+            row = {"extra": list(extra), "task": trained.task, "layers": list(trained.layers),
+                   "correction": trained.correction,
                    "action_scale": trained.action_scale, "base_rate": trained.base_rate,
                    "train_seconds": round(time.perf_counter() - start, 1),
                    "train_final_inner_loss": metrics.get("inner_loss_final")}
