@@ -331,6 +331,8 @@ def test_tuner_extends_its_grid_past_an_end_that_tunes_best():
     assert not extend_to_interior(bowl, [1.0, 3.0, 9.0], extend=0).grid[-1] > 9
     low = extend_to_interior(bowl, [1e4, 1e5])  # the minimum below the grid: extended down by 10x
     assert low.grid == pytest.approx([10, 100, 1e3, 1e4, 1e5]) and low.best == pytest.approx(100)
+    single = extend_to_interior(bowl, [1.0])  # one value: both ends, spaced by 3, 3 values at most above it
+    assert single.grid == pytest.approx([1 / 3, 1, 3, 9, 27]) and single.best == pytest.approx(27) and single.at_edge
     with pytest.raises(ValueError, match="positive"):
         extend_to_interior(bowl, [0.0, 1.0])
 

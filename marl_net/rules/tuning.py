@@ -129,7 +129,10 @@ def extend_to_interior(tune: Callable[[list[float]], TuneResult], grid: Sequence
             values = result.grid
             if len(values) > 1 and result.best != values[end]:
                 break
-            ratio = values[1] / values[0] if end == 0 else values[-1] / values[-2] if len(values) > 1 else 3.0
+            if len(values) == 1:
+                ratio = 3.0
+            else:
+                ratio = values[1] / values[0] if end == 0 else values[-1] / values[-2]
             result = result.merged(tune([values[0] / ratio if end == 0 else values[-1] * ratio]))
     return result
 
