@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from marl_net.levels import GRADIENT_METHODS, LEVELS
+from marl_net.results import edges_by_setting
 from marl_net.rules.tuning import EXTEND
 
 
@@ -55,12 +56,11 @@ def table(results: Mapping) -> str:
 def edge_note(networks: Mapping) -> str:
     """A line naming the rules whose step size tuned to an end of the values tried, per setting
     (``networks[TASK]["tuned_at_grid_edge"]``), or "" when none did."""
-    edges = [f"{task}: {', '.join(n['tuned_at_grid_edge'])}" for task, n in networks.items()
-             if n.get("tuned_at_grid_edge")]
+    edges = edges_by_setting(networks)
     if not edges:
         return ""
     return (f"Tuned to the smallest or largest step size tried (the grid and up to {EXTEND} values past each "
-            "end; the best may lie beyond): " + "; ".join(edges) + ".")
+            f"end; the best may lie beyond): {edges}.")
 
 
 def setting_table(by_rule: Mapping, steps: Mapping, learned: str, networks: Mapping | None = None) -> str:

@@ -95,6 +95,13 @@ def build_results(task: str, steps: int, seeds: Sequence[int], curves: Mapping[s
             **({"numerics": dict(numerics)} if numerics is not None else {})}
 
 
+def edges_by_setting(networks: Mapping) -> str:
+    """``networks[SETTING]["tuned_at_grid_edge"]`` (a run's step sizes tuned to an end of the values
+    tried) as ``"setting: rule, rule; setting: rule"``, or "" when there are none."""
+    return "; ".join(f"{task}: {', '.join(n['tuned_at_grid_edge'])}" for task, n in networks.items()
+                     if n.get("tuned_at_grid_edge"))
+
+
 def check_results(results: dict) -> dict:
     """Raise ValueError naming the first problem if ``results`` is not in the documented format."""
     missing = [k for k in TOP_KEYS if k not in results]

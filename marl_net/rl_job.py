@@ -72,6 +72,7 @@ from marl_net import budgets, rl_baselines
 from marl_net.base_rules import BASES
 from marl_net.config import EnvConfig
 from marl_net.observations import DEFAULT_FEATURES
+from marl_net.results import edges_by_setting
 
 # Trained preset -> the held-out presets its learned rule is measured on.
 TRAINED: dict[str, tuple[str, ...]] = {"bandit2": ("bandit2",), "bandit10": ("bandit10",), "harlow": ("harlow",),
@@ -383,11 +384,10 @@ def table(results: Mapping) -> str:
             name = f"**{rule}**" if rule == LEARNED else rule
             lines.append(f"| {task} | {name} | {step} | " + " | ".join(cells) + " |")
     networks = results.get("networks", {})
-    edges = [f"{task}: {', '.join(n['tuned_at_grid_edge'])}" for task, n in networks.items()
-             if n.get("tuned_at_grid_edge")]
+    edges = edges_by_setting(networks)
     if edges:
         grid = next(iter(networks.values()))["tune_grid"]
-        lines.append(f"\nTuned to an end of the step-size grid ({min(grid):g} to {max(grid):g}): " + "; ".join(edges) + ".")
+        lines.append(f"\nTuned to an end of the step-size grid ({min(grid):g} to {max(grid):g}): {edges}.")
     return "\n".join(lines) + "\n"
 
 

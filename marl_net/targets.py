@@ -142,10 +142,11 @@ def targets(results: Mapping) -> tuple[list[dict], list[dict]]:
             target.update(met=False, vacuous=vacuous)
         out.append(target)
     seconds = results.get("seconds")
-    if (results.get("budget") or {}).get("name") == "default" and results.get("learned_from"):
+    default_budget = (results.get("budget") or {}).get("name") == "default"
+    if default_budget and results.get("learned_from"):
         skipped.append({"name": "make run (default budget): seconds",
                         "reason": f"the learned rules came from {results['learned_from']}: no meta-training ran"})
-    elif (results.get("budget") or {}).get("name") == "default" and seconds is not None:
+    elif default_budget and seconds is not None:
         out.append({"name": "make run (default budget): seconds", "value": float(seconds), "op": "<=",
                     "bound": RUN_SECONDS, "met": float(seconds) <= RUN_SECONDS})
     return out, skipped
